@@ -1,0 +1,148 @@
+//! Secrets encrypted at rest: the [`SecretCipher`] trait, sealed envelopes,
+//! and the default [`Keyring`].
+
+// mod keyring;
+
+// pub use keyring::Keyring;
+
+use std::fmt::{self, Debug};
+
+use base64::prelude::{Engine, BASE64_STANDARD};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::{Domain, Error, Result};
+
+/// First bytes of every envelope: `CK`, then the envelope format version.
+pub const ENVELOPE_MAGIC: [u8; 2] = *b"CK";
+/// The envelope format this crate writes.
+pub const ENVELOPE_FORMAT: u8 = 1;
+/// Bytes before the cipher's own payload: magic, format, key version (u32, big endian).
+pub const ENVELOPE_HEADER_LEN: usize = 2 + 1 + 4;
+/// Largest envelope accepted (1 MiB): a certificate key or account is a few hundred bytes.
+pub const MAX_ENVELOPE_LEN: usize = 1 << 20;
+
+/// Encrypts and authenticates secrets before they reach a store.
+///
+/// # Contract
+/// - `seal` output is an envelope that starts with [`ENVELOPE_MAGIC`],
+///   [`ENVELOPE_FORMAT`] and the big-endian key version it was sealed under
+///   (see [`Sealed::key_version`]), so any cipher can tell which key opens it.
+/// - `open` must authenticate both the ciphertext and the associated data:
+///   an envelope opened with other associated data than it was sealed with
+///   (for example moved to another domain's record) must fail with
+///   [`Error::Decrypt`], never return data.
+/// - `open` of an envelope whose key version is not configured fails with
+///   [`Error::MissingKey`]; a malformed envelope fails with
+///   [`Error::Envelope`]. Neither may panic, whatever the bytes.
+/// - Implementations must not log, print or put into errors any plaintext
+///   or key material, and should zeroize key material when dropped.
+pub trait SecretCipher: Debug + Send + Sync + 'static {
+    /// Encrypts `plaintext`, binding it to `associated_data`.
+    fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed>;
+
+    /// Decrypts an envelope sealed with the same `associated_data`.
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+
+    /// The key version new seals use.
+    fn sealing_version(&self) -> u32;
+}
+
+/// Associated data for a certificate's private key: binds it to its domain.
+pub fn cert_key_aad(domain: &Domain) -> Vec<u8> {
+    [
+        b"certkeeper/cert-key/".as_slice(),
+        domain.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// Associated data for ACME account credentials: binds them to the account id.
+pub fn account_aad(account_id: &str) -> Vec<u8> {
+    [
+        b"certkeeper/acme-account/".as_slice(),
+        account_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// An encrypted envelope, as stored.
+///
+/// Serialises as a base64 string. `Debug` shows the key version and the
+/// length, never the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(Vec<u8>);
+
+impl Sealed {
+    /// Wraps envelope bytes (for example read back from a database column).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The envelope bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Builds an envelope header followed by a cipher's payload.
+    pub fn with_header(key_version: u32, payload: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(ENVELOPE_HEADER_LEN + payload.len());
+        bytes.extend_from_slice(&ENVELOPE_MAGIC);
+        bytes.push(ENVELOPE_FORMAT);
+        bytes.extend_from_slice(&key_version.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        Self(bytes)
+    }
+
+    /// The key version named by the header.
+    pub fn key_version(&self) -> Result<u32> {
+        Ok(self.parse()?.0)
+    }
+
+    /// Splits the envelope into its key version and the cipher's payload,
+    /// checking the header and the size limit.
+    pub fn parse(&self) -> Result<(u32, &[u8])> {
+        let b = &self.0;
+        if b.len() > MAX_ENVELOPE_LEN {
+            return Err(Error::Envelope("larger than 1 MiB"));
+        }
+        if b.len() < ENVELOPE_HEADER_LEN {
+            return Err(Error::Envelope("shorter than its header"));
+        }
+        if b[..2] != ENVELOPE_MAGIC {
+            return Err(Error::Envelope("not a certkeeper envelope"));
+        }
+        if b[2] != ENVELOPE_FORMAT {
+            return Err(Error::Envelope("unknown envelope format"));
+        }
+        let version = u32::from_be_bytes([b[3], b[4], b[5], b[6]]);
+        Ok((version, &b[ENVELOPE_HEADER_LEN..]))
+    }
+}
+
+impl Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Sealed");
+        match self.key_version() {
+            Ok(v) => d.field("key_version", &v),
+            Err(_) => d.field("key_version", &"malformed"),
+        };
+        d.field("len", &self.0.len()).finish()
+    }
+}
+
+impl Serialize for Sealed {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&BASE64_STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Sealed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BASE64_STANDARD
+            .decode(s.as_bytes())
+            .map(Sealed)
+            .map_err(|_| serde::de::Error::custom("sealed envelope is not valid base64"))
+    }
+}
