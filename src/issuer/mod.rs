@@ -2,10 +2,10 @@
 //! self-signed issuer.
 
 // mod acme;
-// mod self_signed;
+mod self_signed;
 
 // pub use acme::{AcmeIssuer, AcmeIssuerBuilder};
-// pub use self_signed::SelfSignedIssuer;
+pub use self_signed::SelfSignedIssuer;
 
 use std::fmt::{self, Debug};
 
