@@ -11,10 +11,12 @@ pub mod clock;
 pub mod domain;
 mod error;
 pub mod issuer;
-// pub mod renewer;
-// pub mod resolver;
+pub mod renewer;
+pub mod resolver;
 pub mod store;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use domain::Domain;
 pub use error::{Error, Result};
+pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};
+pub use resolver::CertResolver;

@@ -1,8 +1,8 @@
 //! Domain names: validation, normalisation, and which names can get a public certificate.
 
-// mod policy;
+mod policy;
 
-// pub use policy::DomainPolicy;
+pub use policy::{DomainPolicy, MAIN_DOMAIN_META_KEY};
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,0 +1,126 @@
+//! Serving the stored certificates: a rustls [`ResolvesServerCert`] that picks
+//! the certificate by SNI and is updated in place when one is renewed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+use crate::issuer::chain_der;
+use crate::{Domain, Error, Result};
+
+/// Picks the certificate for a TLS handshake by its server name (SNI).
+///
+/// Certificates are swapped in place ([`insert_pem`](Self::insert_pem)), so
+/// a renewed certificate is served from the next handshake on without a
+/// restart, and the old one is served until then. A handshake without SNI,
+/// or for a name with no certificate, gets the fallback certificate if one
+/// is set (for example a self-signed one for the main domain), else fails.
+/// Clones share the same certificates.
+#[derive(Clone, Default)]
+pub struct CertResolver {
+    inner: Arc<RwLock<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    by_name: HashMap<Domain, Arc<CertifiedKey>>,
+    fallback: Option<Domain>,
+}
+
+impl CertResolver {
+    /// An empty resolver.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads (or replaces) the certificate for `domain` from its PEM chain and
+    /// its PKCS#8 PEM private key.
+    pub fn insert_pem(&self, domain: &Domain, chain_pem: &str, key_pem: &[u8]) -> Result<()> {
+        let chain = chain_der(chain_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|_| Error::Tls(format!("the private key of {domain} is not valid PEM")))?;
+        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| Error::Tls(format!("unusable private key for {domain}: {e}")))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        certified.keys_match().map_err(|e| {
+            Error::Tls(format!("certificate and key of {domain} do not match: {e}"))
+        })?;
+        self.write()
+            .by_name
+            .insert(domain.clone(), Arc::new(certified));
+        Ok(())
+    }
+
+    /// Stops serving `domain`; `true` if it was served.
+    pub fn remove(&self, domain: &Domain) -> bool {
+        self.write().by_name.remove(domain).is_some()
+    }
+
+    /// Serves `domain`'s certificate to handshakes without SNI or for unknown names.
+    pub fn set_fallback(&self, domain: Option<Domain>) {
+        self.write().fallback = domain;
+    }
+
+    /// The domains served, sorted.
+    pub fn domains(&self) -> Vec<Domain> {
+        let mut v: Vec<_> = self.read().by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The certificate served for `server_name` (`None`: the fallback).
+    pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let state = self.read();
+        let by_name = server_name
+            .and_then(|n| Domain::new(n).ok())
+            .and_then(|d| state.by_name.get(&d).cloned());
+        by_name.or_else(|| {
+            state
+                .fallback
+                .as_ref()
+                .and_then(|d| state.by_name.get(d).cloned())
+        })
+    }
+
+    /// A rustls server configuration (TLS 1.2 and 1.3, ring, `h2` and
+    /// `http/1.1` ALPN) that resolves through this resolver.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(self.clone()));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.lookup(client_hello.server_name())
+    }
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.read();
+        f.debug_struct("CertResolver")
+            .field("domains", &state.by_name.len())
+            .field("fallback", &state.fallback)
+            .finish()
+    }
+}
