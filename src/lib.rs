@@ -7,7 +7,7 @@
 pub mod challenge;
 pub mod cipher;
 pub mod clock;
-// pub mod config;
+pub mod config;
 pub mod domain;
 mod error;
 pub mod issuer;
@@ -16,6 +16,7 @@ pub mod resolver;
 pub mod store;
 
 pub use clock::{Clock, SystemClock, TestClock};
+pub use config::Config;
 pub use domain::Domain;
 pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};
