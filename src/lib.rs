@@ -1,5 +1,60 @@
-//! certkeeper: TLS certificates that issue and renew themselves through ACME,
-//! and secrets encrypted at rest, for any Rust server.
+//! certkeeper: TLS certificates that issue and renew themselves through ACME
+//! (Let's Encrypt or any RFC 8555 CA), private keys and secrets encrypted at
+//! rest under versioned keys, and console access rules, for any Rust server.
+//!
+//! # Getting started
+//!
+//! A server keeps a [`Renewer`] over a [`CertStore`](store::CertStore) and a
+//! [`SecretCipher`](cipher::SecretCipher), serves TLS through a
+//! [`CertResolver`], and lets the renewer run its maintenance cycle:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use certkeeper::cipher::Keyring;
+//! use certkeeper::store::{CertStore, MemoryStore};
+//! use certkeeper::{CertResolver, Domain, Renewer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> certkeeper::Result<()> {
+//! let store = Arc::new(MemoryStore::new()); // FileStore::open(path) keeps them on disk
+//! let cipher = Arc::new(Keyring::from_keys(true, [(1, "a long random secret from _APP_OPENSSL_KEY_V1")])?);
+//! let resolver = CertResolver::new();
+//! let renewer = Renewer::builder(store.clone(), cipher)
+//!     .main_domain(Some(Domain::new("localhost")?))
+//!     .resolver(resolver.clone())
+//!     .build();
+//!
+//! // localhost gets a self-signed certificate; a public name would go to the
+//! // ACME issuer set with `.acme(...)`.
+//! renewer.add_domain(&Domain::new("localhost")?).await?;
+//! let report = renewer.run_cycle().await?;
+//! assert_eq!(report.issued.len(), 1);
+//!
+//! // The key reached the store sealed; the resolver serves the certificate.
+//! let record = store.load(&Domain::new("localhost")?).await?.unwrap();
+//! assert!(record.certificate.is_some());
+//! assert_eq!(resolver.domains(), vec![Domain::new("localhost")?]);
+//! let tls_config = resolver.server_config()?; // hand this to tokio-rustls
+//! # let _ = tls_config;
+//! // In a server: tokio::spawn(async move { renewer.run(interval).await });
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The parts
+//!
+//! - [`store`]: the [`CertStore`](store::CertStore) trait, its records, the
+//!   built-in stores and the [`conformance`](store::conformance) suite.
+//! - [`cipher`]: the [`SecretCipher`](cipher::SecretCipher) trait and the
+//!   default [`Keyring`](cipher::Keyring).
+//! - [`challenge`]: the [`ChallengeSolver`](challenge::ChallengeSolver) trait
+//!   and the default HTTP-01 solver.
+//! - [`issuer`]: the ACME issuer and the self-signed issuer.
+//! - [`renewer`]: the maintenance cycle and its rules.
+//! - [`resolver`]: serving certificates by SNI with rustls.
+//! - [`domain`]: validated names and which of them may get a certificate.
+//! - [`config`]: settings from the `_APP_*` environment variables.
+//! - [`clock`]: time as a trait, for tests.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
