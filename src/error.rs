@@ -22,6 +22,19 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// An ACME account id or a setting key that the store refuses: it must be
+    /// 1 to 128 characters of `a-z`, `0-9`, `.`, `_` and `-`, not starting
+    /// with a dot, so that no key can name a path outside the store.
+    #[error("invalid {kind} {key:?}: {reason}")]
+    InvalidKey {
+        /// What the key names (`account id` or `meta key`).
+        kind: &'static str,
+        /// The offending key, cut to at most 80 characters.
+        key: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
     /// The domain is neither the main domain nor a custom domain of this server.
     #[error("domain {domain} is not the main domain ({main}) nor a custom domain of this server")]
     DomainNotAllowed {
