@@ -3,13 +3,13 @@
 
 // #[cfg(feature = "fs")]
 // mod file;
-// mod memory;
+mod memory;
 
-// pub mod conformance;
+pub mod conformance;
 
 // #[cfg(feature = "fs")]
 // pub use file::FileStore;
-// pub use memory::MemoryStore;
+pub use memory::MemoryStore;
 
 use std::fmt::Debug;
 
