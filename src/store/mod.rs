@@ -1,14 +1,14 @@
 //! Where certificates, ACME accounts and settings live: the [`CertStore`]
 //! trait, its records, and the built-in stores.
 
-// #[cfg(feature = "fs")]
-// mod file;
+#[cfg(feature = "fs")]
+mod file;
 mod memory;
 
 pub mod conformance;
 
-// #[cfg(feature = "fs")]
-// pub use file::FileStore;
+#[cfg(feature = "fs")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 
 use std::fmt::Debug;
