@@ -1,9 +1,12 @@
 //! Secrets encrypted at rest: the [`SecretCipher`] trait, sealed envelopes,
 //! and the default [`Keyring`].
 
-// mod keyring;
+mod keyring;
 
-// pub use keyring::Keyring;
+pub use keyring::{
+    Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN, MIN_DISTINCT_KEY_CHARS,
+    MIN_KEY_CHARS, NONCE_LEN, PLACEHOLDER_KEYS, TAG_LEN,
+};
 
 use std::fmt::{self, Debug};
 

@@ -1,0 +1,430 @@
+//! [`Keyring`]: the default [`SecretCipher`], XChaCha20-Poly1305 under
+//! versioned keys from `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ...
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
+
+use super::{Sealed, SecretCipher, ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
+use crate::config::OPENSSL_KEY_PREFIX;
+use crate::{Error, Result};
+
+/// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
+pub const KEY_DERIVATION_SALT: &[u8] = b"certkeeper keyring v1";
+/// HKDF-SHA256 info of the key derivation (see [`Keyring::derive_key`]).
+pub const KEY_DERIVATION_INFO: &[u8] = b"xchacha20poly1305";
+/// Bytes of the random nonce at the start of a keyring payload.
+pub const NONCE_LEN: usize = 24;
+/// Bytes of the Poly1305 tag at the end of a keyring payload.
+pub const TAG_LEN: usize = 16;
+/// Fewest characters a production key may have.
+pub const MIN_KEY_CHARS: usize = 16;
+/// Fewest distinct characters a production key may have.
+pub const MIN_DISTINCT_KEY_CHARS: usize = 5;
+/// Well-known placeholder keys (from sample `.env` files) refused in production.
+pub const PLACEHOLDER_KEYS: &[&str] = &["your-secret-key"];
+
+/// Largest plaintext a keyring seals: what fits in a [`MAX_ENVELOPE_LEN`] envelope.
+pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NONCE_LEN - TAG_LEN;
+
+/// Seals and opens secrets with XChaCha20-Poly1305 under versioned keys.
+///
+/// # Keys
+/// One key per version, from `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2`
+/// ... ([`Keyring::from_env`]) or given in code ([`Keyring::from_keys`]).
+/// The highest version seals; every configured version opens. Gaps are
+/// allowed: after a [rotation](crate::cipher::rotate) to V2 the operator
+/// removes V1, and a keyring with only V2 (or V1 and V3) is valid. At least
+/// one key is required.
+///
+/// Each environment string (a passphrase) becomes a 256-bit key by
+/// [`Keyring::derive_key`]: HKDF-SHA256 with the passphrase's UTF-8 bytes,
+/// exactly as given (not trimmed), as input key material, salt
+/// [`KEY_DERIVATION_SALT`] and info [`KEY_DERIVATION_INFO`]. The same
+/// passphrase always gives the same key, on any machine.
+///
+/// # Weak keys
+/// In production a key is refused with [`Error::WeakKey`] naming its
+/// variable when it is empty (or only whitespace), one of the
+/// [`PLACEHOLDER_KEYS`], shorter than [`MIN_KEY_CHARS`] characters, or made
+/// of fewer than [`MIN_DISTINCT_KEY_CHARS`] distinct characters (`aaaa...`,
+/// `abab...`). In development such keys are accepted with a warning that
+/// names the variable, never the key. A random 32-byte key in hex or base64
+/// (`openssl rand -base64 32`) always passes.
+///
+/// # Envelope
+/// [`Sealed::with_header`]`(version, nonce || ciphertext || tag)`, with a
+/// random 24-byte nonce from the operating system for every seal (random
+/// XChaCha20 nonces never repeat in practice, so one key can seal without
+/// limit).
+///
+/// The derived keys are zeroized when the keyring is dropped; `Debug`
+/// shows only the versions.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: BTreeMap<u32, XChaCha20Poly1305>,
+    sealing_version: u32,
+}
+
+// Every key lives in an `XChaCha20Poly1305`, which zeroizes its key on drop.
+impl ZeroizeOnDrop for Keyring {}
+
+impl Keyring {
+    /// Reads every `_APP_OPENSSL_KEY_V<n>` variable of the process
+    /// environment (any versions from 1 up, gaps allowed) and builds a
+    /// keyring with [`Keyring::from_keys`].
+    ///
+    /// `production` is the mode from `_APP_ENV` (see
+    /// [`Config`](crate::Config)), which decides whether weak keys are refused.
+    pub fn from_env(production: bool) -> Result<Self> {
+        let mut keys: Vec<(u32, Zeroizing<String>)> = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str() else { continue };
+            let Some(suffix) = name.strip_prefix(OPENSSL_KEY_PREFIX) else {
+                continue;
+            };
+            let version = parse_version(suffix)
+                .ok_or_else(|| Error::config(name, "key variables are numbered V1, V2 ..."))?;
+            let value = Zeroizing::new(
+                value
+                    .into_string()
+                    .map_err(|_| Error::config(name, "not valid UTF-8"))?,
+            );
+            keys.push((version, value));
+        }
+        Self::from_keys(production, keys.iter().map(|(v, k)| (*v, k.as_str())))
+    }
+
+    /// Builds a keyring from `(version, passphrase)` pairs, for example the
+    /// values of `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ...
+    ///
+    /// Fails with [`Error::Config`] when no key is given, a version is 0 or
+    /// given twice, and (in production) with [`Error::WeakKey`] for a weak key.
+    ///
+    /// ```
+    /// use certkeeper::cipher::{Keyring, SecretCipher};
+    /// let keyring = Keyring::from_keys(true, [
+    ///     (1, "an old passphrase of some length"),
+    ///     (2, "the new passphrase, also long enough"),
+    /// ])?;
+    /// assert_eq!(keyring.sealing_version(), 2);
+    /// assert!(Keyring::from_keys(true, [(1, "your-secret-key")]).is_err());
+    /// # Ok::<(), certkeeper::Error>(())
+    /// ```
+    pub fn from_keys<I, S>(production: bool, keys: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (u32, S)>,
+        S: AsRef<str>,
+    {
+        let mut ciphers = BTreeMap::new();
+        for (version, passphrase) in keys {
+            let name = format!("{OPENSSL_KEY_PREFIX}{version}");
+            if version == 0 {
+                return Err(Error::config(name, "key variables are numbered from V1"));
+            }
+            if ciphers.contains_key(&version) {
+                return Err(Error::config(name, "this key version is given twice"));
+            }
+            let passphrase = passphrase.as_ref();
+            if let Some(reason) = weakness(passphrase) {
+                if production {
+                    return Err(Error::WeakKey { name, reason });
+                }
+                tracing::warn!(
+                    variable = %name,
+                    reason,
+                    "weak encryption key accepted because this is not production"
+                );
+            }
+            let key = Self::derive_key(passphrase);
+            ciphers.insert(version, XChaCha20Poly1305::new(key.as_ref().into()));
+        }
+        let Some(&sealing_version) = ciphers.keys().next_back() else {
+            return Err(Error::config(
+                format!("{OPENSSL_KEY_PREFIX}1"),
+                "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
+            ));
+        };
+        tracing::debug!(
+            versions = ?ciphers.keys().collect::<Vec<_>>(),
+            sealing_version,
+            "keyring ready"
+        );
+        Ok(Self {
+            keys: ciphers,
+            sealing_version,
+        })
+    }
+
+    /// The 256-bit key a passphrase stands for: HKDF-SHA256 with
+    /// `ikm` = the passphrase's UTF-8 bytes, `salt` = [`KEY_DERIVATION_SALT`],
+    /// `info` = [`KEY_DERIVATION_INFO`], 32 bytes of output.
+    ///
+    /// Deterministic, so another program can derive the same key. HKDF is not
+    /// a password hash: the passphrase must itself be a high-entropy secret,
+    /// which is why production refuses short and repetitive ones.
+    pub fn derive_key(passphrase: &str) -> Zeroizing<[u8; 32]> {
+        let hkdf = Hkdf::<Sha256>::new(Some(KEY_DERIVATION_SALT), passphrase.as_bytes());
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand(KEY_DERIVATION_INFO, key.as_mut())
+            .expect("32 bytes is far below HKDF-SHA256's output limit of 255 * 32");
+        key
+    }
+
+    /// The configured key versions, ascending.
+    pub fn versions(&self) -> Vec<u32> {
+        self.keys.keys().copied().collect()
+    }
+
+    /// Whether a key of `version` is configured.
+    pub fn has_version(&self, version: u32) -> bool {
+        self.keys.contains_key(&version)
+    }
+}
+
+/// `Some(n)` for a version suffix of plain digits naming n >= 1.
+fn parse_version(suffix: &str) -> Option<u32> {
+    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    suffix.parse().ok().filter(|v| *v >= 1)
+}
+
+/// Why a passphrase is too weak for production, if it is.
+fn weakness(passphrase: &str) -> Option<&'static str> {
+    let trimmed = passphrase.trim();
+    if trimmed.is_empty() {
+        return Some("the key is empty");
+    }
+    if PLACEHOLDER_KEYS
+        .iter()
+        .any(|p| trimmed.eq_ignore_ascii_case(p))
+    {
+        return Some("the key is the well-known placeholder from the sample configuration");
+    }
+    if passphrase.chars().count() < MIN_KEY_CHARS {
+        return Some("the key is shorter than 16 characters");
+    }
+    let distinct: BTreeSet<char> = passphrase.chars().collect();
+    if distinct.len() < MIN_DISTINCT_KEY_CHARS {
+        return Some("the key repeats fewer than 5 distinct characters");
+    }
+    None
+}
+
+impl SecretCipher for Keyring {
+    fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(Error::Envelope("secret too large to seal (over 1 MiB)"));
+        }
+        let version = self.sealing_version;
+        let Some(cipher) = self.keys.get(&version) else {
+            return Err(Error::MissingKey { version });
+        };
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ciphertext = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: associated_data,
+                },
+            )
+            .map_err(|_| Error::Envelope("secret too large to seal"))?;
+        let mut payload = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        payload.extend_from_slice(&nonce);
+        payload.extend_from_slice(&ciphertext);
+        tracing::trace!(key_version = version, "sealed a secret");
+        Ok(Sealed::with_header(version, &payload))
+    }
+
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let (version, payload) = sealed.parse()?;
+        let cipher = self
+            .keys
+            .get(&version)
+            .ok_or(Error::MissingKey { version })?;
+        if payload.len() < NONCE_LEN + TAG_LEN {
+            return Err(Error::Envelope("shorter than a nonce and a tag"));
+        }
+        let (nonce, ciphertext) = payload.split_at(NONCE_LEN);
+        let plaintext = cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: associated_data,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                tracing::debug!(key_version = version, "a sealed secret failed to open");
+                Error::Decrypt
+            })?;
+        tracing::trace!(key_version = version, "opened a secret");
+        Ok(plaintext)
+    }
+
+    fn sealing_version(&self) -> u32 {
+        self.sealing_version
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("versions", &self.versions())
+            .field("sealing_version", &self.sealing_version)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "first passphrase 0123456789";
+    const V2: &str = "second passphrase 9876543210";
+
+    #[test]
+    fn derivation_is_hkdf_sha256_with_the_documented_salt_and_info() {
+        // Recomputed by hand from RFC 5869: PRK = HMAC(salt, ikm), OKM = HMAC(PRK, info || 0x01).
+        use sha2::Digest;
+        fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+            let mut k = [0u8; 64];
+            k[..key.len()].copy_from_slice(key);
+            let inner: Vec<u8> = k
+                .iter()
+                .map(|b| b ^ 0x36)
+                .chain(msg.iter().copied())
+                .collect();
+            let inner = Sha256::digest(inner);
+            let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(inner).collect();
+            Sha256::digest(outer).into()
+        }
+        let prk = hmac(KEY_DERIVATION_SALT, V1.as_bytes());
+        let okm = hmac(&prk, &[KEY_DERIVATION_INFO, &[1]].concat());
+        assert_eq!(*Keyring::derive_key(V1), okm);
+        assert_eq!(Keyring::derive_key(V1), Keyring::derive_key(V1));
+        assert_ne!(*Keyring::derive_key(V1), *Keyring::derive_key(V2));
+    }
+
+    #[test]
+    fn newest_seals_and_every_version_opens() {
+        let old = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        let both = Keyring::from_keys(true, [(2, V2), (1, V1)]).unwrap();
+        assert_eq!(both.sealing_version(), 2);
+        let sealed_v1 = old.seal(b"secret", b"aad").unwrap();
+        assert_eq!(sealed_v1.key_version().unwrap(), 1);
+        assert_eq!(&**both.open(&sealed_v1, b"aad").unwrap(), b"secret");
+        let sealed_v2 = both.seal(b"secret", b"aad").unwrap();
+        assert_eq!(sealed_v2.key_version().unwrap(), 2);
+        match old.open(&sealed_v2, b"aad") {
+            Err(Error::MissingKey { version: 2 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let only_v2 = Keyring::from_keys(true, [(2, V2)]).unwrap();
+        assert_eq!(&**only_v2.open(&sealed_v2, b"aad").unwrap(), b"secret");
+    }
+
+    #[test]
+    fn wrong_aad_and_tampering_fail_to_decrypt() {
+        let k = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        let sealed = k.seal(b"secret", b"domain-a").unwrap();
+        assert!(matches!(k.open(&sealed, b"domain-b"), Err(Error::Decrypt)));
+        let mut bytes = sealed.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = Sealed::from_bytes(bytes);
+        assert!(matches!(
+            k.open(&tampered, b"domain-a"),
+            Err(Error::Decrypt)
+        ));
+        let other = Keyring::from_keys(true, [(1, V2)]).unwrap();
+        assert!(matches!(
+            other.open(&sealed, b"domain-a"),
+            Err(Error::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn two_seals_of_the_same_secret_differ() {
+        let k = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        assert_ne!(k.seal(b"s", b"").unwrap(), k.seal(b"s", b"").unwrap());
+    }
+
+    #[test]
+    fn weak_keys_are_refused_in_production_only() {
+        for (key, reason_part) in [
+            ("", "empty"),
+            ("   ", "empty"),
+            ("your-secret-key", "placeholder"),
+            ("YOUR-SECRET-KEY", "placeholder"),
+            ("short-key", "shorter"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
+            ("abababababababababababab", "distinct"),
+        ] {
+            match Keyring::from_keys(true, [(3, key)]) {
+                Err(Error::WeakKey { name, reason }) => {
+                    assert_eq!(name, "_APP_OPENSSL_KEY_V3");
+                    assert!(reason.contains(reason_part), "{key:?}: {reason}");
+                }
+                other => panic!("{key:?}: {other:?}"),
+            }
+            let dev = Keyring::from_keys(false, [(3, key)]).unwrap();
+            let sealed = dev.seal(b"x", b"").unwrap();
+            assert_eq!(&**dev.open(&sealed, b"").unwrap(), b"x");
+        }
+        assert!(Keyring::from_keys(true, [(1, "q8Zr2mX0cVbN4tLw")]).is_ok());
+    }
+
+    #[test]
+    fn bad_key_sets_are_config_errors() {
+        let none: [(u32, &str); 0] = [];
+        assert!(matches!(
+            Keyring::from_keys(false, none),
+            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V1"
+        ));
+        assert!(matches!(
+            Keyring::from_keys(false, [(0, V1)]),
+            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V0"
+        ));
+        assert!(matches!(
+            Keyring::from_keys(false, [(2, V1), (2, V2)]),
+            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V2"
+        ));
+    }
+
+    #[test]
+    fn version_suffixes() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("12"), Some(12));
+        for bad in ["", "0", "x", "+1", "-1", " 1", "99999999999"] {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_only_versions() {
+        let k = Keyring::from_keys(true, [(1, V1), (4, V2)]).unwrap();
+        let shown = format!("{k:?}");
+        assert_eq!(shown, "Keyring { versions: [1, 4], sealing_version: 4 }");
+    }
+
+    #[test]
+    fn oversized_plaintext_is_refused() {
+        let k = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        let big = vec![0u8; MAX_PLAINTEXT_LEN + 1];
+        assert!(matches!(k.seal(&big, b""), Err(Error::Envelope(_))));
+        let fits = vec![7u8; MAX_PLAINTEXT_LEN];
+        let sealed = k.seal(&fits, b"").unwrap();
+        assert_eq!(sealed.as_bytes().len(), MAX_ENVELOPE_LEN);
+        assert_eq!(k.open(&sealed, b"").unwrap().len(), MAX_PLAINTEXT_LEN);
+    }
+}
