@@ -499,8 +499,11 @@ impl Renewer {
         }
         self.inner.acme.as_ref().ok_or_else(|| {
             Error::config(
-                "_APP_ACME_DIRECTORY_URL",
-                format!("no ACME issuer configured, needed for the public name {domain}"),
+                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+                format!(
+                    "no ACME issuer configured (it needs a contact address), \
+                     and the public name {domain} needs one in production"
+                ),
             )
         })
     }

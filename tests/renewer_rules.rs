@@ -1,0 +1,428 @@
+//! The maintenance cycle's rules, each checked with a settable clock: the
+//! renew window, the cap per cycle, the attempt limit, manual generation and
+//! the reset on success. The issuer here is a scripted one (real self-signed
+//! certificates, or a failure on demand): these are unit tests of the rules;
+//! tests/renewer_pebble.rs runs the same cycle against a real ACME CA.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use certkeeper::cipher::{cert_key_aad, Keyring, SecretCipher};
+use certkeeper::issuer::{IssuedCert, Issuer, SelfSignedIssuer};
+use certkeeper::store::{CertStore, IssuerKind, MemoryStore};
+use certkeeper::{Clock, Domain, Error, RenewalPolicy, Renewer, TestClock};
+use time::{Duration, OffsetDateTime};
+
+/// Issues real self-signed certificates of a chosen lifetime, or fails, or hangs.
+#[derive(Debug)]
+struct ScriptedIssuer {
+    inner: SelfSignedIssuer,
+    fail: AtomicBool,
+    hang: AtomicBool,
+    calls: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl ScriptedIssuer {
+    fn new(clock: Arc<dyn Clock>, lifetime: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            inner: SelfSignedIssuer::with_clock(clock).validity(lifetime),
+            fail: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
+            calls: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Issuer for ScriptedIssuer {
+    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Let other tasks start, so the concurrency bound is really exercised.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(StdDuration::from_millis(2)).await;
+        let result = if self.hang.load(Ordering::SeqCst) {
+            std::future::pending().await
+        } else if self.fail.load(Ordering::SeqCst) {
+            Err(Error::Acme {
+                domain: Some(domain.to_string()),
+                step: "new-order",
+                message: "urn:ietf:params:acme:error:rateLimited: too many certificates".into(),
+            })
+        } else {
+            self.inner.issue_blocking(domain)
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn kind(&self) -> IssuerKind {
+        IssuerKind::SelfSigned
+    }
+}
+
+struct Setup {
+    clock: TestClock,
+    store: Arc<MemoryStore>,
+    cipher: Arc<Keyring>,
+    issuer: Arc<ScriptedIssuer>,
+    renewer: Renewer,
+}
+
+fn start() -> OffsetDateTime {
+    // A whole second, as stored dates are compared at second precision.
+    OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap()
+}
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::from_keys(true, [(1, "renewer-rules-test-key-0123456789")]).unwrap())
+}
+
+fn setup(lifetime: Duration, concurrency: usize) -> Setup {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let cipher = keyring();
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), lifetime);
+    let renewer = Renewer::builder(store.clone(), cipher.clone())
+        .self_signed(issuer.clone())
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+        .concurrency(concurrency)
+        .main_domain(Some(Domain::new("main.example.com").unwrap()))
+        .build();
+    Setup {
+        clock,
+        store,
+        cipher,
+        issuer,
+        renewer,
+    }
+}
+
+fn d(name: &str) -> Domain {
+    Domain::new(name).unwrap()
+}
+
+#[test]
+fn renew_date_is_thirty_days_before_expiry_but_at_most_a_third_of_the_lifetime() {
+    let p = RenewalPolicy::default();
+    let t = start();
+    assert_eq!(
+        p.renew_date(t, t + Duration::days(90)),
+        t + Duration::days(60)
+    );
+    assert_eq!(
+        p.renew_date(t, t + Duration::days(6)),
+        t + Duration::days(4)
+    );
+    assert_eq!(
+        p.renew_date(t, t + Duration::days(365)),
+        t + Duration::days(335)
+    );
+    // A certificate that ends before it starts renews at once, never panics.
+    assert_eq!(
+        p.renew_date(t, t - Duration::days(1)),
+        t - Duration::days(1)
+    );
+}
+
+#[tokio::test]
+async fn renews_only_inside_the_window() {
+    let s = setup(Duration::days(90), 4);
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    let first = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(first.issued, vec![domain.clone()]);
+    let record = s.store.load(&domain).await.unwrap().unwrap();
+    let cert = record.certificate.clone().unwrap();
+    assert_eq!(record.issue_date, Some(start()));
+    assert_eq!(record.renew_date, cert.not_after - Duration::days(30));
+
+    // One second before the window: nothing to do.
+    s.clock.set(record.renew_date - Duration::seconds(1));
+    let idle = s.renewer.run_cycle().await.unwrap();
+    assert!(idle.issued.is_empty() && idle.failed.is_empty(), "{idle}");
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 1);
+
+    // Inside the window: renewed, with a new certificate and a later renew date.
+    s.clock.set(record.renew_date);
+    let renewed = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(renewed.issued, vec![domain.clone()]);
+    let after = s.store.load(&domain).await.unwrap().unwrap();
+    let new_cert = after.certificate.clone().unwrap();
+    assert_ne!(new_cert.fingerprint, cert.fingerprint);
+    assert_eq!(after.issue_date, Some(record.renew_date));
+    assert_eq!(after.renew_date, new_cert.not_after - Duration::days(30));
+    assert!(after.log.last().unwrap().success);
+    assert_eq!(after.log.last().unwrap().step, "renew");
+}
+
+#[tokio::test]
+async fn short_lived_certificates_renew_after_two_thirds_of_their_life() {
+    let s = setup(Duration::days(6), 4);
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    s.renewer.run_cycle().await.unwrap();
+    let record = s.store.load(&domain).await.unwrap().unwrap();
+    let cert = record.certificate.unwrap();
+    // The window is a third of the lifetime (the self-signed issuer starts
+    // validity a minute early, so the lifetime is 6 days and a minute).
+    let lifetime = cert.not_after - cert.not_before;
+    assert_eq!(record.renew_date, cert.not_after - lifetime / 3);
+    assert!(record.renew_date > start() + Duration::days(3));
+    assert!(record.renew_date < cert.not_after - Duration::days(1));
+    // The next daily cycle does not reissue it.
+    s.clock.advance(Duration::days(1));
+    assert!(s.renewer.run_cycle().await.unwrap().issued.is_empty());
+}
+
+#[tokio::test]
+async fn one_cycle_issues_at_most_two_hundred_oldest_first() {
+    let s = setup(Duration::days(90), 16);
+    // 250 domains, registered one second apart: the first 200 are the oldest.
+    let mut names = Vec::new();
+    for i in 0..250 {
+        let domain = d(&format!("site{i:03}.example.com"));
+        s.renewer.add_domain(&domain).await.unwrap();
+        names.push(domain);
+        s.clock.advance(Duration::seconds(1));
+    }
+    let first = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(first.issued.len(), 200, "{first}");
+    let mut expected: Vec<_> = names[..200].to_vec();
+    expected.sort();
+    assert_eq!(first.issued, expected);
+    assert!(s.issuer.max_in_flight.load(Ordering::SeqCst) <= 16);
+
+    let second = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(second.issued.len(), 50, "{second}");
+    assert_eq!(second.issued, names[200..].to_vec());
+}
+
+#[tokio::test]
+async fn concurrency_is_bounded() {
+    let s = setup(Duration::days(90), 3);
+    for i in 0..30 {
+        s.renewer
+            .add_domain(&d(&format!("c{i}.example.com")))
+            .await
+            .unwrap();
+    }
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued.len(), 30);
+    let max = s.issuer.max_in_flight.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&max), "max in flight {max}");
+}
+
+#[tokio::test]
+async fn failures_count_and_stop_at_five_then_manual_generation_still_works() {
+    let s = setup(Duration::days(90), 4);
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    s.issuer.fail.store(true, Ordering::SeqCst);
+    for attempt in 1..=5u32 {
+        let report = s.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.failed.len(), 1, "cycle {attempt}: {report}");
+        assert!(report.failed[0].1.contains("rateLimited"), "{report:?}");
+        let record = s.store.load(&domain).await.unwrap().unwrap();
+        assert_eq!(record.attempts, attempt);
+        assert_eq!(
+            record.renew_date,
+            s.clock.now(),
+            "a failure is due again next cycle"
+        );
+        s.clock.advance(Duration::days(1));
+    }
+    // Five failures: the cycle no longer picks it.
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert!(
+        report.failed.is_empty() && report.issued.is_empty(),
+        "{report}"
+    );
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 5);
+    let record = s.store.load(&domain).await.unwrap().unwrap();
+    assert_eq!(record.log.iter().filter(|e| !e.success).count(), 5);
+    assert!(
+        record.log_lines()[0].contains("attempt 1"),
+        "{:?}",
+        record.log_lines()
+    );
+
+    // Manual generation ignores the limit; while the CA still fails it counts a sixth failure.
+    let err = s.renewer.issue_now(Some(&domain)).await.unwrap_err();
+    assert!(matches!(err, Error::Acme { .. }), "{err}");
+    assert_eq!(s.store.load(&domain).await.unwrap().unwrap().attempts, 6);
+
+    // Once the CA works, manual generation succeeds and resets the count.
+    s.issuer.fail.store(false, Ordering::SeqCst);
+    let record = s.renewer.issue_now(Some(&domain)).await.unwrap();
+    assert_eq!(record.attempts, 0);
+    assert_eq!(record.issue_date, Some(s.clock.now()));
+    assert!(record.certificate.is_some());
+    assert_eq!(record.log.last().unwrap().step, "manual");
+    // Without a name, manual generation is for the main domain.
+    let again = s.renewer.issue_now(None).await.unwrap();
+    assert_eq!(again.domain, domain);
+}
+
+#[tokio::test]
+async fn a_success_resets_attempts_and_keeps_the_old_certificate_until_then() {
+    let s = setup(Duration::days(90), 4);
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    s.renewer.run_cycle().await.unwrap();
+    let issued = s.store.load(&domain).await.unwrap().unwrap();
+    let old = issued.certificate.clone().unwrap();
+
+    s.clock.set(issued.renew_date);
+    s.issuer.fail.store(true, Ordering::SeqCst);
+    s.renewer.run_cycle().await.unwrap();
+    s.clock.advance(Duration::days(1));
+    s.renewer.run_cycle().await.unwrap();
+    let failing = s.store.load(&domain).await.unwrap().unwrap();
+    assert_eq!(failing.attempts, 2);
+    // The certificate in force is kept (and served) while renewals fail.
+    assert_eq!(
+        failing.certificate.as_ref().unwrap().fingerprint,
+        old.fingerprint
+    );
+
+    s.issuer.fail.store(false, Ordering::SeqCst);
+    s.clock.advance(Duration::days(1));
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued, vec![domain.clone()]);
+    let ok = s.store.load(&domain).await.unwrap().unwrap();
+    assert_eq!(ok.attempts, 0);
+    assert_eq!(ok.issue_date, Some(s.clock.now()));
+    assert_ne!(ok.certificate.unwrap().fingerprint, old.fingerprint);
+}
+
+#[tokio::test]
+async fn a_hanging_issuer_fails_the_attempt_and_the_cycle_finishes() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
+    issuer.hang.store(true, Ordering::SeqCst);
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .self_signed(issuer.clone())
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+        .issue_timeout(StdDuration::from_millis(200))
+        .build();
+    let a = d("a.example.com");
+    let b = d("b.example.com");
+    renewer.add_domain(&a).await.unwrap();
+    renewer.add_domain(&b).await.unwrap();
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.failed.len(), 2, "{report}");
+    assert!(report.failed[0].1.contains("timed out"), "{report:?}");
+    assert_eq!(store.load(&a).await.unwrap().unwrap().attempts, 1);
+}
+
+#[tokio::test]
+async fn private_keys_are_sealed_to_their_domain() {
+    let s = setup(Duration::days(90), 4);
+    let a = d("main.example.com");
+    let b = d("other.example.com");
+    s.renewer.add_domain(&a).await.unwrap();
+    s.renewer.add_domain(&b).await.unwrap();
+    s.renewer.run_cycle().await.unwrap();
+    let rec_a = s.store.load(&a).await.unwrap().unwrap();
+    let sealed = &rec_a.certificate.as_ref().unwrap().sealed_key;
+    let key = s.cipher.open(sealed, &cert_key_aad(&a)).unwrap();
+    assert!(std::str::from_utf8(&key)
+        .unwrap()
+        .contains("BEGIN PRIVATE KEY"));
+    // The stored record holds no plaintext key.
+    let stored = serde_json::to_string(&rec_a).unwrap();
+    assert!(!stored.contains("PRIVATE KEY"));
+    // Moved to another domain's record, the envelope does not open.
+    assert!(matches!(
+        s.cipher.open(sealed, &cert_key_aad(&b)),
+        Err(Error::Decrypt)
+    ));
+    // And the renewer hands out the opened key for serving.
+    let (cert, key2) = s.renewer.certificate(&a).await.unwrap().unwrap();
+    assert_eq!(cert.fingerprint, rec_a.certificate.unwrap().fingerprint);
+    assert_eq!(*key, *key2);
+}
+
+#[tokio::test]
+async fn only_the_main_domain_and_custom_domains_get_certificates() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
+    // `_APP_DOMAIN` unset: the first domain seen becomes the main domain.
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .self_signed(issuer.clone())
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let stranger = d("stranger.example.net");
+    let err = renewer.issue_now(Some(&stranger)).await.unwrap_err();
+    assert!(matches!(err, Error::DomainNotAllowed { .. }), "{err}");
+    assert!(renewer.issue_now(None).await.is_err(), "no main domain yet");
+
+    // localhost is seen first but is never learned as the main domain.
+    assert!(renewer.observe(&d("localhost")).await.unwrap());
+    assert_eq!(renewer.policy().main_domain().await.unwrap(), None);
+    let first = d("console.example.org");
+    assert!(renewer.observe(&first).await.unwrap());
+    assert!(!renewer.observe(&stranger).await.unwrap());
+    assert_eq!(
+        renewer.policy().main_domain().await.unwrap(),
+        Some(first.clone())
+    );
+    // The main domain is remembered in the store: a new renewer over it agrees.
+    let again = Renewer::builder(store.clone(), keyring())
+        .production(false)
+        .build();
+    assert_eq!(
+        again.policy().main_domain().await.unwrap(),
+        Some(first.clone())
+    );
+
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued, vec![first.clone()]);
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1);
+
+    // A custom domain the operator adds is allowed; after removal it is not.
+    let custom = d("shop.example.net");
+    renewer.add_domain(&custom).await.unwrap();
+    renewer.issue_now(Some(&custom)).await.unwrap();
+    assert!(renewer.remove_domain(&custom).await.unwrap());
+    assert!(store.load(&custom).await.unwrap().is_none());
+    assert!(matches!(
+        renewer.issue_now(Some(&custom)).await,
+        Err(Error::DomainNotAllowed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_record_left_in_the_store_by_someone_else_is_not_issued_without_permission() {
+    let s = setup(Duration::days(90), 4);
+    // A record for a domain the policy does not know (for example written by
+    // another tool into a shared store).
+    let foreign = d("foreign.example.net");
+    s.store
+        .save(&certkeeper::store::CertRecord::new(
+            foreign.clone(),
+            start(),
+        ))
+        .await
+        .unwrap();
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{report}");
+    assert!(
+        report.failed[0].1.contains("not the main domain"),
+        "{report:?}"
+    );
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 0);
+}
