@@ -2,10 +2,15 @@
 //! and the default [`Keyring`].
 
 mod keyring;
+mod password;
 
 pub use keyring::{
     Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN, MIN_DISTINCT_KEY_CHARS,
     MIN_KEY_CHARS, NONCE_LEN, PLACEHOLDER_KEYS, TAG_LEN,
+};
+pub use password::{
+    hash_password, needs_rehash, verify_password, MAX_VERIFY_MEMORY_KIB, MAX_VERIFY_PARALLELISM,
+    MAX_VERIFY_TIME_COST,
 };
 
 use std::fmt::{self, Debug};
