@@ -74,7 +74,10 @@ const UNREADABLE_RENEW: i128 = i128::MIN;
 ///   record of the last journal line (the one write a crash may have cut
 ///   short) is re-read, and a torn last line is ignored. A journal that is
 ///   missing, or damaged anywhere but in its last line, is rebuilt from the
-///   record files.
+///   record files. Every write through the store keeps the index in step;
+///   record files added or removed by hand are picked up at the next
+///   opening, and deleting `index.log` before opening makes the store
+///   re-read every record (after editing records by hand, say).
 /// - **Unreadable records do not stop a cycle.** A record file that cannot
 ///   be decoded is an [`Error::Corrupt`] for that domain on `load` and
 ///   `save`; `due` logs a warning and skips it. Deleting the domain removes

@@ -18,11 +18,10 @@ use crate::{Domain, Error, Result};
 /// ordered by `(renew_date, domain)`, so a cycle walks only the due records.
 /// Dates are kept to the nanosecond.
 ///
-/// Account ids and meta keys follow the same rule as in
-/// [`FileStore`](super::FileStore): 1 to 128 characters of `a-z`, `0-9`, `.`,
-/// `_` and `-`, not starting with a dot; anything else is an
-/// [`Error::InvalidKey`]. Code tested against a `MemoryStore` therefore
-/// behaves the same on disk.
+/// Account ids and meta keys follow the same rule as in the file store
+/// (`FileStore`): 1 to 128 characters of `a-z`, `0-9`, `.`, `_` and `-`, not
+/// starting with a dot; anything else is an [`Error::InvalidKey`]. Code
+/// tested against a `MemoryStore` therefore behaves the same on disk.
 ///
 /// ```
 /// use certkeeper::store::{CertRecord, CertStore, MemoryStore};
