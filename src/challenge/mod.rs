@@ -1,9 +1,9 @@
 //! Proving control of a domain to the CA: the [`ChallengeSolver`] trait and
 //! the default [`Http01Solver`].
 
-// mod http01;
+mod http01;
 
-// pub use http01::{Http01Responder, Http01Solver};
+pub use http01::{Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX};
 
 use std::fmt::{self, Debug};
 

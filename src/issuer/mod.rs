@@ -1,10 +1,10 @@
 //! Where certificates come from: the [`Issuer`] trait, the ACME issuer and the
 //! self-signed issuer.
 
-// mod acme;
+mod acme;
 mod self_signed;
 
-// pub use acme::{AcmeIssuer, AcmeIssuerBuilder};
+pub use acme::{AcmeIssuer, AcmeIssuerBuilder};
 pub use self_signed::SelfSignedIssuer;
 
 use std::fmt::{self, Debug};
