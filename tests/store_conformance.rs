@@ -2,18 +2,11 @@
 //! broken stores, and what only the file store promises (permissions, crash
 //! recovery, the persisted due index), on a real filesystem.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use certkeeper::cipher::Sealed;
-use certkeeper::store::{
-    conformance, AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, LogEntry,
-    MemoryStore, StoredCert,
-};
-use certkeeper::{Domain, Error, Result};
-use sha2::{Digest, Sha256};
+use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, MemoryStore};
+use certkeeper::{Domain, Result};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -30,25 +23,6 @@ fn record(name: &str, renew_date: OffsetDateTime, attempts: u32) -> CertRecord {
     }
 }
 
-fn with_certificate(mut record: CertRecord) -> CertRecord {
-    record.certificate = Some(StoredCert {
-        chain_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
-        sealed_key: Sealed::with_header(2, &[7; 48]),
-        not_before: NOW - Duration::days(10),
-        not_after: NOW + Duration::days(80),
-        fingerprint: "cd".repeat(32),
-        issuer: IssuerKind::Acme,
-    });
-    record.issue_date = Some(NOW - Duration::days(10));
-    record.push_log(LogEntry {
-        time: NOW - Duration::days(10),
-        step: "issue".into(),
-        success: true,
-        message: "issued by the test CA".into(),
-    });
-    record
-}
-
 async fn create(store: &dyn CertStore, record: &CertRecord) -> CertRecord {
     let version = store.save(record).await.unwrap();
     CertRecord {
@@ -57,70 +31,12 @@ async fn create(store: &dyn CertStore, record: &CertRecord) -> CertRecord {
     }
 }
 
-fn names(records: &[CertRecord]) -> Vec<&str> {
-    records.iter().map(|r| r.domain.as_str()).collect()
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    files_under(root)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(".tmp-")
-        })
-        .collect()
-}
-
-/// A journal line as the file store writes it (the format is documented on
-/// `FileStore`).
-fn journal_line(body: &str) -> String {
-    let digest = Sha256::digest(body.as_bytes());
-    let sum: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{body} {sum}\n")
-}
-
-fn append(path: &Path, text: &str) {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-}
-
 // ---------------------------------------------------------------------------
 // The suite on the built-in stores.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
     conformance::run_all(&MemoryStore::new()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_store_conforms_and_again_after_reopening() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    conformance::run_all(&store).await;
-    drop(store);
-    let store = FileStore::open(&dir).await.unwrap();
-    conformance::run_all(&store).await;
-    assert!(temp_files(&dir).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,508 +223,598 @@ async fn the_suite_catches_broken_stores() {
 // ---------------------------------------------------------------------------
 // What only the file store promises.
 
-#[cfg(unix)]
-#[tokio::test]
-async fn files_are_0600_and_directories_0700() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("nested").join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    create(&store, &with_certificate(record("a.example.com", NOW, 0))).await;
-    let account = AccountRecord {
-        id: "acme-v02.example-1".into(),
-        version: 0,
-        sealed_credentials: Sealed::with_header(1, b"opaque"),
-        created: NOW,
-    };
-    store.save_account(&account).await.unwrap();
-    store
-        .put_meta_if_absent("main-domain", "a.example.com")
-        .await
-        .unwrap();
+#[cfg(feature = "fs")]
+mod file_store {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
 
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir), 0o700);
-    let all = files_under(&dir);
-    assert!(all.len() >= 7, "{all:?}");
-    for path in all {
-        let expected = if path.is_dir() { 0o700 } else { 0o600 };
-        assert_eq!(mode(&path), expected, "{}", path.display());
+    use certkeeper::cipher::Sealed;
+    use certkeeper::store::{FileStore, IssuerKind, LogEntry, StoredCert};
+    use certkeeper::Error;
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn with_certificate(mut record: CertRecord) -> CertRecord {
+        record.certificate = Some(StoredCert {
+            chain_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            sealed_key: Sealed::with_header(2, &[7; 48]),
+            not_before: NOW - Duration::days(10),
+            not_after: NOW + Duration::days(80),
+            fingerprint: "cd".repeat(32),
+            issuer: IssuerKind::Acme,
+        });
+        record.issue_date = Some(NOW - Duration::days(10));
+        record.push_log(LogEntry {
+            time: NOW - Duration::days(10),
+            step: "issue".into(),
+            success: true,
+            message: "issued by the test CA".into(),
+        });
+        record
     }
-}
 
-#[tokio::test]
-async fn reopening_sees_records_accounts_meta_and_the_due_index() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = FileStore::open(tmp.path()).await.unwrap();
-    assert!(store.path().is_absolute());
-    let mut saved = Vec::new();
-    for (name, days, attempts) in [
-        ("late.example.com", 10, 0),
-        ("b.example.com", -2, 1),
-        ("a.example.com", -2, 0),
-        ("tired.example.com", -5, 5),
-        ("c.example.com", -1, 4),
-    ] {
-        let r = with_certificate(record(name, NOW + Duration::days(days), attempts));
-        saved.push(create(&store, &r).await);
+    fn names(records: &[CertRecord]) -> Vec<&str> {
+        records.iter().map(|r| r.domain.as_str()).collect()
     }
-    // An update and a delete, so the journal holds more than creations.
-    let mut updated = saved.remove(0);
-    updated.renew_date = NOW - Duration::days(3);
-    updated.version = store.save(&updated).await.unwrap();
-    assert!(store.delete(&domain("c.example.com")).await.unwrap());
-    let account = AccountRecord {
-        id: "letsencrypt-1".into(),
-        version: 0,
-        sealed_credentials: Sealed::with_header(3, &[1, 2, 3]),
-        created: NOW,
-    };
-    store.save_account(&account).await.unwrap();
-    store
-        .put_meta_if_absent("main-domain", "a.example.com")
-        .await
-        .unwrap();
-    let due_before = store.due(NOW, 5, 200).await.unwrap();
-    assert_eq!(
-        names(&due_before),
-        ["late.example.com", "a.example.com", "b.example.com"]
-    );
-    drop(store);
 
-    let store = FileStore::open(tmp.path()).await.unwrap();
-    assert_eq!(store.due(NOW, 5, 200).await.unwrap(), due_before);
-    assert_eq!(
-        store.list().await.unwrap(),
-        [
-            "a.example.com",
-            "b.example.com",
-            "late.example.com",
-            "tired.example.com"
-        ]
-        .map(domain)
-    );
-    assert_eq!(
-        store.load(&domain("late.example.com")).await.unwrap(),
-        Some(updated)
-    );
-    assert_eq!(store.load(&domain("c.example.com")).await.unwrap(), None);
-    assert_eq!(
-        store.load_account("letsencrypt-1").await.unwrap(),
-        Some(AccountRecord {
-            version: 1,
-            ..account
-        })
-    );
-    assert_eq!(store.list_accounts().await.unwrap(), ["letsencrypt-1"]);
-    assert_eq!(
-        store.get_meta("main-domain").await.unwrap().as_deref(),
-        Some("a.example.com")
-    );
-    assert_eq!(
+    fn files_under(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path.clone());
+                }
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn temp_files(root: &Path) -> Vec<PathBuf> {
+        files_under(root)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+            .collect()
+    }
+
+    /// A journal line as the file store writes it (the format is documented on
+    /// `FileStore`).
+    fn journal_line(body: &str) -> String {
+        let digest = Sha256::digest(body.as_bytes());
+        let sum: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{body} {sum}\n")
+    }
+
+    fn append(path: &Path, text: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_store_conforms_and_again_after_reopening() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        conformance::run_all(&store).await;
+        drop(store);
+        let store = FileStore::open(&dir).await.unwrap();
+        conformance::run_all(&store).await;
+        assert!(temp_files(&dir).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_are_0600_and_directories_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nested").join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        create(&store, &with_certificate(record("a.example.com", NOW, 0))).await;
+        let account = AccountRecord {
+            id: "acme-v02.example-1".into(),
+            version: 0,
+            sealed_credentials: Sealed::with_header(1, b"opaque"),
+            created: NOW,
+        };
+        store.save_account(&account).await.unwrap();
         store
-            .put_meta_if_absent("main-domain", "other.example.com")
+            .put_meta_if_absent("main-domain", "a.example.com")
             .await
-            .unwrap(),
-        "a.example.com"
-    );
-}
+            .unwrap();
 
-/// Saves three due records and closes the store; returns its directory.
-async fn three_due_records(tmp: &tempfile::TempDir) -> PathBuf {
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    for (i, name) in ["a.example.com", "b.example.com", "c.example.com"]
-        .iter()
-        .enumerate()
-    {
-        create(&store, &record(name, NOW - Duration::days(3 - i as i64), 0)).await;
-    }
-    dir
-}
-
-async fn assert_three_due(dir: &Path) {
-    let store = FileStore::open(dir).await.unwrap();
-    assert_eq!(
-        names(&store.due(NOW, 5, 200).await.unwrap()),
-        ["a.example.com", "b.example.com", "c.example.com"]
-    );
-    assert_eq!(store.list().await.unwrap().len(), 3);
-    // The store keeps working, and the next opening agrees.
-    let extra = create(&store, &record("d.example.com", NOW, 0)).await;
-    drop(store);
-    let store = FileStore::open(dir).await.unwrap();
-    assert_eq!(store.due(NOW, 5, 200).await.unwrap().len(), 4);
-    assert_eq!(store.load(&extra.domain).await.unwrap(), Some(extra));
-}
-
-#[tokio::test]
-async fn records_missing_from_the_journal_are_found_after_reopening() {
-    // The journal deleted.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    std::fs::remove_file(dir.join("index.log")).unwrap();
-    assert_three_due(&dir).await;
-
-    // The journal cut back to its header: the files are indexed at open.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    std::fs::write(dir.join("index.log"), "certkeeper-index 1\n").unwrap();
-    assert_three_due(&dir).await;
-
-    // Garbage appended to the journal.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    append(&dir.join("index.log"), "garbage\n\0\0\0 more garbage\nP x");
-    assert_three_due(&dir).await;
-
-    // Not a journal at all.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    std::fs::write(dir.join("index.log"), [0xff, 0xfe, 0, 1]).unwrap();
-    assert_three_due(&dir).await;
-
-    // A record file that arrived while the store was closed (a crash between
-    // writing it and journaling it looks the same).
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    let other = tmp.path().join("other");
-    let store = FileStore::open(&other).await.unwrap();
-    create(&store, &record("e.example.com", NOW - Duration::days(9), 0)).await;
-    drop(store);
-    std::fs::copy(
-        other.join("certs").join("e.example.com"),
-        dir.join("certs").join("e.example.com"),
-    )
-    .unwrap();
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(
-        names(&store.due(NOW, 5, 200).await.unwrap()),
-        [
-            "e.example.com",
-            "a.example.com",
-            "b.example.com",
-            "c.example.com"
-        ]
-    );
-    drop(store);
-
-    // A record file removed while the store was closed.
-    std::fs::remove_file(dir.join("certs").join("b.example.com")).unwrap();
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(
-        names(&store.due(NOW, 5, 200).await.unwrap()),
-        ["e.example.com", "a.example.com", "c.example.com"]
-    );
-    assert!(!store
-        .list()
-        .await
-        .unwrap()
-        .contains(&domain("b.example.com")));
-}
-
-#[tokio::test]
-async fn a_torn_journal_line_is_ignored_and_cleared() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    let journal = dir.join("index.log");
-    append(&journal, "P d.example.com 17409");
-    assert_three_due(&dir).await;
-    let text = std::fs::read_to_string(&journal).unwrap();
-    assert!(!text.contains("17409"), "{text}");
-}
-
-#[tokio::test]
-async fn a_journal_line_whose_write_never_landed_is_corrected_at_open() {
-    // A crash after journaling a save but before renaming the record into
-    // place: the journal says "not due until next year", the record on disk
-    // is still due. The record wins.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    let next_year = (NOW + Duration::days(365)).unix_timestamp_nanos();
-    append(
-        &dir.join("index.log"),
-        &journal_line(&format!("P b.example.com {next_year} 0 2")),
-    );
-    assert_three_due(&dir).await;
-
-    // The same for a delete that was journaled but never happened.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = three_due_records(&tmp).await;
-    append(&dir.join("index.log"), &journal_line("D a.example.com"));
-    assert_three_due(&dir).await;
-}
-
-#[tokio::test]
-async fn no_temporary_file_is_left_behind() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    let mut r = create(&store, &with_certificate(record("a.example.com", NOW, 0))).await;
-    for i in 0..20 {
-        r.attempts = i % 3;
-        r.version = store.save(&r).await.unwrap();
-    }
-    // Failed writes leave nothing either.
-    let stale = CertRecord {
-        version: 1,
-        ..r.clone()
-    };
-    assert!(matches!(
-        store.save(&stale).await,
-        Err(Error::Conflict { .. })
-    ));
-    create(&store, &record("b.example.com", NOW, 0)).await;
-    store.delete(&domain("b.example.com")).await.unwrap();
-    let account = AccountRecord {
-        id: "acct".into(),
-        version: 0,
-        sealed_credentials: Sealed::with_header(1, b"x"),
-        created: NOW,
-    };
-    store.save_account(&account).await.unwrap();
-    store.put_meta_if_absent("k", "v").await.unwrap();
-    assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
-    drop(store);
-
-    // Temporary files a crash left are removed at open.
-    let left = [
-        dir.join("certs").join(".tmp-4242-7"),
-        dir.join(".tmp-4242-8"),
-        dir.join("meta").join(".tmp-1-1"),
-    ];
-    for path in &left {
-        std::fs::write(path, "half a record").unwrap();
-    }
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
-    assert_eq!(store.list().await.unwrap(), [domain("a.example.com")]);
-}
-
-#[tokio::test]
-async fn a_corrupt_record_is_an_error_on_load_and_skipped_by_due() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    let a = create(&store, &record("a.example.com", NOW - Duration::days(2), 0)).await;
-    let b = create(&store, &record("b.example.com", NOW - Duration::days(1), 0)).await;
-    let certs = dir.join("certs");
-    std::fs::write(certs.join("a.example.com"), "{\"domain\": \"a.exam").unwrap();
-
-    match store.load(&a.domain).await {
-        Err(Error::Corrupt { key, .. }) => assert_eq!(key, "a.example.com"),
-        other => panic!("expected Error::Corrupt, got {other:?}"),
-    }
-    assert_eq!(store.due(NOW, 5, 200).await.unwrap(), vec![b.clone()]);
-    assert!(matches!(store.save(&a).await, Err(Error::Corrupt { .. })));
-    // Deleting removes it; the domain can then start again.
-    assert!(store.delete(&a.domain).await.unwrap());
-    let fresh = CertRecord {
-        version: 0,
-        ..a.clone()
-    };
-    assert_eq!(store.save(&fresh).await.unwrap(), 1);
-
-    // A record moved from another domain's file is not served under this name.
-    let moved = serde_json::to_vec(&b).unwrap();
-    std::fs::write(certs.join("c.example.com"), moved).unwrap();
-    drop(store);
-
-    // Found at open (not in the journal) and unreadable: listed, reported,
-    // skipped; opening does not fail.
-    std::fs::write(certs.join("d.example.com"), [0u8; 10]).unwrap();
-    let store = FileStore::open(&dir).await.unwrap();
-    for bad in ["c.example.com", "d.example.com"] {
-        assert!(
-            matches!(store.load(&domain(bad)).await, Err(Error::Corrupt { .. })),
-            "{bad}"
-        );
-        assert!(store.list().await.unwrap().contains(&domain(bad)), "{bad}");
-    }
-    let due = store.due(NOW, 5, 200).await.unwrap();
-    assert_eq!(names(&due), ["a.example.com", "b.example.com"]);
-    assert_eq!(
-        names(&store.due(NOW, 5, 1).await.unwrap()),
-        ["a.example.com"]
-    );
-}
-
-#[tokio::test]
-async fn hostile_account_ids_and_meta_keys_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let stores: [Box<dyn CertStore>; 2] = [
-        Box::new(FileStore::open(&dir).await.unwrap()),
-        Box::new(MemoryStore::new()),
-    ];
-    let before = files_under(tmp.path());
-    let long = "a".repeat(129);
-    for store in &stores {
-        for key in [
-            "../x",
-            "a/b",
-            "",
-            ".hidden",
-            ".",
-            "..",
-            "/etc/passwd",
-            "a\\b",
-            "UPPER",
-            "x\0y",
-            &long,
-        ] {
-            let refused = |r: Result<()>| matches!(r, Err(Error::InvalidKey { .. }));
-            let account = AccountRecord {
-                id: key.into(),
-                version: 0,
-                sealed_credentials: Sealed::with_header(1, b"x"),
-                created: NOW,
-            };
-            assert!(refused(store.load_account(key).await.map(drop)), "{key:?}");
-            assert!(
-                refused(store.save_account(&account).await.map(drop)),
-                "{key:?}"
-            );
-            assert!(refused(store.get_meta(key).await.map(drop)), "{key:?}");
-            assert!(
-                refused(store.put_meta_if_absent(key, "v").await.map(drop)),
-                "{key:?}"
-            );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let all = files_under(&dir);
+        assert!(all.len() >= 7, "{all:?}");
+        for path in all {
+            let expected = if path.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&path), expected, "{}", path.display());
         }
     }
-    assert_eq!(files_under(tmp.path()), before);
-    assert_eq!(
-        stores[0].list_accounts().await.unwrap(),
-        Vec::<String>::new()
-    );
-}
 
-#[tokio::test]
-async fn ipv6_literals_round_trip() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    let mut saved = Vec::new();
-    for (name, days) in [("2001:db8::1", -2), ("::1", -1), ("::ffff:192.0.2.1", 0)] {
-        let r = with_certificate(record(name, NOW + Duration::days(days), 0));
-        saved.push(create(&store, &r).await);
-    }
-    for r in &saved {
-        assert_eq!(store.load(&r.domain).await.unwrap().as_ref(), Some(r));
-    }
-    drop(store);
-    for path in files_under(&dir.join("certs")) {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.contains(':'), "{name}");
-    }
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(store.due(NOW, 5, 200).await.unwrap(), saved);
-    let mut listed: Vec<Domain> = saved.iter().map(|r| r.domain.clone()).collect();
-    listed.sort();
-    assert_eq!(store.list().await.unwrap(), listed);
-    assert!(store.delete(&domain("[::1]")).await.unwrap());
-    assert_eq!(store.load(&domain("::1")).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn the_journal_is_rewritten_when_it_grows() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = FileStore::open(&dir).await.unwrap();
-    let mut r = create(&store, &record("a.example.com", NOW, 0)).await;
-    for i in 0..150 {
-        r.renew_date = NOW + Duration::minutes(i);
-        r.version = store.save(&r).await.unwrap();
-    }
-    let lines = std::fs::read_to_string(dir.join("index.log"))
-        .unwrap()
-        .lines()
-        .count();
-    assert!(lines < 100, "the journal has {lines} lines for one record");
-    drop(store);
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(
-        store.due(r.renew_date, 5, 10).await.unwrap(),
-        vec![r.clone()]
-    );
-    assert!(store
-        .due(r.renew_date - Duration::seconds(1), 5, 10)
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-#[tokio::test]
-async fn a_directory_opens_once_per_process() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = FileStore::open(tmp.path()).await.unwrap();
-    let again = FileStore::open(tmp.path().join(".")).await;
-    assert!(matches!(again, Err(Error::Store { .. })), "{again:?}");
-    // A clone shares the one store.
-    let clone = store.clone();
-    create(&clone, &record("a.example.com", NOW, 0)).await;
-    assert_eq!(store.list().await.unwrap().len(), 1);
-    drop(store);
-    drop(clone);
-    let store = FileStore::open(tmp.path()).await.unwrap();
-    assert_eq!(store.list().await.unwrap().len(), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_thousand_records_due_after_reopening() {
-    const COUNT: usize = 20_000;
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    // Written straight into the documented layout: one JSON record per file.
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    let mut model = BTreeMap::new();
-    for i in 0..COUNT {
-        // Many records share a renew date, so the domain breaks ties.
-        let minutes = (i * 7919 % 5000) as i64;
-        let r = CertRecord {
-            version: 1,
-            ..record(
-                &format!("host{i}.example.net"),
-                NOW + Duration::minutes(minutes - 2000),
-                (i % 7) as u32,
-            )
+    #[tokio::test]
+    async fn reopening_sees_records_accounts_meta_and_the_due_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path()).await.unwrap();
+        assert!(store.path().is_absolute());
+        let mut saved = Vec::new();
+        for (name, days, attempts) in [
+            ("late.example.com", 10, 0),
+            ("b.example.com", -2, 1),
+            ("a.example.com", -2, 0),
+            ("tired.example.com", -5, 5),
+            ("c.example.com", -1, 4),
+        ] {
+            let r = with_certificate(record(name, NOW + Duration::days(days), attempts));
+            saved.push(create(&store, &r).await);
+        }
+        // An update and a delete, so the journal holds more than creations.
+        let mut updated = saved.remove(0);
+        updated.renew_date = NOW - Duration::days(3);
+        updated.version = store.save(&updated).await.unwrap();
+        assert!(store.delete(&domain("c.example.com")).await.unwrap());
+        let account = AccountRecord {
+            id: "letsencrypt-1".into(),
+            version: 0,
+            sealed_credentials: Sealed::with_header(3, &[1, 2, 3]),
+            created: NOW,
         };
-        std::fs::write(
-            certs.join(r.domain.as_str()),
-            serde_json::to_vec(&r).unwrap(),
+        store.save_account(&account).await.unwrap();
+        store
+            .put_meta_if_absent("main-domain", "a.example.com")
+            .await
+            .unwrap();
+        let due_before = store.due(NOW, 5, 200).await.unwrap();
+        assert_eq!(
+            names(&due_before),
+            ["late.example.com", "a.example.com", "b.example.com"]
+        );
+        drop(store);
+
+        let store = FileStore::open(tmp.path()).await.unwrap();
+        assert_eq!(store.due(NOW, 5, 200).await.unwrap(), due_before);
+        assert_eq!(
+            store.list().await.unwrap(),
+            [
+                "a.example.com",
+                "b.example.com",
+                "late.example.com",
+                "tired.example.com"
+            ]
+            .map(domain)
+        );
+        assert_eq!(
+            store.load(&domain("late.example.com")).await.unwrap(),
+            Some(updated)
+        );
+        assert_eq!(store.load(&domain("c.example.com")).await.unwrap(), None);
+        assert_eq!(
+            store.load_account("letsencrypt-1").await.unwrap(),
+            Some(AccountRecord {
+                version: 1,
+                ..account
+            })
+        );
+        assert_eq!(store.list_accounts().await.unwrap(), ["letsencrypt-1"]);
+        assert_eq!(
+            store.get_meta("main-domain").await.unwrap().as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            store
+                .put_meta_if_absent("main-domain", "other.example.com")
+                .await
+                .unwrap(),
+            "a.example.com"
+        );
+    }
+
+    /// Saves three due records and closes the store; returns its directory.
+    async fn three_due_records(tmp: &tempfile::TempDir) -> PathBuf {
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        for (i, name) in ["a.example.com", "b.example.com", "c.example.com"]
+            .iter()
+            .enumerate()
+        {
+            create(&store, &record(name, NOW - Duration::days(3 - i as i64), 0)).await;
+        }
+        dir
+    }
+
+    async fn assert_three_due(dir: &Path) {
+        let store = FileStore::open(dir).await.unwrap();
+        assert_eq!(
+            names(&store.due(NOW, 5, 200).await.unwrap()),
+            ["a.example.com", "b.example.com", "c.example.com"]
+        );
+        assert_eq!(store.list().await.unwrap().len(), 3);
+        // The store keeps working, and the next opening agrees.
+        let extra = create(&store, &record("d.example.com", NOW, 0)).await;
+        drop(store);
+        let store = FileStore::open(dir).await.unwrap();
+        assert_eq!(store.due(NOW, 5, 200).await.unwrap().len(), 4);
+        assert_eq!(store.load(&extra.domain).await.unwrap(), Some(extra));
+    }
+
+    #[tokio::test]
+    async fn records_missing_from_the_journal_are_found_after_reopening() {
+        // The journal deleted.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        std::fs::remove_file(dir.join("index.log")).unwrap();
+        assert_three_due(&dir).await;
+
+        // The journal cut back to its header: the files are indexed at open.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        std::fs::write(dir.join("index.log"), "certkeeper-index 1\n").unwrap();
+        assert_three_due(&dir).await;
+
+        // Garbage appended to the journal.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        append(&dir.join("index.log"), "garbage\n\0\0\0 more garbage\nP x");
+        assert_three_due(&dir).await;
+
+        // Not a journal at all.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        std::fs::write(dir.join("index.log"), [0xff, 0xfe, 0, 1]).unwrap();
+        assert_three_due(&dir).await;
+
+        // A record file that arrived while the store was closed (a crash between
+        // writing it and journaling it looks the same).
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        let other = tmp.path().join("other");
+        let store = FileStore::open(&other).await.unwrap();
+        create(&store, &record("e.example.com", NOW - Duration::days(9), 0)).await;
+        drop(store);
+        std::fs::copy(
+            other.join("certs").join("e.example.com"),
+            dir.join("certs").join("e.example.com"),
         )
         .unwrap();
-        model.insert(r.domain.clone(), r);
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(
+            names(&store.due(NOW, 5, 200).await.unwrap()),
+            [
+                "e.example.com",
+                "a.example.com",
+                "b.example.com",
+                "c.example.com"
+            ]
+        );
+        drop(store);
+
+        // A record file removed while the store was closed.
+        std::fs::remove_file(dir.join("certs").join("b.example.com")).unwrap();
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(
+            names(&store.due(NOW, 5, 200).await.unwrap()),
+            ["e.example.com", "a.example.com", "c.example.com"]
+        );
+        assert!(!store
+            .list()
+            .await
+            .unwrap()
+            .contains(&domain("b.example.com")));
     }
 
-    let store = FileStore::open(&dir).await.unwrap();
-    assert_eq!(store.list().await.unwrap().len(), COUNT);
-    // Changes through the store: records move out of and into the due set,
-    // some are deleted.
-    for i in (0..COUNT).step_by(97) {
-        let name = domain(&format!("host{i}.example.net"));
-        let mut r = model.remove(&name).unwrap();
-        match i % 3 {
-            0 => {
-                assert!(store.delete(&name).await.unwrap());
-                continue;
-            }
-            1 => r.renew_date = NOW - Duration::days(30) + Duration::seconds(i as i64),
-            _ => r.renew_date = NOW + Duration::days(30),
+    #[tokio::test]
+    async fn a_torn_journal_line_is_ignored_and_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        let journal = dir.join("index.log");
+        append(&journal, "P d.example.com 17409");
+        assert_three_due(&dir).await;
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert!(!text.contains("17409"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_journal_line_whose_write_never_landed_is_corrected_at_open() {
+        // A crash after journaling a save but before renaming the record into
+        // place: the journal says "not due until next year", the record on disk
+        // is still due. The record wins.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        let next_year = (NOW + Duration::days(365)).unix_timestamp_nanos();
+        append(
+            &dir.join("index.log"),
+            &journal_line(&format!("P b.example.com {next_year} 0 2")),
+        );
+        assert_three_due(&dir).await;
+
+        // The same for a delete that was journaled but never happened.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        append(&dir.join("index.log"), &journal_line("D a.example.com"));
+        assert_three_due(&dir).await;
+    }
+
+    #[tokio::test]
+    async fn no_temporary_file_is_left_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        let mut r = create(&store, &with_certificate(record("a.example.com", NOW, 0))).await;
+        for i in 0..20 {
+            r.attempts = i % 3;
+            r.version = store.save(&r).await.unwrap();
         }
-        r.attempts = 0;
-        r.version = store.save(&r).await.unwrap();
-        model.insert(name, r);
-    }
-    drop(store);
+        // Failed writes leave nothing either.
+        let stale = CertRecord {
+            version: 1,
+            ..r.clone()
+        };
+        assert!(matches!(
+            store.save(&stale).await,
+            Err(Error::Conflict { .. })
+        ));
+        create(&store, &record("b.example.com", NOW, 0)).await;
+        store.delete(&domain("b.example.com")).await.unwrap();
+        let account = AccountRecord {
+            id: "acct".into(),
+            version: 0,
+            sealed_credentials: Sealed::with_header(1, b"x"),
+            created: NOW,
+        };
+        store.save_account(&account).await.unwrap();
+        store.put_meta_if_absent("k", "v").await.unwrap();
+        assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+        drop(store);
 
-    let store = FileStore::open(&dir).await.unwrap();
-    let mut expected: Vec<&CertRecord> = model.values().filter(|r| r.is_due(NOW, 5)).collect();
-    expected.sort_by(|a, b| (a.renew_date, &a.domain).cmp(&(b.renew_date, &b.domain)));
-    assert!(expected.len() > 1000);
-    let due = store.due(NOW, 5, 200).await.unwrap();
-    assert_eq!(due.len(), 200);
-    assert_eq!(due.iter().collect::<Vec<_>>(), expected[..200].to_vec());
-    assert_eq!(store.list().await.unwrap().len(), model.len());
+        // Temporary files a crash left are removed at open.
+        let left = [
+            dir.join("certs").join(".tmp-4242-7"),
+            dir.join(".tmp-4242-8"),
+            dir.join("meta").join(".tmp-1-1"),
+        ];
+        for path in &left {
+            std::fs::write(path, "half a record").unwrap();
+        }
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+        assert_eq!(store.list().await.unwrap(), [domain("a.example.com")]);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_an_error_on_load_and_skipped_by_due() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        let a = create(&store, &record("a.example.com", NOW - Duration::days(2), 0)).await;
+        let b = create(&store, &record("b.example.com", NOW - Duration::days(1), 0)).await;
+        let certs = dir.join("certs");
+        std::fs::write(certs.join("a.example.com"), "{\"domain\": \"a.exam").unwrap();
+
+        match store.load(&a.domain).await {
+            Err(Error::Corrupt { key, .. }) => assert_eq!(key, "a.example.com"),
+            other => panic!("expected Error::Corrupt, got {other:?}"),
+        }
+        assert_eq!(store.due(NOW, 5, 200).await.unwrap(), vec![b.clone()]);
+        assert!(matches!(store.save(&a).await, Err(Error::Corrupt { .. })));
+        // Deleting removes it; the domain can then start again.
+        assert!(store.delete(&a.domain).await.unwrap());
+        let fresh = CertRecord {
+            version: 0,
+            ..a.clone()
+        };
+        assert_eq!(store.save(&fresh).await.unwrap(), 1);
+
+        // A record moved from another domain's file is not served under this name.
+        let moved = serde_json::to_vec(&b).unwrap();
+        std::fs::write(certs.join("c.example.com"), moved).unwrap();
+        drop(store);
+
+        // Found at open (not in the journal) and unreadable: listed, reported,
+        // skipped; opening does not fail.
+        std::fs::write(certs.join("d.example.com"), [0u8; 10]).unwrap();
+        let store = FileStore::open(&dir).await.unwrap();
+        for bad in ["c.example.com", "d.example.com"] {
+            assert!(
+                matches!(store.load(&domain(bad)).await, Err(Error::Corrupt { .. })),
+                "{bad}"
+            );
+            assert!(store.list().await.unwrap().contains(&domain(bad)), "{bad}");
+        }
+        let due = store.due(NOW, 5, 200).await.unwrap();
+        assert_eq!(names(&due), ["a.example.com", "b.example.com"]);
+        assert_eq!(
+            names(&store.due(NOW, 5, 1).await.unwrap()),
+            ["a.example.com"]
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_account_ids_and_meta_keys_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let stores: [Box<dyn CertStore>; 2] = [
+            Box::new(FileStore::open(&dir).await.unwrap()),
+            Box::new(MemoryStore::new()),
+        ];
+        let before = files_under(tmp.path());
+        let long = "a".repeat(129);
+        for store in &stores {
+            for key in [
+                "../x",
+                "a/b",
+                "",
+                ".hidden",
+                ".",
+                "..",
+                "/etc/passwd",
+                "a\\b",
+                "UPPER",
+                "x\0y",
+                &long,
+            ] {
+                let refused = |r: Result<()>| matches!(r, Err(Error::InvalidKey { .. }));
+                let account = AccountRecord {
+                    id: key.into(),
+                    version: 0,
+                    sealed_credentials: Sealed::with_header(1, b"x"),
+                    created: NOW,
+                };
+                assert!(refused(store.load_account(key).await.map(drop)), "{key:?}");
+                assert!(
+                    refused(store.save_account(&account).await.map(drop)),
+                    "{key:?}"
+                );
+                assert!(refused(store.get_meta(key).await.map(drop)), "{key:?}");
+                assert!(
+                    refused(store.put_meta_if_absent(key, "v").await.map(drop)),
+                    "{key:?}"
+                );
+            }
+        }
+        assert_eq!(files_under(tmp.path()), before);
+        assert_eq!(
+            stores[0].list_accounts().await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv6_literals_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        let mut saved = Vec::new();
+        for (name, days) in [("2001:db8::1", -2), ("::1", -1), ("::ffff:192.0.2.1", 0)] {
+            let r = with_certificate(record(name, NOW + Duration::days(days), 0));
+            saved.push(create(&store, &r).await);
+        }
+        for r in &saved {
+            assert_eq!(store.load(&r.domain).await.unwrap().as_ref(), Some(r));
+        }
+        drop(store);
+        for path in files_under(&dir.join("certs")) {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.contains(':'), "{name}");
+        }
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(store.due(NOW, 5, 200).await.unwrap(), saved);
+        let mut listed: Vec<Domain> = saved.iter().map(|r| r.domain.clone()).collect();
+        listed.sort();
+        assert_eq!(store.list().await.unwrap(), listed);
+        assert!(store.delete(&domain("[::1]")).await.unwrap());
+        assert_eq!(store.load(&domain("::1")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_journal_is_rewritten_when_it_grows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        let mut r = create(&store, &record("a.example.com", NOW, 0)).await;
+        for i in 0..150 {
+            r.renew_date = NOW + Duration::minutes(i);
+            r.version = store.save(&r).await.unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.join("index.log"))
+            .unwrap()
+            .lines()
+            .count();
+        assert!(lines < 100, "the journal has {lines} lines for one record");
+        drop(store);
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(
+            store.due(r.renew_date, 5, 10).await.unwrap(),
+            vec![r.clone()]
+        );
+        assert!(store
+            .due(r.renew_date - Duration::seconds(1), 5, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_directory_opens_once_per_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = FileStore::open(tmp.path()).await.unwrap();
+        let again = FileStore::open(tmp.path().join(".")).await;
+        assert!(matches!(again, Err(Error::Store { .. })), "{again:?}");
+        // A clone shares the one store.
+        let clone = store.clone();
+        create(&clone, &record("a.example.com", NOW, 0)).await;
+        assert_eq!(store.list().await.unwrap().len(), 1);
+        drop(store);
+        drop(clone);
+        let store = FileStore::open(tmp.path()).await.unwrap();
+        assert_eq!(store.list().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twenty_thousand_records_due_after_reopening() {
+        const COUNT: usize = 20_000;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        // Written straight into the documented layout: one JSON record per file.
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let mut model = BTreeMap::new();
+        for i in 0..COUNT {
+            // Many records share a renew date, so the domain breaks ties.
+            let minutes = (i * 7919 % 5000) as i64;
+            let r = CertRecord {
+                version: 1,
+                ..record(
+                    &format!("host{i}.example.net"),
+                    NOW + Duration::minutes(minutes - 2000),
+                    (i % 7) as u32,
+                )
+            };
+            std::fs::write(
+                certs.join(r.domain.as_str()),
+                serde_json::to_vec(&r).unwrap(),
+            )
+            .unwrap();
+            model.insert(r.domain.clone(), r);
+        }
+
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(store.list().await.unwrap().len(), COUNT);
+        // Changes through the store: records move out of and into the due set,
+        // some are deleted.
+        for i in (0..COUNT).step_by(97) {
+            let name = domain(&format!("host{i}.example.net"));
+            let mut r = model.remove(&name).unwrap();
+            match i % 3 {
+                0 => {
+                    assert!(store.delete(&name).await.unwrap());
+                    continue;
+                }
+                1 => r.renew_date = NOW - Duration::days(30) + Duration::seconds(i as i64),
+                _ => r.renew_date = NOW + Duration::days(30),
+            }
+            r.attempts = 0;
+            r.version = store.save(&r).await.unwrap();
+            model.insert(name, r);
+        }
+        drop(store);
+
+        let store = FileStore::open(&dir).await.unwrap();
+        let mut expected: Vec<&CertRecord> = model.values().filter(|r| r.is_due(NOW, 5)).collect();
+        expected.sort_by(|a, b| (a.renew_date, &a.domain).cmp(&(b.renew_date, &b.domain)));
+        assert!(expected.len() > 1000);
+        let due = store.due(NOW, 5, 200).await.unwrap();
+        assert_eq!(due.len(), 200);
+        assert_eq!(due.iter().collect::<Vec<_>>(), expected[..200].to_vec());
+        assert_eq!(store.list().await.unwrap().len(), model.len());
+    }
 }
