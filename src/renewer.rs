@@ -47,13 +47,20 @@ impl RenewalPolicy {
     /// renewed: `renew_before` ahead of expiry, but the window is never more
     /// than a third of the lifetime, so a 90-day certificate renews 30 days
     /// before expiry and a 6-day one after 4 days.
+    ///
+    /// The lifetime is rounded up to whole minutes first (CAs commonly end
+    /// validity one second short of whole days), and the renew date is kept
+    /// to whole seconds.
     pub fn renew_date(
         &self,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> OffsetDateTime {
         let lifetime = (not_after - not_before).max(Duration::ZERO);
-        not_after - self.renew_before.min(lifetime / 3)
+        let minutes = (lifetime.whole_seconds() + 59).div_euclid(60);
+        let window = self.renew_before.min(Duration::minutes(minutes) / 3);
+        let date = not_after - window;
+        date.replace_nanosecond(0).unwrap_or(date)
     }
 
     /// Applies a successful issuance to `record`: new certificate, attempts

@@ -131,6 +131,13 @@ fn renew_date_is_thirty_days_before_expiry_but_at_most_a_third_of_the_lifetime()
         p.renew_date(t, t - Duration::days(1)),
         t - Duration::days(1)
     );
+    // CAs end validity a second short of whole days (Let's Encrypt, Pebble):
+    // such a 90-day certificate still renews exactly 30 days before expiry.
+    let end = t + Duration::days(90) - Duration::seconds(1);
+    assert_eq!(p.renew_date(t, end), end - Duration::days(30));
+    // Renew dates are whole seconds.
+    let odd = t + Duration::days(6) + Duration::seconds(1);
+    assert_eq!(p.renew_date(t, odd).nanosecond(), 0);
 }
 
 #[tokio::test]
@@ -176,6 +183,7 @@ async fn short_lived_certificates_renew_after_two_thirds_of_their_life() {
     // validity a minute early, so the lifetime is 6 days and a minute).
     let lifetime = cert.not_after - cert.not_before;
     assert_eq!(record.renew_date, cert.not_after - lifetime / 3);
+    assert_eq!(lifetime, Duration::days(6) + Duration::minutes(1));
     assert!(record.renew_date > start() + Duration::days(3));
     assert!(record.renew_date < cert.not_after - Duration::days(1));
     // The next daily cycle does not reissue it.

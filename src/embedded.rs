@@ -1,0 +1,98 @@
+//! The whole default stack from a [`Config`], for a server that wants the
+//! reference platform's behaviour without wiring the parts itself.
+
+use std::sync::Arc;
+
+use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
+use crate::cipher::Keyring;
+use crate::issuer::AcmeIssuer;
+use crate::store::{CertStore, FileStore};
+use crate::{CertResolver, Config, Renewer, Result};
+
+/// The default parts built from a [`Config`]: a [`FileStore`] in
+/// `_APP_CERTIFICATES_PATH`, a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
+/// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
+/// in production unless that is `off`), an [`AcmeIssuer`] for
+/// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
+/// set), a [`CertResolver`] and the [`Renewer`] over them, with the stored
+/// certificates loaded.
+///
+/// Keep it alive: dropping it stops the challenge listener.
+#[derive(Debug)]
+pub struct Embedded {
+    /// The renewer; call [`Renewer::run`] with `config.maintenance_interval`.
+    pub renewer: Renewer,
+    /// Serves the stored certificates by SNI; give
+    /// [`CertResolver::server_config`] to the TLS listener.
+    pub resolver: CertResolver,
+    /// The store.
+    pub store: Arc<dyn CertStore>,
+    /// The keyring sealing private keys and account credentials.
+    pub keyring: Arc<Keyring>,
+    /// Answers `/.well-known/acme-challenge/{token}` for an embedding server
+    /// that serves port 80 itself.
+    pub challenge_responder: Http01Responder,
+    /// The built-in HTTP-01 listener, when one was started.
+    pub challenge_server: Option<Http01Server>,
+    /// The settings in force.
+    pub config: Config,
+}
+
+impl Embedded {
+    /// Builds and starts everything; fails with a typed error naming the
+    /// setting at fault (a weak key in production, a port that cannot be
+    /// bound, an unreadable store folder ...).
+    pub async fn start(config: Config) -> Result<Self> {
+        let store: Arc<dyn CertStore> = Arc::new(FileStore::open(&config.store_path).await?);
+        let keyring = Arc::new(Keyring::from_keys(
+            config.production,
+            config.openssl_keys.iter().map(|(v, k)| (*v, k.as_str())),
+        )?);
+        let solver = Http01Solver::new();
+        let challenge_responder = solver.responder();
+        let challenge_server = match (config.production, config.challenge_address) {
+            (true, Some(address)) => Some(solver.serve(address).await?),
+            _ => None,
+        };
+        let resolver = CertResolver::new();
+        let mut builder = Renewer::builder(store.clone(), keyring.clone())
+            .production(config.production)
+            .main_domain(config.main_domain.clone())
+            .concurrency(config.concurrency)
+            .resolver(resolver.clone());
+        if let (true, Some(email)) = (config.production, &config.security_email) {
+            let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
+                .contact_email(email)
+                .solver(Arc::new(solver.clone()))
+                .store(store.clone())
+                .cipher(keyring.clone())
+                .request_timeout(config.acme_timeout);
+            if let Some(root) = &config.acme_ca_root {
+                acme = acme.ca_root_pem_file(root);
+            }
+            builder = builder.acme(Arc::new(acme.build()?));
+        }
+        let renewer = builder.build();
+        renewer.load().await?;
+        if let Some(main) = renewer.policy().main_domain().await? {
+            resolver.set_fallback(Some(main));
+        }
+        Ok(Self {
+            renewer,
+            resolver,
+            store,
+            keyring,
+            challenge_responder,
+            challenge_server,
+            config,
+        })
+    }
+
+    /// Runs the maintenance cycle every `_APP_MAINTENANCE_INTERVAL` in a
+    /// background task.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<Result<()>> {
+        let renewer = self.renewer.clone();
+        let interval = self.config.maintenance_interval;
+        tokio::spawn(async move { renewer.run(interval).await })
+    }
+}

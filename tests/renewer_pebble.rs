@@ -1,0 +1,372 @@
+//! The Renewer end to end against a real Pebble CA that really validates
+//! HTTP-01: issue, store encrypted on the file store, reload, serve over a
+//! real TLS handshake, renew when the clock enters the window, fail cleanly
+//! for a refused name, and survive a CA that rejects half its nonces.
+
+mod common;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use certkeeper::challenge::{Http01Server, Http01Solver};
+use certkeeper::cipher::Keyring;
+use certkeeper::issuer::{chain_der, AcmeIssuer};
+use certkeeper::store::{CertStore, FileStore, IssuerKind};
+use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
+use common::init_tracing;
+use common::pebble::{Pebble, PebbleOptions};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::RootCertStore;
+use time::{Duration, OffsetDateTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TEST_LIMIT: StdDuration = StdDuration::from_secs(240);
+const KEY: &str = "renewer-pebble-test-key-0123456789";
+const NINETY_DAYS: u64 = 90 * 86_400;
+
+async fn limited<T>(test: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(TEST_LIMIT, test)
+        .await
+        .expect("the test hung")
+}
+
+fn domain(name: &str) -> Domain {
+    Domain::new(name).unwrap()
+}
+
+/// One server's certkeeper: file store, keyring, solver, ACME issuer, renewer.
+struct Server {
+    store: Arc<FileStore>,
+    resolver: CertResolver,
+    renewer: Renewer,
+}
+
+async fn server(pebble: &Pebble, dir: &Path, clock: &TestClock, solver: &Http01Solver) -> Server {
+    let store = Arc::new(FileStore::open(dir).await.unwrap());
+    let keyring = Arc::new(Keyring::from_keys(true, [(1, KEY)]).unwrap());
+    let issuer = AcmeIssuer::builder(pebble.directory_url())
+        .contact_email("ops@certkeeper-test.com")
+        .ca_root_pem_file(pebble.ca_root_pem_path())
+        .solver(Arc::new(solver.clone()))
+        .store(store.clone())
+        .cipher(keyring.clone())
+        .request_timeout(StdDuration::from_secs(30))
+        .order_timeout(StdDuration::from_secs(120))
+        .build()
+        .unwrap();
+    let resolver = CertResolver::new();
+    let renewer = Renewer::builder(store.clone(), keyring)
+        .acme(Arc::new(issuer))
+        .main_domain(Some(domain("www.certkeeper-test.com")))
+        .clock(Arc::new(clock.clone()))
+        .resolver(resolver.clone())
+        .concurrency(4)
+        .build();
+    renewer.load().await.unwrap();
+    Server {
+        store,
+        resolver,
+        renewer,
+    }
+}
+
+async fn listen(solver: &Http01Solver, pebble: &Pebble) -> Http01Server {
+    solver
+        .serve(SocketAddr::from((
+            Ipv6Addr::UNSPECIFIED,
+            pebble.http_port(),
+        )))
+        .await
+        .unwrap()
+}
+
+fn verify(chain_pem: &str, roots: RootCertStore, name: &str) {
+    let chain = chain_der(chain_pem).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .unwrap()
+        .verify_server_cert(
+            &chain[0],
+            &chain[1..],
+            &ServerName::try_from(name.to_owned()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .unwrap_or_else(|e| panic!("the stored chain does not verify for {name}: {e}"));
+}
+
+/// A real handshake against a server that resolves through `resolver`;
+/// returns the SHA-256 fingerprint of the leaf the server presented.
+async fn handshake(resolver: &CertResolver, roots: RootCertStore, name: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(resolver.server_config().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let mut buf = [0u8; 4];
+        tls.read_exact(&mut buf).await.unwrap();
+        tls.write_all(b"pong").await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake for {name} failed: {e}"));
+    tls.write_all(b"ping").await.unwrap();
+    let mut reply = Vec::new();
+    tls.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"pong");
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    server.await.unwrap();
+    certkeeper::issuer::fingerprint(&leaf)
+}
+
+/// Every byte of every file under `dir`.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn issues_stores_encrypted_reloads_serves_and_renews() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions {
+            validity_seconds: Some(NINETY_DAYS),
+            ..PebbleOptions::default()
+        })
+        .await;
+        let solver = Http01Solver::new();
+        let _listener = listen(&solver, &pebble).await;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+        let name = "www.certkeeper-test.com";
+        let main = domain(name);
+        let roots = pebble.issuer_roots().await;
+
+        // First run: a real ACME order validated over HTTP-01.
+        let first = server(&pebble, dir.path(), &clock, &solver).await;
+        first.renewer.add_domain(&main).await.unwrap();
+        let report = first.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, vec![main.clone()], "{report:?}");
+        let record = first.store.load(&main).await.unwrap().unwrap();
+        let cert = record.certificate.clone().unwrap();
+        assert_eq!(cert.issuer, IssuerKind::Acme);
+        assert_eq!(record.attempts, 0);
+        assert_eq!(record.issue_date, Some(clock.now()));
+        // Ninety days of validity: renew thirty days before expiry.
+        assert_eq!(record.renew_date, cert.not_after - Duration::days(30));
+        verify(&cert.chain_pem, roots.clone(), name);
+        assert_eq!(
+            handshake(&first.resolver, roots.clone(), name).await,
+            cert.fingerprint
+        );
+
+        // Nothing in the store folder holds a private key in clear.
+        let (_, key_pem) = first.renewer.certificate(&main).await.unwrap().unwrap();
+        let key_pem = String::from_utf8(key_pem.to_vec()).unwrap();
+        let key_body: String = key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(key_body.len() > 40);
+        let files = all_files(dir.path());
+        assert!(files.len() >= 2, "{files:?}");
+        for (path, bytes) in &files {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains("PRIVATE KEY"),
+                "{} holds a PEM private key",
+                path.display()
+            );
+            assert!(
+                !text.contains(&key_body[..40]),
+                "{} holds key material",
+                path.display()
+            );
+            assert!(
+                !text.contains("key_pkcs8"),
+                "{} holds account credentials",
+                path.display()
+            );
+        }
+        assert_eq!(first.store.list_accounts().await.unwrap().len(), 1);
+        drop(first);
+
+        // A restart: a new store over the same folder serves what was stored.
+        let second = server(&pebble, dir.path(), &clock, &solver).await;
+        assert_eq!(second.resolver.domains(), vec![main.clone()]);
+        assert_eq!(
+            handshake(&second.resolver, roots.clone(), name).await,
+            cert.fingerprint
+        );
+        // Not due yet: a cycle does nothing.
+        assert!(second.renewer.run_cycle().await.unwrap().issued.is_empty());
+
+        // The clock enters the renew window: the next cycle renews, and the
+        // next handshake gets the new certificate without a restart.
+        clock.set(record.renew_date);
+        let report = second.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, vec![main.clone()], "{report:?}");
+        let renewed = second.store.load(&main).await.unwrap().unwrap();
+        let new_cert = renewed.certificate.clone().unwrap();
+        assert_ne!(new_cert.fingerprint, cert.fingerprint);
+        assert_eq!(renewed.issue_date, Some(record.renew_date));
+        assert_eq!(renewed.log.len(), 2);
+        assert_eq!(renewed.log[1].step, "renew");
+        verify(&new_cert.chain_pem, roots.clone(), name);
+        assert_eq!(
+            handshake(&second.resolver, roots, name).await,
+            new_cert.fingerprint
+        );
+        // The stored account was reused, not a second one created.
+        assert_eq!(second.store.list_accounts().await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
+    init_tracing();
+    limited(async {
+        let blocked = "blocked.certkeeper-test.com";
+        let pebble = Pebble::start(PebbleOptions {
+            domain_blocklist: vec![blocked.to_string()],
+            ..PebbleOptions::default()
+        })
+        .await;
+        let solver = Http01Solver::new();
+        let _listener = listen(&solver, &pebble).await;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+        let s = server(&pebble, dir.path(), &clock, &solver).await;
+        let good = domain("good.certkeeper-test.com");
+        s.renewer.add_domain(&domain(blocked)).await.unwrap();
+        s.renewer.add_domain(&good).await.unwrap();
+
+        let report = s.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, vec![good], "{report:?}");
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        let reason = &report.failed[0].1;
+        assert!(
+            reason.contains("rejectedIdentifier") || reason.contains("policy"),
+            "the CA's reason is lost: {reason}"
+        );
+        let record = s.store.load(&domain(blocked)).await.unwrap().unwrap();
+        assert_eq!(record.attempts, 1);
+        assert!(record.certificate.is_none());
+        assert_eq!(record.renew_date, clock.now());
+        let line = record.log_lines().pop().unwrap();
+        assert!(line.contains("failed") && line.contains(blocked), "{line}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn survives_a_ca_that_rejects_half_its_nonces() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions {
+            nonce_reject_percent: 50,
+            ..PebbleOptions::default()
+        })
+        .await;
+        let solver = Http01Solver::new();
+        let _listener = listen(&solver, &pebble).await;
+        let dir = tempfile::tempdir().unwrap();
+        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+        let s = server(&pebble, dir.path(), &clock, &solver).await;
+        let names: Vec<Domain> = (0..4)
+            .map(|i| domain(&format!("n{i}.certkeeper-test.com")))
+            .collect();
+        for name in &names {
+            s.renewer.add_domain(name).await.unwrap();
+        }
+        let report = s.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, names, "{report:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_embedded_stack_from_the_environment_does_manual_generation() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("[::]:{}", pebble.http_port());
+        let config = Config::from_vars([
+            ("_APP_ENV", "production"),
+            ("_APP_DOMAIN", "console.certkeeper-test.com"),
+            (
+                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+                "ops@certkeeper-test.com",
+            ),
+            ("_APP_OPENSSL_KEY_V1", KEY),
+            ("_APP_ACME_DIRECTORY_URL", pebble.directory_url().as_str()),
+            (
+                "_APP_ACME_CA_ROOT",
+                pebble.ca_root_pem_path().to_str().unwrap(),
+            ),
+            ("_APP_ACME_TIMEOUT", "30"),
+            ("_APP_ACME_CHALLENGE_ADDRESS", address.as_str()),
+            ("_APP_CERTIFICATES_PATH", dir.path().to_str().unwrap()),
+        ])
+        .unwrap();
+        let embedded = certkeeper::Embedded::start(config).await.unwrap();
+        assert!(embedded.challenge_server.is_some());
+
+        // Manual generation for the main domain, like `ssl` without a domain.
+        let record = embedded.renewer.issue_now(None).await.unwrap();
+        assert_eq!(record.domain, domain("console.certkeeper-test.com"));
+        assert!(
+            record.log_lines()[0].contains("manual ok"),
+            "{:?}",
+            record.log_lines()
+        );
+        let roots = pebble.issuer_roots().await;
+        let name = "console.certkeeper-test.com";
+        verify(
+            &record.certificate.as_ref().unwrap().chain_pem,
+            roots.clone(),
+            name,
+        );
+        assert_eq!(
+            handshake(&embedded.resolver, roots, name).await,
+            record.certificate.unwrap().fingerprint
+        );
+        // A name the operator never added is refused before any order.
+        let err = embedded
+            .renewer
+            .issue_now(Some(&domain("stranger.certkeeper-test.com")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, certkeeper::Error::DomainNotAllowed { .. }),
+            "{err}"
+        );
+    })
+    .await;
+}
