@@ -30,7 +30,7 @@
 //!   its own, unique to the call: domains such as
 //!   `a.due-order-3f2a9c1b7d04.conformance.certkeeper.dev` (and IPv6
 //!   documentation addresses `2001:db8:…`), account ids and meta keys such as
-//!   `conformance-3f2a9c1b7d04-a`. It asserts only about those names, and
+//!   `conformance-accounts-3f2a9c1b7d04-a`. It asserts only about those names, and
 //!   deletes the records it created when it passes (the trait has no way to
 //!   delete accounts or meta keys, so those stay).
 //! - **`due` and other data.** `due` answers with every due record, so the
