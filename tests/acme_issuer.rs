@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certkeeper::challenge::{Http01Server, Http01Solver};
+use certkeeper::cipher::Keyring;
 use certkeeper::cipher::{account_aad, SecretCipher};
 use certkeeper::issuer::{chain_der, AcmeIssuer, IssuedCert, Issuer};
 use certkeeper::store::{CertStore, IssuerKind, MemoryStore};
 use certkeeper::{Domain, Error};
 use common::pebble::{Pebble, PebbleOptions};
-use common::{init_tracing, TestCipher};
+use common::{init_tracing, keyring, OTHER_TEST_KEY, TEST_KEY};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -28,7 +29,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(180);
 struct Setup {
     solver: Http01Solver,
     store: Arc<MemoryStore>,
-    cipher: Arc<TestCipher>,
+    cipher: Arc<Keyring>,
 }
 
 impl Setup {
@@ -36,7 +37,7 @@ impl Setup {
         Self {
             solver: Http01Solver::new(),
             store: Arc::new(MemoryStore::new()),
-            cipher: Arc::new(TestCipher::new(7)),
+            cipher: keyring(TEST_KEY),
         }
     }
 
@@ -245,7 +246,7 @@ async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
             .ca_root_pem_file(pebble.ca_root_pem_path())
             .solver(Arc::new(setup.solver.clone()))
             .store(setup.store.clone())
-            .cipher(Arc::new(TestCipher::new(8)))
+            .cipher(keyring(OTHER_TEST_KEY))
             .build()
             .unwrap();
         let err = other_key
@@ -489,7 +490,7 @@ fn the_builder_refuses_bad_settings() {
             .contact_email("ops@certkeeper-test.com")
             .solver(Arc::new(Http01Solver::new()))
             .store(Arc::new(MemoryStore::new()))
-            .cipher(Arc::new(TestCipher::new(1)))
+            .cipher(keyring(TEST_KEY))
     };
     assert!(complete().build().is_ok());
 
@@ -515,7 +516,7 @@ fn the_builder_refuses_bad_settings() {
     let no_email = AcmeIssuer::builder("https://ca.certkeeper-test.com/dir")
         .solver(Arc::new(Http01Solver::new()))
         .store(Arc::new(MemoryStore::new()))
-        .cipher(Arc::new(TestCipher::new(1)))
+        .cipher(keyring(TEST_KEY))
         .build();
     assert_eq!(setting_of(no_email), "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS");
 
@@ -529,7 +530,7 @@ fn the_builder_refuses_bad_settings() {
             .contact_email("ops@certkeeper-test.com")
             .solver(Arc::new(Http01Solver::new()))
             .store(Arc::new(MemoryStore::new()))
-            .cipher(Arc::new(TestCipher::new(1)))
+            .cipher(keyring(TEST_KEY))
             .build();
         assert_eq!(setting_of(built), "_APP_ACME_DIRECTORY_URL", "{url:?}");
     }
@@ -544,7 +545,7 @@ fn the_builder_refuses_bad_settings() {
     let no_solver = AcmeIssuer::builder("https://ca.certkeeper-test.com/dir")
         .contact_email("ops@certkeeper-test.com")
         .store(Arc::new(MemoryStore::new()))
-        .cipher(Arc::new(TestCipher::new(1)))
+        .cipher(keyring(TEST_KEY))
         .build();
     assert!(setting_of(no_solver).contains("solver"));
 }

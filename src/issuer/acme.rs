@@ -1,7 +1,6 @@
 //! Certificates from an ACME CA (RFC 8555) through instant-acme.
 
 use std::fmt::{self, Debug};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, Problem,
+    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier,
+    NewAccount, NewOrder, OrderStatus, Problem,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -46,8 +45,10 @@ const FIRST_POLL_DELAY: Duration = Duration::from_millis(250);
 const MAX_POLL_DELAY: Duration = Duration::from_secs(5);
 
 /// One call to the CA, bounded by the request timeout and tried again (a
-/// bounded number of times) while the CA rejects its nonce. A macro, not a
-/// function, because the call borrows the order mutably at every try.
+/// bounded number of times) while the CA rejects its nonce; `$call` is
+/// evaluated anew for each try and must be safe to repeat (a request refused
+/// for its nonce was not acted upon). A macro, not a function, because the
+/// call borrows the order mutably at every try.
 macro_rules! retry {
     ($issuer:expr, $step:expr, $domain:expr, $call:expr) => {{
         let mut attempt = 1;
@@ -55,10 +56,15 @@ macro_rules! retry {
             match timeout($issuer.request_timeout, $call).await {
                 Ok(Ok(value)) => break Ok(value),
                 Ok(Err(e)) if is_bad_nonce(&e) && attempt < BAD_NONCE_ATTEMPTS => {
-                    tracing::debug!(domain = %$domain, step = $step, attempt, "the CA rejected the nonce again; retrying");
+                    tracing::debug!(
+                        domain = $domain.map(Domain::as_str).unwrap_or("-"),
+                        step = $step,
+                        attempt,
+                        "the CA rejected the nonce again; retrying"
+                    );
                     attempt += 1;
                 }
-                Ok(Err(e)) => break Err(acme_error(Some($domain), $step, &e)),
+                Ok(Err(e)) => break Err(acme_error($domain, $step, &e)),
                 Err(_) => {
                     break Err(Error::Timeout {
                         step: $step,
@@ -191,12 +197,11 @@ impl AcmeIssuer {
             terms_of_service_agreed: true,
             only_return_existing: false,
         };
-        let builder = self.account_builder()?;
-        let (account, credentials) = self
-            .call("account", None, || {
-                builder.create(&new_account, self.directory_url.clone(), None)
-            })
-            .await?;
+        let (account, credentials) = retry!(self, "account", None, async {
+            self.account_builder()?
+                .create(&new_account, self.directory_url.clone(), None)
+                .await
+        })?;
         // Written in place into a buffer that is wiped when dropped; the
         // capacity avoids reallocations that would leave unwiped copies.
         let mut plaintext = Zeroizing::new(Vec::with_capacity(4096));
@@ -242,44 +247,23 @@ impl AcmeIssuer {
                 key: self.account_id.clone(),
                 reason: format!("stored ACME account credentials do not decode: {e}"),
             })?;
-        let builder = self.account_builder()?;
-        self.call("account", None, || builder.from_credentials(credentials))
-            .await
-    }
-
-    fn account_builder(&self) -> Result<instant_acme::AccountBuilder> {
-        let builder = match &self.ca_root {
-            Some(path) => Account::builder_with_root(path),
-            None => Account::builder(),
-        };
-        builder.map_err(|e| Error::Acme {
-            domain: None,
-            step: "account",
-            message: format!("cannot set up the HTTPS client: {}", describe(&e)),
-        })
-    }
-
-    /// One call to the CA, bounded by the request timeout. `call` must be
-    /// safe to repeat: it is tried again while the CA rejects its nonce.
-    async fn call<T, F, Fut>(
-        &self,
-        step: &'static str,
-        domain: Option<&Domain>,
-        call: F,
-    ) -> Result<T>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = std::result::Result<T, instant_acme::Error>>,
-    {
-        // Only used once: account builders are consumed by their call, and a
-        // nonce rejection there is already retried by instant-acme.
-        match timeout(self.request_timeout, call()).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(acme_error(domain, step, &e)),
+        // Only fetches the directory: no nonce, so nothing to try again.
+        let restore = async { self.account_builder()?.from_credentials(credentials).await };
+        match timeout(self.request_timeout, restore).await {
+            Ok(Ok(account)) => Ok(account),
+            Ok(Err(e)) => Err(acme_error(None, "account", &e)),
             Err(_) => Err(Error::Timeout {
-                step,
+                step: "account",
                 after: self.request_timeout,
             }),
+        }
+    }
+
+    /// A client trusting the configured root, or else the system's roots.
+    fn account_builder(&self) -> std::result::Result<AccountBuilder, instant_acme::Error> {
+        match &self.ca_root {
+            Some(path) => Account::builder_with_root(path),
+            None => Account::builder(),
         }
     }
 
@@ -296,13 +280,18 @@ impl AcmeIssuer {
             None => Identifier::Dns(domain.to_string()),
         }];
         let new_order = NewOrder::new(&identifiers);
-        let mut order = retry!(self, "new-order", domain, account.new_order(&new_order))?;
+        let mut order = retry!(
+            self,
+            "new-order",
+            Some(domain),
+            account.new_order(&new_order)
+        )?;
         let order_url = order.url().to_owned();
         tracing::info!(%domain, %order_url, "ACME order created");
 
         let wanted = challenge_type(self.solver.kind());
         // Fetch every authorization; already fetched ones are not fetched again.
-        let authorizations = retry!(self, "authorization", domain, async {
+        let authorizations = retry!(self, "authorization", Some(domain), async {
             let mut found = Vec::new();
             let mut stream = order.authorizations();
             while let Some(authz) = stream.next().await {
@@ -364,7 +353,7 @@ impl AcmeIssuer {
         }
 
         for authz_url in &to_validate {
-            retry!(self, "challenge", domain, async {
+            retry!(self, "challenge", Some(domain), async {
                 let mut stream = order.authorizations();
                 while let Some(authz) = stream.next().await {
                     let mut authz = authz?;
@@ -384,7 +373,7 @@ impl AcmeIssuer {
         // Poll until the CA has validated (or refused) every challenge.
         let mut delay = FIRST_POLL_DELAY;
         loop {
-            let (status, error) = retry!(self, "validation", domain, async {
+            let (status, error) = retry!(self, "validation", Some(domain), async {
                 let state = order.refresh().await?;
                 Ok::<_, instant_acme::Error>((state.status, state.error.clone()))
             })?;
@@ -414,13 +403,13 @@ impl AcmeIssuer {
             .map_err(|e| Error::Certificate(format!("cannot generate a key: {e}")))?;
         let csr = csr_der(domain, &key)?;
         if order.state().status == OrderStatus::Ready {
-            retry!(self, "finalize", domain, order.finalize_csr(&csr))?;
+            retry!(self, "finalize", Some(domain), order.finalize_csr(&csr))?;
             tracing::debug!(%domain, %order_url, "order finalized");
         }
 
         let mut delay = FIRST_POLL_DELAY;
         let chain = loop {
-            if let Some(chain) = retry!(self, "certificate", domain, order.certificate())? {
+            if let Some(chain) = retry!(self, "certificate", Some(domain), order.certificate())? {
                 break chain;
             }
             sleep(delay).await;
@@ -451,7 +440,7 @@ impl AcmeIssuer {
             reasons.push(describe_problem(problem));
         }
         // The refreshed order holds no authorization state, so this fetches it anew.
-        let fetched = retry!(self, "validation", domain, async {
+        let fetched = retry!(self, "validation", Some(domain), async {
             let mut found = Vec::new();
             let mut stream = order.authorizations();
             while let Some(authz) = stream.next().await {

@@ -16,68 +16,16 @@ pub fn init_tracing() {
         .try_init();
 }
 
-use certkeeper::cipher::{Sealed, SecretCipher};
-use certkeeper::{Error, Result};
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use zeroize::Zeroizing;
+use std::sync::Arc;
 
-/// A minimal XChaCha20-Poly1305 [`SecretCipher`] with one key (version 1),
-/// for tests that need sealing but not key rotation.
-pub struct TestCipher {
-    key: [u8; 32],
+use certkeeper::cipher::Keyring;
+
+/// A production keyring with one key (version 1) made from `passphrase`.
+pub fn keyring(passphrase: &str) -> Arc<Keyring> {
+    Arc::new(Keyring::from_keys(true, [(1, passphrase)]).expect("a strong test key"))
 }
 
-impl TestCipher {
-    /// A cipher whose key is `seed` repeated.
-    pub fn new(seed: u8) -> Self {
-        Self { key: [seed; 32] }
-    }
-}
-
-impl std::fmt::Debug for TestCipher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestCipher")
-    }
-}
-
-impl SecretCipher for TestCipher {
-    fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed> {
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let ciphertext = XChaCha20Poly1305::new(&self.key.into())
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: associated_data,
-                },
-            )
-            .map_err(|_| Error::Decrypt)?;
-        Ok(Sealed::with_header(1, &[&nonce[..], &ciphertext].concat()))
-    }
-
-    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let (version, payload) = sealed.parse()?;
-        if version != 1 {
-            return Err(Error::MissingKey { version });
-        }
-        if payload.len() < 24 {
-            return Err(Error::Envelope("shorter than its nonce"));
-        }
-        let (nonce, ciphertext) = payload.split_at(24);
-        XChaCha20Poly1305::new(&self.key.into())
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: associated_data,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| Error::Decrypt)
-    }
-
-    fn sealing_version(&self) -> u32 {
-        1
-    }
-}
+/// A strong test passphrase.
+pub const TEST_KEY: &str = "Zq4uT9pLw2nX7cVb5mKr8sHd3fJg6yEa";
+/// Another strong passphrase, for "wrong key" cases.
+pub const OTHER_TEST_KEY: &str = "Hn7bRt2xWq9mLp4vKc6sZd8fYg3jUe5a";
