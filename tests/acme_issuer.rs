@@ -7,7 +7,9 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use certkeeper::challenge::{Http01Server, Http01Solver};
+use certkeeper::challenge::{
+    Challenge, ChallengeKind, ChallengeSolver, Http01Server, Http01Solver,
+};
 use certkeeper::cipher::Keyring;
 use certkeeper::cipher::{account_aad, SecretCipher};
 use certkeeper::issuer::{chain_der, AcmeIssuer, IssuedCert, Issuer};
@@ -368,6 +370,69 @@ async fn a_challenge_the_ca_cannot_reach_fails_with_its_reason() {
         }
         // Cleaned up on failure too.
         assert_eq!(setup.solver.pending(), 0);
+    })
+    .await;
+}
+
+/// The real HTTP-01 solver, telling the test when a challenge is presented.
+#[derive(Debug)]
+struct Signalling {
+    inner: Http01Solver,
+    presented: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl ChallengeSolver for Signalling {
+    fn kind(&self) -> ChallengeKind {
+        self.inner.kind()
+    }
+
+    async fn present(&self, challenge: &Challenge) -> certkeeper::Result<()> {
+        self.inner.present(challenge).await?;
+        self.presented.notify_one();
+        Ok(())
+    }
+
+    async fn cleanup(&self, challenge: &Challenge) -> certkeeper::Result<()> {
+        self.inner.cleanup(challenge).await
+    }
+}
+
+#[tokio::test]
+async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let setup = Setup::new();
+        let presented = Arc::new(tokio::sync::Notify::new());
+        let issuer = AcmeIssuer::builder(pebble.directory_url())
+            .contact_email("ops@certkeeper-test.com")
+            .ca_root_pem_file(pebble.ca_root_pem_path())
+            .solver(Arc::new(Signalling {
+                inner: setup.solver.clone(),
+                presented: presented.clone(),
+            }))
+            .store(setup.store.clone())
+            .cipher(setup.cipher.clone())
+            .build()
+            .unwrap();
+
+        // The caller gives up (drops the issue) right after the challenge is
+        // presented, before the issue can clean it up itself.
+        let name = domain("dropped.certkeeper-test.com");
+        tokio::select! {
+            biased;
+            _ = presented.notified() => {}
+            result = issuer.issue(&name) => {
+                panic!("the issue ended before its challenge was presented: {result:?}")
+            }
+        }
+        let mut waited = 0;
+        while setup.solver.pending() > 0 {
+            assert!(waited < 400, "the challenge is still presented");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            waited += 1;
+        }
     })
     .await;
 }

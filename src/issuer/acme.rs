@@ -267,13 +267,9 @@ impl AcmeIssuer {
         }
     }
 
-    /// Runs one order. Challenges presented are pushed on `presented` so the
-    /// caller can clean them up whatever happens, a timeout included.
-    async fn run_order(
-        &self,
-        domain: &Domain,
-        presented: &mut Vec<Challenge>,
-    ) -> Result<IssuedCert> {
+    /// Runs one order. Challenges presented are recorded in `presented` so
+    /// they are cleaned up whatever happens, a timeout included.
+    async fn run_order(&self, domain: &Domain, presented: &mut Presented) -> Result<IssuedCert> {
         let account = self.account().await?;
         let identifiers = [match domain.ip() {
             Some(ip) => Identifier::Ip(ip),
@@ -346,7 +342,7 @@ impl AcmeIssuer {
                 key_authorization,
                 dns_value,
             };
-            presented.push(challenge.clone());
+            presented.challenges.push(challenge.clone());
             self.solver.present(&challenge).await?;
             tracing::debug!(%domain, %order_url, kind = self.solver.kind().as_str(), "challenge presented");
             to_validate.push(authz_url);
@@ -395,9 +391,7 @@ impl AcmeIssuer {
             }
         }
         tracing::debug!(%domain, %order_url, "challenges validated");
-        for challenge in presented.drain(..) {
-            self.cleanup(&challenge).await;
-        }
+        presented.clean_up().await;
 
         let key = rcgen::KeyPair::generate()
             .map_err(|e| Error::Certificate(format!("cannot generate a key: {e}")))?;
@@ -435,10 +429,6 @@ impl AcmeIssuer {
         domain: &Domain,
         order_error: Option<Problem>,
     ) -> String {
-        let mut reasons = Vec::new();
-        if let Some(problem) = &order_error {
-            reasons.push(describe_problem(problem));
-        }
         // The refreshed order holds no authorization state, so this fetches it anew.
         let fetched = retry!(self, "validation", Some(domain), async {
             let mut found = Vec::new();
@@ -458,38 +448,34 @@ impl AcmeIssuer {
             }
             Ok::<_, instant_acme::Error>(found)
         });
-        match fetched {
-            Ok(found) => reasons.extend(found),
-            Err(e) => reasons.push(format!("(the authorizations could not be read: {e})")),
+        let mut reasons = match fetched {
+            Ok(found) => found,
+            Err(e) => vec![format!("(the authorizations could not be read: {e})")],
+        };
+        // CAs often copy the failed challenge's problem into the order's.
+        if let Some(problem) = order_error.as_ref().map(describe_problem) {
+            if !reasons.iter().any(|reason| reason.ends_with(&problem)) {
+                reasons.insert(0, problem);
+            }
         }
         if reasons.is_empty() {
             reasons.push("the CA marked the order invalid without saying why".into());
         }
         reasons.join("; ")
     }
-
-    async fn cleanup(&self, challenge: &Challenge) {
-        match timeout(self.request_timeout, self.solver.cleanup(challenge)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(domain = %challenge.domain, error = %e, "challenge cleanup failed")
-            }
-            Err(_) => {
-                tracing::warn!(domain = %challenge.domain, "challenge cleanup timed out")
-            }
-        }
-    }
 }
 
 #[async_trait]
 impl Issuer for AcmeIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
-        let mut presented = Vec::new();
+        let mut presented = Presented {
+            solver: self.solver.clone(),
+            limit: self.request_timeout,
+            challenges: Vec::new(),
+        };
         let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
         // Whatever happened, nothing stays presented.
-        for challenge in presented.drain(..) {
-            self.cleanup(&challenge).await;
-        }
+        presented.clean_up().await;
         match outcome {
             Ok(result) => {
                 if let Err(e) = &result {
@@ -648,6 +634,59 @@ impl Debug for AcmeIssuerBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The challenges one issue has presented. Cleaned up by the issue itself;
+/// if the issue's future is dropped halfway (a caller's own timeout), the
+/// rest is cleaned up by a background task, so no answer stays served.
+struct Presented {
+    solver: Arc<dyn ChallengeSolver>,
+    limit: Duration,
+    challenges: Vec<Challenge>,
+}
+
+impl Presented {
+    async fn clean_up(&mut self) {
+        for challenge in self.challenges.drain(..) {
+            clean_up(&*self.solver, &challenge, self.limit).await;
+        }
+    }
+}
+
+impl Drop for Presented {
+    fn drop(&mut self) {
+        if self.challenges.is_empty() {
+            return;
+        }
+        let challenges = std::mem::take(&mut self.challenges);
+        let solver = self.solver.clone();
+        let limit = self.limit;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    for challenge in &challenges {
+                        clean_up(&*solver, challenge, limit).await;
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                count = challenges.len(),
+                "issue dropped outside a runtime: challenges stay presented"
+            ),
+        }
+    }
+}
+
+/// Asks the solver to stop answering; a failure is logged, not returned, as
+/// the certificate (or the original error) matters more.
+async fn clean_up(solver: &dyn ChallengeSolver, challenge: &Challenge, limit: Duration) {
+    match timeout(limit, solver.cleanup(challenge)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(domain = %challenge.domain, error = %e, "challenge cleanup failed")
+        }
+        Err(_) => tracing::warn!(domain = %challenge.domain, "challenge cleanup timed out"),
     }
 }
 
