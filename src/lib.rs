@@ -58,7 +58,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-// pub mod access;
+pub mod access;
 pub mod challenge;
 pub mod cipher;
 pub mod clock;

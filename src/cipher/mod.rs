@@ -3,6 +3,7 @@
 
 mod keyring;
 mod password;
+mod rotate;
 
 pub use keyring::{
     Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN, MIN_DISTINCT_KEY_CHARS,
@@ -11,6 +12,9 @@ pub use keyring::{
 pub use password::{
     hash_password, needs_rehash, verify_password, MAX_VERIFY_MEMORY_KIB, MAX_VERIFY_PARALLELISM,
     MAX_VERIFY_TIME_COST,
+};
+pub use rotate::{
+    rotate, rotate_batch, RotationFailure, RotationReport, SealedValue, MAX_CAS_RETRIES,
 };
 
 use std::fmt::{self, Debug};

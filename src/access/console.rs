@@ -1,0 +1,445 @@
+//! [`ConsoleAccessPolicy`]: the reference platform's console rules, and the
+//! root seat that makes root-only signup safe under concurrency.
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::whitelist::{normalize_email, shorten, EmailWhitelist, IpWhitelist};
+use super::{AccessPolicy, AccessRequest, Action, Decision, DenyReason};
+use crate::store::CertStore;
+use crate::{Error, Result};
+
+/// The IP/CIDR whitelist variable.
+pub const WHITELIST_IPS_VAR: &str = "_APP_CONSOLE_WHITELIST_IPS";
+/// The email whitelist variable.
+pub const WHITELIST_EMAILS_VAR: &str = "_APP_CONSOLE_WHITELIST_EMAILS";
+/// The root-only signup variable.
+pub const WHITELIST_ROOT_VAR: &str = "_APP_CONSOLE_WHITELIST_ROOT";
+/// The store setting under which [`StoreRootSeat`] keeps the root's email.
+pub const ROOT_SEAT_META_KEY: &str = "console-root";
+
+/// Who holds the console's root seat: the right, under root-only signup, to
+/// create the first account without an invitation.
+///
+/// # Contract
+/// - [`try_claim`](Self::try_claim) is atomic: when any number of callers
+///   race on a free seat, in one process or across instances sharing a
+///   backend, exactly one email wins, and every later call answers the same.
+/// - The seat is never given to another email once taken. The holder's own
+///   email may claim again and gets `true`, so a first signup that failed
+///   after the policy allowed it (a database error) can be retried.
+/// - Emails are passed normalised ([`normalize_email`]); implementations
+///   compare them as plain strings.
+#[async_trait]
+pub trait RootSeat: Debug + Send + Sync + 'static {
+    /// Takes the seat for `email` if it is free; returns whether `email`
+    /// holds it afterwards.
+    async fn try_claim(&self, email: &str) -> Result<bool>;
+}
+
+/// A [`RootSeat`] in the memory of one process, the default.
+#[derive(Debug, Default)]
+pub struct MemoryRootSeat {
+    holder: Mutex<Option<String>>,
+}
+
+impl MemoryRootSeat {
+    /// A free seat.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The email holding the seat, if any.
+    pub fn holder(&self) -> Option<String> {
+        self.holder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl RootSeat for MemoryRootSeat {
+    async fn try_claim(&self, email: &str) -> Result<bool> {
+        let mut holder = self.holder.lock().unwrap_or_else(|e| e.into_inner());
+        let holder = holder.get_or_insert_with(|| email.to_string());
+        Ok(holder == email)
+    }
+}
+
+/// A [`RootSeat`] kept as the setting [`ROOT_SEAT_META_KEY`] of a
+/// [`CertStore`], through its atomic
+/// [`put_meta_if_absent`](CertStore::put_meta_if_absent): every instance
+/// sharing the store (a SQL backend in a cluster) sees one root.
+#[derive(Debug, Clone)]
+pub struct StoreRootSeat {
+    store: Arc<dyn CertStore>,
+}
+
+impl StoreRootSeat {
+    /// The seat kept in `store`.
+    pub fn new(store: Arc<dyn CertStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl RootSeat for StoreRootSeat {
+    async fn try_claim(&self, email: &str) -> Result<bool> {
+        let holder = self
+            .store
+            .put_meta_if_absent(ROOT_SEAT_META_KEY, email)
+            .await?;
+        Ok(holder == email)
+    }
+}
+
+/// The default [`AccessPolicy`], the reference platform's console rules:
+///
+/// - **IP whitelist** (`_APP_CONSOLE_WHITELIST_IPS`, see [`IpWhitelist`]):
+///   when not empty, signups and sign-ins from other addresses are denied
+///   with [`DenyReason::IpNotWhitelisted`].
+/// - **Email whitelist** (`_APP_CONSOLE_WHITELIST_EMAILS`, see
+///   [`EmailWhitelist`]): when not empty, other emails are denied with
+///   [`DenyReason::EmailNotWhitelisted`].
+/// - **Root-only signup** (`_APP_CONSOLE_WHITELIST_ROOT`, default enabled):
+///   only the first user may sign up without an invitation; later uninvited
+///   signups are denied with [`DenyReason::InvitationRequired`]. Racing
+///   signups on an empty console are settled by a [`RootSeat`]
+///   ([`MemoryRootSeat`] by default; [`StoreRootSeat`] when instances share a
+///   store), so exactly one of them becomes root.
+/// - An optional hard limit on console users ([`with_max_users`](Self::with_max_users)),
+///   invitations included: [`DenyReason::UserCountExceeded`].
+///
+/// The whitelists apply to sign-ins too, so an account created before an
+/// address or email was removed from a list cannot keep using the console.
+/// The IP is checked first, so a client off the IP list learns nothing about
+/// which emails are listed.
+///
+/// The reference platform answers a second uninvited signup with
+/// `user_console_count_exceeded` and status 401, and its whitelist denials
+/// with 401; certkeeper answers 403 with the codes of [`DenyReason`].
+#[derive(Debug, Clone)]
+pub struct ConsoleAccessPolicy {
+    ips: IpWhitelist,
+    emails: EmailWhitelist,
+    root_only: bool,
+    max_users: Option<u64>,
+    root_seat: Arc<dyn RootSeat>,
+}
+
+impl Default for ConsoleAccessPolicy {
+    /// No whitelist, root-only signup enabled, an in-memory root seat.
+    fn default() -> Self {
+        Self {
+            ips: IpWhitelist::default(),
+            emails: EmailWhitelist::default(),
+            root_only: true,
+            max_users: None,
+            root_seat: Arc::new(MemoryRootSeat::new()),
+        }
+    }
+}
+
+impl ConsoleAccessPolicy {
+    /// Reads `_APP_CONSOLE_WHITELIST_IPS`, `_APP_CONSOLE_WHITELIST_EMAILS`
+    /// and `_APP_CONSOLE_WHITELIST_ROOT` from the process environment (unset
+    /// counts as empty) and builds the policy with [`from_values`](Self::from_values).
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| match std::env::var(name) {
+            Ok(v) => Ok(v),
+            Err(std::env::VarError::NotPresent) => Ok(String::new()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::config(name, "not valid UTF-8")),
+        };
+        Self::from_values(
+            &var(WHITELIST_IPS_VAR)?,
+            &var(WHITELIST_EMAILS_VAR)?,
+            &var(WHITELIST_ROOT_VAR)?,
+        )
+    }
+
+    /// Builds the policy from the three variables' values: comma-separated
+    /// lists for `ips` and `emails`, and `enabled` / `disabled` for `root`
+    /// (also `true`/`false`, `on`/`off`, `yes`/`no`, `1`/`0`; empty means
+    /// the default, `enabled`).
+    ///
+    /// A bad entry fails with [`Error::Config`] naming the variable and the
+    /// entry; nothing is silently dropped.
+    ///
+    /// ```
+    /// use certkeeper::access::ConsoleAccessPolicy;
+    /// let policy = ConsoleAccessPolicy::from_values("10.0.0.0/8", "*@example.com", "enabled")?;
+    /// assert!(policy.root_only());
+    /// assert!(ConsoleAccessPolicy::from_values("10.0.0.0/8, intranet", "", "").is_err());
+    /// # Ok::<(), certkeeper::Error>(())
+    /// ```
+    pub fn from_values(ips: &str, emails: &str, root: &str) -> Result<Self> {
+        Ok(Self {
+            ips: IpWhitelist::parse(WHITELIST_IPS_VAR, ips)?,
+            emails: EmailWhitelist::parse(WHITELIST_EMAILS_VAR, emails)?,
+            root_only: parse_switch(WHITELIST_ROOT_VAR, root)?,
+            ..Self::default()
+        })
+    }
+
+    /// Keeps the root seat in `seat` instead of this process's memory, for
+    /// instances that share a store.
+    pub fn with_root_seat(mut self, seat: Arc<dyn RootSeat>) -> Self {
+        self.root_seat = seat;
+        self
+    }
+
+    /// Turns root-only signup on or off.
+    pub fn with_root_only(mut self, root_only: bool) -> Self {
+        self.root_only = root_only;
+        self
+    }
+
+    /// Caps the number of console users (`None`, the default: no cap).
+    pub fn with_max_users(mut self, max_users: Option<u64>) -> Self {
+        self.max_users = max_users;
+        self
+    }
+
+    /// The IP whitelist.
+    pub fn ip_whitelist(&self) -> &IpWhitelist {
+        &self.ips
+    }
+
+    /// The email whitelist.
+    pub fn email_whitelist(&self) -> &EmailWhitelist {
+        &self.emails
+    }
+
+    /// Whether only the first user may sign up without an invitation.
+    pub fn root_only(&self) -> bool {
+        self.root_only
+    }
+
+    async fn decide(&self, request: &AccessRequest) -> Result<Decision> {
+        use Decision::{Allowed, Denied};
+        if !self.ips.is_empty() && !self.ips.contains(request.client_ip) {
+            return Ok(Denied(DenyReason::IpNotWhitelisted));
+        }
+        if !self.emails.is_empty() && !self.emails.contains(&request.email) {
+            return Ok(Denied(DenyReason::EmailNotWhitelisted));
+        }
+        if request.action != Action::SignUp {
+            return Ok(Allowed);
+        }
+        if self.max_users.is_some_and(|max| request.user_count >= max) {
+            return Ok(Denied(DenyReason::UserCountExceeded));
+        }
+        if !self.root_only || request.invited {
+            return Ok(Allowed);
+        }
+        if request.user_count > 0 {
+            return Ok(Denied(DenyReason::InvitationRequired));
+        }
+        let email =
+            normalize_email(&request.email).unwrap_or_else(|| request.email.trim().to_lowercase());
+        if self.root_seat.try_claim(&email).await? {
+            Ok(Allowed)
+        } else {
+            Ok(Denied(DenyReason::InvitationRequired))
+        }
+    }
+}
+
+#[async_trait]
+impl AccessPolicy for ConsoleAccessPolicy {
+    async fn check(&self, request: &AccessRequest) -> Result<Decision> {
+        let decision = self.decide(request).await?;
+        match decision {
+            Decision::Allowed => tracing::debug!(
+                action = ?request.action,
+                client_ip = %request.client_ip,
+                "console access allowed"
+            ),
+            Decision::Denied(reason) => tracing::info!(
+                action = ?request.action,
+                client_ip = %request.client_ip,
+                code = reason.code(),
+                "console access denied"
+            ),
+        }
+        Ok(decision)
+    }
+}
+
+/// An on/off setting.
+fn parse_switch(name: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" | "enabled" | "enable" | "true" | "on" | "yes" | "1" => Ok(true),
+        "disabled" | "disable" | "false" | "off" | "no" | "0" => Ok(false),
+        _ => Err(Error::config(
+            name,
+            format!("{:?} is not enabled or disabled", shorten(value)),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    async fn check(policy: &ConsoleAccessPolicy, request: AccessRequest) -> Decision {
+        policy.check(&request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn empty_whitelists_let_everyone_in_and_only_the_first_user_sign_up() {
+        let policy = ConsoleAccessPolicy::from_values("", "", "").unwrap();
+        assert!(policy.root_only());
+        let a = ip("198.51.100.1");
+        assert_eq!(
+            check(&policy, AccessRequest::sign_up(a, "root@example.com", 0)).await,
+            Decision::Allowed
+        );
+        // The root retrying its own signup (its user creation failed) is fine.
+        assert_eq!(
+            check(&policy, AccessRequest::sign_up(a, "ROOT@example.com ", 0)).await,
+            Decision::Allowed
+        );
+        // Someone else with the count still at 0: the seat is taken.
+        assert_eq!(
+            check(&policy, AccessRequest::sign_up(a, "second@example.com", 0)).await,
+            Decision::Denied(DenyReason::InvitationRequired)
+        );
+        assert_eq!(
+            check(&policy, AccessRequest::sign_up(a, "third@example.com", 1)).await,
+            Decision::Denied(DenyReason::InvitationRequired)
+        );
+        assert_eq!(
+            check(
+                &policy,
+                AccessRequest::sign_up(a, "third@example.com", 1).with_invitation(true)
+            )
+            .await,
+            Decision::Allowed
+        );
+        assert_eq!(
+            check(&policy, AccessRequest::sign_in(a, "anyone@example.org")).await,
+            Decision::Allowed
+        );
+    }
+
+    #[tokio::test]
+    async fn an_instance_with_users_already_gives_no_root_seat() {
+        let seat = Arc::new(MemoryRootSeat::new());
+        let policy = ConsoleAccessPolicy::default().with_root_seat(seat.clone());
+        let d = check(
+            &policy,
+            AccessRequest::sign_up(ip("::1"), "late@example.com", 3),
+        )
+        .await;
+        assert_eq!(d, Decision::Denied(DenyReason::InvitationRequired));
+        assert_eq!(seat.holder(), None);
+    }
+
+    #[tokio::test]
+    async fn root_only_disabled_lets_anyone_sign_up() {
+        let policy = ConsoleAccessPolicy::from_values("", "", "disabled").unwrap();
+        for n in 0..3 {
+            let d = check(
+                &policy,
+                AccessRequest::sign_up(ip("::1"), format!("u{n}@example.com"), n),
+            )
+            .await;
+            assert_eq!(d, Decision::Allowed);
+        }
+    }
+
+    #[tokio::test]
+    async fn whitelists_apply_to_signups_and_sign_ins_ip_first() {
+        let policy =
+            ConsoleAccessPolicy::from_values("10.0.0.0/8, 2001:db8::/32", "*@example.com", "off")
+                .unwrap();
+        let inside = ip("10.1.2.3");
+        let outside = ip("192.0.2.1");
+        for request in [
+            AccessRequest::sign_up(outside, "a@example.com", 0),
+            AccessRequest::sign_in(outside, "a@example.com"),
+            AccessRequest::sign_in(outside, "a@elsewhere.org"),
+        ] {
+            assert_eq!(
+                check(&policy, request).await,
+                Decision::Denied(DenyReason::IpNotWhitelisted)
+            );
+        }
+        for request in [
+            AccessRequest::sign_up(inside, "a@elsewhere.org", 0).with_invitation(true),
+            AccessRequest::sign_in(inside, "a@sub.example.com"),
+            AccessRequest::sign_in(ip("2001:db8::5"), "not an email"),
+        ] {
+            assert_eq!(
+                check(&policy, request).await,
+                Decision::Denied(DenyReason::EmailNotWhitelisted)
+            );
+        }
+        assert!(check(
+            &policy,
+            AccessRequest::sign_in(ip("::ffff:10.9.9.9"), "A@Example.com")
+        )
+        .await
+        .is_allowed());
+    }
+
+    #[tokio::test]
+    async fn a_user_cap_applies_to_invitations_too() {
+        let policy = ConsoleAccessPolicy::default().with_max_users(Some(2));
+        let req = AccessRequest::sign_up(ip("::1"), "x@example.com", 2).with_invitation(true);
+        let d = check(&policy, req).await;
+        assert_eq!(d, Decision::Denied(DenyReason::UserCountExceeded));
+        assert_eq!(d.denial().unwrap().code(), "user_count_exceeded");
+        assert_eq!(d.denial().unwrap().http_status(), 403);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_entry() {
+        for (ips, emails, root, var, entry) in [
+            (
+                "10.0.0.0/8, localhost",
+                "",
+                "",
+                WHITELIST_IPS_VAR,
+                "localhost",
+            ),
+            ("", "a@example.com, bob", "", WHITELIST_EMAILS_VAR, "bob"),
+            ("", "", "maybe", WHITELIST_ROOT_VAR, "maybe"),
+        ] {
+            match ConsoleAccessPolicy::from_values(ips, emails, root) {
+                Err(Error::Config { name, reason }) => {
+                    assert_eq!(name, var);
+                    assert!(reason.contains(entry), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        let all = [
+            (DenyReason::IpNotWhitelisted, "user_ip_not_whitelisted"),
+            (
+                DenyReason::EmailNotWhitelisted,
+                "user_email_not_whitelisted",
+            ),
+            (DenyReason::InvitationRequired, "user_invitation_required"),
+            (DenyReason::UserCountExceeded, "user_count_exceeded"),
+        ];
+        for (reason, code) in all {
+            assert_eq!(reason.code(), code);
+            assert_eq!(reason.http_status(), 403);
+            assert!(reason.to_string().contains(code));
+        }
+    }
+}

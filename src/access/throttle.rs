@@ -1,0 +1,721 @@
+//! [`LoginThrottle`]: brute-force protection for console sign-ins.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::{self, Debug};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ipnet::Ipv6Net;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::whitelist::normalize_email;
+use crate::clock::{Clock, SystemClock};
+use crate::{Error, Result};
+
+/// How many keys [`MemoryThrottleBackend::new`] keeps at most.
+pub const DEFAULT_MEMORY_CAPACITY: usize = 100_000;
+
+/// A counter's state after a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowCount {
+    /// Hits in the current window, this one included.
+    pub count: u64,
+    /// When the current window ends and the count starts again from zero.
+    pub resets_at: OffsetDateTime,
+}
+
+/// Where a [`LoginThrottle`] keeps its counters: in memory for one process
+/// ([`MemoryThrottleBackend`]), or in a store shared by every instance.
+///
+/// Counters use fixed windows: a key's window opens at its first hit, lasts
+/// `window`, and the first hit after it ends opens a new one at count 1.
+///
+/// # Contract
+/// - `hit` is atomic per key: concurrent hits (from one process or many)
+///   are each counted exactly once, and each caller gets the count that
+///   includes its own hit.
+/// - `reset` forgets a key; the next hit opens a new window.
+/// - Keys are ASCII, at most 64 bytes, and name no person in clear (emails
+///   are hashed), so a backend may store and log them as they are.
+/// - A backend may forget expired windows at any time, and may forget live
+///   ones to bound its memory (which lets an attacker try again sooner, so
+///   only under pressure).
+///
+/// A SQL backend is one statement per hit, for example in PostgreSQL:
+///
+/// ```sql
+/// INSERT INTO login_throttle (key, count, resets_at) VALUES ($1, 1, $2 + $3)
+/// ON CONFLICT (key) DO UPDATE SET
+///   count     = CASE WHEN login_throttle.resets_at <= $2 THEN 1 ELSE login_throttle.count + 1 END,
+///   resets_at = CASE WHEN login_throttle.resets_at <= $2 THEN $2 + $3 ELSE login_throttle.resets_at END
+/// RETURNING count, resets_at;
+/// ```
+///
+/// with `$2` = `now` and `$3` = `window`, plus a periodic
+/// `DELETE ... WHERE resets_at <= now`.
+#[async_trait]
+pub trait ThrottleBackend: Debug + Send + Sync + 'static {
+    /// Counts one hit on `key` at `now`; a new window lasts `window`.
+    async fn hit(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: time::Duration,
+    ) -> Result<WindowCount>;
+
+    /// Forgets `key`'s count.
+    async fn reset(&self, key: &str) -> Result<()>;
+}
+
+/// A [`ThrottleBackend`] in this process's memory, the default.
+///
+/// Bounded: expired windows are evicted as time passes, and at `capacity`
+/// keys the window closest to its end is dropped to make room. Because every
+/// sign-in attempt also counts against the client's address, filling the
+/// table with made-up emails to push a victim's counter out takes
+/// `capacity / per_ip` addresses per window.
+#[derive(Debug)]
+pub struct MemoryThrottleBackend {
+    state: Mutex<MemoryState>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    counts: HashMap<String, WindowCount>,
+    // Mirrors `counts`, ordered by end of window, for eviction.
+    by_end: BTreeSet<(OffsetDateTime, String)>,
+}
+
+impl MemoryState {
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.counts.remove(key) {
+            self.by_end.remove(&(old.resets_at, key.to_string()));
+        }
+    }
+
+    fn evict_expired(&mut self, now: OffsetDateTime) {
+        while let Some((end, _)) = self.by_end.first() {
+            if *end > now {
+                break;
+            }
+            if let Some((_, key)) = self.by_end.pop_first() {
+                self.counts.remove(&key);
+            }
+        }
+    }
+}
+
+impl MemoryThrottleBackend {
+    /// A backend keeping at most [`DEFAULT_MEMORY_CAPACITY`] keys.
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_MEMORY_CAPACITY)
+    }
+
+    /// A backend keeping at most `capacity` keys (at least 1).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(MemoryState::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// How many keys are held now.
+    pub fn len(&self) -> usize {
+        self.state().counts.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // Every critical section leaves both maps in step before anything
+        // that could panic, so a poisoned lock still guards valid data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Default for MemoryThrottleBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl ThrottleBackend for MemoryThrottleBackend {
+    async fn hit(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: time::Duration,
+    ) -> Result<WindowCount> {
+        let mut state = self.state();
+        state.evict_expired(now);
+        if let Some(current) = state.counts.get_mut(key) {
+            current.count = current.count.saturating_add(1);
+            return Ok(*current);
+        }
+        while state.counts.len() >= self.capacity {
+            let Some((_, oldest)) = state.by_end.pop_first() else {
+                break;
+            };
+            state.counts.remove(&oldest);
+        }
+        let fresh = WindowCount {
+            count: 1,
+            resets_at: now.saturating_add(window),
+        };
+        state.counts.insert(key.to_string(), fresh);
+        state.by_end.insert((fresh.resets_at, key.to_string()));
+        Ok(fresh)
+    }
+
+    async fn reset(&self, key: &str) -> Result<()> {
+        self.state().remove(key);
+        Ok(())
+    }
+}
+
+/// How many sign-in attempts are allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottleLimits {
+    /// Attempts per account email per window (default 10, the reference's).
+    pub per_email: u64,
+    /// Attempts per client address per window (default 100). An IPv6
+    /// client counts per /64 network, what one subscriber usually holds.
+    /// Higher than `per_email` because many users may share one address
+    /// (an office NAT), while still stopping one host from trying many
+    /// accounts.
+    pub per_ip: u64,
+    /// The window (default one hour).
+    pub window: std::time::Duration,
+}
+
+impl Default for ThrottleLimits {
+    fn default() -> Self {
+        Self {
+            per_email: 10,
+            per_ip: 100,
+            window: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The numbers behind the `X-RateLimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Attempts allowed per window.
+    pub limit: u64,
+    /// Attempts left in this window.
+    pub remaining: u64,
+    /// When the window ends.
+    pub reset: OffsetDateTime,
+}
+
+/// A [`LoginThrottle`]'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleDecision {
+    /// The attempt may go on (check the password).
+    Allowed(RateLimit),
+    /// Too many attempts: answer `429 Too Many Requests`.
+    Limited {
+        /// The exhausted limit.
+        rate: RateLimit,
+        /// Seconds until a new attempt can succeed (at least 1), for
+        /// `Retry-After`.
+        retry_after: u64,
+    },
+}
+
+impl ThrottleDecision {
+    /// Whether the attempt may go on.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allowed(_))
+    }
+
+    /// The limit closest to running out (the exhausted one when limited).
+    pub fn rate(&self) -> RateLimit {
+        match self {
+            Self::Allowed(rate) | Self::Limited { rate, .. } => *rate,
+        }
+    }
+
+    /// Seconds to wait, when limited.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Allowed(_) => None,
+            Self::Limited { retry_after, .. } => Some(*retry_after),
+        }
+    }
+
+    /// The response headers to send: `X-RateLimit-Limit`,
+    /// `X-RateLimit-Remaining`, `X-RateLimit-Reset` (Unix seconds), and
+    /// `Retry-After` (seconds) when limited.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let rate = self.rate();
+        let mut headers = vec![
+            ("X-RateLimit-Limit", rate.limit.to_string()),
+            ("X-RateLimit-Remaining", rate.remaining.to_string()),
+            ("X-RateLimit-Reset", rate.reset.unix_timestamp().to_string()),
+        ];
+        if let Some(seconds) = self.retry_after() {
+            headers.push(("Retry-After", seconds.to_string()));
+        }
+        headers
+    }
+}
+
+/// Counts console sign-in attempts per account email and per client
+/// address, and says when there were too many.
+///
+/// By default 10 attempts per email and 100 per address (per /64 for IPv6)
+/// in a fixed one-hour window ([`ThrottleLimits`]), counted in memory
+/// ([`MemoryThrottleBackend`]); give a shared [`ThrottleBackend`] to count
+/// across instances. Time comes from a [`Clock`].
+///
+/// Call [`check`](Self::check) before verifying a password: it counts the
+/// attempt and answers [`ThrottleDecision::Limited`] past a limit, without
+/// the password being looked at. After a correct password call
+/// [`record_success`](Self::record_success), which resets the email's count
+/// (not the address's: one host must not test many accounts by logging in
+/// to its own now and then).
+///
+/// Emails are compared normalised ([`normalize_email`]) and kept only as a
+/// hash in the backend.
+#[derive(Debug, Clone)]
+pub struct LoginThrottle {
+    backend: Arc<dyn ThrottleBackend>,
+    clock: Arc<dyn Clock>,
+    limits: ThrottleLimits,
+    window: time::Duration,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoginThrottle {
+    /// The default throttle: [`ThrottleLimits::default`], in memory, the
+    /// system clock.
+    pub fn new() -> Self {
+        let limits = ThrottleLimits::default();
+        Self {
+            backend: Arc::new(MemoryThrottleBackend::new()),
+            clock: Arc::new(SystemClock),
+            window: time::Duration::seconds(3600),
+            limits,
+        }
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> LoginThrottleBuilder {
+        LoginThrottleBuilder {
+            backend: None,
+            clock: None,
+            limits: ThrottleLimits::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ThrottleLimits {
+        self.limits
+    }
+
+    /// Counts a sign-in attempt for `email` from `client_ip` and says
+    /// whether it may go on. The address is counted first; an attempt
+    /// refused for its address does not count against the email.
+    pub async fn check(&self, email: &str, client_ip: IpAddr) -> Result<ThrottleDecision> {
+        let now = self.clock.now();
+        let ip = self
+            .backend
+            .hit(&ip_key(client_ip), now, self.window)
+            .await?;
+        if ip.count > self.limits.per_ip {
+            return Ok(self.limited("ip", client_ip, ip, self.limits.per_ip, now));
+        }
+        let mail = self
+            .backend
+            .hit(&email_key(email), now, self.window)
+            .await?;
+        if mail.count > self.limits.per_email {
+            return Ok(self.limited("email", client_ip, mail, self.limits.per_email, now));
+        }
+        let by_ip = rate(ip, self.limits.per_ip);
+        let by_email = rate(mail, self.limits.per_email);
+        Ok(ThrottleDecision::Allowed(
+            if by_ip.remaining < by_email.remaining {
+                by_ip
+            } else {
+                by_email
+            },
+        ))
+    }
+
+    /// Records a correct password for `email`: its count starts again.
+    pub async fn record_success(&self, email: &str) -> Result<()> {
+        self.backend.reset(&email_key(email)).await
+    }
+
+    fn limited(
+        &self,
+        kind: &'static str,
+        client_ip: IpAddr,
+        count: WindowCount,
+        limit: u64,
+        now: OffsetDateTime,
+    ) -> ThrottleDecision {
+        let wait = (count.resets_at - now).whole_seconds().max(0);
+        // Round up: retrying a moment early would be refused again.
+        let subsec = (count.resets_at - now).subsec_nanoseconds() > 0;
+        let retry_after = u64::try_from(wait).unwrap_or(0) + u64::from(subsec);
+        let retry_after = retry_after.max(1);
+        tracing::warn!(
+            kind,
+            client_ip = %client_ip,
+            limit,
+            retry_after,
+            "login attempts over the limit"
+        );
+        ThrottleDecision::Limited {
+            rate: rate(count, limit),
+            retry_after,
+        }
+    }
+}
+
+fn rate(count: WindowCount, limit: u64) -> RateLimit {
+    RateLimit {
+        limit,
+        remaining: limit.saturating_sub(count.count),
+        reset: count.resets_at,
+    }
+}
+
+/// `email:` and 32 hex digits of SHA-256 of the normalised email.
+fn email_key(email: &str) -> String {
+    let normalized = normalize_email(email).unwrap_or_else(|| email.trim().to_lowercase());
+    let digest = Sha256::digest(normalized.as_bytes());
+    let mut key = String::from("email:");
+    for byte in &digest[..16] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+/// `ip:` and the canonical address, or its /64 network for IPv6.
+fn ip_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match Ipv6Net::new(v6, 64) {
+            Ok(net) => format!("ip:{}", net.trunc()),
+            Err(_) => format!("ip:{v6}"),
+        },
+    }
+}
+
+/// Builds a [`LoginThrottle`].
+#[derive(Debug)]
+pub struct LoginThrottleBuilder {
+    backend: Option<Arc<dyn ThrottleBackend>>,
+    clock: Option<Arc<dyn Clock>>,
+    limits: ThrottleLimits,
+}
+
+impl LoginThrottleBuilder {
+    /// Keeps the counters in `backend` (default: a [`MemoryThrottleBackend`]).
+    pub fn backend(mut self, backend: Arc<dyn ThrottleBackend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Reads the time from `clock` (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The limits (default: [`ThrottleLimits::default`]).
+    pub fn limits(mut self, limits: ThrottleLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Checks the limits (each at least 1, a window from one second to 366
+    /// days) and builds the throttle.
+    pub fn build(self) -> Result<LoginThrottle> {
+        let limits = self.limits;
+        const NAME: &str = "LoginThrottle limits";
+        if limits.per_email == 0 || limits.per_ip == 0 {
+            return Err(Error::config(NAME, "limits must be at least 1"));
+        }
+        let window = time::Duration::try_from(limits.window)
+            .ok()
+            .filter(|w| *w >= time::Duration::SECOND && *w <= time::Duration::days(366))
+            .ok_or_else(|| Error::config(NAME, "the window must be between 1 s and 366 days"))?;
+        Ok(LoginThrottle {
+            backend: self
+                .backend
+                .unwrap_or_else(|| Arc::new(MemoryThrottleBackend::new())),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            limits,
+            window,
+        })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} left until {}",
+            self.remaining,
+            self.limit,
+            self.reset.unix_timestamp()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestClock;
+
+    fn start() -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000)
+    }
+
+    fn throttle(clock: &TestClock, limits: ThrottleLimits) -> LoginThrottle {
+        LoginThrottle::builder()
+            .clock(Arc::new(clock.clone()))
+            .limits(limits)
+            .build()
+            .unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn ten_attempts_per_email_per_hour_then_retry_after() {
+        let clock = TestClock::new(start());
+        let t = throttle(&clock, ThrottleLimits::default());
+        let a = ip("198.51.100.1");
+        for n in 1..=10u64 {
+            let d = t.check("victim@example.com", a).await.unwrap();
+            assert!(d.is_allowed(), "attempt {n}");
+            assert_eq!(d.rate().remaining, 10 - n);
+            clock.advance(time::Duration::minutes(1));
+        }
+        // Same account, other case and spacing, other address: still limited.
+        let d = t
+            .check(" Victim@Example.COM", ip("203.0.113.5"))
+            .await
+            .unwrap();
+        let expected_wait = 3600 - 10 * 60;
+        assert_eq!(d.retry_after(), Some(expected_wait));
+        assert_eq!(
+            d.rate(),
+            RateLimit {
+                limit: 10,
+                remaining: 0,
+                reset: start() + time::Duration::hours(1)
+            }
+        );
+        let headers = d.headers();
+        assert!(headers.contains(&("Retry-After", expected_wait.to_string())));
+        assert!(headers.contains(&("X-RateLimit-Remaining", "0".into())));
+        assert!(headers.contains(&(
+            "X-RateLimit-Reset",
+            (start() + time::Duration::hours(1))
+                .unix_timestamp()
+                .to_string()
+        )));
+        // Another account is not affected.
+        assert!(t.check("other@example.com", a).await.unwrap().is_allowed());
+        // One second before the window ends: still limited, 1 s to wait.
+        clock.set(start() + time::Duration::hours(1) - time::Duration::SECOND);
+        let d = t.check("victim@example.com", a).await.unwrap();
+        assert_eq!(d.retry_after(), Some(1));
+        // The window ends: a fresh one.
+        clock.set(start() + time::Duration::hours(1));
+        let d = t.check("victim@example.com", a).await.unwrap();
+        assert!(d.is_allowed());
+        assert_eq!(d.rate().remaining, 9);
+    }
+
+    #[tokio::test]
+    async fn a_success_resets_the_email_but_not_the_address() {
+        let clock = TestClock::new(start());
+        let limits = ThrottleLimits {
+            per_email: 3,
+            per_ip: 5,
+            ..ThrottleLimits::default()
+        };
+        let t = throttle(&clock, limits);
+        let a = ip("198.51.100.1");
+        for _ in 0..3 {
+            assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
+        }
+        t.record_success("ME@example.com").await.unwrap();
+        assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
+        assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
+        // Sixth attempt from this address: the address limit.
+        let d = t.check("someone@example.com", a).await.unwrap();
+        assert_eq!(d.rate().limit, 5);
+        assert_eq!(d.retry_after(), Some(3600));
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_count_per_64_and_mapped_v4_as_v4() {
+        let clock = TestClock::new(start());
+        let limits = ThrottleLimits {
+            per_email: 100,
+            per_ip: 2,
+            ..ThrottleLimits::default()
+        };
+        let t = throttle(&clock, limits);
+        assert!(t
+            .check("a@x.io", ip("2001:db8:1:2::1"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(t
+            .check("b@x.io", ip("2001:db8:1:2::ffff"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(!t
+            .check("c@x.io", ip("2001:db8:1:2:abcd::9"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(t
+            .check("d@x.io", ip("2001:db8:1:3::1"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(t
+            .check("e@x.io", ip("192.0.2.1"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(t
+            .check("f@x.io", ip("::ffff:192.0.2.1"))
+            .await
+            .unwrap()
+            .is_allowed());
+        assert!(!t
+            .check("g@x.io", ip("192.0.2.1"))
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+
+    #[tokio::test]
+    async fn allowed_answers_report_the_tighter_limit() {
+        let clock = TestClock::new(start());
+        let t = throttle(
+            &clock,
+            ThrottleLimits {
+                per_email: 10,
+                per_ip: 3,
+                ..ThrottleLimits::default()
+            },
+        );
+        let d = t.check("a@x.io", ip("192.0.2.1")).await.unwrap();
+        assert_eq!(d.rate().limit, 3);
+        assert_eq!(d.rate().remaining, 2);
+        assert_eq!(d.headers().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_and_expired_windows_go() {
+        let backend = MemoryThrottleBackend::with_capacity(100);
+        let window = time::Duration::hours(1);
+        for n in 0..1000u32 {
+            let now = start() + time::Duration::seconds(i64::from(n));
+            backend.hit(&format!("k{n}"), now, window).await.unwrap();
+            assert!(backend.len() <= 100);
+        }
+        // The newest keys stayed; the oldest were pushed out.
+        let now = start() + time::Duration::seconds(1000);
+        assert_eq!(backend.hit("k999", now, window).await.unwrap().count, 2);
+        assert_eq!(backend.hit("k0", now, window).await.unwrap().count, 1);
+        // Two hours later every window has ended.
+        let later = start() + time::Duration::hours(3);
+        backend.hit("fresh", later, window).await.unwrap();
+        assert_eq!(backend.len(), 1);
+        {
+            let state = backend.state();
+            assert_eq!(state.by_end.len(), state.counts.len());
+        }
+        backend.reset("fresh").await.unwrap();
+        assert!(backend.is_empty());
+    }
+
+    #[tokio::test]
+    async fn concurrent_hits_are_each_counted_once() {
+        let backend = Arc::new(MemoryThrottleBackend::new());
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let backend = backend.clone();
+            tasks.push(tokio::spawn(async move {
+                backend
+                    .hit("k", start(), time::Duration::hours(1))
+                    .await
+                    .unwrap()
+                    .count
+            }));
+        }
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=64).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn keys_hold_no_email_in_clear_and_are_short() {
+        let k = email_key("Someone@Example.com");
+        assert_eq!(k, email_key("someone@example.com "));
+        assert!(!k.contains("someone"));
+        assert_eq!(k.len(), "email:".len() + 32);
+        assert_eq!(ip_key(ip("2001:db8:1:2:3:4:5:6")), "ip:2001:db8:1:2::/64");
+        assert_eq!(ip_key(ip("::ffff:192.0.2.1")), "ip:192.0.2.1");
+    }
+
+    #[test]
+    fn bad_limits_are_config_errors() {
+        for limits in [
+            ThrottleLimits {
+                per_email: 0,
+                ..ThrottleLimits::default()
+            },
+            ThrottleLimits {
+                per_ip: 0,
+                ..ThrottleLimits::default()
+            },
+            ThrottleLimits {
+                window: std::time::Duration::from_millis(10),
+                ..ThrottleLimits::default()
+            },
+            ThrottleLimits {
+                window: std::time::Duration::from_secs(u64::MAX),
+                ..ThrottleLimits::default()
+            },
+        ] {
+            assert!(matches!(
+                LoginThrottle::builder().limits(limits).build(),
+                Err(Error::Config { .. })
+            ));
+        }
+    }
+}
