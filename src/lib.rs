@@ -64,6 +64,7 @@ pub mod cipher;
 pub mod clock;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "fs")]
 mod embedded;
 mod error;
 pub mod issuer;
@@ -74,6 +75,7 @@ pub mod store;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::Config;
 pub use domain::Domain;
+#[cfg(feature = "fs")]
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};

@@ -45,6 +45,15 @@ pub const MAX_LOG_ENTRIES: usize = 32;
 ///   `renew_date` then domain, at most `limit` of them, without reading every
 ///   record (an index, or a query).
 ///
+/// - **Keys.** Domains are [`Domain`]s (safe as file names). Account ids and
+///   setting keys come from callers: a store may refuse anything outside
+///   `[a-z0-9._-]{1,128}` (no leading dot) with
+///   [`Error::InvalidKey`](crate::Error::InvalidKey); the built-in stores do.
+/// - **Dates** must be kept to the second at least; sub-second precision is
+///   optional.
+/// - **`limit`** may be anything up to `usize::MAX`; a backend that cannot
+///   express it clamps it.
+///
 /// The [`conformance`] module checks all of this; run it on your own store.
 #[async_trait]
 pub trait CertStore: Debug + Send + Sync + 'static {
