@@ -13,7 +13,7 @@ use certkeeper::challenge::{
 use certkeeper::cipher::Keyring;
 use certkeeper::cipher::{account_aad, SecretCipher};
 use certkeeper::issuer::{chain_der, AcmeIssuer, IssuedCert, Issuer};
-use certkeeper::store::{CertStore, IssuerKind, MemoryStore};
+use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, MemoryStore};
 use certkeeper::{Domain, Error};
 use common::pebble::{Pebble, PebbleOptions};
 use common::{init_tracing, keyring, OTHER_TEST_KEY, TEST_KEY};
@@ -223,6 +223,200 @@ async fn the_account_is_stored_sealed_once_and_reused() {
         assert_eq!(
             setup.store.load_account(&id).await.unwrap().unwrap(),
             record
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_account_survives_a_restart_on_the_file_store() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let solver = Http01Solver::new();
+        let _listener = solver
+            .serve(SocketAddr::from((
+                Ipv6Addr::UNSPECIFIED,
+                pebble.http_port(),
+            )))
+            .await
+            .unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let issuer_on = |store: FileStore| {
+            AcmeIssuer::builder(pebble.directory_url())
+                .contact_email("ops@certkeeper-test.com")
+                .ca_root_pem_file(pebble.ca_root_pem_path())
+                .solver(Arc::new(solver.clone()))
+                .store(Arc::new(store))
+                .cipher(keyring(TEST_KEY))
+                .build()
+                .unwrap()
+        };
+
+        let first = issuer_on(FileStore::open(folder.path()).await.unwrap());
+        first
+            .issue(&domain("www.certkeeper-test.com"))
+            .await
+            .unwrap();
+        let id = first.account_id().to_owned();
+        drop(first);
+
+        // On disk: one account file, sealed (no credential field in clear).
+        let files: Vec<_> = std::fs::read_dir(folder.path().join("accounts"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let on_disk = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(on_disk.contains(&id));
+        assert!(!on_disk.contains("key_pkcs8"), "{on_disk}");
+
+        // A new process opens the folder and signs with the same account.
+        let store = FileStore::open(folder.path()).await.unwrap();
+        let before = store.load_account(&id).await.unwrap().unwrap();
+        let second = issuer_on(store);
+        second
+            .issue(&domain("api.certkeeper-test.com"))
+            .await
+            .unwrap();
+        drop(second);
+        let store = FileStore::open(folder.path()).await.unwrap();
+        assert_eq!(store.list_accounts().await.unwrap(), vec![id.clone()]);
+        assert_eq!(store.load_account(&id).await.unwrap().unwrap(), before);
+        // Pebble knows a single account: the second issuer created none.
+        assert_eq!(pebble.log("pebble").matches("POST /sign-me-up").count(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_instances_sharing_a_store_use_one_account() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let setup = Setup::new();
+        let _listener = setup.serve(&pebble).await;
+        // Two issuers (two server instances) over one shared store, racing
+        // to create the account.
+        let (a, b) = (setup.issuer(&pebble), setup.issuer(&pebble));
+        let (name_a, name_b) = (
+            domain("a.certkeeper-test.com"),
+            domain("b.certkeeper-test.com"),
+        );
+        let (first, second) = tokio::join!(a.issue(&name_a), b.issue(&name_b));
+        first.unwrap();
+        second.unwrap();
+        let id = a.account_id().to_owned();
+        assert_eq!(setup.store.list_accounts().await.unwrap(), vec![id.clone()]);
+        assert_eq!(
+            setup
+                .store
+                .load_account(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            1
+        );
+    })
+    .await;
+}
+
+/// A shared store seen by an instance that looked just before another one
+/// stored the account: its first `load_account` finds nothing.
+#[derive(Debug)]
+struct LateLooker {
+    shared: Arc<MemoryStore>,
+    looked: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl CertStore for LateLooker {
+    async fn load(&self, d: &Domain) -> certkeeper::Result<Option<CertRecord>> {
+        self.shared.load(d).await
+    }
+    async fn save(&self, record: &CertRecord) -> certkeeper::Result<u64> {
+        self.shared.save(record).await
+    }
+    async fn delete(&self, d: &Domain) -> certkeeper::Result<bool> {
+        self.shared.delete(d).await
+    }
+    async fn list(&self) -> certkeeper::Result<Vec<Domain>> {
+        self.shared.list().await
+    }
+    async fn due(
+        &self,
+        now: time::OffsetDateTime,
+        max_attempts: u32,
+        limit: usize,
+    ) -> certkeeper::Result<Vec<CertRecord>> {
+        self.shared.due(now, max_attempts, limit).await
+    }
+    async fn load_account(&self, id: &str) -> certkeeper::Result<Option<AccountRecord>> {
+        if !self.looked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.shared.load_account(id).await
+    }
+    async fn save_account(&self, record: &AccountRecord) -> certkeeper::Result<u64> {
+        self.shared.save_account(record).await
+    }
+    async fn list_accounts(&self) -> certkeeper::Result<Vec<String>> {
+        self.shared.list_accounts().await
+    }
+    async fn get_meta(&self, key: &str) -> certkeeper::Result<Option<String>> {
+        self.shared.get_meta(key).await
+    }
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> certkeeper::Result<String> {
+        self.shared.put_meta_if_absent(key, value).await
+    }
+}
+
+#[tokio::test]
+async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
+    init_tracing();
+    limited(async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let setup = Setup::new();
+        let _listener = setup.serve(&pebble).await;
+        let first = setup.issuer(&pebble);
+        first.issue(&domain("a.certkeeper-test.com")).await.unwrap();
+        let stored = setup
+            .store
+            .load_account(first.account_id())
+            .await
+            .unwrap()
+            .unwrap();
+
+        let late = AcmeIssuer::builder(pebble.directory_url())
+            .contact_email("ops@certkeeper-test.com")
+            .ca_root_pem_file(pebble.ca_root_pem_path())
+            .solver(Arc::new(setup.solver.clone()))
+            .store(Arc::new(LateLooker {
+                shared: setup.store.clone(),
+                looked: Default::default(),
+            }))
+            .cipher(setup.cipher.clone())
+            .build()
+            .unwrap();
+        late.issue(&domain("b.certkeeper-test.com")).await.unwrap();
+
+        // It created an account at the CA, lost the compare-and-swap, and
+        // kept the stored one instead of overwriting it.
+        assert_eq!(pebble.log("pebble").matches("POST /sign-me-up").count(), 2);
+        assert_eq!(
+            setup.store.list_accounts().await.unwrap(),
+            vec![first.account_id().to_owned()]
+        );
+        assert_eq!(
+            setup
+                .store
+                .load_account(first.account_id())
+                .await
+                .unwrap()
+                .unwrap(),
+            stored
         );
     })
     .await;
