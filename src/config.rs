@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use crate::access::ConsoleAccessPolicy;
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
@@ -199,7 +200,18 @@ impl Config {
                 _ => {}
             }
         }
+        // A bad whitelist entry stops start-up here, naming the variable.
+        config.console_access_policy()?;
         Ok(config)
+    }
+
+    /// The console access policy from the `_APP_CONSOLE_WHITELIST_*` settings.
+    pub fn console_access_policy(&self) -> Result<ConsoleAccessPolicy> {
+        ConsoleAccessPolicy::from_values(
+            &self.console_whitelist_ips,
+            &self.console_whitelist_emails,
+            &self.console_whitelist_root,
+        )
     }
 
     /// A typed builder starting from the defaults.
@@ -349,6 +361,7 @@ impl ConfigBuilder {
                 "must be positive",
             ));
         }
+        self.0.console_access_policy()?;
         if self.0.openssl_keys.contains_key(&0) {
             return Err(Error::config(
                 "_APP_OPENSSL_KEY_V0",
@@ -422,6 +435,9 @@ mod tests {
             ("_APP_ACME_CHALLENGE_ADDRESS", "port 80"),
             ("_APP_OPENSSL_KEY_V0", "x"),
             ("_APP_OPENSSL_KEY_Vx", "x"),
+            ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8,intranet"),
+            ("_APP_CONSOLE_WHITELIST_EMAILS", "not an email"),
+            ("_APP_CONSOLE_WHITELIST_ROOT", "maybe"),
         ] {
             let err = Config::from_vars([(name, value)]).expect_err(name);
             match &err {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::issuer::AcmeIssuer;
@@ -15,7 +16,7 @@ use crate::{CertResolver, Config, Renewer, Result};
 /// in production unless that is `off`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
 /// set), a [`CertResolver`] and the [`Renewer`] over them, with the stored
-/// certificates loaded.
+/// certificates loaded, and the console's [`ConsoleAccessPolicy`].
 ///
 /// Keep it alive: dropping it stops the challenge listener.
 #[derive(Debug)]
@@ -34,6 +35,9 @@ pub struct Embedded {
     pub challenge_responder: Http01Responder,
     /// The built-in HTTP-01 listener, when one was started.
     pub challenge_server: Option<Http01Server>,
+    /// The console access rules from `_APP_CONSOLE_WHITELIST_*`, with the
+    /// root seat kept in the store so instances sharing it agree.
+    pub access: ConsoleAccessPolicy,
     /// The settings in force.
     pub config: Config,
 }
@@ -77,7 +81,11 @@ impl Embedded {
         if let Some(main) = renewer.policy().main_domain().await? {
             resolver.set_fallback(Some(main));
         }
+        let access = config
+            .console_access_policy()?
+            .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));
         Ok(Self {
+            access,
             renewer,
             resolver,
             store,
