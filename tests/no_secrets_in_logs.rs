@@ -1,0 +1,187 @@
+//! No private key, account key, encryption key or passphrase appears in any
+//! log line or `Debug`/`Display` output of a full run: issue from a real
+//! Pebble CA, renew, fail, rotate the encryption key, reload.
+
+mod common;
+
+use std::io::Write;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use certkeeper::challenge::Http01Solver;
+use certkeeper::cipher::{account_aad, rotate, Keyring, SecretCipher};
+use certkeeper::issuer::AcmeIssuer;
+use certkeeper::store::{CertStore, FileStore};
+use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
+use common::pebble::{Pebble, PebbleOptions};
+use time::OffsetDateTime;
+
+const KEY_V1: &str = "first-passphrase-for-log-test-7f3a9c";
+const KEY_V2: &str = "second-passphrase-for-log-test-b21e4d";
+
+/// Collects everything the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The base64 body of a PEM block, without its armour and line breaks. The
+/// checks below look for characters 48..96 of it: the first 48 encode the
+/// PKCS#8 header that every P-256 key shares, the next ones the secret.
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+#[tokio::test]
+async fn a_full_issue_renew_rotate_run_logs_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
+
+    let mut shown = String::new(); // every Debug and Display produced below
+    let pebble = Pebble::start(PebbleOptions {
+        domain_blocklist: vec!["blocked.certkeeper-test.com".into()],
+        ..PebbleOptions::default()
+    })
+    .await;
+    let solver = Http01Solver::new();
+    let _listener = solver
+        .serve(SocketAddr::from((
+            Ipv6Addr::UNSPECIFIED,
+            pebble.http_port(),
+        )))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FileStore::open(dir.path()).await.unwrap());
+    let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+    let config = Config::builder()
+        .openssl_key(1, KEY_V1)
+        .security_email("ops@certkeeper-test.com")
+        .build()
+        .unwrap();
+    shown += &format!("{config:?}\n");
+
+    let renewer_with = |keyring: Arc<Keyring>| {
+        let issuer = AcmeIssuer::builder(pebble.directory_url())
+            .contact_email("ops@certkeeper-test.com")
+            .ca_root_pem_file(pebble.ca_root_pem_path())
+            .solver(Arc::new(solver.clone()))
+            .store(store.clone())
+            .cipher(keyring.clone())
+            .request_timeout(StdDuration::from_secs(30))
+            .build()
+            .unwrap();
+        Renewer::builder(store.clone(), keyring)
+            .acme(Arc::new(issuer))
+            .clock(Arc::new(clock.clone()))
+            .resolver(CertResolver::new())
+            .build()
+    };
+
+    // Issue under V1, and fail one name on purpose.
+    let v1 = Arc::new(Keyring::from_keys(true, [(1, KEY_V1)]).unwrap());
+    let renewer = renewer_with(v1.clone());
+    let main = Domain::new("www.certkeeper-test.com").unwrap();
+    let blocked = Domain::new("blocked.certkeeper-test.com").unwrap();
+    renewer.add_domain(&main).await.unwrap();
+    renewer.add_domain(&blocked).await.unwrap();
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued, vec![main.clone()], "{report:?}");
+    shown += &format!("{report:?}\n{report}\n{renewer:?}\n{v1:?}\n");
+    let first_key = renewer.certificate(&main).await.unwrap().unwrap().1;
+    let first_key = String::from_utf8(first_key.to_vec()).unwrap();
+
+    // Renew inside the window.
+    let record = store.load(&main).await.unwrap().unwrap();
+    clock.set(record.renew_date);
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued, vec![main.clone()], "{report:?}");
+    let (cert, second_key) = renewer.certificate(&main).await.unwrap().unwrap();
+    let second_key = String::from_utf8(second_key.to_vec()).unwrap();
+    shown += &format!("{cert:?}\n{:?}\n", store.load(&main).await.unwrap());
+    shown += &format!("{:?}\n", store.load(&blocked).await.unwrap());
+    let err = renewer.issue_now(Some(&blocked)).await.unwrap_err();
+    shown += &format!("{err}\n{err:?}\n");
+
+    // The ACME account key, opened from the store.
+    let account_id = store.list_accounts().await.unwrap().pop().unwrap();
+    let account = store.load_account(&account_id).await.unwrap().unwrap();
+    let credentials = v1
+        .open(&account.sealed_credentials, &account_aad(&account_id))
+        .unwrap();
+    let credentials: serde_json::Value = serde_json::from_slice(&credentials).unwrap();
+    let account_key = credentials["key_pkcs8"].as_str().unwrap().to_string();
+    assert!(account_key.len() > 96);
+    shown += &format!("{account:?}\n");
+
+    // Rotate to V2, then drop V1 and reload everything.
+    let both = Arc::new(Keyring::from_keys(true, [(1, KEY_V1), (2, KEY_V2)]).unwrap());
+    let rotation = rotate(store.as_ref(), both.as_ref()).await.unwrap();
+    assert!(rotation.failed.is_empty(), "{rotation:?}");
+    shown += &format!("{rotation:?}\n{both:?}\n");
+    let v2 = Arc::new(Keyring::from_keys(true, [(2, KEY_V2)]).unwrap());
+    let reloaded = renewer_with(v2.clone());
+    assert_eq!(reloaded.load().await.unwrap(), 2);
+    let (_, reopened) = reloaded.certificate(&main).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8(reopened.to_vec()).unwrap(), second_key);
+    // Without V2 the values no longer open, and the error names the version.
+    let only_v1 = Keyring::from_keys(true, [(1, KEY_V1)]).unwrap();
+    let sealed = store
+        .load(&main)
+        .await
+        .unwrap()
+        .unwrap()
+        .certificate
+        .unwrap()
+        .sealed_key;
+    let err = only_v1
+        .open(&sealed, &certkeeper::cipher::cert_key_aad(&main))
+        .unwrap_err();
+    assert!(err.to_string().contains("_APP_OPENSSL_KEY_V2"), "{err}");
+    shown += &format!("{err}\n{err:?}\n{reloaded:?}\n{:?}\n", clock.now());
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("certificate issued and stored"),
+        "the capture saw the run"
+    );
+    assert!(
+        logs.contains("rejectedIdentifier") || logs.contains("blocked"),
+        "failures are logged"
+    );
+    for (what, text) in [("log", &logs), ("Debug/Display output", &shown)] {
+        for (secret, needle) in [
+            ("the V1 passphrase", KEY_V1.to_string()),
+            ("the V2 passphrase", KEY_V2.to_string()),
+            ("a PEM private key", "PRIVATE KEY".to_string()),
+            (
+                "the first certificate key",
+                pem_body(&first_key)[48..96].to_string(),
+            ),
+            (
+                "the renewed certificate key",
+                pem_body(&second_key)[48..96].to_string(),
+            ),
+            ("the ACME account key", account_key[48..96].to_string()),
+        ] {
+            assert!(!text.contains(&needle), "the {what} shows {secret}");
+        }
+    }
+}
