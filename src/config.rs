@@ -246,7 +246,8 @@ pub fn parse_email(name: &str, v: &str) -> Result<String> {
         && local.len() <= 64
         && local
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c))
+            // A conservative set: every CA accepts it in a mailto: contact.
+            .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c))
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..");
@@ -429,6 +430,8 @@ mod tests {
             ("_APP_DOMAIN", "../etc"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "not-an-email"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a@localhost"),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a?b@example.com"),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a%40b@example.com"),
             ("_APP_MAINTENANCE_INTERVAL", "soon"),
             ("_APP_MAINTENANCE_INTERVAL", "0"),
             ("_APP_ACME_DIRECTORY_URL", "ftp://x"),

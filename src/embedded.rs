@@ -8,7 +8,7 @@ use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::issuer::AcmeIssuer;
 use crate::store::{CertStore, FileStore};
-use crate::{CertResolver, Config, Renewer, Result};
+use crate::{CertResolver, Config, Error, Renewer, Result};
 
 /// The default parts built from a [`Config`]: a [`FileStore`] in
 /// `_APP_CERTIFICATES_PATH`, a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
@@ -55,7 +55,12 @@ impl Embedded {
         let solver = Http01Solver::new();
         let challenge_responder = solver.responder();
         let challenge_server = match (config.production, config.challenge_address) {
-            (true, Some(address)) => Some(solver.serve(address).await?),
+            (true, Some(address)) => Some(solver.serve(address).await.map_err(|e| {
+                Error::config(
+                    "_APP_ACME_CHALLENGE_ADDRESS",
+                    format!("cannot listen on {address} for HTTP-01 challenges ({e}); set another address, or off when the server answers them itself"),
+                )
+            })?),
             _ => None,
         };
         let resolver = CertResolver::new();

@@ -124,3 +124,97 @@ impl fmt::Debug for CertResolver {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::{fingerprint, SelfSignedIssuer};
+
+    fn served_fingerprint(resolver: &CertResolver, name: Option<&str>) -> Option<String> {
+        resolver
+            .lookup(name)
+            .map(|key| fingerprint(key.end_entity_cert().unwrap()))
+    }
+
+    #[test]
+    fn picks_by_name_falls_back_and_swaps_in_place() {
+        let issuer = SelfSignedIssuer::new();
+        let a = Domain::new("a.test").unwrap();
+        let b = Domain::new("b.test").unwrap();
+        let cert_a = issuer.issue_blocking(&a).unwrap();
+        let cert_b = issuer.issue_blocking(&b).unwrap();
+        let resolver = CertResolver::new();
+        resolver
+            .insert_pem(&a, &cert_a.chain_pem, cert_a.key_pem.as_bytes())
+            .unwrap();
+        resolver
+            .insert_pem(&b, &cert_b.chain_pem, cert_b.key_pem.as_bytes())
+            .unwrap();
+
+        assert_eq!(
+            served_fingerprint(&resolver, Some("a.test")),
+            Some(cert_a.fingerprint.clone())
+        );
+        // SNI is matched after normalisation.
+        assert_eq!(
+            served_fingerprint(&resolver, Some("B.TEST")),
+            Some(cert_b.fingerprint.clone())
+        );
+        // Unknown names and no SNI: nothing until a fallback is set.
+        assert_eq!(served_fingerprint(&resolver, Some("c.test")), None);
+        assert_eq!(served_fingerprint(&resolver, None), None);
+        assert_eq!(served_fingerprint(&resolver, Some("../bad")), None);
+        resolver.set_fallback(Some(a.clone()));
+        assert_eq!(
+            served_fingerprint(&resolver, Some("c.test")),
+            Some(cert_a.fingerprint.clone())
+        );
+        assert_eq!(
+            served_fingerprint(&resolver, None),
+            Some(cert_a.fingerprint.clone())
+        );
+
+        // A renewal replaces the certificate for the next handshake; clones share it.
+        let shared = resolver.clone();
+        let renewed = issuer.issue_blocking(&a).unwrap();
+        resolver
+            .insert_pem(&a, &renewed.chain_pem, renewed.key_pem.as_bytes())
+            .unwrap();
+        assert_eq!(
+            served_fingerprint(&shared, Some("a.test")),
+            Some(renewed.fingerprint)
+        );
+
+        assert!(resolver.remove(&b));
+        assert!(!resolver.remove(&b));
+        assert_eq!(resolver.domains(), vec![a]);
+    }
+
+    #[test]
+    fn refuses_mismatched_or_broken_material_without_panicking() {
+        let issuer = SelfSignedIssuer::new();
+        let a = Domain::new("a.test").unwrap();
+        let one = issuer.issue_blocking(&a).unwrap();
+        let other = issuer.issue_blocking(&a).unwrap();
+        let resolver = CertResolver::new();
+        let err = resolver
+            .insert_pem(&a, &one.chain_pem, other.key_pem.as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, Error::Tls(_)), "{err}");
+        assert!(resolver
+            .insert_pem(&a, "garbage", one.key_pem.as_bytes())
+            .is_err());
+        assert!(resolver.insert_pem(&a, &one.chain_pem, b"garbage").is_err());
+        let err = resolver
+            .insert_pem(
+                &a,
+                &one.chain_pem,
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            )
+            .unwrap_err();
+        // The error names the domain, never the key bytes.
+        assert!(!err.to_string().contains("AAAA"), "{err}");
+        assert!(resolver.domains().is_empty());
+        assert!(resolver.server_config().is_ok());
+    }
+}
