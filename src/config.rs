@@ -11,6 +11,7 @@
 //! | `_APP_CONSOLE_WHITELIST_IPS` | empty | console IP/CIDR whitelist, comma separated |
 //! | `_APP_CONSOLE_WHITELIST_EMAILS` | empty | console email whitelist (`a@b.c`, `*@b.c`), comma separated |
 //! | `_APP_CONSOLE_WHITELIST_ROOT` | `enabled` | only the first user may sign up |
+//! | `_APP_CONSOLE_TRUSTED_PROXIES` | empty | proxies (addresses, CIDRs) whose `X-Forwarded-For` is believed |
 //! | `_APP_ACME_DIRECTORY_URL` | Let's Encrypt production | the ACME CA's directory |
 //! | `_APP_ACME_CA_ROOT` | unset | PEM file of a root to trust for the CA's own HTTPS (instead of the system roots) |
 //! | `_APP_ACME_TIMEOUT` | `30` | seconds any single call to the CA may take |
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::access::ConsoleAccessPolicy;
+use crate::access::{ConsoleAccessPolicy, TrustedProxies, TRUSTED_PROXIES_VAR};
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
@@ -57,6 +58,8 @@ pub struct Config {
     pub console_whitelist_emails: String,
     /// `_APP_CONSOLE_WHITELIST_ROOT`, as given (default `enabled`).
     pub console_whitelist_root: String,
+    /// `_APP_CONSOLE_TRUSTED_PROXIES`, as given.
+    pub console_trusted_proxies: String,
     /// The ACME directory (`_APP_ACME_DIRECTORY_URL`).
     pub acme_directory_url: String,
     /// A root certificate to trust for the CA's HTTPS (`_APP_ACME_CA_ROOT`).
@@ -82,6 +85,7 @@ impl Default for Config {
             console_whitelist_ips: String::new(),
             console_whitelist_emails: String::new(),
             console_whitelist_root: "enabled".into(),
+            console_trusted_proxies: String::new(),
             acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
             acme_ca_root: None,
             acme_timeout: Duration::from_secs(30),
@@ -106,6 +110,7 @@ impl fmt::Debug for Config {
             .field("console_whitelist_ips", &self.console_whitelist_ips)
             .field("console_whitelist_emails", &self.console_whitelist_emails)
             .field("console_whitelist_root", &self.console_whitelist_root)
+            .field("console_trusted_proxies", &self.console_trusted_proxies)
             .field("acme_directory_url", &self.acme_directory_url)
             .field("acme_ca_root", &self.acme_ca_root)
             .field("acme_timeout", &self.acme_timeout)
@@ -173,6 +178,7 @@ impl Config {
                 "_APP_CONSOLE_WHITELIST_IPS" => config.console_whitelist_ips = v.to_string(),
                 "_APP_CONSOLE_WHITELIST_EMAILS" => config.console_whitelist_emails = v.to_string(),
                 "_APP_CONSOLE_WHITELIST_ROOT" => config.console_whitelist_root = v.to_string(),
+                "_APP_CONSOLE_TRUSTED_PROXIES" => config.console_trusted_proxies = v.to_string(),
                 "_APP_ACME_DIRECTORY_URL" => config.acme_directory_url = parse_url(&name, v)?,
                 "_APP_ACME_CA_ROOT" => config.acme_ca_root = Some(PathBuf::from(v)),
                 "_APP_ACME_TIMEOUT" => {
@@ -202,7 +208,13 @@ impl Config {
         }
         // A bad whitelist entry stops start-up here, naming the variable.
         config.console_access_policy()?;
+        config.trusted_proxies()?;
         Ok(config)
+    }
+
+    /// The proxies whose `X-Forwarded-For` is believed (`_APP_CONSOLE_TRUSTED_PROXIES`).
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies> {
+        TrustedProxies::parse(TRUSTED_PROXIES_VAR, &self.console_trusted_proxies)
     }
 
     /// The console access policy from the `_APP_CONSOLE_WHITELIST_*` settings.
@@ -303,6 +315,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// The proxies whose `X-Forwarded-For` is believed, as the environment
+    /// variable would give them.
+    pub fn console_trusted_proxies(mut self, proxies: &str) -> Self {
+        self.0.console_trusted_proxies = proxies.into();
+        self
+    }
+
     /// The ACME directory URL.
     pub fn acme_directory_url(mut self, url: impl Into<String>) -> Self {
         self.0.acme_directory_url = url.into();
@@ -363,6 +382,7 @@ impl ConfigBuilder {
             ));
         }
         self.0.console_access_policy()?;
+        self.0.trusted_proxies()?;
         if self.0.openssl_keys.contains_key(&0) {
             return Err(Error::config(
                 "_APP_OPENSSL_KEY_V0",
@@ -400,6 +420,7 @@ mod tests {
             ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8"),
             ("_APP_CONSOLE_WHITELIST_EMAILS", "*@example.com"),
             ("_APP_CONSOLE_WHITELIST_ROOT", "disabled"),
+            ("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.1, 172.16.0.0/12"),
             ("_APP_ACME_DIRECTORY_URL", "https://localhost:14000/dir"),
             ("_APP_ACME_CA_ROOT", "/tmp/ca.pem"),
             ("_APP_ACME_TIMEOUT", "5"),
@@ -410,7 +431,10 @@ mod tests {
         ])
         .unwrap();
         assert!(!c.production);
-        assert_eq!(c.main_domain.unwrap().as_str(), "console.example.com");
+        assert_eq!(
+            c.main_domain.as_ref().unwrap().as_str(),
+            "console.example.com"
+        );
         assert_eq!(c.security_email.as_deref(), Some("certs@example.com"));
         assert_eq!(c.maintenance_interval, Duration::from_secs(3600));
         assert_eq!(
@@ -418,6 +442,10 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(c.console_whitelist_root, "disabled");
+        assert!(c
+            .trusted_proxies()
+            .unwrap()
+            .contains("172.16.4.2".parse().unwrap()));
         assert_eq!(c.acme_timeout, Duration::from_secs(5));
         assert_eq!(c.challenge_address, None);
         assert_eq!(c.store_path, PathBuf::from("/var/lib/certs"));
@@ -441,6 +469,7 @@ mod tests {
             ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8,intranet"),
             ("_APP_CONSOLE_WHITELIST_EMAILS", "not an email"),
             ("_APP_CONSOLE_WHITELIST_ROOT", "maybe"),
+            ("_APP_CONSOLE_TRUSTED_PROXIES", "proxy.internal"),
         ] {
             let err = Config::from_vars([(name, value)]).expect_err(name);
             match &err {

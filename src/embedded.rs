@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
+use crate::access::{ConsoleAccessPolicy, StoreRootSeat, TrustedProxies};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::issuer::AcmeIssuer;
@@ -38,6 +38,9 @@ pub struct Embedded {
     /// The console access rules from `_APP_CONSOLE_WHITELIST_*`, with the
     /// root seat kept in the store so instances sharing it agree.
     pub access: ConsoleAccessPolicy,
+    /// The proxies whose `X-Forwarded-For` is believed, for
+    /// [`client_ip`](crate::access::client_ip).
+    pub trusted_proxies: TrustedProxies,
     /// The settings in force.
     pub config: Config,
 }
@@ -89,8 +92,10 @@ impl Embedded {
         let access = config
             .console_access_policy()?
             .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));
+        let trusted_proxies = config.trusted_proxies()?;
         Ok(Self {
             access,
+            trusted_proxies,
             renewer,
             resolver,
             store,

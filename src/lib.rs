@@ -52,6 +52,9 @@
 //! - [`issuer`]: the ACME issuer and the self-signed issuer.
 //! - [`renewer`]: the maintenance cycle and its rules.
 //! - [`resolver`]: serving certificates by SNI with rustls.
+//! - [`access`]: console access rules ([`AccessPolicy`](access::AccessPolicy),
+//!   [`ConsoleAccessPolicy`](access::ConsoleAccessPolicy)), client addresses
+//!   behind proxies, and the [`LoginThrottle`](access::LoginThrottle).
 //! - [`domain`]: validated names and which of them may get a certificate.
 //! - [`config`]: settings from the `_APP_*` environment variables.
 //! - [`clock`]: time as a trait, for tests.

@@ -1,0 +1,83 @@
+//! Re-seals every secret in the store under the newest encryption key, so
+//! the old key can be removed (step 3 of the rotation procedure in
+//! docs/secrets-and-access.md):
+//!
+//! ```text
+//! _APP_OPENSSL_KEY_V1=<old> _APP_OPENSSL_KEY_V2=<new> cargo run --example rotate_keys
+//! cargo run --example rotate_keys -- batch=500   # at most 500 re-seals this run
+//! ```
+//!
+//! Reads the `_APP_*` variables (the store folder is `_APP_CERTIFICATES_PATH`).
+//! Safe to stop and to run again; exits non-zero until the rotation is
+//! complete, so it can be looped in a script.
+
+use std::process::ExitCode;
+
+use certkeeper::cipher::{rotate_batch, Keyring};
+use certkeeper::store::FileStore;
+use certkeeper::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "certkeeper=info".into()),
+        )
+        .init();
+    match run().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("rotate_keys: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<bool, Box<dyn std::error::Error>> {
+    let mut batch = usize::MAX;
+    for arg in std::env::args().skip(1) {
+        match arg.strip_prefix("batch=").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => batch = n,
+            _ => {
+                return Err(
+                    format!("unknown argument {arg:?}; usage: rotate_keys [batch=<n>]").into(),
+                )
+            }
+        }
+    }
+    let config = Config::from_env()?;
+    let keyring = Keyring::from_keys(
+        config.production,
+        config.openssl_keys.iter().map(|(v, k)| (*v, k.as_str())),
+    )?;
+    let store = FileStore::open(&config.store_path).await?;
+    println!(
+        "rotating {} to key version {} (keys present: {:?})",
+        config.store_path.display(),
+        keyring.versions().last().copied().unwrap_or_default(),
+        keyring.versions()
+    );
+    let report = rotate_batch(&store, &keyring, batch).await?;
+    println!(
+        "re-sealed {}, already under V{}: {}, failed: {}",
+        report.resealed,
+        report.target_version,
+        report.already_current,
+        report.failed.len()
+    );
+    for failure in &report.failed {
+        println!("failed: {}: {}", failure.value, failure.error);
+    }
+    if report.stopped_at_limit {
+        println!("stopped after {batch} re-seals: run again to continue");
+    }
+    if report.is_complete() {
+        println!(
+            "complete: every secret is sealed under V{}",
+            report.target_version
+        );
+    }
+    Ok(report.is_complete())
+}
