@@ -12,17 +12,13 @@ use certkeeper::challenge::{
 };
 use certkeeper::cipher::Keyring;
 use certkeeper::cipher::{account_aad, SecretCipher};
-use certkeeper::issuer::{chain_der, AcmeIssuer, IssuedCert, Issuer};
+use certkeeper::issuer::{AcmeIssuer, Issuer};
 use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, MemoryStore};
 use certkeeper::{Domain, Error};
+use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
-use common::{init_tracing, keyring, OTHER_TEST_KEY, TEST_KEY};
-use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
-use rustls::RootCertStore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::tls::{round_trip, serving, verify_chain};
+use common::{domain, init_tracing, keyring, limited, CONTACT_EMAIL, OTHER_TEST_KEY, TEST_KEY};
 
 /// A guard against a hung test: far above what any case here needs.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
@@ -43,109 +39,67 @@ impl Setup {
         }
     }
 
+    /// An issuer for `pebble` over this setup's solver, store and cipher.
     fn issuer(&self, pebble: &Pebble) -> AcmeIssuer {
-        AcmeIssuer::builder(pebble.directory_url())
-            .contact_email("ops@certkeeper-test.com")
-            .ca_root_pem_file(pebble.ca_root_pem_path())
-            .solver(Arc::new(self.solver.clone()))
-            .store(self.store.clone())
-            .cipher(self.cipher.clone())
-            .request_timeout(Duration::from_secs(30))
-            .order_timeout(Duration::from_secs(120))
-            .build()
-            .expect("valid issuer settings")
-    }
-
-    /// The solver's listener on Pebble's HTTP-01 port, both address families.
-    async fn serve(&self, pebble: &Pebble) -> Http01Server {
-        self.solver
-            .serve(SocketAddr::from((
-                Ipv6Addr::UNSPECIFIED,
-                pebble.http_port(),
-            )))
-            .await
-            .expect("the HTTP-01 port is free")
-    }
-}
-
-async fn limited<T>(test: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_LIMIT, test)
-        .await
-        .expect("the test hung")
-}
-
-fn domain(name: &str) -> Domain {
-    Domain::new(name).unwrap()
-}
-
-/// Verifies `cert`'s chain for `name` against `roots` as a TLS client would.
-fn verify_chain(cert: &IssuedCert, roots: RootCertStore, name: &str) {
-    let chain = chain_der(&cert.chain_pem).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        pebble_issuer(
+            pebble,
+            Arc::new(self.solver.clone()),
+            self.store.clone(),
+            self.cipher.clone(),
+        )
+        .request_timeout(Duration::from_secs(30))
+        .order_timeout(Duration::from_secs(120))
         .build()
-        .unwrap();
-    verifier
-        .verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &ServerName::try_from(name.to_owned()).unwrap(),
-            &[],
-            UnixTime::now(),
-        )
-        .unwrap_or_else(|e| panic!("the issued chain does not verify for {name}: {e}"));
+        .expect("valid issuer settings")
+    }
+
+    /// The ids of the stored accounts.
+    async fn accounts(&self) -> Vec<String> {
+        self.store.list_accounts().await.unwrap()
+    }
+
+    /// The stored account `id`, which must exist.
+    async fn account(&self, id: &str) -> AccountRecord {
+        self.store
+            .load_account(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no stored account {id}"))
+    }
 }
 
-/// Serves `cert` on 127.0.0.1 and connects to it with SNI `name`, trusting
-/// only `roots`; returns what the server echoed.
-async fn tls_round_trip(cert: &IssuedCert, roots: RootCertStore, name: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            chain_der(&cert.chain_pem).unwrap(),
-            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.unwrap();
-        let mut buf = [0u8; 5];
-        tls.read_exact(&mut buf).await.unwrap();
-        tls.write_all(&buf).await.unwrap();
-        tls.shutdown().await.unwrap();
-    });
+/// Pebble started with `options`, and a setup whose solver listens on its
+/// HTTP-01 port until the returned server is dropped.
+async fn start(options: PebbleOptions) -> (Pebble, Setup, Http01Server) {
+    let pebble = Pebble::start(options).await;
+    let setup = Setup::new();
+    let listener = serve_http01(&setup.solver, &pebble).await;
+    (pebble, setup, listener)
+}
 
-    let client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut tls = connector
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS handshake with the issued certificate failed: {e}"));
-    tls.write_all(b"hello").await.unwrap();
-    let mut echoed = Vec::new();
-    tls.read_to_end(&mut echoed).await.unwrap();
-    server.await.unwrap();
-    echoed
+/// How many accounts Pebble was asked to create.
+fn accounts_created(pebble: &Pebble) -> usize {
+    pebble.log("pebble").matches("POST /sign-me-up").count()
+}
+
+/// The domain, step and message of an [`Error::Acme`]; any other error
+/// fails the test.
+fn acme_failure(err: &Error) -> (Option<&str>, &'static str, &str) {
+    match err {
+        Error::Acme {
+            domain,
+            step,
+            message,
+        } => (domain.as_deref(), step, message),
+        other => panic!("expected Error::Acme, got {other:?}"),
+    }
 }
 
 #[tokio::test]
 async fn issues_a_certificate_that_verifies_and_serves_tls() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions::default()).await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let issuer = setup.issuer(&pebble);
         assert_eq!(issuer.kind(), IssuerKind::Acme);
 
@@ -158,8 +112,12 @@ async fn issues_a_certificate_that_verifies_and_serves_tls() {
         assert_eq!(setup.solver.pending(), 0);
 
         let roots = pebble.issuer_roots().await;
-        verify_chain(&cert, roots.clone(), name);
-        assert_eq!(tls_round_trip(&cert, roots, name).await, b"hello");
+        verify_chain(&cert.chain_pem, roots.clone(), name);
+        // A real handshake presents the issued leaf and carries data.
+        assert_eq!(
+            round_trip(serving(&cert), roots, name).await,
+            cert.fingerprint
+        );
     })
     .await;
 }
@@ -167,10 +125,8 @@ async fn issues_a_certificate_that_verifies_and_serves_tls() {
 #[tokio::test]
 async fn the_account_is_stored_sealed_once_and_reused() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions::default()).await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let issuer = Arc::new(setup.issuer(&pebble));
         let id = issuer.account_id().to_owned();
         assert!(setup.store.load_account(&id).await.unwrap().is_none());
@@ -188,8 +144,8 @@ async fn the_account_is_stored_sealed_once_and_reused() {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        assert_eq!(setup.store.list_accounts().await.unwrap(), vec![id.clone()]);
-        let record = setup.store.load_account(&id).await.unwrap().unwrap();
+        assert_eq!(setup.accounts().await, vec![id.clone()]);
+        let record = setup.account(&id).await;
         assert_eq!(record.version, 1);
 
         // Sealed: the stored bytes hold no credentials in clear, and they
@@ -219,11 +175,8 @@ async fn the_account_is_stored_sealed_once_and_reused() {
             .issue(&domain("www.certkeeper-test.com"))
             .await
             .unwrap();
-        assert_eq!(setup.store.list_accounts().await.unwrap(), vec![id.clone()]);
-        assert_eq!(
-            setup.store.load_account(&id).await.unwrap().unwrap(),
-            record
-        );
+        assert_eq!(setup.accounts().await, vec![id.clone()]);
+        assert_eq!(setup.account(&id).await, record);
     })
     .await;
 }
@@ -231,26 +184,20 @@ async fn the_account_is_stored_sealed_once_and_reused() {
 #[tokio::test]
 async fn the_account_survives_a_restart_on_the_file_store() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let solver = Http01Solver::new();
-        let _listener = solver
-            .serve(SocketAddr::from((
-                Ipv6Addr::UNSPECIFIED,
-                pebble.http_port(),
-            )))
-            .await
-            .unwrap();
+        let _listener = serve_http01(&solver, &pebble).await;
         let folder = tempfile::tempdir().unwrap();
         let issuer_on = |store: FileStore| {
-            AcmeIssuer::builder(pebble.directory_url())
-                .contact_email("ops@certkeeper-test.com")
-                .ca_root_pem_file(pebble.ca_root_pem_path())
-                .solver(Arc::new(solver.clone()))
-                .store(Arc::new(store))
-                .cipher(keyring(TEST_KEY))
-                .build()
-                .unwrap()
+            pebble_issuer(
+                &pebble,
+                Arc::new(solver.clone()),
+                Arc::new(store),
+                keyring(TEST_KEY),
+            )
+            .build()
+            .unwrap()
         };
 
         let first = issuer_on(FileStore::open(folder.path()).await.unwrap());
@@ -285,7 +232,7 @@ async fn the_account_survives_a_restart_on_the_file_store() {
         assert_eq!(store.list_accounts().await.unwrap(), vec![id.clone()]);
         assert_eq!(store.load_account(&id).await.unwrap().unwrap(), before);
         // Pebble knows a single account: the second issuer created none.
-        assert_eq!(pebble.log("pebble").matches("POST /sign-me-up").count(), 1);
+        assert_eq!(accounts_created(&pebble), 1);
     })
     .await;
 }
@@ -293,10 +240,8 @@ async fn the_account_survives_a_restart_on_the_file_store() {
 #[tokio::test]
 async fn two_instances_sharing_a_store_use_one_account() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions::default()).await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         // Two issuers (two server instances) over one shared store, racing
         // to create the account.
         let (a, b) = (setup.issuer(&pebble), setup.issuer(&pebble));
@@ -308,17 +253,8 @@ async fn two_instances_sharing_a_store_use_one_account() {
         first.unwrap();
         second.unwrap();
         let id = a.account_id().to_owned();
-        assert_eq!(setup.store.list_accounts().await.unwrap(), vec![id.clone()]);
-        assert_eq!(
-            setup
-                .store
-                .load_account(&id)
-                .await
-                .unwrap()
-                .unwrap()
-                .version,
-            1
-        );
+        assert_eq!(setup.accounts().await, vec![id.clone()]);
+        assert_eq!(setup.account(&id).await.version, 1);
     })
     .await;
 }
@@ -376,48 +312,31 @@ impl CertStore for LateLooker {
 #[tokio::test]
 async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions::default()).await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let first = setup.issuer(&pebble);
         first.issue(&domain("a.certkeeper-test.com")).await.unwrap();
-        let stored = setup
-            .store
-            .load_account(first.account_id())
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = setup.account(first.account_id()).await;
 
-        let late = AcmeIssuer::builder(pebble.directory_url())
-            .contact_email("ops@certkeeper-test.com")
-            .ca_root_pem_file(pebble.ca_root_pem_path())
-            .solver(Arc::new(setup.solver.clone()))
-            .store(Arc::new(LateLooker {
-                shared: setup.store.clone(),
-                looked: Default::default(),
-            }))
-            .cipher(setup.cipher.clone())
-            .build()
-            .unwrap();
+        let late_looker = LateLooker {
+            shared: setup.store.clone(),
+            looked: Default::default(),
+        };
+        let late = pebble_issuer(
+            &pebble,
+            Arc::new(setup.solver.clone()),
+            Arc::new(late_looker),
+            setup.cipher.clone(),
+        )
+        .build()
+        .unwrap();
         late.issue(&domain("b.certkeeper-test.com")).await.unwrap();
 
         // It created an account at the CA, lost the compare-and-swap, and
         // kept the stored one instead of overwriting it.
-        assert_eq!(pebble.log("pebble").matches("POST /sign-me-up").count(), 2);
-        assert_eq!(
-            setup.store.list_accounts().await.unwrap(),
-            vec![first.account_id().to_owned()]
-        );
-        assert_eq!(
-            setup
-                .store
-                .load_account(first.account_id())
-                .await
-                .unwrap()
-                .unwrap(),
-            stored
-        );
+        assert_eq!(accounts_created(&pebble), 2);
+        assert_eq!(setup.accounts().await, vec![first.account_id().to_owned()]);
+        assert_eq!(setup.account(first.account_id()).await, stored);
     })
     .await;
 }
@@ -425,32 +344,30 @@ async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
 #[tokio::test]
 async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions::default()).await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         setup
             .issuer(&pebble)
             .issue(&domain("www.certkeeper-test.com"))
             .await
             .unwrap();
-        let stored = setup.store.list_accounts().await.unwrap();
+        let stored = setup.accounts().await;
 
         // Same store, another key: the stored account cannot be opened.
-        let other_key = AcmeIssuer::builder(pebble.directory_url())
-            .contact_email("ops@certkeeper-test.com")
-            .ca_root_pem_file(pebble.ca_root_pem_path())
-            .solver(Arc::new(setup.solver.clone()))
-            .store(setup.store.clone())
-            .cipher(keyring(OTHER_TEST_KEY))
-            .build()
-            .unwrap();
+        let other_key = pebble_issuer(
+            &pebble,
+            Arc::new(setup.solver.clone()),
+            setup.store.clone(),
+            keyring(OTHER_TEST_KEY),
+        )
+        .build()
+        .unwrap();
         let err = other_key
             .issue(&domain("www.certkeeper-test.com"))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Decrypt), "{err}");
-        assert_eq!(setup.store.list_accounts().await.unwrap(), stored);
+        assert_eq!(setup.accounts().await, stored);
     })
     .await;
 }
@@ -458,32 +375,23 @@ async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
 #[tokio::test]
 async fn a_blocked_name_fails_with_the_cas_rejection() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions {
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions {
             domain_blocklist: vec!["blocked.certkeeper-test.com".into()],
             ..PebbleOptions::default()
         })
         .await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
         let issuer = setup.issuer(&pebble);
 
         let err = issuer
             .issue(&domain("blocked.certkeeper-test.com"))
             .await
             .unwrap_err();
-        match &err {
-            Error::Acme {
-                domain,
-                step,
-                message,
-            } => {
-                assert_eq!(domain.as_deref(), Some("blocked.certkeeper-test.com"));
-                assert_eq!(*step, "new-order");
-                assert!(message.contains("rejectedIdentifier"), "{message}");
-                assert!(message.contains("blocked.certkeeper-test.com"), "{message}");
-            }
-            other => panic!("expected Error::Acme, got {other:?}"),
+        let (failed_for, step, message) = acme_failure(&err);
+        assert_eq!(failed_for, Some("blocked.certkeeper-test.com"));
+        assert_eq!(step, "new-order");
+        for needle in ["rejectedIdentifier", "blocked.certkeeper-test.com"] {
+            assert!(message.contains(needle), "no {needle} in: {message}");
         }
         assert!(err.to_string().contains("rejectedIdentifier"), "{err}");
         assert_eq!(setup.solver.pending(), 0);
@@ -500,14 +408,12 @@ async fn a_blocked_name_fails_with_the_cas_rejection() {
 #[tokio::test]
 async fn issues_while_the_ca_rejects_half_of_the_nonces() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions {
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions {
             nonce_reject_percent: 50,
             ..PebbleOptions::default()
         })
         .await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
         let issuer = setup.issuer(&pebble);
         let roots = pebble.issuer_roots().await;
         for i in 0..3 {
@@ -516,7 +422,7 @@ async fn issues_while_the_ca_rejects_half_of_the_nonces() {
                 .issue(&domain(&name))
                 .await
                 .unwrap_or_else(|e| panic!("issue {i} failed: {e}"));
-            verify_chain(&cert, roots.clone(), &name);
+            verify_chain(&cert.chain_pem, roots.clone(), &name);
         }
         // Without rejections each of these requests is sent exactly once
         // per order (the account once): anything more is a rejected nonce.
@@ -541,7 +447,7 @@ async fn issues_while_the_ca_rejects_half_of_the_nonces() {
 #[tokio::test]
 async fn a_challenge_the_ca_cannot_reach_fails_with_its_reason() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         // Nothing listens on Pebble's HTTP-01 port.
         let setup = Setup::new();
@@ -550,17 +456,14 @@ async fn a_challenge_the_ca_cannot_reach_fails_with_its_reason() {
             .issue(&domain("unreachable.certkeeper-test.com"))
             .await
             .unwrap_err();
-        match &err {
-            Error::Acme { step, message, .. } => {
-                assert_eq!(*step, "validation");
-                assert!(message.contains("http-01"), "{message}");
-                assert!(
-                    message.contains("urn:ietf:params:acme:error:connection"),
-                    "{message}"
-                );
-                assert!(message.contains("refused"), "{message}");
-            }
-            other => panic!("expected Error::Acme, got {other:?}"),
+        let (_, step, message) = acme_failure(&err);
+        assert_eq!(step, "validation");
+        for needle in [
+            "http-01",
+            "urn:ietf:params:acme:error:connection",
+            "refused",
+        ] {
+            assert!(message.contains(needle), "no {needle} in: {message}");
         }
         // Cleaned up on failure too.
         assert_eq!(setup.solver.pending(), 0);
@@ -595,21 +498,22 @@ impl ChallengeSolver for Signalling {
 #[tokio::test]
 async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let setup = Setup::new();
         let presented = Arc::new(tokio::sync::Notify::new());
-        let issuer = AcmeIssuer::builder(pebble.directory_url())
-            .contact_email("ops@certkeeper-test.com")
-            .ca_root_pem_file(pebble.ca_root_pem_path())
-            .solver(Arc::new(Signalling {
-                inner: setup.solver.clone(),
-                presented: presented.clone(),
-            }))
-            .store(setup.store.clone())
-            .cipher(setup.cipher.clone())
-            .build()
-            .unwrap();
+        let signalling = Signalling {
+            inner: setup.solver.clone(),
+            presented: presented.clone(),
+        };
+        let issuer = pebble_issuer(
+            &pebble,
+            Arc::new(signalling),
+            setup.store.clone(),
+            setup.cipher.clone(),
+        )
+        .build()
+        .unwrap();
 
         // The caller gives up (drops the issue) right after the challenge is
         // presented, before the issue can clean it up itself.
@@ -634,7 +538,7 @@ async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
 #[tokio::test]
 async fn validates_over_ipv6() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         // Only an AAAA record, and the solver listens on [::1] only.
         let pebble = Pebble::start(PebbleOptions {
             dns_ipv4: None,
@@ -650,7 +554,7 @@ async fn validates_over_ipv6() {
             .unwrap();
         let name = "v6.certkeeper-test.com";
         let cert = setup.issuer(&pebble).issue(&domain(name)).await.unwrap();
-        verify_chain(&cert, pebble.issuer_roots().await, name);
+        verify_chain(&cert.chain_pem, pebble.issuer_roots().await, name);
     })
     .await;
 }
@@ -658,14 +562,12 @@ async fn validates_over_ipv6() {
 #[tokio::test]
 async fn the_configured_validity_period_is_used() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions {
+    limited(TEST_LIMIT, async {
+        let (pebble, setup, _listener) = start(PebbleOptions {
             validity_seconds: Some(3600),
             ..PebbleOptions::default()
         })
         .await;
-        let setup = Setup::new();
-        let _listener = setup.serve(&pebble).await;
         let cert = setup
             .issuer(&pebble)
             .issue(&domain("short.certkeeper-test.com"))
@@ -696,17 +598,24 @@ async fn silent_ca() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn a_ca_that_never_answers_times_out() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let (url, ca) = silent_ca().await;
         let setup = Setup::new();
-        let issuer = AcmeIssuer::builder(url.clone())
-            .contact_email("ops@certkeeper-test.com")
-            .solver(Arc::new(setup.solver.clone()))
-            .store(setup.store.clone())
-            .cipher(setup.cipher.clone())
-            .request_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
+        let issuer_with = |request_timeout, order_timeout| {
+            AcmeIssuer::builder(url.clone())
+                .contact_email(CONTACT_EMAIL)
+                .solver(Arc::new(setup.solver.clone()))
+                .store(setup.store.clone())
+                .cipher(setup.cipher.clone())
+                .request_timeout(request_timeout)
+                .order_timeout(order_timeout)
+                .build()
+                .unwrap()
+        };
+        let issuer = issuer_with(
+            Duration::from_millis(300),
+            AcmeIssuer::DEFAULT_ORDER_TIMEOUT,
+        );
         let err = issuer
             .issue(&domain("www.certkeeper-test.com"))
             .await
@@ -716,19 +625,11 @@ async fn a_ca_that_never_answers_times_out() {
             "{err:?}"
         );
         // Nothing was stored for an account the CA never confirmed.
-        assert!(setup.store.list_accounts().await.unwrap().is_empty());
+        assert!(setup.accounts().await.is_empty());
 
         // The order timeout bounds the whole issue even when each call may
         // take longer.
-        let issuer = AcmeIssuer::builder(url)
-            .contact_email("ops@certkeeper-test.com")
-            .solver(Arc::new(setup.solver.clone()))
-            .store(setup.store.clone())
-            .cipher(setup.cipher.clone())
-            .request_timeout(Duration::from_secs(3600))
-            .order_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
+        let issuer = issuer_with(Duration::from_secs(3600), Duration::from_millis(300));
         let err = issuer
             .issue(&domain("www.certkeeper-test.com"))
             .await
@@ -744,13 +645,20 @@ async fn a_ca_that_never_answers_times_out() {
 
 #[test]
 fn the_builder_refuses_bad_settings() {
-    let complete = || {
-        AcmeIssuer::builder("https://ca.certkeeper-test.com/dir")
-            .contact_email("ops@certkeeper-test.com")
-            .solver(Arc::new(Http01Solver::new()))
+    const DIRECTORY: &str = "https://ca.certkeeper-test.com/dir";
+    // A store and a cipher; the contact address and the solver are added
+    // below, as some cases leave one of them out.
+    let parts = |url: &str| {
+        AcmeIssuer::builder(url)
             .store(Arc::new(MemoryStore::new()))
             .cipher(keyring(TEST_KEY))
     };
+    let complete_for = |url: &str| {
+        parts(url)
+            .contact_email(CONTACT_EMAIL)
+            .solver(Arc::new(Http01Solver::new()))
+    };
+    let complete = || complete_for(DIRECTORY);
     assert!(complete().build().is_ok());
 
     let setting_of = |result: certkeeper::Result<AcmeIssuer>| match result {
@@ -772,10 +680,8 @@ fn the_builder_refuses_bad_settings() {
             "{email:?}"
         );
     }
-    let no_email = AcmeIssuer::builder("https://ca.certkeeper-test.com/dir")
+    let no_email = parts(DIRECTORY)
         .solver(Arc::new(Http01Solver::new()))
-        .store(Arc::new(MemoryStore::new()))
-        .cipher(keyring(TEST_KEY))
         .build();
     assert_eq!(setting_of(no_email), "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS");
 
@@ -785,13 +691,11 @@ fn the_builder_refuses_bad_settings() {
         "ca.certkeeper-test.com",
         "https://ca .com/dir",
     ] {
-        let built = AcmeIssuer::builder(url)
-            .contact_email("ops@certkeeper-test.com")
-            .solver(Arc::new(Http01Solver::new()))
-            .store(Arc::new(MemoryStore::new()))
-            .cipher(keyring(TEST_KEY))
-            .build();
-        assert_eq!(setting_of(built), "_APP_ACME_DIRECTORY_URL", "{url:?}");
+        assert_eq!(
+            setting_of(complete_for(url).build()),
+            "_APP_ACME_DIRECTORY_URL",
+            "{url:?}"
+        );
     }
     assert_eq!(
         setting_of(complete().ca_root_pem_file("/nonexistent/root.pem").build()),
@@ -801,10 +705,6 @@ fn the_builder_refuses_bad_settings() {
         setting_of(complete().request_timeout(Duration::ZERO).build()).contains("request_timeout")
     );
     assert!(setting_of(complete().order_timeout(Duration::ZERO).build()).contains("order_timeout"));
-    let no_solver = AcmeIssuer::builder("https://ca.certkeeper-test.com/dir")
-        .contact_email("ops@certkeeper-test.com")
-        .store(Arc::new(MemoryStore::new()))
-        .cipher(keyring(TEST_KEY))
-        .build();
+    let no_solver = parts(DIRECTORY).contact_email(CONTACT_EMAIL).build();
     assert!(setting_of(no_solver).contains("solver"));
 }

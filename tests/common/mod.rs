@@ -2,7 +2,16 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod pebble;
+pub mod tls;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certkeeper::cipher::Keyring;
+use certkeeper::{Domain, TestClock};
 
 /// Sends `tracing` events to the test output (once per test binary);
 /// `RUST_LOG` filters them, `certkeeper=debug` by default.
@@ -16,9 +25,27 @@ pub fn init_tracing() {
         .try_init();
 }
 
-use std::sync::Arc;
+/// Runs `test`, failing it with "the test hung" when it takes longer than
+/// `limit`: a guard against a hang, set far above what the test needs.
+pub async fn limited<T>(limit: Duration, test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, test)
+        .await
+        .expect("the test hung")
+}
 
-use certkeeper::cipher::Keyring;
+/// `name` as a [`Domain`]; the tests only use valid names.
+pub fn domain(name: &str) -> Domain {
+    Domain::new(name).unwrap()
+}
+
+/// A test clock standing at the current second.
+pub fn clock_at_now() -> TestClock {
+    TestClock::new(
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap(),
+    )
+}
 
 /// A production keyring with one key (version 1) made from `passphrase`.
 pub fn keyring(passphrase: &str) -> Arc<Keyring> {
@@ -29,3 +56,5 @@ pub fn keyring(passphrase: &str) -> Arc<Keyring> {
 pub const TEST_KEY: &str = "Zq4uT9pLw2nX7cVb5mKr8sHd3fJg6yEa";
 /// Another strong passphrase, for "wrong key" cases.
 pub const OTHER_TEST_KEY: &str = "Hn7bRt2xWq9mLp4vKc6sZd8fYg3jUe5a";
+/// The ACME account contact address the tests register with.
+pub const CONTACT_EMAIL: &str = "ops@certkeeper-test.com";
