@@ -5,37 +5,79 @@
 
 mod common;
 
-use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use certkeeper::challenge::{Http01Server, Http01Solver};
-use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{chain_der, AcmeIssuer};
 use certkeeper::store::{CertStore, FileStore, IssuerKind};
 use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
-use common::init_tracing;
+use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
-use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{ServerName, UnixTime};
+use common::tls::{round_trip, verify_chain};
+use common::{clock_at_now, domain, init_tracing, keyring, limited, CONTACT_EMAIL};
 use rustls::RootCertStore;
-use time::{Duration, OffsetDateTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use time::Duration;
 
 const TEST_LIMIT: StdDuration = StdDuration::from_secs(240);
 const KEY: &str = "renewer-pebble-test-key-0123456789";
 const NINETY_DAYS: u64 = 90 * 86_400;
 
-async fn limited<T>(test: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_LIMIT, test)
-        .await
-        .expect("the test hung")
+/// A Pebble, the HTTP-01 solver listening on its port, a store folder and a
+/// test clock: what the servers of one test share.
+struct Stage {
+    pebble: Pebble,
+    solver: Http01Solver,
+    _listener: Http01Server,
+    dir: tempfile::TempDir,
+    clock: TestClock,
 }
 
-fn domain(name: &str) -> Domain {
-    Domain::new(name).unwrap()
+impl Stage {
+    /// Starts Pebble with `options`; the clock stands at the current second.
+    async fn start(options: PebbleOptions) -> Self {
+        let pebble = Pebble::start(options).await;
+        let solver = Http01Solver::new();
+        let listener = serve_http01(&solver, &pebble).await;
+        Self {
+            pebble,
+            solver,
+            _listener: listener,
+            dir: tempfile::tempdir().unwrap(),
+            clock: clock_at_now(),
+        }
+    }
+
+    /// One server's certkeeper over the shared folder, with its stored
+    /// certificates loaded: a new one after a drop is a restart.
+    async fn server(&self) -> Server {
+        let store = Arc::new(FileStore::open(self.dir.path()).await.unwrap());
+        let keyring = keyring(KEY);
+        let issuer = pebble_issuer(
+            &self.pebble,
+            Arc::new(self.solver.clone()),
+            store.clone(),
+            keyring.clone(),
+        )
+        .request_timeout(StdDuration::from_secs(30))
+        .order_timeout(StdDuration::from_secs(120))
+        .build()
+        .unwrap();
+        let resolver = CertResolver::new();
+        let renewer = Renewer::builder(store.clone(), keyring)
+            .acme(Arc::new(issuer))
+            .main_domain(Some(domain("www.certkeeper-test.com")))
+            .clock(Arc::new(self.clock.clone()))
+            .resolver(resolver.clone())
+            .concurrency(4)
+            .build();
+        renewer.load().await.unwrap();
+        Server {
+            store,
+            resolver,
+            renewer,
+        }
+    }
 }
 
 /// One server's certkeeper: file store, keyring, solver, ACME issuer, renewer.
@@ -45,94 +87,10 @@ struct Server {
     renewer: Renewer,
 }
 
-async fn server(pebble: &Pebble, dir: &Path, clock: &TestClock, solver: &Http01Solver) -> Server {
-    let store = Arc::new(FileStore::open(dir).await.unwrap());
-    let keyring = Arc::new(Keyring::from_keys(true, [(1, KEY)]).unwrap());
-    let issuer = AcmeIssuer::builder(pebble.directory_url())
-        .contact_email("ops@certkeeper-test.com")
-        .ca_root_pem_file(pebble.ca_root_pem_path())
-        .solver(Arc::new(solver.clone()))
-        .store(store.clone())
-        .cipher(keyring.clone())
-        .request_timeout(StdDuration::from_secs(30))
-        .order_timeout(StdDuration::from_secs(120))
-        .build()
-        .unwrap();
-    let resolver = CertResolver::new();
-    let renewer = Renewer::builder(store.clone(), keyring)
-        .acme(Arc::new(issuer))
-        .main_domain(Some(domain("www.certkeeper-test.com")))
-        .clock(Arc::new(clock.clone()))
-        .resolver(resolver.clone())
-        .concurrency(4)
-        .build();
-    renewer.load().await.unwrap();
-    Server {
-        store,
-        resolver,
-        renewer,
-    }
-}
-
-async fn listen(solver: &Http01Solver, pebble: &Pebble) -> Http01Server {
-    solver
-        .serve(SocketAddr::from((
-            Ipv6Addr::UNSPECIFIED,
-            pebble.http_port(),
-        )))
-        .await
-        .unwrap()
-}
-
-fn verify(chain_pem: &str, roots: RootCertStore, name: &str) {
-    let chain = chain_der(chain_pem).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .unwrap()
-        .verify_server_cert(
-            &chain[0],
-            &chain[1..],
-            &ServerName::try_from(name.to_owned()).unwrap(),
-            &[],
-            UnixTime::now(),
-        )
-        .unwrap_or_else(|e| panic!("the stored chain does not verify for {name}: {e}"));
-}
-
 /// A real handshake against a server that resolves through `resolver`;
 /// returns the SHA-256 fingerprint of the leaf the server presented.
 async fn handshake(resolver: &CertResolver, roots: RootCertStore, name: &str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(resolver.server_config().unwrap());
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = acceptor.accept(tcp).await.unwrap();
-        let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.unwrap();
-        tls.write_all(b"pong").await.unwrap();
-        tls.shutdown().await.unwrap();
-    });
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap_or_else(|e| panic!("TLS handshake for {name} failed: {e}"));
-    tls.write_all(b"ping").await.unwrap();
-    let mut reply = Vec::new();
-    tls.read_to_end(&mut reply).await.unwrap();
-    assert_eq!(reply, b"pong");
-    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    server.await.unwrap();
-    certkeeper::issuer::fingerprint(&leaf)
+    round_trip(resolver.server_config().unwrap(), roots, name).await
 }
 
 /// Every byte of every file under `dir`.
@@ -152,22 +110,19 @@ fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 #[tokio::test]
 async fn issues_stores_encrypted_reloads_serves_and_renews() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions {
             validity_seconds: Some(NINETY_DAYS),
             ..PebbleOptions::default()
         })
         .await;
-        let solver = Http01Solver::new();
-        let _listener = listen(&solver, &pebble).await;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+        let clock = &stage.clock;
         let name = "www.certkeeper-test.com";
         let main = domain(name);
-        let roots = pebble.issuer_roots().await;
+        let roots = stage.pebble.issuer_roots().await;
 
         // First run: a real ACME order validated over HTTP-01.
-        let first = server(&pebble, dir.path(), &clock, &solver).await;
+        let first = stage.server().await;
         first.renewer.add_domain(&main).await.unwrap();
         let report = first.renewer.run_cycle().await.unwrap();
         assert_eq!(report.issued, vec![main.clone()], "{report:?}");
@@ -178,7 +133,7 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
         assert_eq!(record.issue_date, Some(clock.now()));
         // Ninety days of validity: renew thirty days before expiry.
         assert_eq!(record.renew_date, cert.not_after - Duration::days(30));
-        verify(&cert.chain_pem, roots.clone(), name);
+        verify_chain(&cert.chain_pem, roots.clone(), name);
         assert_eq!(
             handshake(&first.resolver, roots.clone(), name).await,
             cert.fingerprint
@@ -192,7 +147,7 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
             .filter(|l| !l.starts_with("-----"))
             .collect();
         assert!(key_body.len() > 40);
-        let files = all_files(dir.path());
+        let files = all_files(stage.dir.path());
         assert!(files.len() >= 2, "{files:?}");
         for (path, bytes) in &files {
             let text = String::from_utf8_lossy(bytes);
@@ -216,7 +171,7 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
         drop(first);
 
         // A restart: a new store over the same folder serves what was stored.
-        let second = server(&pebble, dir.path(), &clock, &solver).await;
+        let second = stage.server().await;
         assert_eq!(second.resolver.domains(), vec![main.clone()]);
         assert_eq!(
             handshake(&second.resolver, roots.clone(), name).await,
@@ -236,7 +191,7 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
         assert_eq!(renewed.issue_date, Some(record.renew_date));
         assert_eq!(renewed.log.len(), 2);
         assert_eq!(renewed.log[1].step, "renew");
-        verify(&new_cert.chain_pem, roots.clone(), name);
+        verify_chain(&new_cert.chain_pem, roots.clone(), name);
         assert_eq!(
             handshake(&second.resolver, roots, name).await,
             new_cert.fingerprint
@@ -250,18 +205,14 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
 #[tokio::test]
 async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let blocked = "blocked.certkeeper-test.com";
-        let pebble = Pebble::start(PebbleOptions {
+        let stage = Stage::start(PebbleOptions {
             domain_blocklist: vec![blocked.to_string()],
             ..PebbleOptions::default()
         })
         .await;
-        let solver = Http01Solver::new();
-        let _listener = listen(&solver, &pebble).await;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
-        let s = server(&pebble, dir.path(), &clock, &solver).await;
+        let s = stage.server().await;
         let good = domain("good.certkeeper-test.com");
         s.renewer.add_domain(&domain(blocked)).await.unwrap();
         s.renewer.add_domain(&good).await.unwrap();
@@ -277,7 +228,7 @@ async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
         let record = s.store.load(&domain(blocked)).await.unwrap().unwrap();
         assert_eq!(record.attempts, 1);
         assert!(record.certificate.is_none());
-        assert_eq!(record.renew_date, clock.now());
+        assert_eq!(record.renew_date, stage.clock.now());
         let line = record.log_lines().pop().unwrap();
         assert!(line.contains("failed") && line.contains(blocked), "{line}");
     })
@@ -287,17 +238,13 @@ async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
 #[tokio::test]
 async fn survives_a_ca_that_rejects_half_its_nonces() {
     init_tracing();
-    limited(async {
-        let pebble = Pebble::start(PebbleOptions {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions {
             nonce_reject_percent: 50,
             ..PebbleOptions::default()
         })
         .await;
-        let solver = Http01Solver::new();
-        let _listener = listen(&solver, &pebble).await;
-        let dir = tempfile::tempdir().unwrap();
-        let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
-        let s = server(&pebble, dir.path(), &clock, &solver).await;
+        let s = stage.server().await;
         let names: Vec<Domain> = (0..4)
             .map(|i| domain(&format!("n{i}.certkeeper-test.com")))
             .collect();
@@ -313,17 +260,14 @@ async fn survives_a_ca_that_rejects_half_its_nonces() {
 #[tokio::test]
 async fn the_embedded_stack_from_the_environment_does_manual_generation() {
     init_tracing();
-    limited(async {
+    limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
         let address = format!("[::]:{}", pebble.http_port());
         let config = Config::from_vars([
             ("_APP_ENV", "production"),
             ("_APP_DOMAIN", "console.certkeeper-test.com"),
-            (
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
-                "ops@certkeeper-test.com",
-            ),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", CONTACT_EMAIL),
             ("_APP_OPENSSL_KEY_V1", KEY),
             ("_APP_ACME_DIRECTORY_URL", pebble.directory_url().as_str()),
             (
@@ -348,7 +292,7 @@ async fn the_embedded_stack_from_the_environment_does_manual_generation() {
         );
         let roots = pebble.issuer_roots().await;
         let name = "console.certkeeper-test.com";
-        verify(
+        verify_chain(
             &record.certificate.as_ref().unwrap().chain_pem,
             roots.clone(),
             name,
