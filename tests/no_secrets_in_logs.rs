@@ -5,17 +5,16 @@
 mod common;
 
 use std::io::Write;
-use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use certkeeper::challenge::Http01Solver;
 use certkeeper::cipher::{account_aad, rotate, Keyring, SecretCipher};
-use certkeeper::issuer::AcmeIssuer;
 use certkeeper::store::{CertStore, FileStore};
-use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
+use certkeeper::{CertResolver, Clock, Config, Renewer};
+use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
-use time::OffsetDateTime;
+use common::{clock_at_now, domain, keyring, CONTACT_EMAIL};
 
 const KEY_V1: &str = "first-passphrase-for-log-test-7f3a9c";
 const KEY_V2: &str = "second-passphrase-for-log-test-b21e4d";
@@ -61,33 +60,27 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
     })
     .await;
     let solver = Http01Solver::new();
-    let _listener = solver
-        .serve(SocketAddr::from((
-            Ipv6Addr::UNSPECIFIED,
-            pebble.http_port(),
-        )))
-        .await
-        .unwrap();
+    let _listener = serve_http01(&solver, &pebble).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FileStore::open(dir.path()).await.unwrap());
-    let clock = TestClock::new(OffsetDateTime::now_utc().replace_nanosecond(0).unwrap());
+    let clock = clock_at_now();
     let config = Config::builder()
         .openssl_key(1, KEY_V1)
-        .security_email("ops@certkeeper-test.com")
+        .security_email(CONTACT_EMAIL)
         .build()
         .unwrap();
     shown += &format!("{config:?}\n");
 
     let renewer_with = |keyring: Arc<Keyring>| {
-        let issuer = AcmeIssuer::builder(pebble.directory_url())
-            .contact_email("ops@certkeeper-test.com")
-            .ca_root_pem_file(pebble.ca_root_pem_path())
-            .solver(Arc::new(solver.clone()))
-            .store(store.clone())
-            .cipher(keyring.clone())
-            .request_timeout(StdDuration::from_secs(30))
-            .build()
-            .unwrap();
+        let issuer = pebble_issuer(
+            &pebble,
+            Arc::new(solver.clone()),
+            store.clone(),
+            keyring.clone(),
+        )
+        .request_timeout(StdDuration::from_secs(30))
+        .build()
+        .unwrap();
         Renewer::builder(store.clone(), keyring)
             .acme(Arc::new(issuer))
             .clock(Arc::new(clock.clone()))
@@ -96,10 +89,10 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
     };
 
     // Issue under V1, and fail one name on purpose.
-    let v1 = Arc::new(Keyring::from_keys(true, [(1, KEY_V1)]).unwrap());
+    let v1 = keyring(KEY_V1);
     let renewer = renewer_with(v1.clone());
-    let main = Domain::new("www.certkeeper-test.com").unwrap();
-    let blocked = Domain::new("blocked.certkeeper-test.com").unwrap();
+    let main = domain("www.certkeeper-test.com");
+    let blocked = domain("blocked.certkeeper-test.com");
     renewer.add_domain(&main).await.unwrap();
     renewer.add_domain(&blocked).await.unwrap();
     let report = renewer.run_cycle().await.unwrap();
