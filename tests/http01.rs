@@ -2,10 +2,13 @@
 
 mod common;
 
+use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use certkeeper::challenge::{Challenge, ChallengeSolver, Http01Solver, CHALLENGE_PATH_PREFIX};
+use certkeeper::challenge::{
+    Challenge, ChallengeSolver, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX,
+};
 use certkeeper::{Domain, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,6 +18,8 @@ const KEY_AUTH: &str =
     "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ";
 /// A guard against a hung request; far above what a local request needs.
 const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+/// Any free port on 127.0.0.1.
+const LOCAL: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 0);
 
 fn challenge() -> Challenge {
     Challenge {
@@ -40,6 +45,27 @@ impl Reply {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Checks that this is the answer to the test challenge: 200 and the key
+    /// authorization, byte for byte, nothing after it.
+    fn assert_key_authorization(&self, context: impl Display) {
+        assert_eq!(self.status, 200, "{context}: {self:?}");
+        assert_eq!(self.body, KEY_AUTH.as_bytes(), "{context}");
+    }
+}
+
+/// A solver listening on `addr`.
+async fn listening(addr: impl Into<SocketAddr>) -> (Http01Solver, Http01Server) {
+    let solver = Http01Solver::new();
+    let server = solver.serve(addr.into()).await.unwrap();
+    (solver, server)
+}
+
+/// A solver listening on `addr` with the test challenge presented.
+async fn presenting(addr: impl Into<SocketAddr>) -> (Http01Solver, Http01Server) {
+    let (solver, server) = listening(addr).await;
+    solver.present(&challenge()).await.unwrap();
+    (solver, server)
 }
 
 /// Sends `method target` over a fresh connection and reads the whole reply.
@@ -85,25 +111,23 @@ fn challenge_path() -> String {
     format!("{CHALLENGE_PATH_PREFIX}{TOKEN}")
 }
 
+/// A GET of the test challenge's path.
+async fn get_challenge(addr: SocketAddr) -> Reply {
+    request(addr, "GET", &challenge_path()).await
+}
+
 #[tokio::test]
 async fn answers_over_ipv4_and_ipv6_from_one_dual_stack_listener() {
     common::init_tracing();
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-        .await
-        .unwrap();
+    let (_solver, server) = presenting((Ipv6Addr::UNSPECIFIED, 0)).await;
     let port = server.local_addr().port();
-    solver.present(&challenge()).await.unwrap();
 
     for addr in [
         SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
     ] {
-        let reply = request(addr, "GET", &challenge_path()).await;
-        assert_eq!(reply.status, 200, "{addr}: {reply:?}");
-        // The body is the key authorization, byte for byte, nothing after it.
-        assert_eq!(reply.body, KEY_AUTH.as_bytes(), "{addr}");
+        let reply = get_challenge(addr).await;
+        reply.assert_key_authorization(addr);
         assert_eq!(
             reply.header("content-type"),
             Some("application/octet-stream")
@@ -122,13 +146,8 @@ async fn answers_over_ipv4_and_ipv6_from_one_dual_stack_listener() {
 #[tokio::test]
 async fn anything_but_a_presented_token_is_404() {
     common::init_tracing();
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
+    let (_solver, server) = presenting(LOCAL).await;
     let addr = server.local_addr();
-    solver.present(&challenge()).await.unwrap();
 
     let long = format!("{CHALLENGE_PATH_PREFIX}{}", "a".repeat(5000));
     for target in [
@@ -158,12 +177,7 @@ async fn anything_but_a_presented_token_is_404() {
 
 #[tokio::test]
 async fn methods_other_than_get_and_head_are_refused() {
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
-    solver.present(&challenge()).await.unwrap();
+    let (_solver, server) = presenting(LOCAL).await;
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let reply = request(server.local_addr(), method, &challenge_path()).await;
         assert_eq!(reply.status, 405, "{method}");
@@ -174,53 +188,30 @@ async fn methods_other_than_get_and_head_are_refused() {
 
 #[tokio::test]
 async fn cleanup_stops_the_answer() {
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
+    let (solver, server) = listening(LOCAL).await;
     // A clone presents, the original's listener answers: one shared map.
     solver.clone().present(&challenge()).await.unwrap();
-    assert_eq!(
-        request(server.local_addr(), "GET", &challenge_path())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(get_challenge(server.local_addr()).await.status, 200);
     solver.cleanup(&challenge()).await.unwrap();
-    assert_eq!(
-        request(server.local_addr(), "GET", &challenge_path())
-            .await
-            .status,
-        404
-    );
+    assert_eq!(get_challenge(server.local_addr()).await.status, 404);
     assert_eq!(solver.pending(), 0);
 }
 
 #[tokio::test]
 async fn a_silent_connection_does_not_hold_up_the_next_one() {
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
-    solver.present(&challenge()).await.unwrap();
+    let (_solver, server) = presenting(LOCAL).await;
     // Connected, never sends a byte.
     let _silent = TcpStream::connect(server.local_addr()).await.unwrap();
     let mut half = TcpStream::connect(server.local_addr()).await.unwrap();
     half.write_all(b"GET /.well-known/acme-chal").await.unwrap();
-    let reply = request(server.local_addr(), "GET", &challenge_path()).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, KEY_AUTH.as_bytes());
+    get_challenge(server.local_addr())
+        .await
+        .assert_key_authorization("past a silent and a half-sent connection");
 }
 
 #[tokio::test]
 async fn shutdown_and_drop_close_the_port() {
-    let solver = Http01Solver::new();
-    let server = solver
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
+    let (solver, server) = listening(LOCAL).await;
     let addr = server.local_addr();
     assert_eq!(request(addr, "GET", "/").await.status, 404);
     server.shutdown().await;
@@ -284,10 +275,10 @@ async fn the_responder_serves_from_an_embedding_axum_server() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    assert_eq!(request(addr, "GET", &challenge_path()).await.status, 404);
+    assert_eq!(get_challenge(addr).await.status, 404);
     solver.present(&challenge()).await.unwrap();
-    let reply = request(addr, "GET", &challenge_path()).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.body, KEY_AUTH.as_bytes());
+    get_challenge(addr)
+        .await
+        .assert_key_authorization("through the axum router");
     server.abort();
 }
