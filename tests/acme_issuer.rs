@@ -18,7 +18,7 @@ use certkeeper::{Domain, Error};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{round_trip, serving, verify_chain};
-use common::{domain, init_tracing, keyring, limited, CONTACT_EMAIL, OTHER_TEST_KEY, TEST_KEY};
+use common::{domain, keyring, limited, CONTACT_EMAIL, OTHER_TEST_KEY, TEST_KEY};
 
 /// A guard against a hung test: far above what any case here needs.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
@@ -97,7 +97,6 @@ fn acme_failure(err: &Error) -> (Option<&str>, &'static str, &str) {
 
 #[tokio::test]
 async fn issues_a_certificate_that_verifies_and_serves_tls() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let issuer = setup.issuer(&pebble);
@@ -124,7 +123,6 @@ async fn issues_a_certificate_that_verifies_and_serves_tls() {
 
 #[tokio::test]
 async fn the_account_is_stored_sealed_once_and_reused() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let issuer = Arc::new(setup.issuer(&pebble));
@@ -183,7 +181,6 @@ async fn the_account_is_stored_sealed_once_and_reused() {
 
 #[tokio::test]
 async fn the_account_survives_a_restart_on_the_file_store() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let solver = Http01Solver::new();
@@ -239,7 +236,6 @@ async fn the_account_survives_a_restart_on_the_file_store() {
 
 #[tokio::test]
 async fn two_instances_sharing_a_store_use_one_account() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         // Two issuers (two server instances) over one shared store, racing
@@ -311,7 +307,6 @@ impl CertStore for LateLooker {
 
 #[tokio::test]
 async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let first = setup.issuer(&pebble);
@@ -343,7 +338,6 @@ async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
 
 #[tokio::test]
 async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         setup
@@ -374,7 +368,6 @@ async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
 
 #[tokio::test]
 async fn a_blocked_name_fails_with_the_cas_rejection() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions {
             domain_blocklist: vec!["blocked.certkeeper-test.com".into()],
@@ -407,7 +400,6 @@ async fn a_blocked_name_fails_with_the_cas_rejection() {
 
 #[tokio::test]
 async fn issues_while_the_ca_rejects_half_of_the_nonces() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions {
             nonce_reject_percent: 50,
@@ -446,7 +438,6 @@ async fn issues_while_the_ca_rejects_half_of_the_nonces() {
 
 #[tokio::test]
 async fn a_challenge_the_ca_cannot_reach_fails_with_its_reason() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         // Nothing listens on Pebble's HTTP-01 port.
@@ -497,7 +488,6 @@ impl ChallengeSolver for Signalling {
 
 #[tokio::test]
 async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let setup = Setup::new();
@@ -537,7 +527,6 @@ async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
 
 #[tokio::test]
 async fn validates_over_ipv6() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         // Only an AAAA record, and the solver listens on [::1] only.
         let pebble = Pebble::start(PebbleOptions {
@@ -561,7 +550,6 @@ async fn validates_over_ipv6() {
 
 #[tokio::test]
 async fn the_configured_validity_period_is_used() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions {
             validity_seconds: Some(3600),
@@ -597,7 +585,6 @@ async fn silent_ca() -> (String, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn a_ca_that_never_answers_times_out() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let (url, ca) = silent_ca().await;
         let setup = Setup::new();

@@ -15,7 +15,7 @@ use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{round_trip, verify_chain};
-use common::{clock_at_now, domain, init_tracing, keyring, limited, CONTACT_EMAIL};
+use common::{clock_at_now, domain, keyring, limited, CONTACT_EMAIL};
 use rustls::RootCertStore;
 use time::Duration;
 
@@ -109,7 +109,6 @@ fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 
 #[tokio::test]
 async fn issues_stores_encrypted_reloads_serves_and_renews() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let stage = Stage::start(PebbleOptions {
             validity_seconds: Some(NINETY_DAYS),
@@ -204,7 +203,6 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
 
 #[tokio::test]
 async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let blocked = "blocked.certkeeper-test.com";
         let stage = Stage::start(PebbleOptions {
@@ -237,7 +235,6 @@ async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
 
 #[tokio::test]
 async fn survives_a_ca_that_rejects_half_its_nonces() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let stage = Stage::start(PebbleOptions {
             nonce_reject_percent: 50,
@@ -259,7 +256,6 @@ async fn survives_a_ca_that_rejects_half_its_nonces() {
 
 #[tokio::test]
 async fn the_embedded_stack_from_the_environment_does_manual_generation() {
-    init_tracing();
     limited(TEST_LIMIT, async {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();

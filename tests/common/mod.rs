@@ -25,9 +25,11 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Runs `test`, failing it with "the test hung" when it takes longer than
-/// `limit`: a guard against a hang, set far above what the test needs.
+/// Runs the body of an async test with [`init_tracing`], failing it with
+/// "the test hung" when it takes longer than `limit`: a guard against a
+/// hang, set far above what the test needs.
 pub async fn limited<T>(limit: Duration, test: impl Future<Output = T>) -> T {
+    init_tracing();
     tokio::time::timeout(limit, test)
         .await
         .expect("the test hung")
