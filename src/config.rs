@@ -3,7 +3,7 @@
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `_APP_ENV` | `production` | `production`, or anything else for development (self-signed certificates for every name, weak keys allowed with a warning) |
+//! | `_APP_ENV` | `production` | `production`, or `development` (self-signed certificates for every name, weak keys allowed with a warning); anything else is an error |
 //! | `_APP_DOMAIN` | unset | the main domain; unset or `localhost`: the first domain seen becomes the main domain |
 //! | `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` | unset | the ACME account's contact address (required to issue from an ACME CA) |
 //! | `_APP_MAINTENANCE_INTERVAL` | `86400` | seconds between maintenance cycles |
@@ -151,12 +151,21 @@ impl Config {
         for (name, value) in vars {
             let (name, value) = (name.into(), Zeroizing::new(value.into()));
             if let Some(version) = name.strip_prefix(OPENSSL_KEY_PREFIX) {
-                let version: u32 =
-                    version.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
-                        Error::config(&name, "key variables are numbered from V1")
+                // Digits only, no leading zero: V01 and V1 must never both
+                // name version 1 and silently replace one another.
+                let version: u32 = Some(version)
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0'))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        Error::config(
+                            &name,
+                            "key variables are numbered V1, V2 ... (no leading zeros)",
+                        )
                     })?;
                 // An empty key is kept so the keyring can refuse it by name.
-                config.openssl_keys.insert(version, value);
+                if config.openssl_keys.insert(version, value).is_some() {
+                    return Err(Error::config(&name, "set twice"));
+                }
                 continue;
             }
             let v = value.trim();
@@ -164,7 +173,19 @@ impl Config {
                 continue;
             }
             match name.as_str() {
-                "_APP_ENV" => config.production = v.eq_ignore_ascii_case("production"),
+                "_APP_ENV" => {
+                    config.production = if v.eq_ignore_ascii_case("production") {
+                        true
+                    } else if v.eq_ignore_ascii_case("development") {
+                        false
+                    } else {
+                        // A typo must not switch production safeguards off.
+                        return Err(Error::config(
+                            &name,
+                            format!("{v:?} is neither production nor development"),
+                        ));
+                    };
+                }
                 "_APP_DOMAIN" => {
                     config.main_domain =
                         Some(Domain::new(v).map_err(|e| Error::config(&name, e.to_string()))?);
@@ -466,6 +487,9 @@ mod tests {
             ("_APP_ACME_CHALLENGE_ADDRESS", "port 80"),
             ("_APP_OPENSSL_KEY_V0", "x"),
             ("_APP_OPENSSL_KEY_Vx", "x"),
+            ("_APP_OPENSSL_KEY_V01", "x"),
+            ("_APP_OPENSSL_KEY_V+1", "x"),
+            ("_APP_ENV", "prod"),
             ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8,intranet"),
             ("_APP_CONSOLE_WHITELIST_EMAILS", "not an email"),
             ("_APP_CONSOLE_WHITELIST_ROOT", "maybe"),
@@ -477,6 +501,16 @@ mod tests {
                 other => panic!("{name}: {other}"),
             }
         }
+    }
+
+    #[test]
+    fn a_key_version_set_twice_is_an_error() {
+        let err = Config::from_vars([
+            ("_APP_OPENSSL_KEY_V1", "first-key-0123456789abcdefghijklmno"),
+            ("_APP_OPENSSL_KEY_V1", "other-key-0123456789abcdefghijklmno"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("set twice"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// The default parts built from a [`Config`]: a [`FileStore`] in
 /// `_APP_CERTIFICATES_PATH`, a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
-/// in production unless that is `off`), an [`AcmeIssuer`] for
+/// when the ACME issuer is in use, unless that is `off`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
 /// set), a [`CertResolver`] and the [`Renewer`] over them, with the stored
 /// certificates loaded, and the console's [`ConsoleAccessPolicy`].
@@ -57,7 +57,14 @@ impl Embedded {
         )?);
         let solver = Http01Solver::new();
         let challenge_responder = solver.responder();
-        let challenge_server = match (config.production, config.challenge_address) {
+        let acme_enabled = config.production && config.security_email.is_some();
+        if config.production && config.security_email.is_none() {
+            tracing::warn!(
+                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS is unset: no ACME issuer, so public names \
+                 cannot get certificates (local names still get self-signed ones)"
+            );
+        }
+        let challenge_server = match (acme_enabled, config.challenge_address) {
             (true, Some(address)) => Some(solver.serve(address).await.map_err(|e| {
                 Error::config(
                     "_APP_ACME_CHALLENGE_ADDRESS",
@@ -72,7 +79,7 @@ impl Embedded {
             .main_domain(config.main_domain.clone())
             .concurrency(config.concurrency)
             .resolver(resolver.clone());
-        if let (true, Some(email)) = (config.production, &config.security_email) {
+        if let (true, Some(email)) = (acme_enabled, &config.security_email) {
             let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
                 .contact_email(email)
                 .solver(Arc::new(solver.clone()))
@@ -86,9 +93,6 @@ impl Embedded {
         }
         let renewer = builder.build();
         renewer.load().await?;
-        if let Some(main) = renewer.policy().main_domain().await? {
-            resolver.set_fallback(Some(main));
-        }
         let access = config
             .console_access_policy()?
             .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));

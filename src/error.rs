@@ -64,6 +64,16 @@ pub enum Error {
         found: u64,
     },
 
+    /// A manual issuance could not start or finish because another one for
+    /// the same domain is running, or the record changed under it.
+    #[error("certificate for {domain} not issued now: {reason}")]
+    InProgress {
+        /// The domain.
+        domain: String,
+        /// Why (`already being issued`, `renewed elsewhere meanwhile` ...).
+        reason: String,
+    },
+
     /// The requested record does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -83,3 +83,8 @@ pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};
 pub use resolver::CertResolver;
+
+/// The README's code blocks, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

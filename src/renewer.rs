@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
@@ -57,9 +57,13 @@ impl RenewalPolicy {
         not_after: OffsetDateTime,
     ) -> OffsetDateTime {
         let lifetime = (not_after - not_before).max(Duration::ZERO);
-        let minutes = (lifetime.whole_seconds() + 59).div_euclid(60);
-        let window = self.renew_before.min(Duration::minutes(minutes) / 3);
-        let date = not_after - window;
+        let minutes = lifetime.whole_seconds().saturating_add(59).div_euclid(60);
+        let window = self
+            .renew_before
+            .max(Duration::ZERO)
+            .min(Duration::minutes(minutes) / 3);
+        // Dates near the end of the representable range must not panic.
+        let date = not_after.checked_sub(window).unwrap_or(not_after);
         date.replace_nanosecond(0).unwrap_or(date)
     }
 
@@ -163,6 +167,10 @@ struct Inner {
     production: bool,
     resolver: Option<CertResolver>,
     in_flight: Mutex<HashSet<Domain>>,
+    /// One cycle at a time per renewer, so two never pick the same records.
+    cycle: tokio::sync::Mutex<()>,
+    /// Wakes [`Renewer::run`] early when a domain is added.
+    wake: Notify,
 }
 
 impl fmt::Debug for Renewer {
@@ -274,6 +282,8 @@ impl RenewerBuilder {
                 production: self.production,
                 resolver: self.resolver,
                 in_flight: Mutex::default(),
+                cycle: tokio::sync::Mutex::new(()),
+                wake: Notify::new(),
             }),
         }
     }
@@ -327,46 +337,65 @@ impl Renewer {
         self.inner.renewal
     }
 
-    /// Loads every stored domain as a custom domain (they were added by the
-    /// operator in an earlier run) and, with a resolver, loads their
-    /// certificates into it. Call once at start-up.
+    /// Loads the stored certificates into the resolver (when there is one)
+    /// and sets the main domain's certificate as its fallback. Call once at
+    /// start-up. A record that cannot be read is logged and skipped, so one
+    /// damaged record never stops a server from starting. Returns how many
+    /// certificates were loaded.
     pub async fn load(&self) -> Result<usize> {
         let domains = self.inner.store.list().await?;
-        for domain in &domains {
-            self.inner.policy.add_custom(domain.clone());
-            if let Some(resolver) = &self.inner.resolver {
-                if let Some(record) = self.inner.store.load(domain).await? {
-                    self.publish(&record, resolver);
+        let mut loaded = 0;
+        if let Some(resolver) = &self.inner.resolver {
+            for domain in &domains {
+                match self.inner.store.load(domain).await {
+                    Ok(Some(record)) if self.publish(&record, resolver) => loaded += 1,
+                    Ok(_) => {}
+                    Err(e) => warn!(%domain, error = %e, "stored record skipped"),
                 }
             }
+            if let Some(main) = self.inner.policy.main_domain().await? {
+                resolver.set_fallback(Some(main));
+            }
+        } else {
+            loaded = domains.len();
         }
-        Ok(domains.len())
+        Ok(loaded)
     }
 
-    /// Adds a custom domain the operator owns and registers it for the next
-    /// cycle (due now) unless the store already has it.
+    /// Adds a custom domain the operator owns: stores a record for it, due
+    /// now, unless the store already has one, and wakes [`run`](Self::run)
+    /// so the certificate is issued without waiting for the next interval.
+    /// Every instance sharing the store sees the domain from then on.
     pub async fn add_domain(&self, domain: &Domain) -> Result<()> {
-        self.inner.policy.add_custom(domain.clone());
-        self.ensure_record(domain).await.map(drop)
+        self.ensure_record(domain).await?;
+        self.inner.wake.notify_one();
+        Ok(())
     }
 
     /// Removes a custom domain and its stored certificate; `true` if stored.
     pub async fn remove_domain(&self, domain: &Domain) -> Result<bool> {
-        self.inner.policy.remove_custom(domain);
         if let Some(resolver) = &self.inner.resolver {
             resolver.remove(domain);
         }
         self.inner.store.delete(domain).await
     }
 
-    /// Tells the renewer a request arrived for `domain` (for example a TLS
-    /// handshake's server name). With a learned main domain, the first
-    /// non-local domain seen becomes the main domain and is registered for
-    /// the next cycle. Returns whether `domain` may get a certificate.
+    /// Tells the renewer a request arrived for `domain` (for example the
+    /// `Host` of an HTTP request or a TLS handshake's server name). With a
+    /// learned main domain (`_APP_DOMAIN` unset or `localhost`), the first
+    /// public domain seen becomes the main domain: it is remembered in the
+    /// store, registered, served as the resolver's fallback, and
+    /// [`run`](Self::run) is woken to issue it. Returns whether `domain` may
+    /// get a certificate.
     pub async fn observe(&self, domain: &Domain) -> Result<bool> {
+        let before = self.inner.policy.main_domain().await?;
         let main = self.inner.policy.observe(domain).await?;
-        if main.as_ref() == Some(domain) {
+        if main.as_ref() == Some(domain) && before.as_ref() != Some(domain) {
             self.ensure_record(domain).await?;
+            if let Some(resolver) = &self.inner.resolver {
+                resolver.set_fallback(Some(domain.clone()));
+            }
+            self.inner.wake.notify_one();
         }
         Ok(self.inner.policy.check(domain).await.is_ok())
     }
@@ -398,7 +427,11 @@ impl Renewer {
     /// certificate (attempts + 1, renew date now, a log line) and the cycle
     /// goes on; only a failure of the store itself to list what is due is an
     /// error of the cycle.
+    ///
+    /// Cycles of one renewer run one at a time; a second call waits for the
+    /// first to finish.
     pub async fn run_cycle(&self) -> Result<CycleReport> {
+        let _one_at_a_time = self.inner.cycle.lock().await;
         let now = self.inner.clock.now();
         let renewal = self.inner.renewal;
         let due = self
@@ -418,7 +451,7 @@ impl Renewer {
                 async move {
                     let _permit = semaphore.acquire_owned().await;
                     let domain = record.domain.clone();
-                    let outcome = this.renew_one(record, false).await;
+                    let outcome = this.renew_one(domain.clone(), false).await;
                     (domain, outcome)
                 }
                 .instrument(span),
@@ -440,13 +473,17 @@ impl Renewer {
     }
 
     /// Runs a cycle now and then every `interval` (`_APP_MAINTENANCE_INTERVAL`)
-    /// forever. A cycle that fails as a whole (the store is down) is logged
+    /// forever, and also soon after a domain is added or the main domain is
+    /// learned. A cycle that fails as a whole (the store is down) is logged
     /// and retried at the next interval.
     pub async fn run(&self, interval: StdDuration) -> Result<()> {
         let mut ticker = tokio::time::interval(interval.max(StdDuration::from_secs(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.inner.wake.notified() => debug!("cycle woken by a new domain"),
+            }
             if let Err(e) = self.run_cycle().await {
                 warn!(error = %e, "maintenance cycle failed");
             }
@@ -469,14 +506,13 @@ impl Renewer {
             })?,
         };
         self.inner.policy.check(&domain).await?;
-        let record = self.ensure_record(&domain).await?;
-        match self.renew_one(record, true).await {
+        self.ensure_record(&domain).await?;
+        match self.renew_one(domain.clone(), true).await {
             Outcome::Issued(record) => Ok(*record),
             Outcome::Failed(error, _) => Err(error),
-            Outcome::Skipped(reason) => Err(Error::Conflict {
-                key: format!("{domain} ({reason})"),
-                expected: 0,
-                found: 0,
+            Outcome::Skipped(reason) => Err(Error::InProgress {
+                domain: domain.to_string(),
+                reason,
             }),
         }
     }
@@ -515,15 +551,10 @@ impl Renewer {
         })
     }
 
-    async fn renew_one(&self, record: CertRecord, manual: bool) -> Outcome {
-        let domain = record.domain.clone();
-        let step = if manual {
-            "manual"
-        } else if record.certificate.is_some() {
-            "renew"
-        } else {
-            "issue"
-        };
+    /// Issues for `domain` under its in-process lease. The record is read
+    /// again once the lease is held, so an issuance that another task (or
+    /// instance) finished meanwhile is not repeated.
+    async fn renew_one(&self, domain: Domain, manual: bool) -> Outcome {
         if !self
             .inner
             .in_flight
@@ -538,36 +569,44 @@ impl Renewer {
             set: &self.inner.in_flight,
             domain: domain.clone(),
         };
+        let record = match self.inner.store.load(&domain).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Outcome::Skipped("removed before it was issued".into()),
+            Err(e) => return store_failed(&domain, e),
+        };
+        let renewal = self.inner.renewal;
+        if !manual && !record.is_due(self.inner.clock.now(), renewal.max_attempts) {
+            return Outcome::Skipped("no longer due".into());
+        }
+        let step = if manual {
+            "manual"
+        } else if record.certificate.is_some() {
+            "renew"
+        } else {
+            "issue"
+        };
+        let read_fingerprint = fingerprint_of(&record);
 
-        let result = match self.inner.policy.check(&domain).await {
-            Ok(()) => self.issue_sealed(&domain).await,
-            Err(e) => Err(e),
-        };
+        let result = self.issue_sealed(&domain).await;
         let now = self.inner.clock.now();
-        let outcome = match &result {
-            Ok(_) => "issued",
-            Err(_) => "failed",
-        };
-        // Compare-and-swap against the version read; on a lost race, apply
-        // the outcome to the newer record once more.
+        // Compare-and-swap against the version read. On a lost race the
+        // outcome is applied to the newer record, unless that one carries a
+        // certificate stored by someone else meanwhile: theirs stands.
         let mut current = record;
         for _ in 0..3 {
             let mut next = current.clone();
             match &result {
-                Ok(cert) => self
-                    .inner
-                    .renewal
-                    .on_success(&mut next, cert.clone(), now, step),
-                Err(e) => self.inner.renewal.on_failure(&mut next, e, now, step),
+                Ok(cert) => renewal.on_success(&mut next, cert.clone(), now, step),
+                Err(e) => renewal.on_failure(&mut next, e, now, step),
             }
             match self.inner.store.save(&next).await {
                 Ok(version) => {
                     next.version = version;
                     return match result {
                         Ok(_) => {
-                            info!(%domain, renew_date = %rfc3339(next.renew_date), "certificate {outcome} and stored");
+                            info!(%domain, renew_date = %rfc3339(next.renew_date), "certificate issued and stored");
                             if let Some(resolver) = &self.inner.resolver {
-                                self.publish(&next, resolver);
+                                let _ = self.publish(&next, resolver);
                             }
                             Outcome::Issued(Box::new(next))
                         }
@@ -579,6 +618,10 @@ impl Renewer {
                     };
                 }
                 Err(Error::Conflict { .. }) => match self.inner.store.load(&domain).await {
+                    Ok(Some(fresh)) if fingerprint_of(&fresh) != read_fingerprint => {
+                        info!(%domain, "renewed elsewhere meanwhile; keeping that certificate");
+                        return Outcome::Skipped("renewed elsewhere meanwhile".into());
+                    }
                     Ok(Some(fresh)) => current = fresh,
                     Ok(None) => {
                         return Outcome::Skipped("removed while it was being issued".into())
@@ -600,6 +643,16 @@ impl Renewer {
                 step: "issue",
                 after: timeout,
             })??;
+        // An issuer (a CA, or a user's own) that hands out a certificate that
+        // is not valid now must not replace a working one.
+        let now = self.inner.clock.now();
+        if issued.not_after <= now || issued.not_before > now + Duration::minutes(5) {
+            return Err(Error::Certificate(format!(
+                "the issued certificate for {domain} is not valid now (valid from {} to {})",
+                rfc3339(issued.not_before),
+                rfc3339(issued.not_after)
+            )));
+        }
         let sealed_key = self
             .inner
             .cipher
@@ -614,19 +667,26 @@ impl Renewer {
         })
     }
 
-    fn publish(&self, record: &CertRecord, resolver: &CertResolver) {
+    /// Hands a stored certificate to the resolver; `false` if there is none
+    /// or it cannot be used (logged).
+    fn publish(&self, record: &CertRecord, resolver: &CertResolver) -> bool {
         let Some(cert) = &record.certificate else {
-            return;
+            return false;
         };
         let result = self
             .inner
             .cipher
             .open(&cert.sealed_key, &cert_key_aad(&record.domain))
             .and_then(|key| resolver.insert_pem(&record.domain, &cert.chain_pem, &key));
-        if let Err(e) = result {
+        if let Err(e) = &result {
             warn!(domain = %record.domain, error = %e, "stored certificate could not be loaded for serving");
         }
+        result.is_ok()
     }
+}
+
+fn fingerprint_of(record: &CertRecord) -> Option<String> {
+    record.certificate.as_ref().map(|c| c.fingerprint.clone())
 }
 
 fn store_failed(domain: &Domain, e: Error) -> Outcome {

@@ -19,6 +19,8 @@ use time::{Duration, OffsetDateTime};
 #[derive(Debug)]
 struct ScriptedIssuer {
     inner: SelfSignedIssuer,
+    /// When set, each issuance waits here for the others (to force races).
+    meet: std::sync::OnceLock<Arc<tokio::sync::Barrier>>,
     fail: AtomicBool,
     hang: AtomicBool,
     calls: AtomicUsize,
@@ -30,6 +32,7 @@ impl ScriptedIssuer {
     fn new(clock: Arc<dyn Clock>, lifetime: Duration) -> Arc<Self> {
         Arc::new(Self {
             inner: SelfSignedIssuer::with_clock(clock).validity(lifetime),
+            meet: std::sync::OnceLock::new(),
             fail: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
@@ -47,6 +50,9 @@ impl Issuer for ScriptedIssuer {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         // Let other tasks start, so the concurrency bound is really exercised.
         tokio::task::yield_now().await;
+        if let Some(barrier) = self.meet.get() {
+            barrier.wait().await;
+        }
         tokio::time::sleep(StdDuration::from_millis(2)).await;
         let result = if self.hang.load(Ordering::SeqCst) {
             std::future::pending().await
@@ -414,23 +420,246 @@ async fn only_the_main_domain_and_custom_domains_get_certificates() {
 }
 
 #[tokio::test]
-async fn a_record_left_in_the_store_by_someone_else_is_not_issued_without_permission() {
+async fn a_domain_added_by_another_instance_sharing_the_store_is_issued() {
     let s = setup(Duration::days(90), 4);
-    // A record for a domain the policy does not know (for example written by
-    // another tool into a shared store).
-    let foreign = d("foreign.example.net");
-    s.store
-        .save(&certkeeper::store::CertRecord::new(
-            foreign.clone(),
-            start(),
-        ))
-        .await
+    // A second instance over the same store, knowing nothing in memory.
+    let other = Renewer::builder(s.store.clone(), keyring())
+        .self_signed(s.issuer.clone())
+        .production(false)
+        .clock(Arc::new(s.clock.clone()))
+        .build();
+    let shop = d("shop.example.net");
+    s.renewer.add_domain(&shop).await.unwrap();
+    let report = other.run_cycle().await.unwrap();
+    assert_eq!(report.issued, vec![shop.clone()], "{report:?}");
+    assert_eq!(s.store.load(&shop).await.unwrap().unwrap().attempts, 0);
+    // And it may be issued manually there too: it is a custom domain.
+    other.issue_now(Some(&shop)).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_racing_on_one_record_keep_one_certificate() {
+    let s = setup(Duration::days(90), 4);
+    let other = Renewer::builder(s.store.clone(), keyring())
+        .self_signed(s.issuer.clone())
+        .production(false)
+        .clock(Arc::new(s.clock.clone()))
+        .build();
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    // Both issue at the same moment; the second to store loses the
+    // compare-and-swap, sees the other's certificate and keeps it.
+    s.issuer
+        .meet
+        .set(Arc::new(tokio::sync::Barrier::new(2)))
         .unwrap();
-    let report = s.renewer.run_cycle().await.unwrap();
-    assert_eq!(report.failed.len(), 1, "{report}");
+    let (a, b) = tokio::join!(s.renewer.run_cycle(), other.run_cycle());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.issued.len() + b.issued.len(), 1, "{a:?} {b:?}");
+    let skipped: Vec<_> = a.skipped.iter().chain(&b.skipped).collect();
+    assert_eq!(skipped.len(), 1, "{a:?} {b:?}");
+    assert!(skipped[0].1.contains("renewed elsewhere"), "{skipped:?}");
+    let record = s.store.load(&domain).await.unwrap().unwrap();
+    assert_eq!(record.version, 2, "created once, stored once");
+    assert_eq!(record.attempts, 0);
+    assert_eq!(record.log.len(), 1);
+}
+
+#[tokio::test]
+async fn overlapping_cycles_of_one_renewer_order_each_domain_once() {
+    let s = setup(Duration::days(90), 1);
+    for i in 0..3 {
+        s.renewer
+            .add_domain(&d(&format!("o{i}.example.com")))
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(s.renewer.run_cycle(), s.renewer.run_cycle());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.issued.len() + b.issued.len(), 3, "{a:?} {b:?}");
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn manual_generation_while_the_same_domain_is_being_issued_is_refused_clearly() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
+    issuer.hang.store(true, Ordering::SeqCst);
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .self_signed(issuer.clone())
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+        .issue_timeout(StdDuration::from_millis(500))
+        .build();
+    let domain = d("busy.example.com");
+    renewer.add_domain(&domain).await.unwrap();
+    let cycle = tokio::spawn({
+        let renewer = renewer.clone();
+        async move { renewer.run_cycle().await }
+    });
+    for _ in 0..1000 {
+        if issuer.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(1)).await;
+    }
+    assert_eq!(
+        issuer.calls.load(Ordering::SeqCst),
+        1,
+        "the cycle started issuing"
+    );
+    let err = renewer.issue_now(Some(&domain)).await.unwrap_err();
     assert!(
-        report.failed[0].1.contains("not the main domain"),
+        matches!(&err, Error::InProgress { reason, .. } if reason.contains("already being issued")),
+        "{err}"
+    );
+    let report = cycle.await.unwrap().unwrap();
+    assert_eq!(report.failed.len(), 1, "{report}");
+    assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "no second order");
+}
+
+#[tokio::test]
+async fn a_public_name_in_production_without_an_acme_issuer_fails_naming_the_setting() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .self_signed(issuer.clone())
+        .production(true)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let public = d("shop.example.com");
+    let local = d("localhost");
+    renewer.add_domain(&public).await.unwrap();
+    renewer.add_domain(&local).await.unwrap();
+    let report = renewer.run_cycle().await.unwrap();
+    // Local names still get self-signed certificates in production.
+    assert_eq!(report.issued, vec![local], "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(
+        report.failed[0]
+            .1
+            .contains("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"),
         "{report:?}"
     );
-    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_certificate_that_is_not_valid_now_never_replaces_a_working_one() {
+    let s = setup(Duration::days(90), 4);
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    s.renewer.run_cycle().await.unwrap();
+    let good = s.store.load(&domain).await.unwrap().unwrap();
+
+    // An issuer whose clock is 200 days behind hands out expired certificates.
+    let behind = TestClock::new(start());
+    let stale = ScriptedIssuer::new(Arc::new(behind.clone()), Duration::days(90));
+    s.clock.set(good.renew_date);
+    behind.set(good.renew_date - Duration::days(200));
+    let renewer = Renewer::builder(s.store.clone(), keyring())
+        .self_signed(stale)
+        .production(false)
+        .clock(Arc::new(s.clock.clone()))
+        .build();
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(report.failed[0].1.contains("not valid now"), "{report:?}");
+    let after = s.store.load(&domain).await.unwrap().unwrap();
+    assert_eq!(after.certificate, good.certificate);
+    assert_eq!(after.attempts, 1);
+}
+
+#[test]
+fn the_log_keeps_the_latest_entries_and_cuts_long_messages() {
+    use certkeeper::store::{CertRecord, LogEntry, MAX_LOG_ENTRIES, MAX_LOG_MESSAGE};
+    let mut record = CertRecord::new(d("log.example.com"), start());
+    for i in 0..(MAX_LOG_ENTRIES + 8) {
+        record.push_log(LogEntry {
+            time: start(),
+            step: "renew".into(),
+            success: false,
+            message: format!("attempt {i} {}", "é".repeat(3000)),
+        });
+    }
+    assert_eq!(record.log.len(), MAX_LOG_ENTRIES);
+    assert!(record.log[0].message.starts_with("attempt 8 "));
+    assert!(record
+        .log
+        .iter()
+        .all(|e| e.message.len() <= MAX_LOG_MESSAGE + 8));
+    assert!(record.log[0].message.ends_with("[cut]"));
+}
+
+#[tokio::test]
+async fn start_up_skips_a_damaged_record_and_serves_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = d("good.test");
+    let bad = d("bad.test");
+    {
+        let store = Arc::new(
+            certkeeper::store::FileStore::open(dir.path())
+                .await
+                .unwrap(),
+        );
+        let renewer = Renewer::builder(store, keyring()).production(false).build();
+        renewer.add_domain(&good).await.unwrap();
+        renewer.add_domain(&bad).await.unwrap();
+        assert_eq!(renewer.run_cycle().await.unwrap().issued.len(), 2);
+    }
+    std::fs::write(dir.path().join("certs").join("bad.test"), b"{ not json").unwrap();
+    let store = Arc::new(
+        certkeeper::store::FileStore::open(dir.path())
+            .await
+            .unwrap(),
+    );
+    let resolver = certkeeper::CertResolver::new();
+    let renewer = Renewer::builder(store, keyring())
+        .production(false)
+        .resolver(resolver.clone())
+        .build();
+    assert_eq!(renewer.load().await.unwrap(), 1);
+    assert_eq!(resolver.domains(), vec![good]);
+}
+
+#[tokio::test]
+async fn learning_the_main_domain_needs_a_public_name_and_wakes_the_cycle() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::new());
+    let resolver = certkeeper::CertResolver::new();
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+        .resolver(resolver.clone())
+        .build();
+    // Neither a local name nor a name without a public suffix is learned.
+    for name in ["app.test", "intranet", "10.0.0.1"] {
+        renewer.observe(&d(name)).await.unwrap();
+    }
+    assert_eq!(renewer.policy().main_domain().await.unwrap(), None);
+    // The background loop issues the learned main domain without waiting a day.
+    let running = tokio::spawn({
+        let renewer = renewer.clone();
+        async move { renewer.run(StdDuration::from_secs(86_400)).await }
+    });
+    // Let the loop's first (immediate) cycle pass, so what follows is the wake-up.
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    let main = d("console.example.org");
+    assert!(renewer.observe(&main).await.unwrap());
+    let mut issued = false;
+    for _ in 0..2000 {
+        if resolver.domains() == vec![main.clone()] {
+            issued = true;
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+    running.abort();
+    assert!(
+        issued,
+        "the learned main domain was issued by the running loop"
+    );
+    // It is the resolver's fallback for handshakes without SNI.
+    assert!(resolver.lookup(None).is_some());
 }

@@ -1,4 +1,3 @@
-use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use super::Domain;
@@ -12,14 +11,21 @@ pub const MAIN_DOMAIN_META_KEY: &str = "main-domain";
 /// the custom domains the operator added. Nothing else.
 ///
 /// The main domain is `_APP_DOMAIN`. When it is unset or `localhost`, the
-/// first domain the server sees (through [`observe`](Self::observe)) becomes
-/// the main domain and is remembered in the store, so every instance sharing
-/// the store agrees on it and a restart keeps it. Local names (`localhost`,
-/// IP literals, `.test` ...) are never learned as the main domain.
+/// first public domain the server sees (through [`observe`](Self::observe))
+/// becomes the main domain and is remembered in the store, so every instance
+/// sharing the store agrees on it and a restart keeps it. Local names
+/// (`localhost`, IP literals, `.test` ...) and names without a known public
+/// suffix are never learned.
+///
+/// Custom domains live in the store: a domain is a custom domain when the
+/// store has a record for it, which only [`Renewer::add_domain`]
+/// (the operator's decision) creates, on any instance sharing the store.
+///
+/// [`Renewer::add_domain`]: crate::Renewer::add_domain
 #[derive(Debug, Clone)]
 pub struct DomainPolicy {
     configured_main: Option<Domain>,
-    custom: Arc<RwLock<BTreeSet<Domain>>>,
+    learned_main: Arc<RwLock<Option<Domain>>>,
     store: Arc<dyn CertStore>,
 }
 
@@ -28,7 +34,7 @@ impl DomainPolicy {
     pub fn new(main_domain: Option<Domain>, store: Arc<dyn CertStore>) -> Self {
         Self {
             configured_main: main_domain,
-            custom: Arc::default(),
+            learned_main: Arc::default(),
             store,
         }
     }
@@ -40,26 +46,38 @@ impl DomainPolicy {
             .is_none_or(|d| d.as_str() == "localhost")
     }
 
-    /// The main domain in force: the configured one, else the learned one.
+    /// The main domain in force: the configured one, else the learned one
+    /// (read from the store once, then kept in memory).
     pub async fn main_domain(&self) -> Result<Option<Domain>> {
         if !self.learns_main_domain() {
             return Ok(self.configured_main.clone());
         }
+        if let Some(learned) = self.cached() {
+            return Ok(Some(learned));
+        }
         match self.store.get_meta(MAIN_DOMAIN_META_KEY).await? {
-            Some(stored) => Domain::new(&stored).map(Some).map_err(|_| Error::Corrupt {
-                key: MAIN_DOMAIN_META_KEY.into(),
-                reason: "stored main domain is not a valid domain".into(),
-            }),
+            Some(stored) => {
+                let learned = Domain::new(&stored).map_err(|_| Error::Corrupt {
+                    key: MAIN_DOMAIN_META_KEY.into(),
+                    reason: "stored main domain is not a valid domain".into(),
+                })?;
+                Ok(Some(self.remember(learned)))
+            }
             None => Ok(self.configured_main.clone()),
         }
     }
 
     /// Records that the server saw `domain` (a request's host). When the main
-    /// domain is learned and none is known yet, a non-local `domain` becomes
+    /// domain is learned and none is known yet, a public `domain` becomes
     /// it. Returns the main domain in force afterwards.
     pub async fn observe(&self, domain: &Domain) -> Result<Option<Domain>> {
-        if !self.learns_main_domain() || domain.is_local() {
+        if !self.learns_main_domain() || !domain.is_public() {
             return self.main_domain().await;
+        }
+        if let Some(known) = self.main_domain().await? {
+            if known.as_str() != "localhost" {
+                return Ok(Some(known));
+            }
         }
         let winner = self
             .store
@@ -68,43 +86,25 @@ impl DomainPolicy {
         if winner == domain.as_str() {
             tracing::info!(%domain, "main domain learned from the first domain seen");
         }
-        Domain::new(&winner).map(Some)
+        Domain::new(&winner).map(|d| Some(self.remember(d)))
     }
 
-    /// Adds a custom domain the operator owns.
-    pub fn add_custom(&self, domain: Domain) {
-        self.custom_mut().insert(domain);
+    /// The custom domains (every stored domain but the main one), sorted.
+    pub async fn custom_domains(&self) -> Result<Vec<Domain>> {
+        let main = self.main_domain().await?;
+        let mut domains = self.store.list().await?;
+        domains.retain(|d| Some(d) != main.as_ref());
+        Ok(domains)
     }
 
-    /// Removes a custom domain; `true` if it was there.
-    pub fn remove_custom(&self, domain: &Domain) -> bool {
-        self.custom_mut().remove(domain)
-    }
-
-    /// The custom domains, sorted.
-    pub fn custom_domains(&self) -> Vec<Domain> {
-        self.custom
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// `Ok` when `domain` is the main domain, a custom domain, or (with a
-    /// learned main domain) `localhost`; otherwise [`Error::DomainNotAllowed`].
+    /// `Ok` when `domain` is the main domain, a custom domain (stored), or
+    /// (with a learned main domain) `localhost`; otherwise
+    /// [`Error::DomainNotAllowed`].
     pub async fn check(&self, domain: &Domain) -> Result<()> {
-        if self
-            .custom
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(domain)
-        {
-            return Ok(());
-        }
         let main = self.main_domain().await?;
         if main.as_ref() == Some(domain)
             || (self.learns_main_domain() && domain.as_str() == "localhost")
+            || self.store.load(domain).await?.is_some()
         {
             return Ok(());
         }
@@ -114,7 +114,15 @@ impl DomainPolicy {
         })
     }
 
-    fn custom_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeSet<Domain>> {
-        self.custom.write().unwrap_or_else(|e| e.into_inner())
+    fn cached(&self) -> Option<Domain> {
+        self.learned_main
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn remember(&self, domain: Domain) -> Domain {
+        *self.learned_main.write().unwrap_or_else(|e| e.into_inner()) = Some(domain.clone());
+        domain
     }
 }

@@ -40,9 +40,9 @@ impl SelfSignedIssuer {
         }
     }
 
-    /// Sets how long certificates are valid (at least one hour).
+    /// Sets how long certificates are valid (from one hour to ten years).
     pub fn validity(mut self, validity: Duration) -> Self {
-        self.validity = validity.max(Duration::hours(1));
+        self.validity = validity.clamp(Duration::hours(1), Duration::days(3650));
         self
     }
 
@@ -58,7 +58,11 @@ impl SelfSignedIssuer {
         // A minute of slack for clients whose clock runs a little behind.
         let now = self.clock.now();
         params.not_before = now - Duration::minutes(1);
-        params.not_after = now + self.validity;
+        params.not_after = now.checked_add(self.validity).ok_or_else(|| {
+            Error::Certificate(format!(
+                "self-signed for {domain}: validity past the year 9999"
+            ))
+        })?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = false;
         let key = KeyPair::generate().map_err(cert_error)?;

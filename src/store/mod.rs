@@ -22,6 +22,8 @@ use crate::{Domain, Result};
 
 /// How many log entries a [`CertRecord`] keeps; older ones are dropped first.
 pub const MAX_LOG_ENTRIES: usize = 32;
+/// Longest log message kept, in bytes (a CA's problem document can be long).
+pub const MAX_LOG_MESSAGE: usize = 1024;
 
 /// Storage for certificate records, ACME account credentials and a few settings.
 ///
@@ -132,8 +134,17 @@ impl CertRecord {
         }
     }
 
-    /// Appends a log entry, dropping the oldest past [`MAX_LOG_ENTRIES`].
-    pub fn push_log(&mut self, entry: LogEntry) {
+    /// Appends a log entry, dropping the oldest past [`MAX_LOG_ENTRIES`];
+    /// a message longer than [`MAX_LOG_MESSAGE`] bytes is cut.
+    pub fn push_log(&mut self, mut entry: LogEntry) {
+        if entry.message.len() > MAX_LOG_MESSAGE {
+            let mut end = MAX_LOG_MESSAGE;
+            while !entry.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            entry.message.truncate(end);
+            entry.message.push_str(" [cut]");
+        }
         self.log.push(entry);
         if self.log.len() > MAX_LOG_ENTRIES {
             let excess = self.log.len() - MAX_LOG_ENTRIES;
