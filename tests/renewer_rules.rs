@@ -91,6 +91,19 @@ fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::from_keys(true, [(1, "renewer-rules-test-key-0123456789")]).unwrap())
 }
 
+/// A renewer builder in development mode over `store`, issuing through
+/// `issuer`, on `clock`.
+fn scripted(
+    store: Arc<MemoryStore>,
+    issuer: Arc<ScriptedIssuer>,
+    clock: &TestClock,
+) -> certkeeper::RenewerBuilder {
+    Renewer::builder(store, keyring())
+        .self_signed(issuer)
+        .production(false)
+        .clock(Arc::new(clock.clone()))
+}
+
 fn setup(lifetime: Duration, concurrency: usize) -> Setup {
     let clock = TestClock::new(start());
     let store = Arc::new(MemoryStore::new());
@@ -324,10 +337,7 @@ async fn a_hanging_issuer_fails_the_attempt_and_the_cycle_finishes() {
     let store = Arc::new(MemoryStore::new());
     let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
     issuer.hang.store(true, Ordering::SeqCst);
-    let renewer = Renewer::builder(store.clone(), keyring())
-        .self_signed(issuer.clone())
-        .production(false)
-        .clock(Arc::new(clock.clone()))
+    let renewer = scripted(store.clone(), issuer.clone(), &clock)
         .issue_timeout(StdDuration::from_millis(200))
         .build();
     let a = d("a.example.com");
@@ -374,11 +384,7 @@ async fn only_the_main_domain_and_custom_domains_get_certificates() {
     let store = Arc::new(MemoryStore::new());
     let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
     // `_APP_DOMAIN` unset: the first domain seen becomes the main domain.
-    let renewer = Renewer::builder(store.clone(), keyring())
-        .self_signed(issuer.clone())
-        .production(false)
-        .clock(Arc::new(clock.clone()))
-        .build();
+    let renewer = scripted(store.clone(), issuer.clone(), &clock).build();
     let stranger = d("stranger.example.net");
     let err = renewer.issue_now(Some(&stranger)).await.unwrap_err();
     assert!(matches!(err, Error::DomainNotAllowed { .. }), "{err}");
@@ -423,11 +429,7 @@ async fn only_the_main_domain_and_custom_domains_get_certificates() {
 async fn a_domain_added_by_another_instance_sharing_the_store_is_issued() {
     let s = setup(Duration::days(90), 4);
     // A second instance over the same store, knowing nothing in memory.
-    let other = Renewer::builder(s.store.clone(), keyring())
-        .self_signed(s.issuer.clone())
-        .production(false)
-        .clock(Arc::new(s.clock.clone()))
-        .build();
+    let other = scripted(s.store.clone(), s.issuer.clone(), &s.clock).build();
     let shop = d("shop.example.net");
     s.renewer.add_domain(&shop).await.unwrap();
     let report = other.run_cycle().await.unwrap();
@@ -440,11 +442,7 @@ async fn a_domain_added_by_another_instance_sharing_the_store_is_issued() {
 #[tokio::test]
 async fn two_instances_racing_on_one_record_keep_one_certificate() {
     let s = setup(Duration::days(90), 4);
-    let other = Renewer::builder(s.store.clone(), keyring())
-        .self_signed(s.issuer.clone())
-        .production(false)
-        .clock(Arc::new(s.clock.clone()))
-        .build();
+    let other = scripted(s.store.clone(), s.issuer.clone(), &s.clock).build();
     let domain = d("main.example.com");
     s.renewer.add_domain(&domain).await.unwrap();
     // Both issue at the same moment; the second to store loses the
@@ -486,10 +484,7 @@ async fn manual_generation_while_the_same_domain_is_being_issued_is_refused_clea
     let store = Arc::new(MemoryStore::new());
     let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
     issuer.hang.store(true, Ordering::SeqCst);
-    let renewer = Renewer::builder(store.clone(), keyring())
-        .self_signed(issuer.clone())
-        .production(false)
-        .clock(Arc::new(clock.clone()))
+    let renewer = scripted(store.clone(), issuer.clone(), &clock)
         .issue_timeout(StdDuration::from_millis(500))
         .build();
     let domain = d("busy.example.com");
@@ -558,11 +553,7 @@ async fn a_certificate_that_is_not_valid_now_never_replaces_a_working_one() {
     let stale = ScriptedIssuer::new(Arc::new(behind.clone()), Duration::days(90));
     s.clock.set(good.renew_date);
     behind.set(good.renew_date - Duration::days(200));
-    let renewer = Renewer::builder(s.store.clone(), keyring())
-        .self_signed(stale)
-        .production(false)
-        .clock(Arc::new(s.clock.clone()))
-        .build();
+    let renewer = scripted(s.store.clone(), stale, &s.clock).build();
     let report = renewer.run_cycle().await.unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(report.failed[0].1.contains("not valid now"), "{report:?}");
