@@ -1,15 +1,25 @@
 //! Re-seals every secret in the store under the newest encryption key, so
-//! the old key can be removed (step 3 of the rotation procedure in
+//! the old key can be removed (steps 3 to 5 of the rotation procedure in
 //! docs/secrets-and-access.md):
 //!
 //! ```text
 //! _APP_OPENSSL_KEY_V1=<old> _APP_OPENSSL_KEY_V2=<new> cargo run --example rotate_keys
 //! cargo run --example rotate_keys -- batch=500   # at most 500 re-seals this run
+//! _APP_OPENSSL_KEY_V2=<new> cargo run --example rotate_keys   # the check before removing V1
 //! ```
 //!
 //! Reads the `_APP_*` variables (the store folder is `_APP_CERTIFICATES_PATH`).
 //! Safe to stop and to run again; exits non-zero until the rotation is
 //! complete, so it can be looped in a script.
+//!
+//! It opens the file store itself, so it refuses to run while a server has
+//! that folder open (the folder is locked by the process using it): stop the
+//! server for the rotation, or rotate inside the server instead, over the
+//! store it already holds:
+//!
+//! ```text
+//! let report = certkeeper::cipher::rotate(&*embedded.store, &*embedded.keyring).await?;
+//! ```
 
 use std::process::ExitCode;
 
@@ -52,6 +62,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         config.production,
         config.openssl_keys.iter().map(|(v, k)| (*v, k.as_str())),
     )?;
+    // Fails with "in use by another process" while a server holds the folder.
     let store = FileStore::open(&config.store_path).await?;
     println!(
         "rotating {} to key version {} (keys present: {:?})",

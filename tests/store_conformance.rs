@@ -759,6 +759,97 @@ mod file_store {
         assert_eq!(store.list().await.unwrap().len(), 1);
     }
 
+    /// Set in the child process of
+    /// `a_second_process_cannot_open_a_folder_in_use`: the folder to hold.
+    const HOLD_STORE_VAR: &str = "CERTKEEPER_TEST_HOLD_STORE";
+    const HELD: &str = "certkeeper-test: store held";
+
+    /// Run only as the child process of
+    /// `a_second_process_cannot_open_a_folder_in_use`: opens the store named
+    /// by `CERTKEEPER_TEST_HOLD_STORE`, says so on stdout, and keeps it open
+    /// until its stdin closes.
+    #[tokio::test]
+    #[ignore = "helper process of a_second_process_cannot_open_a_folder_in_use"]
+    async fn hold_a_store_for_another_process() {
+        let Some(dir) = std::env::var_os(HOLD_STORE_VAR) else {
+            return;
+        };
+        let store = FileStore::open(&dir).await.unwrap();
+        store.put_meta_if_absent("holder", "child").await.unwrap();
+        println!("{HELD}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest).unwrap();
+        drop(store);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_a_folder_in_use() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "file_store::hold_a_store_for_another_process",
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HOLD_STORE_VAR, &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // Blocks until the child holds the store; ends if the child died.
+        // The test harness may print its own words before ours on the line.
+        let held = lines
+            .by_ref()
+            .map_while(|l| l.ok())
+            .any(|l| l.ends_with(HELD));
+        assert!(held, "the child process did not open the store");
+
+        match FileStore::open(&dir).await {
+            Err(Error::Store { message, .. }) => {
+                assert!(message.contains("in use by another process"), "{message}");
+            }
+            other => panic!("opened a folder another process holds: {other:?}"),
+        }
+
+        // Closing its stdin lets the child drop the store and exit.
+        drop(child.stdin.take());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(
+            store.get_meta("holder").await.unwrap().as_deref(),
+            Some("child")
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn existing_directories_with_wider_permissions_are_narrowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let wide = std::fs::Permissions::from_mode(0o755);
+        for sub in ["", "certs", "accounts", "meta"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            std::fs::set_permissions(dir.join(sub), wide.clone()).unwrap();
+        }
+        std::fs::set_permissions(dir.join("meta"), std::fs::Permissions::from_mode(0o701)).unwrap();
+        let store = FileStore::open(&dir).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for sub in ["", "certs", "accounts", "meta"] {
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub:?}");
+        }
+        assert_eq!(mode(&dir.join("lock")), 0o600);
+        drop(store);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn twenty_thousand_records_due_after_reopening() {
         const COUNT: usize = 20_000;

@@ -25,6 +25,7 @@ const CERTS: &str = "certs";
 const ACCOUNTS: &str = "accounts";
 const META: &str = "meta";
 const INDEX: &str = "index.log";
+const LOCK: &str = "lock";
 const INDEX_HEADER: &str = "certkeeper-index 1";
 const TEMP_PREFIX: &str = ".tmp-";
 /// Journal lines allowed beyond twice the number of records before the
@@ -47,11 +48,14 @@ const UNREADABLE_RENEW: i128 = i128::MIN;
 ///   accounts/<id>   one JSON AccountRecord per ACME account
 ///   meta/<key>      one setting per file, its value as is
 ///   index.log       the due index: a journal of (domain, renew date, attempts)
+///   lock            locked by the process that has the directory open
 /// ```
 ///
-/// Directories are created `0700` and files `0600` on Unix. Private keys and
-/// account credentials are sealed before they reach the store (see
-/// [`CertStore`]), so the files hold no plaintext secret.
+/// Directories are created `0700` and files `0600` on Unix; opening a store
+/// whose directories exist with wider permissions (made `0755` by another
+/// tool, say) narrows them to `0700`. Private keys and account credentials
+/// are sealed before they reach the store (see [`CertStore`]), so the files
+/// hold no plaintext secret.
 ///
 /// # Guarantees
 ///
@@ -93,12 +97,19 @@ const UNREADABLE_RENEW: i128 = i128::MIN;
 ///
 /// # One process per directory
 ///
-/// A directory belongs to one `FileStore` in one process: opening a directory
-/// that is already open in this process fails (clone the `FileStore`, or
-/// share it in an `Arc`, instead). Nothing stops a second *process* from
-/// opening it, and two processes writing one directory would break
-/// compare-and-swap: run several instances of a server over a shared SQL
-/// store instead.
+/// A directory belongs to one `FileStore` in one process, because
+/// compare-and-swap and the due index are kept in that process's memory.
+/// Opening a directory that is already open in this process fails (clone
+/// the `FileStore`, or share it in an `Arc`, instead). Across processes, the
+/// store holds an exclusive advisory lock (`flock` on Unix, `LockFileEx` on
+/// Windows) on the file `lock` from `open` until the last clone is dropped:
+/// a second process opening the directory gets an [`Error::Store`] saying it
+/// is in use by another process. So a tool such as the `rotate_keys`
+/// example refuses to run while a server has the directory open: rotate
+/// inside the server ([`rotate`](crate::cipher::rotate) over the server's
+/// own store) or stop the server first. Run several instances of a server
+/// over a shared SQL store instead. The lock is advisory: it keeps out other
+/// `FileStore`s, not a program that edits the files without asking.
 ///
 /// ```
 /// use certkeeper::store::{CertRecord, CertStore, FileStore};
@@ -127,6 +138,9 @@ struct Inner {
     index: Mutex<Index>,
     // Serialises every write in the process, and owns the journal.
     writer: Arc<AsyncMutex<Journal>>,
+    // Keeps other processes out until the store is dropped; the lock goes
+    // with the file handle.
+    _process_lock: File,
     _registration: Registration,
 }
 
@@ -314,7 +328,9 @@ impl FileStore {
     ///
     /// Replays the journal of the due index and reconciles it with the
     /// record files (see the type's docs); removes temporary files left by a
-    /// crash. Fails if the directory is already open in this process.
+    /// crash; narrows the permissions of existing directories to `0700` on
+    /// Unix. Fails with [`Error::Store`] if the directory is already open in
+    /// this process or in another one (see "One process per directory").
     pub async fn open(dir: impl AsRef<Path>) -> Result<FileStore> {
         let dir = dir.as_ref().to_path_buf();
         blocking(move || open_blocking(&dir)).await
@@ -653,13 +669,63 @@ fn index_file(index: &mut Index, certs: &Path, domain: &Domain) -> Result<bool> 
     })
 }
 
+/// Takes the exclusive lock of the directory, or says who holds it.
+fn lock_directory(root: &Path) -> Result<File> {
+    let path = root.join(LOCK);
+    let file = file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::store(
+            STORE,
+            format!(
+                "{} is in use by another process (it holds {}): stop that process, or do \
+                 this work inside it",
+                root.display(),
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+/// Narrows a directory that exists with wider permissions to `0700`.
+fn restrict_dir(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::info!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "narrowing the store directory's permissions to 0700");
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(path, e))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn open_blocking(dir: &Path) -> Result<FileStore> {
     create_dir(dir)?;
     let root = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
     let registration = Registration::new(&root)?;
+    // Before anything is read or cleaned: another process's temporary files
+    // are not leftovers of a crash.
+    let process_lock = lock_directory(&root)?;
     let certs = root.join(CERTS);
+    restrict_dir(&root)?;
     for sub in [CERTS, ACCOUNTS, META] {
         create_dir(&root.join(sub))?;
+        restrict_dir(&root.join(sub))?;
     }
     for sub in [
         root.clone(),
@@ -736,6 +802,7 @@ fn open_blocking(dir: &Path) -> Result<FileStore> {
             root,
             index,
             writer: Arc::new(AsyncMutex::new(journal)),
+            _process_lock: process_lock,
             _registration: registration,
         }),
     })
