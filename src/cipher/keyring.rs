@@ -23,12 +23,21 @@ pub const KEY_DERIVATION_INFO: &[u8] = b"xchacha20poly1305";
 pub const NONCE_LEN: usize = 24;
 /// Bytes of the Poly1305 tag at the end of a keyring payload.
 pub const TAG_LEN: usize = 16;
-/// Fewest characters a production key may have.
-pub const MIN_KEY_CHARS: usize = 16;
+/// Fewest characters a production key may have (`openssl rand -base64 32`
+/// gives 44).
+pub const MIN_KEY_CHARS: usize = 32;
 /// Fewest distinct characters a production key may have.
-pub const MIN_DISTINCT_KEY_CHARS: usize = 5;
-/// Well-known placeholder keys (from sample `.env` files) refused in production.
-pub const PLACEHOLDER_KEYS: &[&str] = &["your-secret-key"];
+pub const MIN_DISTINCT_KEY_CHARS: usize = 10;
+/// Placeholder words from sample `.env` files and tutorials: a production
+/// key containing one of them, in any case, is refused.
+pub const PLACEHOLDER_KEYS: &[&str] = &[
+    "your-secret-key",
+    "changeme",
+    "change-me",
+    "secret",
+    "password",
+    "example",
+];
 
 /// Largest plaintext a keyring seals: what fits in a [`MAX_ENVELOPE_LEN`] envelope.
 pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NONCE_LEN - TAG_LEN;
@@ -51,12 +60,18 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 ///
 /// # Weak keys
 /// In production a key is refused with [`Error::WeakKey`] naming its
-/// variable when it is empty (or only whitespace), one of the
-/// [`PLACEHOLDER_KEYS`], shorter than [`MIN_KEY_CHARS`] characters, or made
-/// of fewer than [`MIN_DISTINCT_KEY_CHARS`] distinct characters (`aaaa...`,
-/// `abab...`). In development such keys are accepted with a warning that
-/// names the variable, never the key. A random 32-byte key in hex or base64
-/// (`openssl rand -base64 32`) always passes.
+/// variable when it is empty (or only whitespace), contains one of the
+/// placeholder words [`PLACEHOLDER_KEYS`] in any case (`secret`,
+/// `password`, `changeme` ...), is shorter than [`MIN_KEY_CHARS`] (32)
+/// characters, is made of fewer than [`MIN_DISTINCT_KEY_CHARS`] (10)
+/// distinct characters (`aaaa...`, `abab...`, `1234567890...` repeated), or
+/// repeats one character in a row over more than a quarter of its length, or
+/// is a shorter sequence repeated (`1234567890123...`).
+/// These are rough floors against typed-in keys, not a measure of entropy:
+/// use a random key. In development such keys are accepted with a warning
+/// that names the variable, never the key. A random 32-byte key in base64
+/// (`openssl rand -base64 32`, 44 characters) or hex (`openssl rand -hex
+/// 32`, 64 characters) always passes.
 ///
 /// # Envelope
 /// [`Sealed::with_header`]`(version, nonce || ciphertext || tag)`, with a
@@ -115,6 +130,7 @@ impl Keyring {
     /// ])?;
     /// assert_eq!(keyring.sealing_version(), 2);
     /// assert!(Keyring::from_keys(true, [(1, "your-secret-key")]).is_err());
+    /// assert!(Keyring::from_keys(true, [(1, "short passphrase")]).is_err());
     /// # Ok::<(), certkeeper::Error>(())
     /// ```
     pub fn from_keys<I, S>(production: bool, keys: I) -> Result<Self>
@@ -202,20 +218,62 @@ fn weakness(passphrase: &str) -> Option<&'static str> {
     if trimmed.is_empty() {
         return Some("the key is empty");
     }
-    if PLACEHOLDER_KEYS
-        .iter()
-        .any(|p| trimmed.eq_ignore_ascii_case(p))
-    {
-        return Some("the key is the well-known placeholder from the sample configuration");
+    let lower = trimmed.to_lowercase();
+    if PLACEHOLDER_KEYS.iter().any(|word| lower.contains(word)) {
+        return Some(
+            "the key contains a placeholder word (your-secret-key, changeme, change-me, secret, \
+             password, example); use a random key (openssl rand -base64 32)",
+        );
     }
-    if passphrase.chars().count() < MIN_KEY_CHARS {
-        return Some("the key is shorter than 16 characters");
+    let chars = passphrase.chars().count();
+    if chars < MIN_KEY_CHARS {
+        return Some(
+            "the key is shorter than 32 characters; use a random key (openssl rand -base64 32)",
+        );
     }
     let distinct: BTreeSet<char> = passphrase.chars().collect();
     if distinct.len() < MIN_DISTINCT_KEY_CHARS {
-        return Some("the key repeats fewer than 5 distinct characters");
+        return Some("the key has fewer than 10 distinct characters");
+    }
+    if longest_run(passphrase) * 4 > chars {
+        return Some("the key repeats one character over more than a quarter of its length");
+    }
+    if shortest_period(passphrase) * 2 <= chars {
+        return Some("the key repeats a shorter sequence (1234567890123..., abcabc...)");
     }
     None
+}
+
+/// The smallest `p` such that every character equals the one `p` places
+/// later (the length itself when there is none shorter), by the prefix
+/// function of Knuth, Morris and Pratt.
+fn shortest_period(s: &str) -> usize {
+    let chars: Vec<char> = s.chars().collect();
+    let mut border = vec![0usize; chars.len()];
+    for i in 1..chars.len() {
+        let mut k = border[i - 1];
+        while k > 0 && chars[i] != chars[k] {
+            k = border[k - 1];
+        }
+        if chars[i] == chars[k] {
+            k += 1;
+        }
+        border[i] = k;
+    }
+    chars.len() - border.last().copied().unwrap_or(0)
+}
+
+/// The length of the longest run of one character.
+fn longest_run(s: &str) -> usize {
+    let mut longest = 0;
+    let mut run = 0;
+    let mut previous = None;
+    for c in s.chars() {
+        run = if previous == Some(c) { run + 1 } else { 1 };
+        previous = Some(c);
+        longest = longest.max(run);
+    }
+    longest
 }
 
 impl SecretCipher for Keyring {
@@ -289,8 +347,8 @@ impl fmt::Debug for Keyring {
 mod tests {
     use super::*;
 
-    const V1: &str = "first passphrase 0123456789";
-    const V2: &str = "second passphrase 9876543210";
+    const V1: &str = "first passphrase of the tests 0123456789";
+    const V2: &str = "second passphrase of the tests 9876543210";
 
     #[test]
     fn derivation_is_hkdf_sha256_with_the_documented_salt_and_info() {
@@ -366,9 +424,25 @@ mod tests {
             ("   ", "empty"),
             ("your-secret-key", "placeholder"),
             ("YOUR-SECRET-KEY", "placeholder"),
+            ("your-secret-key1", "placeholder"),
+            ("passwordpassword", "placeholder"),
+            ("my long PassWord for the keyring 42", "placeholder"),
+            ("changeme-changeme-changeme-changeme", "placeholder"),
+            ("please-change-me-before-production-1", "placeholder"),
+            ("an example key that is long enough 7", "placeholder"),
+            ("top SECRET key that is long enough 7", "placeholder"),
             ("short-key", "shorter"),
-            ("aaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
-            ("abababababababababababab", "distinct"),
+            ("aaaaaaaaaaaabcde", "shorter"),
+            ("1234567890123456", "shorter"),
+            ("q8Zr2mX0cVbN4tLw", "shorter"),
+            // 31 characters, every one distinct.
+            ("q8Zr2mX0cVbN4tLwA1B2C3D4E5F6G7H", "shorter"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "distinct"),
+            ("abababababababababababababababababab", "distinct"),
+            ("12345678901234567890123456789012", "sequence"),
+            ("q8Zr2mX0cVbN4tLwq8Zr2mX0cVbN4tLw", "sequence"),
+            ("abcdefghijaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "quarter"),
+            ("q8Zr2mX0cVbN4tLw!!!!!!!!!!!!!!!!!!!!", "quarter"),
         ] {
             match Keyring::from_keys(true, [(3, key)]) {
                 Err(Error::WeakKey { name, reason }) => {
@@ -381,7 +455,32 @@ mod tests {
             let sealed = dev.seal(b"x", b"").unwrap();
             assert_eq!(&**dev.open(&sealed, b"").unwrap(), b"x");
         }
-        assert!(Keyring::from_keys(true, [(1, "q8Zr2mX0cVbN4tLw")]).is_ok());
+        for strong in [
+            // openssl rand -base64 32
+            "3q2+7w0bXgJ8kM1vQn5yZr9tLc4pHs6dFa2eUo8iWjE=",
+            // openssl rand -hex 32
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "q8Zr2mX0cVbN4tLwA1B2C3D4E5F6G7H8",
+            // A run of exactly a quarter is fine.
+            "q8Zr2mX0cVbN4tLwA1B2C3D4aaaaaaaa",
+        ] {
+            assert!(Keyring::from_keys(true, [(1, strong)]).is_ok(), "{strong}");
+        }
+    }
+
+    #[test]
+    fn longest_runs() {
+        assert_eq!(longest_run(""), 0);
+        assert_eq!(longest_run("a"), 1);
+        assert_eq!(longest_run("abba"), 2);
+        assert_eq!(longest_run("aabbbcaaaa"), 4);
+        assert_eq!(longest_run("éé"), 2);
+        assert_eq!(shortest_period(""), 0);
+        assert_eq!(shortest_period("a"), 1);
+        assert_eq!(shortest_period("abcab"), 3);
+        assert_eq!(shortest_period("abcd"), 4);
+        assert_eq!(shortest_period("aaaa"), 1);
+        assert_eq!(shortest_period("ababa"), 2);
     }
 
     #[test]
