@@ -371,6 +371,32 @@ fn key_derivation_matches_a_fixed_vector() {
     );
 }
 
+#[test]
+fn envelope_format_matches_a_fixed_vector() {
+    // Pinned so that a change of the envelope (which would make every stored
+    // secret unreadable) cannot go unnoticed. Computed independently in
+    // Python (HChaCha20 by hand, ChaCha20-Poly1305 from the cryptography
+    // package): key = HKDF of the passphrase as documented, nonce 0x40..0x57,
+    // associated data = the 7-byte header "CK" 01 00000007, then the caller's.
+    const ENVELOPE: &str = "434b0100000007404142434445464748494a4b4c4d4e4f5051525354555657\
+        a1c177ad41de6f75e4e8980f45675f70e3801a1bbc5c91e1fe131016925e4b106ad2c81d1d8ea4899f5dfc6c\
+        99888d760acfdc633a2cf5cdd58bd0f2cb598bafa516c8f5e30d30ef51edbda8";
+    let bytes: Vec<u8> = (0..ENVELOPE.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&ENVELOPE[i..i + 2], 16).unwrap())
+        .collect();
+    let sealed = Sealed::from_bytes(bytes);
+    assert_eq!(sealed.key_version().unwrap(), 7);
+    let keyring =
+        Keyring::from_keys(true, [(7, "certkeeper envelope vector passphrase 2024")]).unwrap();
+    let domain = Domain::new("vector.example.com").unwrap();
+    let opened = keyring.open(&sealed, &cert_key_aad(&domain)).unwrap();
+    assert_eq!(
+        &**opened,
+        b"-----BEGIN PRIVATE KEY----- vector -----END PRIVATE KEY-----"
+    );
+}
+
 fn keyring_for_props() -> Keyring {
     v1_v2()
 }

@@ -77,7 +77,9 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 /// [`Sealed::with_header`]`(version, nonce || ciphertext || tag)`, with a
 /// random 24-byte nonce from the operating system for every seal (random
 /// XChaCha20 nonces never repeat in practice, so one key can seal without
-/// limit).
+/// limit). The AEAD's associated data is the envelope's 7-byte header
+/// (magic, format, key version) followed by the caller's associated data,
+/// so the header is authenticated too.
 ///
 /// The derived keys are zeroized when the keyring is dropped; `Debug`
 /// shows only the versions.
@@ -276,6 +278,13 @@ fn longest_run(s: &str) -> usize {
     longest
 }
 
+/// The associated data the AEAD authenticates: the envelope header (magic,
+/// format, key version), then the caller's, so a header cannot be edited
+/// (to another version holding the same key, say) without the seal failing.
+fn bound_aad(header: &[u8], associated_data: &[u8]) -> Vec<u8> {
+    [header, associated_data].concat()
+}
+
 impl SecretCipher for Keyring {
     fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
@@ -286,12 +295,13 @@ impl SecretCipher for Keyring {
             return Err(Error::MissingKey { version });
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let header = Sealed::with_header(version, &[]);
         let ciphertext = cipher
             .encrypt(
                 &nonce,
                 Payload {
                     msg: plaintext,
-                    aad: associated_data,
+                    aad: &bound_aad(header.as_bytes(), associated_data),
                 },
             )
             .map_err(|_| Error::Envelope("secret too large to seal"))?;
@@ -312,12 +322,13 @@ impl SecretCipher for Keyring {
             return Err(Error::Envelope("shorter than a nonce and a tag"));
         }
         let (nonce, ciphertext) = payload.split_at(NONCE_LEN);
+        let header = &sealed.as_bytes()[..ENVELOPE_HEADER_LEN];
         let plaintext = cipher
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: associated_data,
+                    aad: &bound_aad(header, associated_data),
                 },
             )
             .map(Zeroizing::new)
@@ -409,6 +420,20 @@ mod tests {
             other.open(&sealed, b"domain-a"),
             Err(Error::Decrypt)
         ));
+    }
+
+    #[test]
+    fn the_header_is_authenticated() {
+        // Two versions holding the same key: only the header tells them apart.
+        let k = Keyring::from_keys(true, [(1, V1), (2, V1)]).unwrap();
+        let sealed = k.seal(b"secret", b"aad").unwrap();
+        assert_eq!(sealed.key_version().unwrap(), 2);
+        let mut bytes = sealed.as_bytes().to_vec();
+        bytes[ENVELOPE_HEADER_LEN - 1] = 1;
+        let relabelled = Sealed::from_bytes(bytes);
+        assert_eq!(relabelled.key_version().unwrap(), 1);
+        assert!(matches!(k.open(&relabelled, b"aad"), Err(Error::Decrypt)));
+        assert_eq!(&**k.open(&sealed, b"aad").unwrap(), b"secret");
     }
 
     #[test]
