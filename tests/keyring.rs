@@ -397,6 +397,28 @@ fn envelope_format_matches_a_fixed_vector() {
     );
 }
 
+#[test]
+fn an_oversized_envelope_is_refused_on_parse_and_on_deserialize() {
+    use certkeeper::cipher::{ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
+    let k = v1();
+    let oversized = Sealed::with_header(1, &vec![0; MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN + 1]);
+    assert!(matches!(oversized.parse(), Err(Error::Envelope(_))));
+    assert!(matches!(k.open(&oversized, b""), Err(Error::Envelope(_))));
+
+    // Valid base64 (a multiple of 4 characters), longer than any 1 MiB
+    // envelope can be: refused before it is decoded.
+    let text = "A".repeat(4 * MAX_ENVELOPE_LEN / 3 + 8);
+    let json = serde_json::to_string(&text).unwrap();
+    let err = serde_json::from_str::<Sealed>(&json).unwrap_err();
+    let expected = Error::Envelope("larger than 1 MiB").to_string();
+    assert!(err.to_string().contains(&expected), "{err}");
+
+    // The largest envelope still round-trips.
+    let largest = Sealed::with_header(1, &vec![9; MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN]);
+    let json = serde_json::to_string(&largest).unwrap();
+    assert_eq!(serde_json::from_str::<Sealed>(&json).unwrap(), largest);
+}
+
 fn keyring_for_props() -> Keyring {
     v1_v2()
 }

@@ -639,6 +639,28 @@ mod file_store {
     }
 
     #[tokio::test]
+    async fn a_record_with_an_oversized_envelope_is_corrupt() {
+        use certkeeper::cipher::MAX_ENVELOPE_LEN;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        create(&store, &with_certificate(record("a.example.com", NOW, 0))).await;
+        // Someone edits the record file: a sealed key far over 1 MiB.
+        let path = dir.join("certs").join("a.example.com");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["certificate"]["sealed_key"] = "A".repeat(2 * MAX_ENVELOPE_LEN).into();
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        match store.load(&domain("a.example.com")).await {
+            Err(Error::Corrupt { key, reason }) => {
+                assert_eq!(key, "a.example.com");
+                assert!(reason.contains("larger than 1 MiB"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn hostile_account_ids_and_meta_keys_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");

@@ -149,9 +149,20 @@ impl Serialize for Sealed {
     }
 }
 
+/// Longest base64 text of an envelope of at most [`MAX_ENVELOPE_LEN`] bytes.
+const MAX_ENVELOPE_BASE64_LEN: usize = 4 * MAX_ENVELOPE_LEN / 3 + 4;
+
 impl<'de> Deserialize<'de> for Sealed {
+    /// Decodes the base64 string; a string longer than a 1 MiB envelope
+    /// needs is refused before decoding, with the text of
+    /// [`Error::Envelope`].
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
+        if s.len() > MAX_ENVELOPE_BASE64_LEN {
+            return Err(serde::de::Error::custom(Error::Envelope(
+                "larger than 1 MiB",
+            )));
+        }
         BASE64_STANDARD
             .decode(s.as_bytes())
             .map(Sealed)
