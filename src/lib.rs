@@ -17,7 +17,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> certkeeper::Result<()> {
 //! let store = Arc::new(MemoryStore::new()); // FileStore::open(path) keeps them on disk
-//! let cipher = Arc::new(Keyring::from_keys(true, [(1, "a long random secret from _APP_OPENSSL_KEY_V1")])?);
+//! // In a server: Keyring::from_env(true), reading _APP_OPENSSL_KEY_V1, V2 ...
+//! let key = "q8Vt2LmZ0rKx7WbN4cYh1PfJ6sDg9AeU3o5iTnRw"; // openssl rand -base64 30
+//! let cipher = Arc::new(Keyring::from_keys(true, [(1, key)])?);
 //! let resolver = CertResolver::new();
 //! let renewer = Renewer::builder(store.clone(), cipher)
 //!     .main_domain(Some(Domain::new("localhost")?))
