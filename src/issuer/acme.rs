@@ -243,9 +243,15 @@ impl AcmeIssuer {
             .cipher
             .open(&record.sealed_credentials, &account_aad(&self.account_id))?;
         let credentials: AccountCredentials =
+            // The decoder's message could quote bytes of the account key:
+            // say only where decoding stopped.
             serde_json::from_slice(&plaintext).map_err(|e| Error::Corrupt {
                 key: self.account_id.clone(),
-                reason: format!("stored ACME account credentials do not decode: {e}"),
+                reason: format!(
+                    "stored ACME account credentials do not decode (at line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
             })?;
         // Only fetches the directory: no nonce, so nothing to try again.
         let restore = async { self.account_builder()?.from_credentials(credentials).await };
