@@ -261,7 +261,12 @@ async fn sign_in(
     let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await;
     let response = match matches {
         Ok(Ok(true)) if known => {
-            if console.throttle.record_success(&body.email).await.is_err() {
+            if console
+                .throttle
+                .record_success(&body.email, ip)
+                .await
+                .is_err()
+            {
                 return unavailable();
             }
             (StatusCode::OK, Json(json!({ "email": email }))).into_response()

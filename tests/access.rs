@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use certkeeper::access::{
     AccessPolicy, AccessRequest, ConsoleAccessPolicy, Decision, DenyReason, LoginThrottle,
-    MemoryRootSeat, RootSeat, StoreRootSeat, ThrottleLimits, TrustedProxies, ROOT_SEAT_META_KEY,
+    MemoryRootSeat, MemoryThrottleBackend, RootSeat, StoreRootSeat, ThrottleBackend,
+    ThrottleLimits, TrustedProxies, ROOT_SEAT_META_KEY,
 };
 use certkeeper::store::{CertStore, FileStore, MemoryStore};
 use certkeeper::{Clock, TestClock};
@@ -374,4 +375,52 @@ async fn exactly_one_root_across_instances_sharing_a_store() {
         let retry = AccessRequest::sign_up("192.0.2.1".parse().unwrap(), winners[0].clone(), 0);
         assert!(fresh.check(&retry).await.unwrap().is_allowed());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_sharing_a_backend_see_each_others_counts() {
+    // Two instances of a server, one shared counter store.
+    let clock = TestClock::at_system_time();
+    let backend: Arc<dyn ThrottleBackend> = Arc::new(MemoryThrottleBackend::new());
+    let instance = || {
+        LoginThrottle::builder()
+            .backend(backend.clone())
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (instance(), instance());
+    let ip = "198.51.100.20".parse().unwrap();
+    // Ten attempts on one account, spread over both instances.
+    for n in 0..10u64 {
+        let throttle = if n % 2 == 0 { &a } else { &b };
+        let d = throttle.check("victim@example.com", ip).await.unwrap();
+        assert!(d.is_allowed(), "attempt {n}");
+        assert_eq!(d.rate().remaining, 9 - n);
+    }
+    // The eleventh is refused by either instance.
+    for throttle in [&a, &b] {
+        let d = throttle.check("Victim@Example.com", ip).await.unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!(d.rate().limit, 10);
+    }
+    // A success recorded by one instance frees the account on the other.
+    a.record_success("victim@example.com", ip).await.unwrap();
+    let d = b.check("victim@example.com", ip).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.rate().remaining, 9);
+    // Separate backends would not have known of each other.
+    let alone = LoginThrottle::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(
+        alone
+            .check("victim@example.com", ip)
+            .await
+            .unwrap()
+            .rate()
+            .remaining,
+        9
+    );
 }

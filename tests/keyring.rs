@@ -572,7 +572,10 @@ async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
     for _ in 0..3 {
         throttle.check("victim@example.com", ip).await.unwrap();
     }
-    throttle.record_success("victim@example.com").await.unwrap();
+    throttle
+        .record_success("victim@example.com", ip)
+        .await
+        .unwrap();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture works: the events are there.

@@ -36,12 +36,19 @@ pub struct WindowCount {
 /// - `hit` is atomic per key: concurrent hits (from one process or many)
 ///   are each counted exactly once, and each caller gets the count that
 ///   includes its own hit.
+/// - `refund` takes back one hit of the key's live window, atomically too;
+///   the count never goes below zero, and a key without a live window is
+///   left alone.
 /// - `reset` forgets a key; the next hit opens a new window.
 /// - Keys are ASCII, at most 64 bytes, and name no person in clear (emails
 ///   are hashed), so a backend may store and log them as they are.
 /// - A backend may forget expired windows at any time, and may forget live
 ///   ones to bound its memory (which lets an attacker try again sooner, so
-///   only under pressure).
+///   only under pressure). It must then forget windows still under the
+///   `limit` given with their last hit before any window that reached it,
+///   so that flooding the table with new keys cannot clear an exhausted
+///   counter. A backend that never forgets live windows (a SQL table) can
+///   ignore `limit`.
 ///
 /// A SQL backend is one statement per hit, for example in PostgreSQL:
 ///
@@ -53,17 +60,24 @@ pub struct WindowCount {
 /// RETURNING count, resets_at;
 /// ```
 ///
-/// with `$2` = `now` and `$3` = `window`, plus a periodic
-/// `DELETE ... WHERE resets_at <= now`.
+/// with `$2` = `now` and `$3` = `window`; a refund is
+/// `UPDATE login_throttle SET count = count - 1 WHERE key = $1 AND resets_at > $2 AND count > 0`,
+/// plus a periodic `DELETE ... WHERE resets_at <= now`.
 #[async_trait]
 pub trait ThrottleBackend: Debug + Send + Sync + 'static {
     /// Counts one hit on `key` at `now`; a new window lasts `window`.
+    /// `limit` is the count the caller allows in a window, for a backend
+    /// that has to choose which windows to forget (see the contract).
     async fn hit(
         &self,
         key: &str,
         now: OffsetDateTime,
         window: time::Duration,
+        limit: u64,
     ) -> Result<WindowCount>;
+
+    /// Takes back one hit on `key` if its window is still open at `now`.
+    async fn refund(&self, key: &str, now: OffsetDateTime) -> Result<()>;
 
     /// Forgets `key`'s count.
     async fn reset(&self, key: &str) -> Result<()>;
@@ -72,38 +86,86 @@ pub trait ThrottleBackend: Debug + Send + Sync + 'static {
 /// A [`ThrottleBackend`] in this process's memory, the default.
 ///
 /// Bounded: expired windows are evicted as time passes, and at `capacity`
-/// keys the window closest to its end is dropped to make room. Because every
-/// sign-in attempt also counts against the client's address, filling the
-/// table with made-up emails to push a victim's counter out takes
-/// `capacity / per_ip` addresses per window.
+/// keys one live window is dropped to make room: the one closest to its end
+/// among the windows still under their limit, and an exhausted window only
+/// when every window is exhausted. So filling the table with made-up emails
+/// pushes out other made-up emails, not a victim's exhausted counter; to
+/// reach it an attacker would have to exhaust `capacity` counters first,
+/// and every sign-in attempt also counts against the client's address.
 #[derive(Debug)]
 pub struct MemoryThrottleBackend {
     state: Mutex<MemoryState>,
     capacity: usize,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    count: WindowCount,
+    limit: u64,
+}
+
+impl Slot {
+    fn exhausted(&self) -> bool {
+        self.count.count >= self.limit
+    }
+}
+
 #[derive(Debug, Default)]
 struct MemoryState {
-    counts: HashMap<String, WindowCount>,
-    // Mirrors `counts`, ordered by end of window, for eviction.
-    by_end: BTreeSet<(OffsetDateTime, String)>,
+    counts: HashMap<String, Slot>,
+    // Together they mirror `counts`, ordered by end of window: windows
+    // under their limit, and windows that reached it (evicted last).
+    under: BTreeSet<(OffsetDateTime, String)>,
+    exhausted: BTreeSet<(OffsetDateTime, String)>,
 }
 
 impl MemoryState {
+    fn queue(&mut self, slot: &Slot) -> &mut BTreeSet<(OffsetDateTime, String)> {
+        if slot.exhausted() {
+            &mut self.exhausted
+        } else {
+            &mut self.under
+        }
+    }
+
+    fn insert(&mut self, key: &str, slot: Slot) {
+        if let Some(old) = self.counts.insert(key.to_string(), slot) {
+            self.queue(&old)
+                .remove(&(old.count.resets_at, key.to_string()));
+        }
+        self.queue(&slot)
+            .insert((slot.count.resets_at, key.to_string()));
+    }
+
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.counts.remove(key) {
-            self.by_end.remove(&(old.resets_at, key.to_string()));
+            self.queue(&old)
+                .remove(&(old.count.resets_at, key.to_string()));
         }
     }
 
     fn evict_expired(&mut self, now: OffsetDateTime) {
-        while let Some((end, _)) = self.by_end.first() {
-            if *end > now {
-                break;
+        for queue in [&mut self.under, &mut self.exhausted] {
+            while queue.first().is_some_and(|(end, _)| *end <= now) {
+                if let Some((_, key)) = queue.pop_first() {
+                    self.counts.remove(&key);
+                }
             }
-            if let Some((_, key)) = self.by_end.pop_first() {
+        }
+    }
+
+    /// Drops one live window, under-limit ones first.
+    fn evict_one(&mut self) -> bool {
+        let victim = match self.under.pop_first() {
+            Some(entry) => Some(entry),
+            None => self.exhausted.pop_first(),
+        };
+        match victim {
+            Some((_, key)) => {
                 self.counts.remove(&key);
+                true
             }
+            None => false,
         }
     }
 }
@@ -133,7 +195,7 @@ impl MemoryThrottleBackend {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        // Every critical section leaves both maps in step before anything
+        // Every critical section leaves the maps in step before anything
         // that could panic, so a poisoned lock still guards valid data.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -152,26 +214,41 @@ impl ThrottleBackend for MemoryThrottleBackend {
         key: &str,
         now: OffsetDateTime,
         window: time::Duration,
+        limit: u64,
     ) -> Result<WindowCount> {
         let mut state = self.state();
         state.evict_expired(now);
-        if let Some(current) = state.counts.get_mut(key) {
-            current.count = current.count.saturating_add(1);
-            return Ok(*current);
+        if let Some(&current) = state.counts.get(key) {
+            let mut count = current.count;
+            count.count = count.count.saturating_add(1);
+            state.insert(key, Slot { count, limit });
+            return Ok(count);
         }
-        while state.counts.len() >= self.capacity {
-            let Some((_, oldest)) = state.by_end.pop_first() else {
-                break;
-            };
-            state.counts.remove(&oldest);
-        }
+        while state.counts.len() >= self.capacity && state.evict_one() {}
         let fresh = WindowCount {
             count: 1,
             resets_at: now.saturating_add(window),
         };
-        state.counts.insert(key.to_string(), fresh);
-        state.by_end.insert((fresh.resets_at, key.to_string()));
+        state.insert(
+            key,
+            Slot {
+                count: fresh,
+                limit,
+            },
+        );
         Ok(fresh)
+    }
+
+    async fn refund(&self, key: &str, now: OffsetDateTime) -> Result<()> {
+        let mut state = self.state();
+        if let Some(&current) = state.counts.get(key) {
+            if current.count.resets_at > now && current.count.count > 0 {
+                let mut slot = current;
+                slot.count.count -= 1;
+                state.insert(key, slot);
+            }
+        }
+        Ok(())
     }
 
     async fn reset(&self, key: &str) -> Result<()> {
@@ -189,8 +266,14 @@ pub struct ThrottleLimits {
     /// client counts per /64 network, what one subscriber usually holds.
     /// Higher than `per_email` because many users may share one address
     /// (an office NAT), while still stopping one host from trying many
-    /// accounts.
+    /// accounts. Successful sign-ins do not use it up (see
+    /// [`LoginThrottle::record_success`]).
     pub per_ip: u64,
+    /// Attempts per IPv6 /48 network per window (default 1,000), on top of
+    /// `per_ip` for its /64: a /48 is what one site is commonly given, so a
+    /// single host holding one cannot multiply `per_ip` by the 65,536 /64
+    /// networks inside it. IPv4 clients are not counted here.
+    pub per_ipv6_48: u64,
     /// The window (default one hour).
     pub window: std::time::Duration,
 }
@@ -200,6 +283,7 @@ impl Default for ThrottleLimits {
         Self {
             per_email: 10,
             per_ip: 100,
+            per_ipv6_48: 1000,
             window: std::time::Duration::from_secs(3600),
         }
     }
@@ -272,17 +356,21 @@ impl ThrottleDecision {
 /// Counts console sign-in attempts per account email and per client
 /// address, and says when there were too many.
 ///
-/// By default 10 attempts per email and 100 per address (per /64 for IPv6)
-/// in a fixed one-hour window ([`ThrottleLimits`]), counted in memory
-/// ([`MemoryThrottleBackend`]); give a shared [`ThrottleBackend`] to count
-/// across instances. Time comes from a [`Clock`].
+/// By default 10 attempts per email and 100 per address (per /64 for IPv6,
+/// and 1,000 per IPv6 /48) in a fixed one-hour window ([`ThrottleLimits`]),
+/// counted in memory ([`MemoryThrottleBackend`]); give a shared
+/// [`ThrottleBackend`] to count across instances (every `LoginThrottle`
+/// over one backend sees the same counts). Time comes from a [`Clock`].
 ///
 /// Call [`check`](Self::check) before verifying a password: it counts the
 /// attempt and answers [`ThrottleDecision::Limited`] past a limit, without
 /// the password being looked at. After a correct password call
 /// [`record_success`](Self::record_success), which resets the email's count
-/// (not the address's: one host must not test many accounts by logging in
-/// to its own now and then).
+/// and takes back the attempt's own hit on the address, so that the users
+/// behind one office address do not lock each other out by signing in.
+/// Failed attempts on the address are not forgiven: one host cannot test
+/// many accounts by signing in to its own now and then, since each success
+/// only cancels itself.
 ///
 /// Emails are compared normalised ([`normalize_email`]) and kept only as a
 /// hash in the backend.
@@ -328,38 +416,53 @@ impl LoginThrottle {
     }
 
     /// Counts a sign-in attempt for `email` from `client_ip` and says
-    /// whether it may go on. The address is counted first; an attempt
-    /// refused for its address does not count against the email.
+    /// whether it may go on. The address is counted first (its /64, then
+    /// its /48 for IPv6); an attempt refused for its address does not count
+    /// against the email.
     pub async fn check(&self, email: &str, client_ip: IpAddr) -> Result<ThrottleDecision> {
         let now = self.clock.now();
-        let ip = self
-            .backend
-            .hit(&ip_key(client_ip), now, self.window)
-            .await?;
-        if ip.count > self.limits.per_ip {
-            return Ok(self.limited("ip", client_ip, ip, self.limits.per_ip, now));
+        let mut tightest: Option<RateLimit> = None;
+        for (kind, key, limit) in self.address_keys(client_ip) {
+            let count = self.backend.hit(&key, now, self.window, limit).await?;
+            if count.count > limit {
+                return Ok(self.limited(kind, client_ip, count, limit, now));
+            }
+            tightest = Some(tighter(tightest, rate(count, limit)));
         }
+        let limit = self.limits.per_email;
         let mail = self
             .backend
-            .hit(&email_key(email), now, self.window)
+            .hit(&email_key(email), now, self.window, limit)
             .await?;
-        if mail.count > self.limits.per_email {
-            return Ok(self.limited("email", client_ip, mail, self.limits.per_email, now));
+        if mail.count > limit {
+            return Ok(self.limited("email", client_ip, mail, limit, now));
         }
-        let by_ip = rate(ip, self.limits.per_ip);
-        let by_email = rate(mail, self.limits.per_email);
-        Ok(ThrottleDecision::Allowed(
-            if by_ip.remaining < by_email.remaining {
-                by_ip
-            } else {
-                by_email
-            },
-        ))
+        Ok(ThrottleDecision::Allowed(tighter(
+            tightest,
+            rate(mail, limit),
+        )))
     }
 
-    /// Records a correct password for `email`: its count starts again.
-    pub async fn record_success(&self, email: &str) -> Result<()> {
-        self.backend.reset(&email_key(email)).await
+    /// Records a correct password for `email` from `client_ip`: the email's
+    /// count starts again, and the hit this attempt made on the address is
+    /// taken back (its earlier failures still count).
+    pub async fn record_success(&self, email: &str, client_ip: IpAddr) -> Result<()> {
+        self.backend.reset(&email_key(email)).await?;
+        let now = self.clock.now();
+        for (_, key, _) in self.address_keys(client_ip) {
+            self.backend.refund(&key, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The address counters an attempt from `ip` hits: its address (or /64),
+    /// and for IPv6 its /48.
+    fn address_keys(&self, ip: IpAddr) -> Vec<(&'static str, String, u64)> {
+        let mut keys = vec![("ip", ip_key(ip), self.limits.per_ip)];
+        if let Some(site) = ipv6_48_key(ip) {
+            keys.push(("ipv6 /48", site, self.limits.per_ipv6_48));
+        }
+        keys
     }
 
     fn limited(
@@ -386,6 +489,15 @@ impl LoginThrottle {
             rate: rate(count, limit),
             retry_after,
         }
+    }
+}
+
+/// The limit with fewer attempts left; `other` on a tie (the email's,
+/// checked last, is the one a user can act on).
+fn tighter(current: Option<RateLimit>, other: RateLimit) -> RateLimit {
+    match current {
+        Some(current) if current.remaining < other.remaining => current,
+        _ => other,
     }
 }
 
@@ -416,6 +528,16 @@ fn ip_key(ip: IpAddr) -> String {
             Ok(net) => format!("ip:{}", net.trunc()),
             Err(_) => format!("ip:{v6}"),
         },
+    }
+}
+
+/// `ip48:` and the /48 network of an IPv6 client; `None` for IPv4.
+fn ipv6_48_key(ip: IpAddr) -> Option<String> {
+    match ip.to_canonical() {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => Ipv6Net::new(v6, 48)
+            .ok()
+            .map(|net| format!("ip48:{}", net.trunc())),
     }
 }
 
@@ -451,7 +573,7 @@ impl LoginThrottleBuilder {
     pub fn build(self) -> Result<LoginThrottle> {
         let limits = self.limits;
         const NAME: &str = "LoginThrottle limits";
-        if limits.per_email == 0 || limits.per_ip == 0 {
+        if limits.per_email == 0 || limits.per_ip == 0 || limits.per_ipv6_48 == 0 {
             return Err(Error::config(NAME, "limits must be at least 1"));
         }
         let window = time::Duration::try_from(limits.window)
@@ -551,7 +673,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_success_resets_the_email_but_not_the_address() {
+    async fn a_success_resets_the_email_and_takes_back_only_its_own_hit_on_the_address() {
         let clock = TestClock::new(start());
         let limits = ThrottleLimits {
             per_email: 3,
@@ -560,16 +682,87 @@ mod tests {
         };
         let t = throttle(&clock, limits);
         let a = ip("198.51.100.1");
+        // Two failures, then the right password.
         for _ in 0..3 {
             assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
         }
-        t.record_success("ME@example.com").await.unwrap();
+        t.record_success("ME@example.com", a).await.unwrap();
+        // The email starts again; the address keeps its two failures.
+        let d = t.check("me@example.com", a).await.unwrap();
+        assert_eq!(d.rate().limit, 3);
+        assert_eq!(d.rate().remaining, 2);
         assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
-        assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
-        // Sixth attempt from this address: the address limit.
+        assert!(t
+            .check("someone@example.com", a)
+            .await
+            .unwrap()
+            .is_allowed());
+        // Sixth attempt counted on this address: the address limit.
         let d = t.check("someone@example.com", a).await.unwrap();
         assert_eq!(d.rate().limit, 5);
         assert_eq!(d.retry_after(), Some(3600));
+    }
+
+    #[tokio::test]
+    async fn successful_sign_ins_do_not_use_up_a_shared_address() {
+        let clock = TestClock::new(start());
+        let limits = ThrottleLimits {
+            per_email: 10,
+            per_ip: 3,
+            per_ipv6_48: 3,
+            ..ThrottleLimits::default()
+        };
+        let t = throttle(&clock, limits);
+        for a in [ip("198.51.100.1"), ip("2001:db8:7::1")] {
+            // Twenty colleagues behind one address sign in correctly.
+            for n in 0..20 {
+                let email = format!("user{n}@example.com");
+                let d = t.check(&email, a).await.unwrap();
+                assert!(d.is_allowed(), "{a} {n}");
+                t.record_success(&email, a).await.unwrap();
+            }
+            // Failures still count: three, then the address is limited.
+            for _ in 0..3 {
+                assert!(t.check("guess@example.com", a).await.unwrap().is_allowed());
+            }
+            assert!(!t.check("guess@example.com", a).await.unwrap().is_allowed());
+            // A success now cannot buy a failure back for the guesser.
+            t.record_success("user0@example.com", a).await.unwrap();
+            assert!(!t.check("guess@example.com", a).await.unwrap().is_allowed());
+        }
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_also_count_per_48() {
+        let clock = TestClock::new(start());
+        let limits = ThrottleLimits {
+            per_email: 100,
+            per_ip: 100,
+            per_ipv6_48: 3,
+            ..ThrottleLimits::default()
+        };
+        let t = throttle(&clock, limits);
+        // Three /64 networks of one /48: the fourth attempt is over the /48's limit.
+        for net in 1..=3 {
+            let a = ip(&format!("2001:db8:1:{net}::1"));
+            assert!(t.check("a@x.io", a).await.unwrap().is_allowed());
+        }
+        let d = t.check("b@x.io", ip("2001:db8:1:ffff::9")).await.unwrap();
+        assert_eq!(d.rate().limit, 3);
+        assert_eq!(d.retry_after(), Some(3600));
+        // Another /48 is counted apart; IPv4 has no /48 count.
+        assert!(t
+            .check("c@x.io", ip("2001:db8:2::1"))
+            .await
+            .unwrap()
+            .is_allowed());
+        for _ in 0..5 {
+            assert!(t
+                .check("d@x.io", ip("192.0.2.1"))
+                .await
+                .unwrap()
+                .is_allowed());
+        }
     }
 
     #[tokio::test]
@@ -635,29 +828,146 @@ mod tests {
         assert_eq!(d.headers().len(), 3);
     }
 
+    fn assert_in_step(backend: &MemoryThrottleBackend) {
+        let state = backend.state();
+        assert_eq!(
+            state.under.len() + state.exhausted.len(),
+            state.counts.len()
+        );
+        for (key, slot) in &state.counts {
+            let queue = if slot.exhausted() {
+                &state.exhausted
+            } else {
+                &state.under
+            };
+            assert!(
+                queue.contains(&(slot.count.resets_at, key.clone())),
+                "{key}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn memory_is_bounded_and_expired_windows_go() {
         let backend = MemoryThrottleBackend::with_capacity(100);
         let window = time::Duration::hours(1);
         for n in 0..1000u32 {
             let now = start() + time::Duration::seconds(i64::from(n));
-            backend.hit(&format!("k{n}"), now, window).await.unwrap();
+            backend
+                .hit(&format!("k{n}"), now, window, 10)
+                .await
+                .unwrap();
             assert!(backend.len() <= 100);
         }
         // The newest keys stayed; the oldest were pushed out.
         let now = start() + time::Duration::seconds(1000);
-        assert_eq!(backend.hit("k999", now, window).await.unwrap().count, 2);
-        assert_eq!(backend.hit("k0", now, window).await.unwrap().count, 1);
+        assert_eq!(backend.hit("k999", now, window, 10).await.unwrap().count, 2);
+        assert_eq!(backend.hit("k0", now, window, 10).await.unwrap().count, 1);
+        assert_in_step(&backend);
         // Two hours later every window has ended.
         let later = start() + time::Duration::hours(3);
-        backend.hit("fresh", later, window).await.unwrap();
+        backend.hit("fresh", later, window, 10).await.unwrap();
         assert_eq!(backend.len(), 1);
-        {
-            let state = backend.state();
-            assert_eq!(state.by_end.len(), state.counts.len());
-        }
+        assert_in_step(&backend);
         backend.reset("fresh").await.unwrap();
         assert!(backend.is_empty());
+    }
+
+    #[tokio::test]
+    async fn flooding_a_full_table_does_not_clear_an_exhausted_counter() {
+        let backend = MemoryThrottleBackend::with_capacity(50);
+        let window = time::Duration::hours(1);
+        // The victim's counter is the oldest in the table, and exhausted.
+        for _ in 0..10 {
+            backend.hit("victim", start(), window, 10).await.unwrap();
+        }
+        for n in 0..5000u32 {
+            let now = start() + time::Duration::seconds(1 + i64::from(n / 10));
+            backend
+                .hit(&format!("flood{n}"), now, window, 10)
+                .await
+                .unwrap();
+            assert!(backend.len() <= 50);
+        }
+        assert_in_step(&backend);
+        let now = start() + time::Duration::minutes(30);
+        assert_eq!(
+            backend.hit("victim", now, window, 10).await.unwrap().count,
+            11
+        );
+        // When every counter is exhausted, the oldest exhausted one goes.
+        let full = MemoryThrottleBackend::with_capacity(2);
+        for key in ["a", "b"] {
+            full.hit(key, start(), window, 1).await.unwrap();
+        }
+        full.hit("c", start() + time::Duration::SECOND, window, 1)
+            .await
+            .unwrap();
+        assert_eq!(full.len(), 2);
+        assert_eq!(full.hit("b", now, window, 1).await.unwrap().count, 2);
+        assert_in_step(&full);
+    }
+
+    #[tokio::test]
+    async fn the_throttle_keeps_a_victims_exhausted_count_under_a_flood() {
+        let clock = TestClock::new(start());
+        let backend = Arc::new(MemoryThrottleBackend::with_capacity(64));
+        let t = LoginThrottle::builder()
+            .clock(Arc::new(clock.clone()))
+            .backend(backend.clone())
+            .limits(ThrottleLimits {
+                per_email: 3,
+                per_ip: 5,
+                ..ThrottleLimits::default()
+            })
+            .build()
+            .unwrap();
+        let attacker = ip("203.0.113.1");
+        for _ in 0..3 {
+            t.check("victim@example.com", attacker).await.unwrap();
+        }
+        assert!(!t
+            .check("victim@example.com", ip("203.0.113.2"))
+            .await
+            .unwrap()
+            .is_allowed());
+        // Made-up emails from many addresses, each under every limit; their
+        // windows end after the victim's.
+        for n in 0..2000u32 {
+            clock.advance(time::Duration::SECOND);
+            let from = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            t.check(&format!("made-up-{n}@example.com"), from)
+                .await
+                .unwrap();
+        }
+        assert!(backend.len() <= 64);
+        let d = t
+            .check("victim@example.com", ip("198.51.100.77"))
+            .await
+            .unwrap();
+        assert!(!d.is_allowed(), "{d:?}");
+        assert_eq!(d.rate().limit, 3);
+    }
+
+    #[tokio::test]
+    async fn refunds_never_go_below_zero_nor_into_a_new_window() {
+        let backend = MemoryThrottleBackend::new();
+        let window = time::Duration::hours(1);
+        backend.refund("unknown", start()).await.unwrap();
+        assert!(backend.is_empty());
+        backend.hit("k", start(), window, 2).await.unwrap();
+        backend.hit("k", start(), window, 2).await.unwrap();
+        // Exhausted, then under its limit again after a refund.
+        backend.refund("k", start()).await.unwrap();
+        assert_in_step(&backend);
+        backend.refund("k", start()).await.unwrap();
+        backend.refund("k", start()).await.unwrap();
+        assert_eq!(backend.hit("k", start(), window, 2).await.unwrap().count, 1);
+        // Once the window has ended, a refund does nothing.
+        let later = start() + time::Duration::hours(2);
+        backend.refund("k", later).await.unwrap();
+        assert_eq!(backend.hit("k", later, window, 2).await.unwrap().count, 1);
+        assert_in_step(&backend);
     }
 
     #[tokio::test]
@@ -668,7 +978,7 @@ mod tests {
             let backend = backend.clone();
             tasks.push(tokio::spawn(async move {
                 backend
-                    .hit("k", start(), time::Duration::hours(1))
+                    .hit("k", start(), time::Duration::hours(1), 10)
                     .await
                     .unwrap()
                     .count
@@ -690,6 +1000,17 @@ mod tests {
         assert_eq!(k.len(), "email:".len() + 32);
         assert_eq!(ip_key(ip("2001:db8:1:2:3:4:5:6")), "ip:2001:db8:1:2::/64");
         assert_eq!(ip_key(ip("::ffff:192.0.2.1")), "ip:192.0.2.1");
+        assert_eq!(
+            ipv6_48_key(ip("2001:db8:1:2:3:4:5:6")).as_deref(),
+            Some("ip48:2001:db8:1::/48")
+        );
+        assert_eq!(ipv6_48_key(ip("::ffff:192.0.2.1")), None);
+        assert!(
+            ipv6_48_key(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"))
+                .unwrap()
+                .len()
+                <= 64
+        );
     }
 
     #[test]
@@ -701,6 +1022,10 @@ mod tests {
             },
             ThrottleLimits {
                 per_ip: 0,
+                ..ThrottleLimits::default()
+            },
+            ThrottleLimits {
+                per_ipv6_48: 0,
                 ..ThrottleLimits::default()
             },
             ThrottleLimits {
