@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use super::whitelist::{entries, parse_net, shorten};
+use super::whitelist::{entries, parse_net};
 use crate::{Error, Result};
 
 /// The variable listing the proxies whose X-Forwarded-For is believed.
@@ -30,20 +30,12 @@ impl TrustedProxies {
     }
 
     /// Parses a comma-separated list of addresses and CIDR ranges (same
-    /// syntax as [`IpWhitelist`](super::IpWhitelist)); `variable` names the
-    /// setting in the [`Error::Config`] for a bad entry.
+    /// syntax as [`IpWhitelist`](super::IpWhitelist), host bits refused);
+    /// `variable` names the setting in the [`Error::Config`] for a bad entry.
     pub fn parse(variable: &str, list: &str) -> Result<Self> {
         let mut nets = Vec::new();
         for entry in entries(list) {
-            nets.push(parse_net(entry).ok_or_else(|| {
-                Error::config(
-                    variable,
-                    format!(
-                        "entry {:?} is not an IP address or CIDR range",
-                        shorten(entry)
-                    ),
-                )
-            })?);
+            nets.push(parse_net(entry).map_err(|reason| Error::config(variable, reason))?);
         }
         Ok(Self { nets })
     }
@@ -212,12 +204,14 @@ mod tests {
 
     #[test]
     fn bad_proxy_entries_name_the_variable() {
-        match TrustedProxies::parse(TRUSTED_PROXIES_VAR, "10.0.0.0/8, proxy.local") {
-            Err(Error::Config { name, reason }) => {
-                assert_eq!(name, TRUSTED_PROXIES_VAR);
-                assert!(reason.contains("proxy.local"));
+        for bad in ["proxy.local", "10.0.0.9/8"] {
+            match TrustedProxies::parse(TRUSTED_PROXIES_VAR, &format!("10.0.0.0/8, {bad}")) {
+                Err(Error::Config { name, reason }) => {
+                    assert_eq!(name, TRUSTED_PROXIES_VAR);
+                    assert!(reason.contains(bad), "{reason}");
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
     }
 

@@ -12,8 +12,9 @@ use crate::{Domain, Error, Result};
 ///
 /// Entries are written as `203.0.113.7`, `10.0.0.0/8`, `2001:db8::1` or
 /// `2001:db8::/32`, separated by commas; spaces around entries and empty
-/// entries are ignored. A range written with host bits (`10.1.2.3/8`)
-/// means its network (`10.0.0.0/8`). IPv4-mapped IPv6 entries
+/// entries are ignored. A range written with host bits (`10.1.2.3/8`) is
+/// refused, since it is most likely a typo for one address or a narrower
+/// range and would silently open the whole network. IPv4-mapped IPv6 entries
 /// (`::ffff:203.0.113.7`, `::ffff:10.0.0.0/104`) are stored as their IPv4
 /// form, and addresses are compared in their canonical form, so a client
 /// reaching a dual-stack socket as `::ffff:203.0.113.7` matches the entry
@@ -34,19 +35,12 @@ pub struct IpWhitelist {
 
 impl IpWhitelist {
     /// Parses a comma-separated list; `variable` names the setting in the
-    /// [`Error::Config`] for an entry that is neither an address nor a range.
+    /// [`Error::Config`] for an entry that is neither an address nor a range,
+    /// or a range with host bits set.
     pub fn parse(variable: &str, list: &str) -> Result<Self> {
         let mut nets = Vec::new();
         for entry in entries(list) {
-            let net = parse_net(entry).ok_or_else(|| {
-                Error::config(
-                    variable,
-                    format!(
-                        "entry {:?} is not an IP address or CIDR range",
-                        shorten(entry)
-                    ),
-                )
-            })?;
+            let net = parse_net(entry).map_err(|reason| Error::config(variable, reason))?;
             if !nets.contains(&net) {
                 nets.push(net);
             }
@@ -89,21 +83,34 @@ pub(crate) fn shorten(entry: &str) -> String {
     entry.chars().take(80).collect()
 }
 
-/// An address (as a one-address range) or a CIDR range, normalised: host
-/// bits cleared, IPv4-mapped IPv6 turned into IPv4.
-pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
+/// An address (as a one-address range) or a CIDR range, IPv4-mapped IPv6
+/// turned into IPv4; the error is a sentence naming the entry.
+pub(crate) fn parse_net(entry: &str) -> std::result::Result<IpNet, String> {
+    let not_a_net = || {
+        format!(
+            "entry {:?} is not an IP address or CIDR range",
+            shorten(entry)
+        )
+    };
     let net = match entry.parse::<IpAddr>() {
         Ok(ip) => IpNet::from(ip),
-        Err(_) => entry.parse::<IpNet>().ok()?,
+        Err(_) => entry.parse::<IpNet>().map_err(|_| not_a_net())?,
     };
-    let net = match net {
+    if net != net.trunc() {
+        return Err(format!(
+            "entry {:?} has host bits set: write the network {} or the single address {}",
+            shorten(entry),
+            net.trunc(),
+            net.addr()
+        ));
+    }
+    Ok(match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
+            Some(v4) => IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(|_| not_a_net())?),
             None => net,
         },
         _ => net,
-    };
-    Some(net.trunc())
+    })
 }
 
 /// A set of email addresses and whole email domains.
@@ -237,7 +244,7 @@ mod tests {
     fn addresses_and_ranges_of_both_families() {
         let list = IpWhitelist::parse(
             IPS,
-            " 203.0.113.7 ,10.0.0.0/8,,2001:db8::/32, ::1 , 192.168.1.77/24",
+            " 203.0.113.7 ,10.0.0.0/8,,2001:db8::/32, ::1 , 192.168.1.0/24",
         )
         .unwrap();
         for yes in [
@@ -280,6 +287,29 @@ mod tests {
         assert!(!mapped.contains(ip("11.0.0.1")));
         // Not mapped: the IPv4-compatible form and a plain v6 range.
         assert!(!mapped.contains(ip("::203.0.113.7")));
+    }
+
+    #[test]
+    fn ranges_with_host_bits_are_refused() {
+        for (bad, network) in [
+            ("10.1.2.3/8", "10.0.0.0/8"),
+            ("192.168.1.77/24", "192.168.1.0/24"),
+            ("2001:db8::1/32", "2001:db8::/32"),
+            ("::ffff:10.1.2.3/104", "::ffff:10.0.0.0/104"),
+            ("0.0.0.1/0", "0.0.0.0/0"),
+        ] {
+            match IpWhitelist::parse(IPS, &format!("203.0.113.7, {bad}")) {
+                Err(Error::Config { name, reason }) => {
+                    assert_eq!(name, IPS);
+                    assert!(reason.contains(&format!("{bad:?}")), "{reason}");
+                    assert!(reason.contains("host bits"), "{reason}");
+                    assert!(reason.contains(network), "{reason}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // Exact networks, and single addresses with their full prefix, are fine.
+        assert!(IpWhitelist::parse(IPS, "10.0.0.0/8, 10.1.2.3/32, 2001:db8::1/128, ::/0").is_ok());
     }
 
     #[test]
@@ -370,7 +400,7 @@ mod tests {
         #[test]
         fn a_v4_range_holds_exactly_its_addresses(addr in any::<u32>(), prefix in 0u8..=32, probe in any::<u32>()) {
             let net = Ipv4Net::new(addr.into(), prefix).unwrap().trunc();
-            let list = IpWhitelist::parse(IPS, &format!("{}/{prefix}", std::net::Ipv4Addr::from(addr))).unwrap();
+            let list = IpWhitelist::parse(IPS, &net.to_string()).unwrap();
             let probe_ip = std::net::Ipv4Addr::from(probe);
             let inside = u64::from(probe ^ addr) >> (32 - u32::from(prefix)) == 0;
             prop_assert_eq!(list.contains(IpAddr::V4(probe_ip)), inside);
@@ -381,7 +411,8 @@ mod tests {
 
         #[test]
         fn a_v6_range_holds_exactly_its_addresses(addr in any::<u128>(), prefix in 0u8..=128, probe in any::<u128>()) {
-            let list = IpWhitelist::parse(IPS, &format!("{}/{prefix}", std::net::Ipv6Addr::from(addr))).unwrap();
+            let net = ipnet::Ipv6Net::new(addr.into(), prefix).unwrap().trunc();
+            let list = IpWhitelist::parse(IPS, &net.to_string()).unwrap();
             let probe_ip = std::net::Ipv6Addr::from(probe);
             let inside = if prefix == 0 { true } else { (probe ^ addr) >> (128 - u32::from(prefix)) == 0 };
             // Mapped ranges become IPv4 ones, which canonical probes also hit.
