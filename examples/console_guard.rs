@@ -12,12 +12,13 @@
 //!      -d '{"email":"root@example.com","password":"wrong"}'                # 401, then 429 after 10
 //! ```
 //!
-//! Answers: `201`/`200` on success, `400` for a malformed request, `401` for
-//! a wrong password, `403` with the policy's code (`user_ip_not_whitelisted`,
-//! `user_email_not_whitelisted`, `user_invitation_required`,
-//! `user_count_exceeded`), `409` for an existing account, `429` with
-//! `Retry-After` when the throttle says so, and `X-RateLimit-*` headers on
-//! every login answer.
+//! Answers: `201`/`200` on success, `400` for a malformed request (the
+//! policy's `user_email_invalid` for an email `normalize_email` refuses),
+//! `401` for a wrong password, `403` with the policy's code
+//! (`user_ip_not_whitelisted`, `user_email_not_whitelisted`,
+//! `user_invitation_required`, `user_count_exceeded`), `409` for an
+//! existing account, `429` with `Retry-After` when the throttle says so, and
+//! `X-RateLimit-*` headers on every login answer.
 //!
 //! Settings: `_APP_CONSOLE_WHITELIST_IPS`, `_APP_CONSOLE_WHITELIST_EMAILS`,
 //! `_APP_CONSOLE_WHITELIST_ROOT`, `_APP_CONSOLE_TRUSTED_PROXIES`, and
@@ -288,8 +289,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Also reads _APP_CONSOLE_TRUSTED_PROXIES, so that a proxy's own
+    // address never passes the IP whitelist.
     let policy = ConsoleAccessPolicy::from_env()?;
-    let proxies = TrustedProxies::from_env()?;
+    let proxies = policy.trusted_proxies().clone();
     println!(
         "policy: IPs {:?}, emails {:?}, root-only {}; trusted proxies {:?}",
         policy.ip_whitelist(),

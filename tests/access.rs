@@ -38,6 +38,8 @@ impl Drop for Server {
 
 async fn serve(policy: ConsoleAccessPolicy, throttle: LoginThrottle, proxies: &str) -> Server {
     let proxies = TrustedProxies::parse("_APP_CONSOLE_TRUSTED_PROXIES", proxies).unwrap();
+    // As the example's main does: the policy knows the proxies too.
+    let policy = policy.with_trusted_proxies(proxies.clone());
     let console = Arc::new(Console::new(Arc::new(policy), throttle, proxies).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -280,6 +282,48 @@ async fn whitelists_see_the_client_behind_trusted_proxies_only() {
     let r = post(direct_server.addr, "/signup", &via_proxy, user).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.code(), "user_ip_not_whitelisted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_resolves_to_the_proxy_itself_is_not_whitelisted() {
+    // The proxy (127.0.0.1, where the test connects from) sits inside a
+    // whitelisted range, as an internal network often does.
+    let policy =
+        ConsoleAccessPolicy::from_values("127.0.0.0/8, 203.0.113.0/24", "", "disabled").unwrap();
+    let server = serve(policy, LoginThrottle::new(), "127.0.0.1").await;
+    let a = server.addr;
+    let user = creds("admin@example.com", "a long password");
+    // No header, a garbage hop, or only the proxy: the client is unknown.
+    for headers in [
+        vec![],
+        vec![("X-Forwarded-For", "unknown")],
+        vec![("X-Forwarded-For", "203.0.113.7, nonsense")],
+        vec![("X-Forwarded-For", "127.0.0.1")],
+    ] {
+        let r = post(a, "/signup", &headers, user.clone()).await;
+        assert_eq!(r.status, 403, "{headers:?}: {r:?}");
+        assert_eq!(r.code(), "user_ip_not_whitelisted");
+    }
+    let r = post(a, "/signup", &[("X-Forwarded-For", "203.0.113.7")], user).await;
+    assert_eq!(r.status, 201, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_with_an_invisible_character_is_refused() {
+    let policy = ConsoleAccessPolicy::from_values("", "*@example.com", "disabled").unwrap();
+    let server = serve(policy, LoginThrottle::new(), "").await;
+    let a = server.addr;
+    for path in ["/signup", "/login"] {
+        let r = post(
+            a,
+            path,
+            &[],
+            creds("admin\u{200B}@example.com", "a long password"),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+    }
+    assert_eq!(server.console.user_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

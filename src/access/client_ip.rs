@@ -18,6 +18,14 @@ pub const TRUSTED_PROXIES_VAR: &str = "_APP_CONSOLE_TRUSTED_PROXIES";
 /// Empty by default: then X-Forwarded-For is never read, and the client is
 /// the socket's peer. List only proxies that overwrite or append to
 /// X-Forwarded-For; any other listed address could claim to be anyone.
+///
+/// Never put a proxy's address on the IP whitelist: a request whose
+/// forwarding chain ends on a proxy resolves to that proxy (see
+/// [`client_ip`]), and would then pass as a whitelisted client. Give the
+/// same list to
+/// [`ConsoleAccessPolicy::with_trusted_proxies`](super::ConsoleAccessPolicy::with_trusted_proxies)
+/// (its `from_env` does), which refuses such clients even when a
+/// whitelisted range covers the proxies.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
@@ -88,6 +96,10 @@ impl fmt::Debug for TrustedProxies {
 ///
 /// Hops may carry a port (`203.0.113.7:4711`, `[2001:db8::7]:443`).
 /// Answers are canonical: an IPv4-mapped IPv6 address comes back as IPv4.
+///
+/// An answer that is itself a trusted proxy means the real client is
+/// unknown: such an address must not be let in by an IP whitelist (see
+/// [`TrustedProxies`]).
 ///
 /// ```
 /// use certkeeper::access::{client_ip, TrustedProxies};

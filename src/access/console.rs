@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use super::client_ip::TrustedProxies;
 use super::whitelist::{normalize_email, shorten, EmailWhitelist, IpWhitelist};
 use super::{AccessPolicy, AccessRequest, Action, Decision, DenyReason};
 use crate::store::CertStore;
@@ -73,6 +74,12 @@ impl RootSeat for MemoryRootSeat {
 /// [`CertStore`], through its atomic
 /// [`put_meta_if_absent`](CertStore::put_meta_if_absent): every instance
 /// sharing the store (a SQL backend in a cluster) sees one root.
+///
+/// The setting holds the root's normalised email. certkeeper never clears
+/// it; to give the seat back (the root account was a mistake), an operator
+/// deletes the setting `console-root` from the store together with the
+/// stray user: with a `FileStore`, stop the
+/// server and delete the file `meta/console-root` in its folder.
 #[derive(Debug, Clone)]
 pub struct StoreRootSeat {
     store: Arc<dyn CertStore>,
@@ -110,8 +117,16 @@ impl RootSeat for StoreRootSeat {
 ///   signups on an empty console are settled by a [`RootSeat`]
 ///   ([`MemoryRootSeat`] by default; [`StoreRootSeat`] when instances share a
 ///   store), so exactly one of them becomes root.
-/// - An optional hard limit on console users ([`with_max_users`](Self::with_max_users)),
-///   invitations included: [`DenyReason::UserCountExceeded`].
+/// - An optional limit on console users ([`with_max_users`](Self::with_max_users)),
+///   invitations included: [`DenyReason::UserCountExceeded`]. Advisory: see
+///   there.
+/// - An email that [`normalize_email`] refuses (not an address, or a local
+///   part that is not plain ASCII) is denied with
+///   [`DenyReason::InvalidEmail`], whitelist or not. Store users under
+///   `normalize_email`'s output.
+/// - A client address that is itself a trusted proxy
+///   ([`with_trusted_proxies`](Self::with_trusted_proxies)) is never on the
+///   IP whitelist.
 ///
 /// The whitelists apply to sign-ins too, so an account created before an
 /// address or email was removed from a list cannot keep using the console.
@@ -128,6 +143,7 @@ pub struct ConsoleAccessPolicy {
     root_only: bool,
     max_users: Option<u64>,
     root_seat: Arc<dyn RootSeat>,
+    proxies: TrustedProxies,
 }
 
 impl Default for ConsoleAccessPolicy {
@@ -139,6 +155,7 @@ impl Default for ConsoleAccessPolicy {
             root_only: true,
             max_users: None,
             root_seat: Arc::new(MemoryRootSeat::new()),
+            proxies: TrustedProxies::none(),
         }
     }
 }
@@ -146,18 +163,22 @@ impl Default for ConsoleAccessPolicy {
 impl ConsoleAccessPolicy {
     /// Reads `_APP_CONSOLE_WHITELIST_IPS`, `_APP_CONSOLE_WHITELIST_EMAILS`
     /// and `_APP_CONSOLE_WHITELIST_ROOT` from the process environment (unset
-    /// counts as empty) and builds the policy with [`from_values`](Self::from_values).
+    /// counts as empty) and builds the policy with [`from_values`](Self::from_values),
+    /// then takes the trusted proxies from `_APP_CONSOLE_TRUSTED_PROXIES`
+    /// ([`TrustedProxies::from_env`], see
+    /// [`with_trusted_proxies`](Self::with_trusted_proxies)).
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| match std::env::var(name) {
             Ok(v) => Ok(v),
             Err(std::env::VarError::NotPresent) => Ok(String::new()),
             Err(std::env::VarError::NotUnicode(_)) => Err(Error::config(name, "not valid UTF-8")),
         };
-        Self::from_values(
+        Ok(Self::from_values(
             &var(WHITELIST_IPS_VAR)?,
             &var(WHITELIST_EMAILS_VAR)?,
             &var(WHITELIST_ROOT_VAR)?,
-        )
+        )?
+        .with_trusted_proxies(TrustedProxies::from_env()?))
     }
 
     /// Builds the policy from the three variables' values: comma-separated
@@ -198,9 +219,40 @@ impl ConsoleAccessPolicy {
     }
 
     /// Caps the number of console users (`None`, the default: no cap).
+    ///
+    /// **Advisory.** The policy compares the
+    /// [`user_count`](AccessRequest::user_count) the server passes with the
+    /// cap, and the server creates the user afterwards: two signups racing
+    /// at `max - 1` users both see room, and both are allowed. A server that
+    /// needs a hard cap must enforce it where the user is created, in one
+    /// atomic step (for example `INSERT ... SELECT ... WHERE (SELECT count(*)
+    /// FROM users) < $max` in a transaction, or a counter row updated with
+    /// a check). Only the root seat of root-only signup is race-free by
+    /// itself (see [`RootSeat`]).
     pub fn with_max_users(mut self, max_users: Option<u64>) -> Self {
         self.max_users = max_users;
         self
+    }
+
+    /// The proxies in front of the server, the same list given to
+    /// [`client_ip`](super::client_ip) (none by default).
+    ///
+    /// `client_ip` answers with a trusted proxy's own address when the
+    /// X-Forwarded-For chain ends on it: no header, a hop that is not an
+    /// address, or only trusted hops. The real client of such a request is
+    /// unknown, so a client address that is a trusted proxy is denied with
+    /// [`DenyReason::IpNotWhitelisted`] whenever the IP whitelist is set,
+    /// even if a whitelisted range covers it (an internal range that also
+    /// holds the proxies, say). Without this, never put a proxy's address on
+    /// the IP whitelist.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
+    }
+
+    /// The trusted proxies (see [`with_trusted_proxies`](Self::with_trusted_proxies)).
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.proxies
     }
 
     /// The IP whitelist.
@@ -220,10 +272,15 @@ impl ConsoleAccessPolicy {
 
     async fn decide(&self, request: &AccessRequest) -> Result<Decision> {
         use Decision::{Allowed, Denied};
-        if !self.ips.is_empty() && !self.ips.contains(request.client_ip) {
+        if !self.ips.is_empty()
+            && (!self.ips.contains(request.client_ip) || self.proxies.contains(request.client_ip))
+        {
             return Ok(Denied(DenyReason::IpNotWhitelisted));
         }
-        if !self.emails.is_empty() && !self.emails.contains(&request.email) {
+        let Some(email) = normalize_email(&request.email) else {
+            return Ok(Denied(DenyReason::InvalidEmail));
+        };
+        if !self.emails.is_empty() && !self.emails.contains(&email) {
             return Ok(Denied(DenyReason::EmailNotWhitelisted));
         }
         if request.action != Action::SignUp {
@@ -238,8 +295,6 @@ impl ConsoleAccessPolicy {
         if request.user_count > 0 {
             return Ok(Denied(DenyReason::InvitationRequired));
         }
-        let email =
-            normalize_email(&request.email).unwrap_or_else(|| request.email.trim().to_lowercase());
         if self.root_seat.try_claim(&email).await? {
             Ok(Allowed)
         } else {
@@ -377,7 +432,7 @@ mod tests {
         for request in [
             AccessRequest::sign_up(inside, "a@elsewhere.org", 0).with_invitation(true),
             AccessRequest::sign_in(inside, "a@sub.example.com"),
-            AccessRequest::sign_in(ip("2001:db8::5"), "not an email"),
+            AccessRequest::sign_in(ip("2001:db8::5"), "a@example.org"),
         ] {
             assert_eq!(
                 check(&policy, request).await,
@@ -390,6 +445,75 @@ mod tests {
         )
         .await
         .is_allowed());
+    }
+
+    #[tokio::test]
+    async fn emails_normalize_email_refuses_are_denied_as_invalid() {
+        // No whitelist at all: the address still has to be one.
+        let policy = ConsoleAccessPolicy::from_values("", "", "disabled").unwrap();
+        let a = ip("192.0.2.1");
+        for email in [
+            "not an email",
+            "admin\u{200B}@example.com",
+            "\u{FEFF}admin@example.com",
+            "jürgen@example.com",
+        ] {
+            for request in [
+                AccessRequest::sign_up(a, email, 0),
+                AccessRequest::sign_in(a, email),
+            ] {
+                let d = check(&policy, request).await;
+                assert_eq!(d, Decision::Denied(DenyReason::InvalidEmail), "{email:?}");
+                assert_eq!(d.denial().unwrap().http_status(), 400);
+                assert_eq!(d.denial().unwrap().code(), "user_email_invalid");
+            }
+        }
+        // A domain whitelist does not let an invisible character through.
+        let listed = ConsoleAccessPolicy::from_values("", "*@example.com", "disabled").unwrap();
+        assert_eq!(
+            check(
+                &listed,
+                AccessRequest::sign_up(a, "admin\u{200B}@example.com", 0)
+            )
+            .await,
+            Decision::Denied(DenyReason::InvalidEmail)
+        );
+        // The root seat is taken under the normalised address.
+        let seat = Arc::new(MemoryRootSeat::new());
+        let root = ConsoleAccessPolicy::default().with_root_seat(seat.clone());
+        assert!(
+            check(&root, AccessRequest::sign_up(a, " Root@Example.COM ", 0))
+                .await
+                .is_allowed()
+        );
+        assert_eq!(seat.holder().as_deref(), Some("root@example.com"));
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxy_is_never_a_whitelisted_client() {
+        let proxies =
+            TrustedProxies::parse("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.2, 10.9.0.0/16").unwrap();
+        let plain = ConsoleAccessPolicy::from_values("10.0.0.0/8", "", "disabled").unwrap();
+        let guarded = plain.clone().with_trusted_proxies(proxies.clone());
+        assert_eq!(guarded.trusted_proxies(), &proxies);
+        for proxy in ["10.0.0.2", "10.9.4.4", "::ffff:10.0.0.2"] {
+            let request = AccessRequest::sign_in(ip(proxy), "ops@example.com");
+            assert_eq!(
+                check(&guarded, request.clone()).await,
+                Decision::Denied(DenyReason::IpNotWhitelisted),
+                "{proxy}"
+            );
+            // What the policy alone would have said.
+            assert!(check(&plain, request).await.is_allowed());
+        }
+        let client = AccessRequest::sign_in(ip("10.0.0.3"), "ops@example.com");
+        assert!(check(&guarded, client).await.is_allowed());
+        // Without an IP whitelist, proxies are not singled out.
+        let open = ConsoleAccessPolicy::from_values("", "", "disabled")
+            .unwrap()
+            .with_trusted_proxies(proxies);
+        let request = AccessRequest::sign_in(ip("10.0.0.2"), "ops@example.com");
+        assert!(check(&open, request).await.is_allowed());
     }
 
     #[tokio::test]
@@ -428,17 +552,23 @@ mod tests {
     #[test]
     fn codes_are_stable() {
         let all = [
-            (DenyReason::IpNotWhitelisted, "user_ip_not_whitelisted"),
+            (DenyReason::IpNotWhitelisted, "user_ip_not_whitelisted", 403),
             (
                 DenyReason::EmailNotWhitelisted,
                 "user_email_not_whitelisted",
+                403,
             ),
-            (DenyReason::InvitationRequired, "user_invitation_required"),
-            (DenyReason::UserCountExceeded, "user_count_exceeded"),
+            (
+                DenyReason::InvitationRequired,
+                "user_invitation_required",
+                403,
+            ),
+            (DenyReason::UserCountExceeded, "user_count_exceeded", 403),
+            (DenyReason::InvalidEmail, "user_email_invalid", 400),
         ];
-        for (reason, code) in all {
+        for (reason, code, status) in all {
             assert_eq!(reason.code(), code);
-            assert_eq!(reason.http_status(), 403);
+            assert_eq!(reason.http_status(), status);
             assert!(reason.to_string().contains(code));
         }
     }

@@ -160,27 +160,36 @@ pub enum DenyReason {
     /// The console has as many users as its configured limit allows
     /// (see [`ConsoleAccessPolicy::with_max_users`]); invitations included.
     UserCountExceeded,
+    /// The email is not an address [`normalize_email`] accepts (for
+    /// example a local part with invisible or non-ASCII characters).
+    InvalidEmail,
 }
 
 impl DenyReason {
     /// The stable machine-readable code, for API answers and logs:
     /// `user_ip_not_whitelisted`, `user_email_not_whitelisted` (the
     /// reference platform's codes), `user_invitation_required`,
-    /// `user_count_exceeded`.
+    /// `user_count_exceeded`, `user_email_invalid`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::IpNotWhitelisted => "user_ip_not_whitelisted",
             Self::EmailNotWhitelisted => "user_email_not_whitelisted",
             Self::InvitationRequired => "user_invitation_required",
             Self::UserCountExceeded => "user_count_exceeded",
+            Self::InvalidEmail => "user_email_invalid",
         }
     }
 
-    /// The HTTP status to answer with: `403 Forbidden` for every reason
-    /// (the request is understood and refused; retrying with other
-    /// credentials does not help, so `401` would be wrong).
+    /// The HTTP status to answer with: `400 Bad Request` for
+    /// [`InvalidEmail`](Self::InvalidEmail) (the request itself is wrong),
+    /// `403 Forbidden` for every other reason (the request is understood
+    /// and refused; retrying with other credentials does not help, so `401`
+    /// would be wrong).
     pub fn http_status(&self) -> u16 {
-        403
+        match self {
+            Self::InvalidEmail => 400,
+            _ => 403,
+        }
     }
 
     /// A sentence a console can show the user.
@@ -192,6 +201,7 @@ impl DenyReason {
                 "Console registration is restricted: ask an administrator for an invitation."
             }
             Self::UserCountExceeded => "The console has reached its maximum number of users.",
+            Self::InvalidEmail => "This is not a valid email address.",
         }
     }
 }

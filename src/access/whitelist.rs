@@ -200,13 +200,29 @@ const MAX_LOCAL_LEN: usize = 64;
 /// The canonical form of an email address: trimmed, the local part
 /// lowercased, the domain normalised as a [`Domain`] (lowercase, punycode,
 /// no trailing dot). `None` when `input` is not an address: no `@`, an
-/// empty, over-long or `@`-containing local part, whitespace or control
-/// characters inside, or a domain that is not a hostname.
+/// empty, over-long or `@`-containing local part, a local part that is not
+/// ASCII, whitespace or control characters inside, or a domain that is not
+/// a hostname.
+///
+/// Local parts must be printable ASCII. Internationalised local parts
+/// (RFC 6531) are refused because, without Unicode normalisation,
+/// invisible and look-alike characters (`admin\u{200B}@example.com`, a
+/// U+FEFF, a Cyrillic `а`) would make distinct strings of one visible
+/// address, letting a signup pass for someone else or spread one account's
+/// sign-in attempts over several throttle counters. Internationalised
+/// domains are fine: they are compared in punycode, after IDNA mapping.
+///
+/// Servers must store and look accounts up by this function's output, so
+/// that the user table, the whitelist, the root seat and the throttle all
+/// see one address; [`ConsoleAccessPolicy`](super::ConsoleAccessPolicy)
+/// denies an input it refuses with
+/// [`DenyReason::InvalidEmail`](super::DenyReason::InvalidEmail).
 ///
 /// ```
 /// use certkeeper::access::normalize_email;
 /// assert_eq!(normalize_email(" Ops@Example.COM ").as_deref(), Some("ops@example.com"));
 /// assert_eq!(normalize_email("a@example.com@evil.net"), None);
+/// assert_eq!(normalize_email("admin\u{200B}@example.com"), None);
 /// ```
 pub fn normalize_email(input: &str) -> Option<String> {
     let input = input.trim();
@@ -214,11 +230,15 @@ pub fn normalize_email(input: &str) -> Option<String> {
         return None;
     }
     let (local, domain) = input.rsplit_once('@')?;
-    if local.is_empty() || local.len() > MAX_LOCAL_LEN || local.contains('@') {
+    if local.is_empty()
+        || local.len() > MAX_LOCAL_LEN
+        || local.contains('@')
+        || !local.bytes().all(|b| b.is_ascii_graphic())
+    {
         return None;
     }
     let domain = email_domain(domain)?;
-    Some(format!("{}@{domain}", local.to_lowercase()))
+    Some(format!("{}@{domain}", local.to_ascii_lowercase()))
 }
 
 fn email_domain(domain: &str) -> Option<String> {
@@ -365,6 +385,32 @@ mod tests {
         ] {
             assert!(!list.contains(no), "{no}");
         }
+    }
+
+    #[test]
+    fn local_parts_must_be_ascii_so_invisible_characters_cannot_hide() {
+        for sneaky in [
+            "admin\u{200B}@example.com",
+            "\u{FEFF}admin@example.com",
+            "ad\u{00AD}min@example.com",
+            "ad\u{2060}min@example.com",
+            "\u{0430}dmin@example.com",
+            "jürgen@example.com",
+            "Ａdmin@example.com",
+        ] {
+            assert_eq!(normalize_email(sneaky), None, "{sneaky:?}");
+        }
+        let list = EmailWhitelist::parse(EMAILS, "*@example.com, admin@corp.io").unwrap();
+        assert!(!list.contains("admin\u{200B}@example.com"));
+        assert!(!list.contains("admin\u{FEFF}@corp.io"));
+        assert!(list.contains("admin@corp.io"));
+        // A whitelist entry with such a local part is refused at start-up.
+        assert!(EmailWhitelist::parse(EMAILS, "admin\u{200B}@corp.io").is_err());
+        // Internationalised domains still work.
+        assert_eq!(
+            normalize_email("leser@Bücher.de").as_deref(),
+            Some("leser@xn--bcher-kva.de")
+        );
     }
 
     #[test]
