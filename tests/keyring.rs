@@ -172,6 +172,36 @@ async fn rotation_moves_every_secret_to_v2_and_v1_can_then_be_removed() {
 }
 
 #[tokio::test]
+async fn the_check_with_only_the_new_key_names_what_still_needs_the_old_one() {
+    // Step 5 of the documented procedure: a run with V2 alone before V1 goes.
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).await.unwrap();
+    let plain = fill(&store, &v1()).await;
+    let partial = rotate_batch(&store, &v1_v2(), 5).await.unwrap();
+    assert!(!partial.is_complete());
+
+    let check = rotate(&store, &v2()).await.unwrap();
+    assert!(!check.is_complete());
+    assert_eq!(check.resealed, 0);
+    assert_eq!(check.already_current, 5);
+    assert_eq!(check.failed.len(), DOMAINS.len() + ACCOUNTS.len() - 5);
+    for failure in &check.failed {
+        assert!(
+            matches!(failure.error, Error::MissingKey { version: 1 }),
+            "{}: {}",
+            failure.value,
+            failure.error
+        );
+    }
+    // The check changed nothing: finishing with both keys, then checking
+    // again, comes back clean.
+    assert!(rotate(&store, &v1_v2()).await.unwrap().is_complete());
+    let clean = rotate(&store, &v2()).await.unwrap();
+    assert!(clean.is_complete() && clean.failed.is_empty());
+    assert_all_open(&store, &v2(), &plain).await;
+}
+
+#[tokio::test]
 async fn a_rotation_stopped_half_way_leaves_everything_readable_and_a_second_run_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).await.unwrap();

@@ -88,7 +88,16 @@ impl RotationReport {
 /// records. Nothing secret is logged: only domains, account ids and versions.
 ///
 /// The older key may be removed once a run's report
-/// [`is_complete`](RotationReport::is_complete).
+/// [`is_complete`](RotationReport::is_complete). Check it first with one
+/// more run under a keyring that holds only the new key: every value opens
+/// (it is already current), and a value still under the old key shows up in
+/// [`RotationReport::failed`] as [`Error::MissingKey`] naming that version.
+///
+/// Run it where the store is open: a `FileStore` folder is locked by the
+/// process that has it open, so with the file store either call `rotate`
+/// inside the server, over the store it holds
+/// (`rotate(&*embedded.store, &*embedded.keyring)`), or stop the server
+/// first.
 pub async fn rotate(store: &dyn CertStore, cipher: &dyn SecretCipher) -> Result<RotationReport> {
     rotate_batch(store, cipher, usize::MAX).await
 }
