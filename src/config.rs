@@ -239,12 +239,16 @@ impl Config {
     }
 
     /// The console access policy from the `_APP_CONSOLE_WHITELIST_*` settings.
+    ///
+    /// It knows the trusted proxies, so a client address that is one of them
+    /// never passes the IP whitelist.
     pub fn console_access_policy(&self) -> Result<ConsoleAccessPolicy> {
-        ConsoleAccessPolicy::from_values(
+        Ok(ConsoleAccessPolicy::from_values(
             &self.console_whitelist_ips,
             &self.console_whitelist_emails,
             &self.console_whitelist_root,
-        )
+        )?
+        .with_trusted_proxies(self.trusted_proxies()?))
     }
 
     /// A typed builder starting from the defaults.

@@ -654,3 +654,48 @@ async fn learning_the_main_domain_needs_a_public_name_and_wakes_the_cycle() {
     // It is the resolver's fallback for handshakes without SNI.
     assert!(resolver.lookup(None).is_some());
 }
+
+#[tokio::test]
+async fn the_embedded_stack_refuses_a_weak_key_in_production_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    for key in ["your-secret-key", "your-secret-key1", "1234567890123456"] {
+        let config = certkeeper::Config::from_vars([
+            ("_APP_ENV", "production"),
+            ("_APP_OPENSSL_KEY_V1", key),
+            ("_APP_CERTIFICATES_PATH", path.as_str()),
+            ("_APP_ACME_CHALLENGE_ADDRESS", "off"),
+        ])
+        .unwrap();
+        let err = certkeeper::Embedded::start(config).await.unwrap_err();
+        match err {
+            Error::WeakKey { name, .. } => assert_eq!(name, "_APP_OPENSSL_KEY_V1"),
+            other => panic!("{key}: {other}"),
+        }
+    }
+    // The same key is accepted, with a warning, in development.
+    let config = certkeeper::Config::from_vars([
+        ("_APP_ENV", "development"),
+        ("_APP_OPENSSL_KEY_V1", "your-secret-key"),
+        ("_APP_CERTIFICATES_PATH", path.as_str()),
+    ])
+    .unwrap();
+    let embedded = certkeeper::Embedded::start(config).await.unwrap();
+    assert!(embedded.challenge_server.is_none());
+}
+
+#[tokio::test]
+async fn the_console_policy_from_config_never_whitelists_a_trusted_proxy() {
+    use certkeeper::access::{AccessPolicy, AccessRequest};
+    let config = certkeeper::Config::from_vars([
+        ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8"),
+        ("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.5"),
+        ("_APP_CONSOLE_WHITELIST_ROOT", "disabled"),
+    ])
+    .unwrap();
+    let policy = config.console_access_policy().unwrap();
+    let client = AccessRequest::sign_in("10.1.2.3".parse().unwrap(), "ops@example.com");
+    assert!(policy.check(&client).await.unwrap().is_allowed());
+    let proxy = AccessRequest::sign_in("10.0.0.5".parse().unwrap(), "ops@example.com");
+    assert!(!policy.check(&proxy).await.unwrap().is_allowed());
+}

@@ -106,7 +106,7 @@ macro_rules! retry {
 ///     .contact_email("admin@example.com")
 ///     .solver(Arc::new(solver))
 ///     .store(Arc::new(MemoryStore::new()))
-///     .cipher(Arc::new(Keyring::from_keys(true, [(1, "a long random secret from _APP_OPENSSL_KEY_V1")])?))
+///     .cipher(Arc::new(Keyring::from_env(true)?)) // _APP_OPENSSL_KEY_V1, V2 ...
 ///     .build()?;
 /// let cert = issuer.issue(&Domain::new("www.example.com")?).await?;
 /// println!("valid until {}", cert.not_after);
