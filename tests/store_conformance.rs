@@ -786,16 +786,10 @@ mod file_store {
     const HOLD_STORE_VAR: &str = "CERTKEEPER_TEST_HOLD_STORE";
     const HELD: &str = "certkeeper-test: store held";
 
-    /// Run only as the child process of
-    /// `a_second_process_cannot_open_a_folder_in_use`: opens the store named
-    /// by `CERTKEEPER_TEST_HOLD_STORE`, says so on stdout, and keeps it open
-    /// until its stdin closes.
-    #[tokio::test]
-    #[ignore = "helper process of a_second_process_cannot_open_a_folder_in_use"]
-    async fn hold_a_store_for_another_process() {
-        let Some(dir) = std::env::var_os(HOLD_STORE_VAR) else {
-            return;
-        };
+    /// The child's part of `a_second_process_cannot_open_a_folder_in_use`:
+    /// opens the store named by `CERTKEEPER_TEST_HOLD_STORE`, says so on
+    /// stdout, and keeps it open until its stdin closes.
+    async fn hold_the_store(dir: std::ffi::OsString) {
         let store = FileStore::open(&dir).await.unwrap();
         store.put_meta_if_absent("holder", "child").await.unwrap();
         println!("{HELD}");
@@ -809,13 +803,17 @@ mod file_store {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
 
+        // The same test, run again as a child process, holds the store.
+        if let Some(dir) = std::env::var_os(HOLD_STORE_VAR) {
+            return hold_the_store(dir).await;
+        }
+
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "file_store::hold_a_store_for_another_process",
+                "file_store::a_second_process_cannot_open_a_folder_in_use",
                 "--exact",
-                "--include-ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
