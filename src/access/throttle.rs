@@ -620,8 +620,22 @@ mod tests {
             .unwrap()
     }
 
+    /// These limits in the default one-hour window.
+    fn limits(per_email: u64, per_ip: u64, per_ipv6_48: u64) -> ThrottleLimits {
+        ThrottleLimits {
+            per_email,
+            per_ip,
+            per_ipv6_48,
+            ..ThrottleLimits::default()
+        }
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    async fn allowed(t: &LoginThrottle, email: &str, from: IpAddr) -> bool {
+        t.check(email, from).await.unwrap().is_allowed()
     }
 
     #[tokio::test]
@@ -660,7 +674,7 @@ mod tests {
                 .to_string()
         )));
         // Another account is not affected.
-        assert!(t.check("other@example.com", a).await.unwrap().is_allowed());
+        assert!(allowed(&t, "other@example.com", a).await);
         // One second before the window ends: still limited, 1 s to wait.
         clock.set(start() + time::Duration::hours(1) - time::Duration::SECOND);
         let d = t.check("victim@example.com", a).await.unwrap();
@@ -675,28 +689,19 @@ mod tests {
     #[tokio::test]
     async fn a_success_resets_the_email_and_takes_back_only_its_own_hit_on_the_address() {
         let clock = TestClock::new(start());
-        let limits = ThrottleLimits {
-            per_email: 3,
-            per_ip: 5,
-            ..ThrottleLimits::default()
-        };
-        let t = throttle(&clock, limits);
+        let t = throttle(&clock, limits(3, 5, 1000));
         let a = ip("198.51.100.1");
         // Two failures, then the right password.
         for _ in 0..3 {
-            assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
+            assert!(allowed(&t, "me@example.com", a).await);
         }
         t.record_success("ME@example.com", a).await.unwrap();
         // The email starts again; the address keeps its two failures.
         let d = t.check("me@example.com", a).await.unwrap();
         assert_eq!(d.rate().limit, 3);
         assert_eq!(d.rate().remaining, 2);
-        assert!(t.check("me@example.com", a).await.unwrap().is_allowed());
-        assert!(t
-            .check("someone@example.com", a)
-            .await
-            .unwrap()
-            .is_allowed());
+        assert!(allowed(&t, "me@example.com", a).await);
+        assert!(allowed(&t, "someone@example.com", a).await);
         // Sixth attempt counted on this address: the address limit.
         let d = t.check("someone@example.com", a).await.unwrap();
         assert_eq!(d.rate().limit, 5);
@@ -706,13 +711,7 @@ mod tests {
     #[tokio::test]
     async fn successful_sign_ins_do_not_use_up_a_shared_address() {
         let clock = TestClock::new(start());
-        let limits = ThrottleLimits {
-            per_email: 10,
-            per_ip: 3,
-            per_ipv6_48: 3,
-            ..ThrottleLimits::default()
-        };
-        let t = throttle(&clock, limits);
+        let t = throttle(&clock, limits(10, 3, 3));
         for a in [ip("198.51.100.1"), ip("2001:db8:7::1")] {
             // Twenty colleagues behind one address sign in correctly.
             for n in 0..20 {
@@ -723,105 +722,61 @@ mod tests {
             }
             // Failures still count: three, then the address is limited.
             for _ in 0..3 {
-                assert!(t.check("guess@example.com", a).await.unwrap().is_allowed());
+                assert!(allowed(&t, "guess@example.com", a).await);
             }
-            assert!(!t.check("guess@example.com", a).await.unwrap().is_allowed());
+            assert!(!allowed(&t, "guess@example.com", a).await);
             // A success now cannot buy a failure back for the guesser.
             t.record_success("user0@example.com", a).await.unwrap();
-            assert!(!t.check("guess@example.com", a).await.unwrap().is_allowed());
+            assert!(!allowed(&t, "guess@example.com", a).await);
         }
     }
 
     #[tokio::test]
     async fn ipv6_clients_also_count_per_48() {
         let clock = TestClock::new(start());
-        let limits = ThrottleLimits {
-            per_email: 100,
-            per_ip: 100,
-            per_ipv6_48: 3,
-            ..ThrottleLimits::default()
-        };
-        let t = throttle(&clock, limits);
+        let t = throttle(&clock, limits(100, 100, 3));
         // Three /64 networks of one /48: the fourth attempt is over the /48's limit.
         for net in 1..=3 {
             let a = ip(&format!("2001:db8:1:{net}::1"));
-            assert!(t.check("a@x.io", a).await.unwrap().is_allowed());
+            assert!(allowed(&t, "a@x.io", a).await);
         }
         let d = t.check("b@x.io", ip("2001:db8:1:ffff::9")).await.unwrap();
         assert_eq!(d.rate().limit, 3);
         assert_eq!(d.retry_after(), Some(3600));
         // Another /48 is counted apart; IPv4 has no /48 count.
-        assert!(t
-            .check("c@x.io", ip("2001:db8:2::1"))
-            .await
-            .unwrap()
-            .is_allowed());
+        assert!(allowed(&t, "c@x.io", ip("2001:db8:2::1")).await);
         for _ in 0..5 {
-            assert!(t
-                .check("d@x.io", ip("192.0.2.1"))
-                .await
-                .unwrap()
-                .is_allowed());
+            assert!(allowed(&t, "d@x.io", ip("192.0.2.1")).await);
         }
     }
 
     #[tokio::test]
     async fn ipv6_clients_count_per_64_and_mapped_v4_as_v4() {
         let clock = TestClock::new(start());
-        let limits = ThrottleLimits {
-            per_email: 100,
-            per_ip: 2,
-            ..ThrottleLimits::default()
-        };
-        let t = throttle(&clock, limits);
-        assert!(t
-            .check("a@x.io", ip("2001:db8:1:2::1"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(t
-            .check("b@x.io", ip("2001:db8:1:2::ffff"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(!t
-            .check("c@x.io", ip("2001:db8:1:2:abcd::9"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(t
-            .check("d@x.io", ip("2001:db8:1:3::1"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(t
-            .check("e@x.io", ip("192.0.2.1"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(t
-            .check("f@x.io", ip("::ffff:192.0.2.1"))
-            .await
-            .unwrap()
-            .is_allowed());
-        assert!(!t
-            .check("g@x.io", ip("192.0.2.1"))
-            .await
-            .unwrap()
-            .is_allowed());
+        let t = throttle(&clock, limits(100, 2, 1000));
+        // In order: one /64 takes two, another /64 is apart, and a mapped
+        // IPv4 address counts as the IPv4 address itself.
+        for (email, from, expected) in [
+            ("a@x.io", "2001:db8:1:2::1", true),
+            ("b@x.io", "2001:db8:1:2::ffff", true),
+            ("c@x.io", "2001:db8:1:2:abcd::9", false),
+            ("d@x.io", "2001:db8:1:3::1", true),
+            ("e@x.io", "192.0.2.1", true),
+            ("f@x.io", "::ffff:192.0.2.1", true),
+            ("g@x.io", "192.0.2.1", false),
+        ] {
+            assert_eq!(
+                allowed(&t, email, ip(from)).await,
+                expected,
+                "{email} from {from}"
+            );
+        }
     }
 
     #[tokio::test]
     async fn allowed_answers_report_the_tighter_limit() {
         let clock = TestClock::new(start());
-        let t = throttle(
-            &clock,
-            ThrottleLimits {
-                per_email: 10,
-                per_ip: 3,
-                ..ThrottleLimits::default()
-            },
-        );
+        let t = throttle(&clock, limits(10, 3, 1000));
         let d = t.check("a@x.io", ip("192.0.2.1")).await.unwrap();
         assert_eq!(d.rate().limit, 3);
         assert_eq!(d.rate().remaining, 2);
@@ -915,22 +870,14 @@ mod tests {
         let t = LoginThrottle::builder()
             .clock(Arc::new(clock.clone()))
             .backend(backend.clone())
-            .limits(ThrottleLimits {
-                per_email: 3,
-                per_ip: 5,
-                ..ThrottleLimits::default()
-            })
+            .limits(limits(3, 5, 1000))
             .build()
             .unwrap();
         let attacker = ip("203.0.113.1");
         for _ in 0..3 {
             t.check("victim@example.com", attacker).await.unwrap();
         }
-        assert!(!t
-            .check("victim@example.com", ip("203.0.113.2"))
-            .await
-            .unwrap()
-            .is_allowed());
+        assert!(!allowed(&t, "victim@example.com", ip("203.0.113.2")).await);
         // Made-up emails from many addresses, each under every limit; their
         // windows end after the victim's.
         for n in 0..2000u32 {
@@ -1015,32 +962,25 @@ mod tests {
 
     #[test]
     fn bad_limits_are_config_errors() {
+        // Each with one value out of range, the others at their defaults.
+        let window = |window| ThrottleLimits {
+            window,
+            ..ThrottleLimits::default()
+        };
         for limits in [
-            ThrottleLimits {
-                per_email: 0,
-                ..ThrottleLimits::default()
-            },
-            ThrottleLimits {
-                per_ip: 0,
-                ..ThrottleLimits::default()
-            },
-            ThrottleLimits {
-                per_ipv6_48: 0,
-                ..ThrottleLimits::default()
-            },
-            ThrottleLimits {
-                window: std::time::Duration::from_millis(10),
-                ..ThrottleLimits::default()
-            },
-            ThrottleLimits {
-                window: std::time::Duration::from_secs(u64::MAX),
-                ..ThrottleLimits::default()
-            },
+            limits(0, 100, 1000),
+            limits(10, 0, 1000),
+            limits(10, 100, 0),
+            window(std::time::Duration::from_millis(10)),
+            window(std::time::Duration::from_secs(u64::MAX)),
         ] {
-            assert!(matches!(
-                LoginThrottle::builder().limits(limits).build(),
-                Err(Error::Config { .. })
-            ));
+            assert!(
+                matches!(
+                    LoginThrottle::builder().limits(limits).build(),
+                    Err(Error::Config { .. })
+                ),
+                "{limits:?}"
+            );
         }
     }
 }
