@@ -335,6 +335,42 @@ async fn load_expect(store: &dyn CertStore, domain: &Domain) -> Option<CertRecor
     ok(&format!("loading {domain}"), store.load(domain).await)
 }
 
+/// `domain` must load as `expected`; `rule` is the rule broken otherwise.
+async fn assert_loads(
+    store: &dyn CertStore,
+    domain: &Domain,
+    expected: Option<&CertRecord>,
+    rule: &str,
+) {
+    assert_eq!(
+        load_expect(store, domain).await.as_ref(),
+        expected,
+        "conformance: {rule}"
+    );
+}
+
+/// Saving `record` must fail with [`Error::Conflict`] naming its domain, its
+/// version and the stored version `found`.
+async fn assert_save_conflicts(store: &dyn CertStore, what: &str, record: &CertRecord, found: u64) {
+    let key = record.domain.as_str();
+    assert_conflict(what, store.save(record).await, key, record.version, found);
+}
+
+/// Creates a record of this scope for the `due` checks.
+async fn create_due(
+    store: &dyn CertStore,
+    scope: &Scope,
+    label: &str,
+    renew_date: OffsetDateTime,
+    attempts: u32,
+) -> CertRecord {
+    create(
+        store,
+        &due_record(scope.domain(label), renew_date, attempts),
+    )
+    .await
+}
+
 /// Saving a record and loading it gives it back with every field, the
 /// sealed key, the log and the dates (to the second) intact; also for a
 /// record without a certificate, an IPv6 literal and a 253-character name.
@@ -348,13 +384,11 @@ pub async fn round_trip(store: &dyn CertStore) {
     ];
     for record in &records {
         let stored = create(store, record).await;
-        let loaded = load_expect(store, &record.domain).await;
-        assert_eq!(
-            loaded.as_ref(),
-            Some(&stored),
-            "conformance: {} must load back exactly as saved, with version 1",
+        let rule = format!(
+            "{} must load back exactly as saved, with version 1",
             record.domain
         );
+        assert_loads(store, &record.domain, Some(&stored), &rule).await;
     }
     let domains: Vec<Domain> = records.iter().map(|r| r.domain.clone()).collect();
     let listed = ok("list", store.list().await);
@@ -372,11 +406,8 @@ pub async fn round_trip(store: &dyn CertStore) {
 pub async fn missing_keys(store: &dyn CertStore) {
     let scope = Scope::new("missing");
     let domain = scope.domain("never-saved");
-    assert_eq!(
-        load_expect(store, &domain).await,
-        None,
-        "conformance: loading a domain never saved must return None"
-    );
+    let rule = "loading a domain never saved must return None";
+    assert_loads(store, &domain, None, rule).await;
     assert!(
         !ok("deleting a missing domain", store.delete(&domain).await),
         "conformance: deleting a domain never saved must return false"
@@ -413,29 +444,16 @@ pub async fn compare_and_swap(store: &dyn CertStore) {
         attempts: 4,
         ..v1.clone()
     };
-    assert_conflict(
-        "creating an existing record with version 0",
-        store.save(&again).await,
-        domain.as_str(),
-        0,
-        1,
-    );
+    let what = "creating an existing record with version 0";
+    assert_save_conflicts(store, what, &again, 1).await;
     let ahead = CertRecord {
         version: 7,
         ..again.clone()
     };
-    assert_conflict(
-        "saving with a version the store never had",
-        store.save(&ahead).await,
-        domain.as_str(),
-        7,
-        1,
-    );
-    assert_eq!(
-        load_expect(store, &domain).await.as_ref(),
-        Some(&v1),
-        "conformance: a conflicting save must change nothing"
-    );
+    let what = "saving with a version the store never had";
+    assert_save_conflicts(store, what, &ahead, 1).await;
+    let rule = "a conflicting save must change nothing";
+    assert_loads(store, &domain, Some(&v1), rule).await;
 
     let mut next = v1.clone();
     next.attempts = 3;
@@ -449,46 +467,25 @@ pub async fn compare_and_swap(store: &dyn CertStore) {
     let version = ok("saving at the stored version", store.save(&next).await);
     assert_eq!(version, 2, "conformance: saving version 1 must return 2");
     let v2 = CertRecord { version, ..next };
-    assert_eq!(
-        load_expect(store, &domain).await.as_ref(),
-        Some(&v2),
-        "conformance: an update must load back as saved, with version 2"
-    );
+    let rule = "an update must load back as saved, with version 2";
+    assert_loads(store, &domain, Some(&v2), rule).await;
 
     let stale = CertRecord {
         attempts: 0,
         ..v1.clone()
     };
-    assert_conflict(
-        "saving with a stale version",
-        store.save(&stale).await,
-        domain.as_str(),
-        1,
-        2,
-    );
-    assert_eq!(
-        load_expect(store, &domain).await.as_ref(),
-        Some(&v2),
-        "conformance: a stale save must change nothing"
-    );
+    assert_save_conflicts(store, "saving with a stale version", &stale, 2).await;
+    let rule = "a stale save must change nothing";
+    assert_loads(store, &domain, Some(&v2), rule).await;
 
-    let missing = CertRecord::new(scope.domain("missing"), LATER);
     let missing = CertRecord {
         version: 3,
-        ..missing
+        ..CertRecord::new(scope.domain("missing"), LATER)
     };
-    assert_conflict(
-        "saving a missing record with a version other than 0",
-        store.save(&missing).await,
-        missing.domain.as_str(),
-        3,
-        0,
-    );
-    assert_eq!(
-        load_expect(store, &missing.domain).await,
-        None,
-        "conformance: a conflicting save must not create the record"
-    );
+    let what = "saving a missing record with a version other than 0";
+    assert_save_conflicts(store, what, &missing, 0).await;
+    let rule = "a conflicting save must not create the record";
+    assert_loads(store, &missing.domain, None, rule).await;
     cleanup(store, [&domain]).await;
 }
 
@@ -497,8 +494,8 @@ pub async fn compare_and_swap(store: &dyn CertStore) {
 /// starts again from 0.
 pub async fn delete(store: &dyn CertStore) {
     let scope = Scope::new("delete");
-    let kept = create(store, &due_record(scope.domain("kept"), DUE_NOW, 0)).await;
-    let gone = create(store, &due_record(scope.domain("gone"), DUE_NOW, 0)).await;
+    let kept = create_due(store, &scope, "kept", DUE_NOW, 0).await;
+    let gone = create_due(store, &scope, "gone", DUE_NOW, 0).await;
 
     assert!(
         ok("deleting a stored record", store.delete(&gone.domain).await),
@@ -508,16 +505,10 @@ pub async fn delete(store: &dyn CertStore) {
         !ok("deleting it again", store.delete(&gone.domain).await),
         "conformance: deleting a deleted record must return false"
     );
-    assert_eq!(
-        load_expect(store, &gone.domain).await,
-        None,
-        "conformance: a deleted record must load as None"
-    );
-    assert_eq!(
-        load_expect(store, &kept.domain).await.as_ref(),
-        Some(&kept),
-        "conformance: deleting one record must not touch another"
-    );
+    let rule = "a deleted record must load as None";
+    assert_loads(store, &gone.domain, None, rule).await;
+    let rule = "deleting one record must not touch another";
+    assert_loads(store, &kept.domain, Some(&kept), rule).await;
     let listed = ok("list", store.list().await);
     assert!(
         !listed.contains(&gone.domain) && listed.contains(&kept.domain),
@@ -534,13 +525,8 @@ pub async fn delete(store: &dyn CertStore) {
         "conformance: due must not return a deleted record"
     );
 
-    assert_conflict(
-        "saving a deleted record with its old version",
-        store.save(&gone).await,
-        gone.domain.as_str(),
-        1,
-        0,
-    );
+    let what = "saving a deleted record with its old version";
+    assert_save_conflicts(store, what, &gone, 0).await;
     let fresh = CertRecord {
         version: 0,
         ..gone.clone()
@@ -661,62 +647,55 @@ async fn assert_due(
     }
 }
 
+/// [`assert_due`] at [`DUE_NOW`], for the steps of one check.
+struct DueAtNow<'a> {
+    store: &'a dyn CertStore,
+    scope: &'a Scope,
+}
+
+impl DueAtNow<'_> {
+    async fn assert(&self, max_attempts: u32, expected: &[&CertRecord], what: &str) {
+        assert_due(
+            self.store,
+            self.scope,
+            DUE_NOW,
+            max_attempts,
+            expected,
+            what,
+        )
+        .await;
+    }
+}
+
 /// `due` returns the records with `renew_date <= now`, ordered by renew date
 /// then domain, at most `limit` of them, and never a future one.
 pub async fn due_order_and_limit(store: &dyn CertStore) {
     let scope = Scope::new("due-order");
     let day = Duration::days(1);
     // Domain order differs from creation order, and two share a renew date.
-    let oldest = create(
-        store,
-        &due_record(scope.domain("z-oldest"), DUE_NOW - 3 * day, 0),
-    )
-    .await;
-    let tie_b = create(store, &due_record(scope.domain("tie-b"), DUE_NOW - day, 1)).await;
-    let tie_a = create(store, &due_record(scope.domain("tie-a"), DUE_NOW - day, 0)).await;
+    let oldest = create_due(store, &scope, "z-oldest", DUE_NOW - 3 * day, 0).await;
+    let tie_b = create_due(store, &scope, "tie-b", DUE_NOW - day, 1).await;
+    let tie_a = create_due(store, &scope, "tie-a", DUE_NOW - day, 0).await;
     let at_now = create(store, &full_record(scope.domain("at-now"), DUE_NOW)).await;
-    let next_second = create(
-        store,
-        &due_record(
-            scope.domain("a-next-second"),
-            DUE_NOW + Duration::seconds(1),
-            0,
-        ),
-    )
-    .await;
-    let future = create(
-        store,
-        &due_record(scope.domain("a-future"), DUE_NOW + 30 * day, 0),
-    )
-    .await;
+    let second_later = DUE_NOW + Duration::seconds(1);
+    let next_second = create_due(store, &scope, "a-next-second", second_later, 0).await;
+    let future = create_due(store, &scope, "a-future", DUE_NOW + 30 * day, 0).await;
 
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        u32::MAX,
-        &[&oldest, &tie_a, &tie_b, &at_now],
-        "records due at now",
-    )
-    .await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW + Duration::seconds(1),
-        u32::MAX,
-        &[&oldest, &tie_a, &tie_b, &at_now, &next_second],
-        "one second later",
-    )
-    .await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW - 2 * day,
-        u32::MAX,
-        &[&oldest],
-        "two days earlier",
-    )
-    .await;
+    for (now, expected, what) in [
+        (
+            DUE_NOW,
+            vec![&oldest, &tie_a, &tie_b, &at_now],
+            "records due at now",
+        ),
+        (
+            second_later,
+            vec![&oldest, &tie_a, &tie_b, &at_now, &next_second],
+            "one second later",
+        ),
+        (DUE_NOW - 2 * day, vec![&oldest], "two days earlier"),
+    ] {
+        assert_due(store, &scope, now, u32::MAX, &expected, what).await;
+    }
     cleanup(
         store,
         [&oldest, &tie_b, &tie_a, &at_now, &next_second, &future].map(|r| &r.domain),
@@ -731,44 +710,24 @@ pub async fn due_attempts(store: &dyn CertStore) {
     let day = Duration::days(1);
     // The exhausted records come first by date, so a limit applied before
     // the attempt filter would return too few.
-    let five = create(
-        store,
-        &due_record(scope.domain("five"), DUE_NOW - 4 * day, 5),
-    )
-    .await;
-    let six = create(
-        store,
-        &due_record(scope.domain("six"), DUE_NOW - 3 * day, 6),
-    )
-    .await;
-    let four = create(
-        store,
-        &due_record(scope.domain("four"), DUE_NOW - 2 * day, 4),
-    )
-    .await;
-    let zero = create(store, &due_record(scope.domain("zero"), DUE_NOW - day, 0)).await;
+    let five = create_due(store, &scope, "five", DUE_NOW - 4 * day, 5).await;
+    let six = create_due(store, &scope, "six", DUE_NOW - 3 * day, 6).await;
+    let four = create_due(store, &scope, "four", DUE_NOW - 2 * day, 4).await;
+    let zero = create_due(store, &scope, "zero", DUE_NOW - day, 0).await;
 
-    assert_due(store, &scope, DUE_NOW, 5, &[&four, &zero], "max_attempts 5").await;
-    assert_due(store, &scope, DUE_NOW, 1, &[&zero], "max_attempts 1").await;
-    assert_due(store, &scope, DUE_NOW, 0, &[], "max_attempts 0").await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        6,
-        &[&five, &four, &zero],
-        "max_attempts 6",
-    )
-    .await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        u32::MAX,
-        &[&five, &six, &four, &zero],
-        "max_attempts u32::MAX",
-    )
-    .await;
+    for (max_attempts, expected, what) in [
+        (5, vec![&four, &zero], "max_attempts 5"),
+        (1, vec![&zero], "max_attempts 1"),
+        (0, vec![], "max_attempts 0"),
+        (6, vec![&five, &four, &zero], "max_attempts 6"),
+        (
+            u32::MAX,
+            vec![&five, &six, &four, &zero],
+            "max_attempts u32::MAX",
+        ),
+    ] {
+        assert_due(store, &scope, DUE_NOW, max_attempts, &expected, what).await;
+    }
     cleanup(store, [&five, &six, &four, &zero].map(|r| &r.domain)).await;
 }
 
@@ -777,9 +736,13 @@ pub async fn due_attempts(store: &dyn CertStore) {
 pub async fn due_follows_updates(store: &dyn CertStore) {
     let scope = Scope::new("due-updates");
     let day = Duration::days(1);
-    let steady = create(store, &due_record(scope.domain("steady"), DUE_NOW - day, 0)).await;
-    let mut moving = create(store, &due_record(scope.domain("moving"), DUE_NOW + day, 0)).await;
-    assert_due(store, &scope, DUE_NOW, 5, &[&steady], "a future record").await;
+    let steady = create_due(store, &scope, "steady", DUE_NOW - day, 0).await;
+    let mut moving = create_due(store, &scope, "moving", DUE_NOW + day, 0).await;
+    let due = DueAtNow {
+        store,
+        scope: &scope,
+    };
+    due.assert(5, &[&steady], "a future record").await;
 
     let save = |record: CertRecord| async move {
         let version = ok(
@@ -791,64 +754,28 @@ pub async fn due_follows_updates(store: &dyn CertStore) {
 
     moving.renew_date = DUE_NOW - 2 * day;
     moving = save(moving).await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        5,
-        &[&moving, &steady],
-        "a renew date moved into the past",
-    )
-    .await;
+    due.assert(5, &[&moving, &steady], "a renew date moved into the past")
+        .await;
 
     moving.attempts = 5;
     moving = save(moving).await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        5,
-        &[&steady],
-        "attempts raised to 5",
-    )
-    .await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        6,
-        &[&moving, &steady],
-        "attempts 5 under max_attempts 6",
-    )
-    .await;
+    due.assert(5, &[&steady], "attempts raised to 5").await;
+    due.assert(6, &[&moving, &steady], "attempts 5 under max_attempts 6")
+        .await;
 
     moving.attempts = 0;
     moving.renew_date = DUE_NOW + 60 * day;
     moving = save(moving).await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        5,
-        &[&steady],
-        "a renew date moved into the future",
-    )
-    .await;
+    due.assert(5, &[&steady], "a renew date moved into the future")
+        .await;
 
     moving.renew_date = DUE_NOW;
     moving = save(moving).await;
-    assert_due(
-        store,
-        &scope,
-        DUE_NOW,
-        5,
-        &[&steady, &moving],
-        "a renew date moved to now",
-    )
-    .await;
+    due.assert(5, &[&steady, &moving], "a renew date moved to now")
+        .await;
 
     ok("deleting", store.delete(&moving.domain).await);
-    assert_due(store, &scope, DUE_NOW, 5, &[&steady], "a deleted record").await;
+    due.assert(5, &[&steady], "a deleted record").await;
     cleanup(store, [&steady.domain]).await;
 }
 
@@ -1052,11 +979,8 @@ pub async fn concurrent_saves(store: &dyn CertStore) {
             version,
             ..winner.clone()
         };
-        assert_eq!(
-            load_expect(store, &domain).await,
-            Some(expected),
-            "conformance: after racing {case}, the store must hold the winner's record"
-        );
+        let rule = format!("after racing {case}, the store must hold the winner's record");
+        assert_loads(store, &domain, Some(&expected), &rule).await;
         cleanup(store, [&domain]).await;
     }
 }
