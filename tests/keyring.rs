@@ -2,18 +2,20 @@
 //! V2, rotate, drop V1; interrupted rotations; concurrent writers; envelope
 //! decoding of arbitrary bytes; no secret in the logs.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use certkeeper::cipher::{
     account_aad, cert_key_aad, rotate, rotate_batch, Keyring, Sealed, SealedValue, SecretCipher,
 };
 use certkeeper::issuer::SelfSignedIssuer;
 use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, StoredCert};
 use certkeeper::{Domain, Error, Result};
+use common::store::cert_store_over_inner;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
@@ -238,8 +240,7 @@ struct Faulty {
     fail_saves: AtomicBool,
 }
 
-#[async_trait]
-impl CertStore for Faulty {
+cert_store_over_inner!(Faulty {
     async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
         self.inner.load(domain).await
     }
@@ -266,22 +267,10 @@ impl CertStore for Faulty {
     async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<CertRecord>> {
         self.inner.due(now, max, limit).await
     }
-    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
-        self.inner.load_account(id).await
-    }
-    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
-        self.inner.save_account(record).await
-    }
-    async fn list_accounts(&self) -> Result<Vec<String>> {
-        self.inner.list_accounts().await
-    }
-    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        self.inner.get_meta(key).await
-    }
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         self.inner.put_meta_if_absent(key, value).await
     }
-}
+});
 
 #[tokio::test]
 async fn a_concurrent_write_is_kept_and_the_record_is_resealed_after_a_reload() {

@@ -2,11 +2,13 @@
 //! broken stores, and what only the file store promises (permissions, crash
 //! recovery, the persisted due index), on a real filesystem.
 
+mod common;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, MemoryStore};
 use certkeeper::{Domain, Result};
+use common::store::cert_store_over_inner;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -92,8 +94,7 @@ struct Flawed {
     flaw: Flaw,
 }
 
-#[async_trait]
-impl CertStore for Flawed {
+cert_store_over_inner!(Flawed {
     async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
         self.inner.load(domain).await
     }
@@ -155,22 +156,6 @@ impl CertStore for Flawed {
         }
     }
 
-    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
-        self.inner.load_account(id).await
-    }
-
-    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
-        self.inner.save_account(record).await
-    }
-
-    async fn list_accounts(&self) -> Result<Vec<String>> {
-        self.inner.list_accounts().await
-    }
-
-    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        self.inner.get_meta(key).await
-    }
-
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         if self.flaw == Flaw::MetaOverwrites {
             // Every caller is told its own value won, as with a plain write.
@@ -179,7 +164,7 @@ impl CertStore for Flawed {
         }
         self.inner.put_meta_if_absent(key, value).await
     }
-}
+});
 
 /// Runs the named check on a store with `flaw`; returns whether it passed.
 async fn passes(flaw: Flaw, check: &str) -> bool {

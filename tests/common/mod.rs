@@ -4,6 +4,7 @@
 
 pub mod acme;
 pub mod pebble;
+pub mod store;
 pub mod tls;
 
 use std::future::Future;
