@@ -272,16 +272,26 @@ cert_store_over_inner!(Faulty {
     }
 });
 
+/// A [`Faulty`] store over a new `FileStore` in `dir`, faulty for `domain`.
+async fn faulty(
+    dir: &std::path::Path,
+    domain: &Domain,
+    race_once: bool,
+    fail_saves: bool,
+) -> Faulty {
+    Faulty {
+        inner: FileStore::open(dir).await.unwrap(),
+        domain: domain.clone(),
+        race_once: AtomicBool::new(race_once),
+        fail_saves: AtomicBool::new(fail_saves),
+    }
+}
+
 #[tokio::test]
 async fn a_concurrent_write_is_kept_and_the_record_is_resealed_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let domain = Domain::new("b.example.com").unwrap();
-    let store = Faulty {
-        inner: FileStore::open(dir.path()).await.unwrap(),
-        domain: domain.clone(),
-        race_once: AtomicBool::new(true),
-        fail_saves: AtomicBool::new(false),
-    };
+    let store = faulty(dir.path(), &domain, true, false).await;
     let plain = fill(&store.inner, &v1()).await;
     let report = rotate(&store, &v1_v2()).await.unwrap();
     assert!(report.is_complete(), "{:?}", report.failed);
@@ -304,12 +314,7 @@ async fn a_concurrent_write_is_kept_and_the_record_is_resealed_after_a_reload() 
 async fn a_failing_record_is_reported_left_readable_and_finished_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let domain = Domain::new("c.example.org").unwrap();
-    let store = Faulty {
-        inner: FileStore::open(dir.path()).await.unwrap(),
-        domain: domain.clone(),
-        race_once: AtomicBool::new(false),
-        fail_saves: AtomicBool::new(true),
-    };
+    let store = faulty(dir.path(), &domain, false, true).await;
     let plain = fill(&store.inner, &v1()).await;
     let both = v1_v2();
     let report = rotate(&store, &both).await.unwrap();
