@@ -355,7 +355,7 @@ impl AcmeIssuer {
         }
 
         for authz_url in &to_validate {
-            retry!(self, "challenge", Some(domain), async {
+            let ready = retry!(self, "challenge", Some(domain), async {
                 let mut stream = order.authorizations();
                 while let Some(authz) = stream.next().await {
                     let mut authz = authz?;
@@ -368,7 +368,37 @@ impl AcmeIssuer {
                     return challenge.set_ready().await;
                 }
                 Err(instant_acme::Error::Str("authorization vanished"))
-            })?;
+            });
+            if let Err(refused) = ready {
+                // A CA that validates at once may answer the "ready" request
+                // with the validation's own failure: report that as one.
+                let mut invalid = None;
+                for _ in 0..3 {
+                    let refreshed = retry!(self, "validation", Some(domain), async {
+                        let state = order.refresh().await?;
+                        Ok::<_, instant_acme::Error>((state.status, state.error.clone()))
+                    });
+                    match refreshed {
+                        // The order may lag its authorization by a moment.
+                        Ok((OrderStatus::Pending, _)) => sleep(FIRST_POLL_DELAY).await,
+                        Ok((OrderStatus::Invalid, error)) => {
+                            invalid = Some(error);
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                let Some(error) = invalid else {
+                    return Err(refused);
+                };
+                let why = self.why_invalid(&mut order, domain, error).await;
+                tracing::info!(%domain, %order_url, reason = %why, "ACME order invalid");
+                return Err(Error::Acme {
+                    domain: Some(domain.to_string()),
+                    step: "validation",
+                    message: why,
+                });
+            }
             tracing::debug!(%domain, %order_url, "challenge ready for validation");
         }
 
