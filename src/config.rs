@@ -227,9 +227,8 @@ impl Config {
                 _ => {}
             }
         }
-        // A bad whitelist entry stops start-up here, naming the variable.
+        // A bad whitelist or proxy entry stops start-up here, naming the variable.
         config.console_access_policy()?;
-        config.trusted_proxies()?;
         Ok(config)
     }
 
@@ -407,7 +406,6 @@ impl ConfigBuilder {
             ));
         }
         self.0.console_access_policy()?;
-        self.0.trusted_proxies()?;
         if self.0.openssl_keys.contains_key(&0) {
             return Err(Error::config(
                 "_APP_OPENSSL_KEY_V0",

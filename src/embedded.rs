@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::access::{ConsoleAccessPolicy, StoreRootSeat, TrustedProxies};
+use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::issuer::AcmeIssuer;
@@ -36,11 +36,10 @@ pub struct Embedded {
     /// The built-in HTTP-01 listener, when one was started.
     pub challenge_server: Option<Http01Server>,
     /// The console access rules from `_APP_CONSOLE_WHITELIST_*`, with the
-    /// root seat kept in the store so instances sharing it agree.
+    /// root seat kept in the store so instances sharing it agree; its
+    /// [`trusted_proxies`](ConsoleAccessPolicy::trusted_proxies) are the ones
+    /// to pass to [`client_ip`](crate::access::client_ip).
     pub access: ConsoleAccessPolicy,
-    /// The proxies whose `X-Forwarded-For` is believed, for
-    /// [`client_ip`](crate::access::client_ip).
-    pub trusted_proxies: TrustedProxies,
     /// The settings in force.
     pub config: Config,
 }
@@ -96,10 +95,8 @@ impl Embedded {
         let access = config
             .console_access_policy()?
             .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));
-        let trusted_proxies = config.trusted_proxies()?;
         Ok(Self {
             access,
-            trusted_proxies,
             renewer,
             resolver,
             store,

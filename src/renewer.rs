@@ -387,17 +387,33 @@ impl Renewer {
     /// store, registered, served as the resolver's fallback, and
     /// [`run`](Self::run) is woken to issue it. Returns whether `domain` may
     /// get a certificate.
+    ///
+    /// Cheap for the usual request: a domain the resolver already serves,
+    /// or the known main domain, is answered from memory.
     pub async fn observe(&self, domain: &Domain) -> Result<bool> {
-        let before = self.inner.policy.main_domain().await?;
-        let main = self.inner.policy.observe(domain).await?;
-        if main.as_ref() == Some(domain) && before.as_ref() != Some(domain) {
-            self.ensure_record(domain).await?;
-            if let Some(resolver) = &self.inner.resolver {
-                resolver.set_fallback(Some(domain.clone()));
+        if let Some(resolver) = &self.inner.resolver {
+            if resolver.serves(domain) {
+                return Ok(true);
             }
-            self.inner.wake.notify_one();
         }
-        Ok(self.inner.policy.check(domain).await.is_ok())
+        let policy = &self.inner.policy;
+        let before = policy.main_domain().await?;
+        if before.as_ref() == Some(domain) {
+            return Ok(true);
+        }
+        let unknown = before.as_ref().is_none_or(|d| d.as_str() == "localhost");
+        if policy.learns_main_domain() && unknown {
+            let main = policy.observe(domain).await?;
+            if main.as_ref() == Some(domain) {
+                self.ensure_record(domain).await?;
+                if let Some(resolver) = &self.inner.resolver {
+                    resolver.set_fallback(Some(domain.clone()));
+                }
+                self.inner.wake.notify_one();
+                return Ok(true);
+            }
+        }
+        Ok(policy.check(domain).await.is_ok())
     }
 
     async fn ensure_record(&self, domain: &Domain) -> Result<CertRecord> {
@@ -460,7 +476,7 @@ impl Renewer {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((domain, Outcome::Issued(_))) => report.issued.push(domain),
-                Ok((domain, Outcome::Failed(_, reason))) => report.failed.push((domain, reason)),
+                Ok((domain, Outcome::Failed(e))) => report.failed.push((domain, e.to_string())),
                 Ok((domain, Outcome::Skipped(reason))) => report.skipped.push((domain, reason)),
                 Err(e) => warn!(error = %e, "renewal task ended abnormally"),
             }
@@ -509,7 +525,7 @@ impl Renewer {
         self.ensure_record(&domain).await?;
         match self.renew_one(domain.clone(), true).await {
             Outcome::Issued(record) => Ok(*record),
-            Outcome::Failed(error, _) => Err(error),
+            Outcome::Failed(error) => Err(error),
             Outcome::Skipped(reason) => Err(Error::InProgress {
                 domain: domain.to_string(),
                 reason,
@@ -612,8 +628,7 @@ impl Renewer {
                         }
                         Err(e) => {
                             warn!(%domain, attempts = next.attempts, error = %e, "certificate attempt failed");
-                            let reason = e.to_string();
-                            Outcome::Failed(e, reason)
+                            Outcome::Failed(e)
                         }
                     };
                 }
@@ -691,12 +706,11 @@ fn fingerprint_of(record: &CertRecord) -> Option<String> {
 
 fn store_failed(domain: &Domain, e: Error) -> Outcome {
     warn!(%domain, error = %e, "could not store the outcome of an attempt");
-    let reason = format!("store: {e}");
-    Outcome::Failed(e, reason)
+    Outcome::Failed(e)
 }
 
 enum Outcome {
     Issued(Box<CertRecord>),
-    Failed(Error, String),
+    Failed(Error),
     Skipped(String),
 }

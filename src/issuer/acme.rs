@@ -391,13 +391,7 @@ impl AcmeIssuer {
                 let Some(error) = invalid else {
                     return Err(refused);
                 };
-                let why = self.why_invalid(&mut order, domain, error).await;
-                tracing::info!(%domain, %order_url, reason = %why, "ACME order invalid");
-                return Err(Error::Acme {
-                    domain: Some(domain.to_string()),
-                    step: "validation",
-                    message: why,
-                });
+                return Err(self.invalid_order(&mut order, domain, error).await);
             }
             tracing::debug!(%domain, %order_url, "challenge ready for validation");
         }
@@ -412,13 +406,7 @@ impl AcmeIssuer {
             match status {
                 OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => break,
                 OrderStatus::Invalid => {
-                    let why = self.why_invalid(&mut order, domain, error).await;
-                    tracing::info!(%domain, %order_url, reason = %why, "ACME order invalid");
-                    return Err(Error::Acme {
-                        domain: Some(domain.to_string()),
-                        step: "validation",
-                        message: why,
-                    });
+                    return Err(self.invalid_order(&mut order, domain, error).await);
                 }
                 OrderStatus::Pending => {
                     sleep(delay).await;
@@ -455,6 +443,22 @@ impl AcmeIssuer {
             "certificate issued"
         );
         Ok(issued)
+    }
+
+    /// The error for an order the CA declared invalid, with its reasons.
+    async fn invalid_order(
+        &self,
+        order: &mut instant_acme::Order,
+        domain: &Domain,
+        order_error: Option<Problem>,
+    ) -> Error {
+        let why = self.why_invalid(order, domain, order_error).await;
+        tracing::info!(%domain, order_url = order.url(), reason = %why, "ACME order invalid");
+        Error::Acme {
+            domain: Some(domain.to_string()),
+            step: "validation",
+            message: why,
+        }
     }
 
     /// The CA's reasons for an invalid order: the order's own problem and
