@@ -61,6 +61,11 @@ impl CertResolver {
         self.write().by_name.remove(domain).is_some()
     }
 
+    /// Whether a certificate for `domain` is loaded.
+    pub fn serves(&self, domain: &Domain) -> bool {
+        self.read().by_name.contains_key(domain)
+    }
+
     /// Serves `domain`'s certificate to handshakes without SNI or for unknown names.
     pub fn set_fallback(&self, domain: Option<Domain>) {
         self.write().fallback = domain;
@@ -76,10 +81,18 @@ impl CertResolver {
     /// The certificate served for `server_name` (`None`: the fallback).
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let state = self.read();
-        let by_name = server_name
-            .and_then(|n| Domain::new(n).ok())
-            .and_then(|d| state.by_name.get(&d).cloned());
-        by_name.or_else(|| {
+        // Served names are normalised (lowercase, no trailing dot); a SNI
+        // name is matched as sent, then lowercased, without parsing it again.
+        let by_name = server_name.and_then(|n| {
+            let n = n.strip_suffix('.').unwrap_or(n);
+            state.by_name.get(n).or_else(|| {
+                n.bytes()
+                    .any(|b| b.is_ascii_uppercase())
+                    .then(|| state.by_name.get(n.to_ascii_lowercase().as_str()))
+                    .flatten()
+            })
+        });
+        by_name.cloned().or_else(|| {
             state
                 .fallback
                 .as_ref()
@@ -185,8 +198,10 @@ mod tests {
             Some(renewed.fingerprint)
         );
 
+        assert!(resolver.serves(&b));
         assert!(resolver.remove(&b));
         assert!(!resolver.remove(&b));
+        assert!(!resolver.serves(&b));
         assert_eq!(resolver.domains(), vec![a]);
     }
 

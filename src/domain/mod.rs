@@ -172,6 +172,15 @@ impl AsRef<str> for Domain {
     }
 }
 
+// Hash and Eq are those of the inner String, so maps keyed by `Domain` can be
+// searched with a plain `&str` (the TLS handshake path does, without
+// validating the name again).
+impl std::borrow::Borrow<str> for Domain {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for Domain {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
