@@ -699,3 +699,28 @@ async fn the_console_policy_from_config_never_whitelists_a_trusted_proxy() {
     let proxy = AccessRequest::sign_in("10.0.0.5".parse().unwrap(), "ops@example.com");
     assert!(!policy.check(&proxy).await.unwrap().is_allowed());
 }
+
+#[tokio::test]
+async fn the_embedded_stack_names_the_challenge_address_it_cannot_listen_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let config = certkeeper::Config::from_vars([
+        ("_APP_ENV", "production"),
+        (
+            "_APP_OPENSSL_KEY_V1",
+            "q8Vt2LmZ0rKx7WbN4cYh1PfJ6sDg9AeU3o5iTnRw",
+        ),
+        ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@example.com"),
+        ("_APP_CERTIFICATES_PATH", dir.path().to_str().unwrap()),
+        ("_APP_ACME_CHALLENGE_ADDRESS", address.as_str()),
+    ])
+    .unwrap();
+    match certkeeper::Embedded::start(config).await.unwrap_err() {
+        Error::Config { name, reason } => {
+            assert_eq!(name, "_APP_ACME_CHALLENGE_ADDRESS");
+            assert!(reason.contains(&address), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+}
