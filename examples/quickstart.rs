@@ -96,7 +96,8 @@ async fn run(check: bool) -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = TcpListener::bind(&address).await?;
     let local = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(resolver.server_config()?);
+    // The server below speaks HTTP/1.1 only, so that is all it offers.
+    let acceptor = TlsAcceptor::from(resolver.server_config(&[b"http/1.1"])?);
     let server = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
@@ -146,17 +147,22 @@ async fn fetch(port: u16, chain_pem: &str) -> Result<String, Box<dyn std::error:
     for cert in certkeeper::issuer::chain_der(chain_pem)? {
         roots.add(cert)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Offer HTTP/2 first, as browsers and curl do: the server must pick 1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls_pki_types::ServerName::try_from("localhost")?;
     let mut tls = TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"http/1.1".as_slice()) {
+        return Err("the server did not settle on HTTP/1.1 through ALPN".into());
+    }
     tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await?;
     let mut response = String::new();

@@ -36,7 +36,7 @@
 //! let record = store.load(&Domain::new("localhost")?).await?.unwrap();
 //! assert!(record.certificate.is_some());
 //! assert_eq!(resolver.domains(), vec![Domain::new("localhost")?]);
-//! let tls_config = resolver.server_config()?; // hand this to tokio-rustls
+//! let tls_config = resolver.server_config(&[b"http/1.1"])?; // hand this to tokio-rustls
 //! # let _ = tls_config;
 //! // In a server: tokio::spawn(async move { renewer.run(interval).await });
 //! # Ok(())

@@ -100,16 +100,20 @@ impl CertResolver {
         })
     }
 
-    /// A rustls server configuration (TLS 1.2 and 1.3, ring, `h2` and
-    /// `http/1.1` ALPN) that resolves through this resolver.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+    /// A rustls server configuration (TLS 1.2 and 1.3, ring) that resolves
+    /// through this resolver, offering the application protocols (ALPN)
+    /// your server speaks, in order of preference: `&[b"http/1.1"]` for an
+    /// HTTP/1.1 server, `&[b"h2", b"http/1.1"]` when it also speaks HTTP/2.
+    /// Offering a protocol the server does not speak breaks clients that
+    /// pick it.
+    pub fn server_config(&self, alpn_protocols: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(self.clone()));
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn_protocols.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 
@@ -230,6 +234,7 @@ mod tests {
         // The error names the domain, never the key bytes.
         assert!(!err.to_string().contains("AAAA"), "{err}");
         assert!(resolver.domains().is_empty());
-        assert!(resolver.server_config().is_ok());
+        let config = resolver.server_config(&[b"http/1.1"]).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }
