@@ -3,6 +3,7 @@
 
 #[cfg(feature = "fs")]
 mod file;
+mod keys;
 mod memory;
 
 pub mod conformance;

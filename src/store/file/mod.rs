@@ -1,0 +1,470 @@
+//! [`FileStore`]: the embedded default store, one directory on local disk.
+
+mod index;
+mod io;
+mod journal;
+mod lock;
+mod records;
+mod recovery;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::keys::{check_key, next_version};
+use super::{AccountRecord, CertRecord, CertStore};
+use crate::{Domain, Error, Result};
+use index::{Entry, Index};
+use io::{create_dir, remove_temps, sync_dir, to_json, write_atomic, write_temp, Read};
+use journal::{delete_line, put_line, Journal};
+use lock::{lock_directory, restrict_dir, Registration};
+use records::{corrupt, file_name, load_account, load_record, read_meta, read_record};
+
+const STORE: &str = "file";
+const CERTS: &str = "certs";
+const ACCOUNTS: &str = "accounts";
+const META: &str = "meta";
+const INDEX: &str = "index.log";
+const LOCK: &str = "lock";
+/// Records loaded per round trip to the blocking pool in `due`.
+const DUE_BATCH: usize = 256;
+
+/// The embedded default [`CertStore`]: one directory on local disk.
+///
+/// # Layout
+///
+/// ```text
+/// <dir>/            0700
+///   certs/<domain>  one JSON CertRecord per domain (':' of IPv6 written as '_')
+///   accounts/<id>   one JSON AccountRecord per ACME account
+///   meta/<key>      one setting per file, its value as is
+///   index.log       the due index: a journal of (domain, renew date, attempts)
+///   lock            locked by the process that has the directory open
+/// ```
+///
+/// Directories are created `0700` and files `0600` on Unix; opening a store
+/// whose directories exist with wider permissions (made `0755` by another
+/// tool, say) narrows them to `0700`. Private keys and account credentials
+/// are sealed before they reach the store (see [`CertStore`]), so the files
+/// hold no plaintext secret.
+///
+/// # Guarantees
+///
+/// - **Atomic writes.** Every write goes to a temporary file in the same
+///   directory, which is flushed to disk and renamed over the target; then the
+///   directory itself is flushed. A reader, or a crash, sees the old file or
+///   the new one.
+/// - **Compare-and-swap.** Writers are serialised inside the process and
+///   compare the version on disk before writing.
+/// - **`due` without reading every record.** The renew date and attempts of
+///   each record live in an in-memory index, persisted as the journal
+///   `index.log` (one checksummed line per save or delete, written and
+///   flushed before the record is renamed into place, rewritten when it grows
+///   past twice the number of records). Opening a store replays the journal
+///   instead of parsing every record; `due` walks the index in order and
+///   loads only the records it returns. The records stay the source of
+///   truth: `due` re-checks each loaded record, and opening reconciles the
+///   index with the `certs/` directory: a record file missing from the
+///   journal is read and indexed, an entry whose file is gone is dropped, the
+///   record of the last journal line (the one write a crash may have cut
+///   short) is re-read, and a torn last line is ignored. A journal that is
+///   missing, or damaged anywhere but in its last line, is rebuilt from the
+///   record files. Every write through the store keeps the index in step;
+///   record files added or removed by hand are picked up at the next
+///   opening, and deleting `index.log` before opening makes the store
+///   re-read every record (after editing records by hand, say).
+/// - **Unreadable records do not stop a cycle.** A record file that cannot
+///   be decoded is an [`Error::Corrupt`] for that domain on `load` and
+///   `save`; `due` logs a warning and skips it. Deleting the domain removes
+///   it.
+/// - **Dates** are kept to the nanosecond.
+///
+/// # Keys
+///
+/// Domains are safe file names by construction ([`Domain`]). Account ids and
+/// meta keys must be 1 to 128 characters of `a-z`, `0-9`, `.`, `_` and `-`,
+/// not starting with a dot; anything else is an [`Error::InvalidKey`], so no
+/// key can reach outside the directory.
+///
+/// # One process per directory
+///
+/// A directory belongs to one `FileStore` in one process, because
+/// compare-and-swap and the due index are kept in that process's memory.
+/// Opening a directory that is already open in this process fails (clone
+/// the `FileStore`, or share it in an `Arc`, instead). Across processes, the
+/// store holds an exclusive advisory lock (`flock` on Unix, `LockFileEx` on
+/// Windows) on the file `lock` from `open` until the last clone is dropped:
+/// a second process opening the directory gets an [`Error::Store`] saying it
+/// is in use by another process. So a tool such as the `rotate_keys`
+/// example refuses to run while a server has the directory open: rotate
+/// inside the server ([`rotate`](crate::cipher::rotate) over the server's
+/// own store) or stop the server first. Run several instances of a server
+/// over a shared SQL store instead. The lock is advisory: it keeps out other
+/// `FileStore`s, not a program that edits the files without asking.
+///
+/// ```
+/// use certkeeper::store::{CertRecord, CertStore, FileStore};
+/// use certkeeper::Domain;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> certkeeper::Result<()> {
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let dir = tmp.path().join("certificates");
+/// let store = FileStore::open(&dir).await?;
+/// let now = time::OffsetDateTime::now_utc();
+/// store.save(&CertRecord::new(Domain::new("app.example.com")?, now)).await?;
+/// drop(store);
+///
+/// let store = FileStore::open(&dir).await?;
+/// assert_eq!(store.due(now, 5, 200).await?.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    index: Mutex<Index>,
+    // Serialises every write in the process, and owns the journal.
+    writer: Arc<AsyncMutex<Journal>>,
+    // Keeps other processes out until the store is dropped; the lock goes
+    // with the file handle.
+    _process_lock: File,
+    _registration: Registration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections never leave the data half-updated.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl FileStore {
+    /// Opens the store in `dir`, creating the directory if needed.
+    ///
+    /// Replays the journal of the due index and reconciles it with the
+    /// record files (see the type's docs); removes temporary files left by a
+    /// crash; narrows the permissions of existing directories to `0700` on
+    /// Unix. Fails with [`Error::Store`] if the directory is already open in
+    /// this process or in another one (see "One process per directory").
+    pub async fn open(dir: impl AsRef<Path>) -> Result<FileStore> {
+        let dir = dir.as_ref().to_path_buf();
+        blocking(move || open_blocking(&dir)).await
+    }
+
+    /// The store's directory (absolute).
+    pub fn path(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.inner.root.join(CERTS)
+    }
+
+    async fn write_lock(&self) -> OwnedMutexGuard<Journal> {
+        self.inner.writer.clone().lock_owned().await
+    }
+}
+
+/// Claims the directory, removes what a crash left behind, and recovers the
+/// due index (see [`recovery`]).
+fn open_blocking(dir: &Path) -> Result<FileStore> {
+    create_dir(dir)?;
+    let root = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let registration = Registration::new(&root)?;
+    // Before anything is read or cleaned: another process's temporary files
+    // are not leftovers of a crash.
+    let process_lock = lock_directory(&root)?;
+    restrict_dir(&root)?;
+    for sub in [CERTS, ACCOUNTS, META] {
+        create_dir(&root.join(sub))?;
+        restrict_dir(&root.join(sub))?;
+    }
+    for sub in [
+        root.clone(),
+        root.join(CERTS),
+        root.join(ACCOUNTS),
+        root.join(META),
+    ] {
+        remove_temps(&sub)?;
+    }
+
+    let (index, journal) = recovery::recover(&root)?;
+    Ok(FileStore {
+        inner: Arc::new(Inner {
+            root,
+            index,
+            writer: Arc::new(AsyncMutex::new(journal)),
+            _process_lock: process_lock,
+            _registration: registration,
+        }),
+    })
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("path", &self.inner.root)
+            .field("records", &lock(&self.inner.index).entries.len())
+            .finish()
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Store {
+            store: STORE,
+            message: "file task failed".into(),
+            source: Some(Box::new(e)),
+        })?
+}
+
+impl Inner {
+    /// Rewrites the journal first if it may disagree with the records.
+    fn prepare(&self, journal: &mut Journal) -> Result<()> {
+        if journal.dirty {
+            journal.compact(&self.index)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal once it has grown; a failure only postpones it.
+    fn maybe_compact(&self, journal: &mut Journal) {
+        if journal.needs_compaction(&self.index) {
+            if let Err(e) = journal.compact(&self.index) {
+                tracing::warn!(error = %e, "could not rewrite the due index journal; will retry");
+            }
+        }
+    }
+
+    fn save(&self, journal: &mut Journal, record: &CertRecord) -> Result<u64> {
+        self.prepare(journal)?;
+        let certs = self.root.join(CERTS);
+        let domain = &record.domain;
+        let found = match read_record(&certs, domain)? {
+            Read::Missing => 0,
+            Read::Found(stored) => stored.version,
+            Read::Corrupt(reason) => return Err(corrupt(domain, reason)),
+        };
+        if found != record.version {
+            return Err(Error::Conflict {
+                key: domain.to_string(),
+                expected: record.version,
+                found,
+            });
+        }
+        let mut stored = record.clone();
+        stored.version = next_version(STORE, domain.as_str(), record.version)?;
+        let entry = Entry::of(&stored);
+        let temp = write_temp(&certs, &to_json(&stored)?)?;
+        // The journal line goes first: after a crash only the last line can
+        // be ahead of the records, and opening re-reads that one record.
+        if let Err(e) = journal.append(&put_line(domain, &entry)) {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&temp, certs.join(file_name(domain))) {
+            let _ = fs::remove_file(&temp);
+            journal.dirty = true;
+            return Err(Error::io(certs.join(file_name(domain)), e));
+        }
+        lock(&self.index).insert(domain.clone(), entry);
+        sync_dir(&certs)?;
+        self.maybe_compact(journal);
+        Ok(stored.version)
+    }
+
+    fn delete(&self, journal: &mut Journal, domain: &Domain) -> Result<bool> {
+        self.prepare(journal)?;
+        let certs = self.root.join(CERTS);
+        let path = certs.join(file_name(domain));
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                lock(&self.index).remove(domain);
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        journal.append(&delete_line(domain))?;
+        if let Err(e) = fs::remove_file(&path) {
+            journal.dirty = true;
+            return Err(Error::io(path, e));
+        }
+        lock(&self.index).remove(domain);
+        sync_dir(&certs)?;
+        self.maybe_compact(journal);
+        Ok(true)
+    }
+
+    fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        let accounts = self.root.join(ACCOUNTS);
+        let found = match load_account(&accounts, &record.id)? {
+            Some(stored) => stored.version,
+            None => 0,
+        };
+        if found != record.version {
+            return Err(Error::Conflict {
+                key: record.id.clone(),
+                expected: record.version,
+                found,
+            });
+        }
+        let mut stored = record.clone();
+        stored.version = next_version(STORE, &record.id, record.version)?;
+        write_atomic(&accounts, &record.id, &to_json(&stored)?)?;
+        Ok(stored.version)
+    }
+
+    fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let meta = self.root.join(META);
+        if let Some(existing) = read_meta(&meta, key)? {
+            return Ok(existing);
+        }
+        write_atomic(&meta, key, value.as_bytes())?;
+        Ok(value.to_owned())
+    }
+}
+
+#[async_trait]
+impl CertStore for FileStore {
+    async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+        let certs = self.certs_dir();
+        let domain = domain.clone();
+        blocking(move || load_record(&certs, &domain)).await
+    }
+
+    async fn save(&self, record: &CertRecord) -> Result<u64> {
+        let mut journal = self.write_lock().await;
+        let inner = self.inner.clone();
+        let record = record.clone();
+        // The lock moves into the task: a cancelled caller cannot cut a write
+        // short or let another writer in before it ends.
+        blocking(move || inner.save(&mut journal, &record)).await
+    }
+
+    async fn delete(&self, domain: &Domain) -> Result<bool> {
+        let mut journal = self.write_lock().await;
+        let inner = self.inner.clone();
+        let domain = domain.clone();
+        blocking(move || inner.delete(&mut journal, &domain)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Domain>> {
+        Ok(lock(&self.inner.index).entries.keys().cloned().collect())
+    }
+
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<CertRecord>> {
+        let now_nanos = now.unix_timestamp_nanos();
+        let mut due = Vec::new();
+        let mut cursor = None;
+        while due.len() < limit {
+            let batch = lock(&self.inner.index).candidates(
+                cursor.as_ref(),
+                now_nanos,
+                max_attempts,
+                (limit - due.len()).min(DUE_BATCH),
+            );
+            let Some(last) = batch.last().cloned() else {
+                break;
+            };
+            cursor = Some(last);
+            let certs = self.certs_dir();
+            let loaded = blocking(move || {
+                Ok(batch
+                    .into_iter()
+                    .map(|(_, domain)| {
+                        let record = load_record(&certs, &domain);
+                        (domain, record)
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+            for (domain, record) in loaded {
+                match record {
+                    // Re-checked: the record, not the index, is the truth.
+                    Ok(Some(record)) if record.is_due(now, max_attempts) => due.push(record),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(%domain, error = %e, "skipping a certificate record that cannot be read")
+                    }
+                }
+            }
+        }
+        due.sort_by(|a, b| (a.renew_date, &a.domain).cmp(&(b.renew_date, &b.domain)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+        check_key("account id", id)?;
+        let accounts = self.inner.root.join(ACCOUNTS);
+        let id = id.to_owned();
+        blocking(move || load_account(&accounts, &id)).await
+    }
+
+    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        check_key("account id", &record.id)?;
+        let journal = self.write_lock().await;
+        let inner = self.inner.clone();
+        let record = record.clone();
+        blocking(move || {
+            let _held = journal;
+            inner.save_account(&record)
+        })
+        .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let accounts = self.inner.root.join(ACCOUNTS);
+        blocking(move || {
+            let mut ids = Vec::new();
+            for entry in fs::read_dir(&accounts).map_err(|e| Error::io(&accounts, e))? {
+                let entry = entry.map_err(|e| Error::io(&accounts, e))?;
+                if let Some(id) = entry.file_name().to_str() {
+                    if check_key("account id", id).is_ok() {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        check_key("meta key", key)?;
+        let meta = self.inner.root.join(META);
+        let key = key.to_owned();
+        blocking(move || read_meta(&meta, &key)).await
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        check_key("meta key", key)?;
+        let journal = self.write_lock().await;
+        let inner = self.inner.clone();
+        let (key, value) = (key.to_owned(), value.to_owned());
+        blocking(move || {
+            let _held = journal;
+            inner.put_meta_if_absent(&key, &value)
+        })
+        .await
+    }
+}
