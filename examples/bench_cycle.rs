@@ -10,6 +10,7 @@
 //! Needs Debian's `pebble` package. Pebble's in-memory store deadlocks under
 //! many concurrent orders, so keep 16 or fewer in flight.
 
+#[allow(unreachable_pub)]
 #[path = "../tests/common/pebble.rs"]
 #[allow(dead_code)]
 mod pebble;
@@ -19,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use certkeeper::cert::{IssuedCert, IssuerKind};
 use certkeeper::challenge::Http01Solver;
 use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{AcmeIssuer, IssuedCert, Issuer};
-use certkeeper::store::{FileStore, IssuerKind};
+use certkeeper::issuer::{AcmeIssuer, Issuer};
+use certkeeper::store::FileStore;
 use certkeeper::{Domain, Renewer};
 use pebble::{Pebble, PebbleOptions};
 
@@ -125,8 +127,8 @@ async fn main() {
         percentile(&latencies, 99.0).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    for (domain, reason) in report.failed.iter().take(5) {
-        println!("failed:      {domain}: {reason}");
+    for failure in report.failed.iter().take(5) {
+        println!("failed:      {}: {}", failure.domain, failure.error);
     }
     if !report.failed.is_empty() {
         std::process::exit(1);

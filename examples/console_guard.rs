@@ -35,10 +35,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use certkeeper::access::{
-    client_ip, normalize_email, AccessPolicy, AccessRequest, ConsoleAccessPolicy, Decision,
-    LoginThrottle, ThrottleDecision, TrustedProxies,
+    client_ip, normalize_email, AccessPolicy, AccessRequest, Decision, LoginThrottle,
+    ThrottleDecision, TrustedProxies,
 };
-use certkeeper::cipher::{hash_password, verify_password};
+use certkeeper::access::{hash_password, verify_password};
+use certkeeper::Config;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -291,7 +292,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     // Also reads _APP_CONSOLE_TRUSTED_PROXIES, so that a proxy's own
     // address never passes the IP whitelist.
-    let policy = ConsoleAccessPolicy::from_env()?;
+    let policy = Config::from_env()?.console_access_policy();
     let proxies = policy.trusted_proxies().clone();
     println!(
         "policy: IPs {:?}, emails {:?}, root-only {}; trusted proxies {:?}",

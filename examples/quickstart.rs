@@ -144,7 +144,7 @@ async fn run(check: bool) -> Result<(), Box<dyn std::error::Error>> {
 /// One HTTPS request to the server, trusting only the stored certificate.
 async fn fetch(port: u16, chain_pem: &str) -> Result<String, Box<dyn std::error::Error>> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in certkeeper::issuer::chain_der(chain_pem)? {
+    for cert in certkeeper::cert::chain_der(chain_pem)? {
         roots.add(cert)?;
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(

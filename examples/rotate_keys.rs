@@ -18,13 +18,13 @@
 //! store it already holds:
 //!
 //! ```text
-//! let report = certkeeper::cipher::rotate(&*embedded.store, &*embedded.keyring).await?;
+//! let report = certkeeper::vault::rotate(&*embedded.store, &*embedded.keyring).await?;
 //! ```
 
 use std::process::ExitCode;
 
-use certkeeper::cipher::{rotate_batch, Keyring};
 use certkeeper::store::FileStore;
+use certkeeper::vault::rotate_batch;
 use certkeeper::Config;
 
 #[tokio::main]
@@ -58,10 +58,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
     let config = Config::from_env()?;
-    let keyring = Keyring::from_keys(
-        config.production,
-        config.openssl_keys.iter().map(|(v, k)| (*v, k.as_str())),
-    )?;
+    let keyring = config.keyring()?;
     // Fails with "in use by another process" while a server holds the folder.
     let store = FileStore::open(&config.store_path).await?;
     println!(

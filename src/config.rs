@@ -20,47 +20,70 @@
 //! | `_APP_CERTIFICATES_CONCURRENCY` | `8` | certificates issued at once in a cycle |
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use crate::access::{ConsoleAccessPolicy, TrustedProxies, TRUSTED_PROXIES_VAR};
+use crate::access::{
+    parse_switch, ConsoleAccessPolicy, EmailWhitelist, IpWhitelist, TrustedProxies,
+    TRUSTED_PROXIES_VAR, WHITELIST_EMAILS_VAR, WHITELIST_IPS_VAR, WHITELIST_ROOT_VAR,
+};
+use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
+use crate::email::parse_email;
+use crate::issuer::acme_settings;
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// The prefix of the versioned encryption key variables.
-pub const OPENSSL_KEY_PREFIX: &str = "_APP_OPENSSL_KEY_V";
+const ENV_VAR: &str = "_APP_ENV";
+const DOMAIN_VAR: &str = "_APP_DOMAIN";
+const EMAIL_VAR: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+const INTERVAL_VAR: &str = "_APP_MAINTENANCE_INTERVAL";
+const DIRECTORY_VAR: &str = "_APP_ACME_DIRECTORY_URL";
+const CA_ROOT_VAR: &str = "_APP_ACME_CA_ROOT";
+const TIMEOUT_VAR: &str = "_APP_ACME_TIMEOUT";
+const CHALLENGE_VAR: &str = "_APP_ACME_CHALLENGE_ADDRESS";
+const PATH_VAR: &str = "_APP_CERTIFICATES_PATH";
+const CONCURRENCY_VAR: &str = "_APP_CERTIFICATES_CONCURRENCY";
 
-/// Every certkeeper setting. Build it with [`Config::from_env`],
-/// [`Config::from_vars`] or [`Config::builder`].
+/// Every certkeeper setting, parsed and checked. Build it with
+/// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
+///
+/// `Config` is the only part of certkeeper that reads the environment; every
+/// component takes the typed values it holds. Each kind of value has one
+/// validator, shared with the component that uses it, so a value `Config`
+/// accepts is never refused later: the keys are checked as the keyring
+/// checks them (weak keys refused in production), the directory URL as the
+/// ACME issuer checks it (`https://` only), the CA root file is read, the
+/// addresses follow the one email rule ([`normalize_email`](crate::email::normalize_email)).
 ///
 /// `Debug` shows which key versions are set, never the keys.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Production mode (`_APP_ENV=production`, the default).
     pub production: bool,
     /// The main domain (`_APP_DOMAIN`).
     pub main_domain: Option<Domain>,
-    /// The ACME contact address (`_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`).
+    /// The ACME contact address, normalised (`_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`).
     pub security_email: Option<String>,
     /// Time between maintenance cycles (`_APP_MAINTENANCE_INTERVAL`).
     pub maintenance_interval: Duration,
-    /// Encryption keys by version (`_APP_OPENSSL_KEY_V1` ...).
-    pub openssl_keys: BTreeMap<u32, Zeroizing<String>>,
-    /// `_APP_CONSOLE_WHITELIST_IPS`, as given.
-    pub console_whitelist_ips: String,
-    /// `_APP_CONSOLE_WHITELIST_EMAILS`, as given.
-    pub console_whitelist_emails: String,
-    /// `_APP_CONSOLE_WHITELIST_ROOT`, as given (default `enabled`).
-    pub console_whitelist_root: String,
-    /// `_APP_CONSOLE_TRUSTED_PROXIES`, as given.
-    pub console_trusted_proxies: String,
-    /// The ACME directory (`_APP_ACME_DIRECTORY_URL`).
+    /// The keyring from `_APP_OPENSSL_KEY_V1`, `V2` ...; `None` when no key
+    /// is set (see [`keyring`](Self::keyring)).
+    pub keyring: Option<Keyring>,
+    /// The console IP whitelist (`_APP_CONSOLE_WHITELIST_IPS`).
+    pub console_whitelist_ips: IpWhitelist,
+    /// The console email whitelist (`_APP_CONSOLE_WHITELIST_EMAILS`).
+    pub console_whitelist_emails: EmailWhitelist,
+    /// Only the first user may sign up (`_APP_CONSOLE_WHITELIST_ROOT`, default on).
+    pub console_root_only: bool,
+    /// Proxies whose `X-Forwarded-For` is believed (`_APP_CONSOLE_TRUSTED_PROXIES`).
+    pub console_trusted_proxies: TrustedProxies,
+    /// The ACME directory, an `https://` URL (`_APP_ACME_DIRECTORY_URL`).
     pub acme_directory_url: String,
     /// A root certificate to trust for the CA's HTTPS (`_APP_ACME_CA_ROOT`).
     pub acme_ca_root: Option<PathBuf>,
@@ -72,53 +95,6 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Certificates issued at once (`_APP_CERTIFICATES_CONCURRENCY`).
     pub concurrency: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            production: true,
-            main_domain: None,
-            security_email: None,
-            maintenance_interval: Duration::from_secs(86_400),
-            openssl_keys: BTreeMap::new(),
-            console_whitelist_ips: String::new(),
-            console_whitelist_emails: String::new(),
-            console_whitelist_root: "enabled".into(),
-            console_trusted_proxies: String::new(),
-            acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
-            acme_ca_root: None,
-            acme_timeout: Duration::from_secs(30),
-            challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
-            store_path: PathBuf::from("./certificates"),
-            concurrency: 8,
-        }
-    }
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("production", &self.production)
-            .field("main_domain", &self.main_domain)
-            .field("security_email", &self.security_email)
-            .field("maintenance_interval", &self.maintenance_interval)
-            .field(
-                "openssl_key_versions",
-                &self.openssl_keys.keys().collect::<Vec<_>>(),
-            )
-            .field("console_whitelist_ips", &self.console_whitelist_ips)
-            .field("console_whitelist_emails", &self.console_whitelist_emails)
-            .field("console_whitelist_root", &self.console_whitelist_root)
-            .field("console_trusted_proxies", &self.console_trusted_proxies)
-            .field("acme_directory_url", &self.acme_directory_url)
-            .field("acme_ca_root", &self.acme_ca_root)
-            .field("acme_timeout", &self.acme_timeout)
-            .field("challenge_address", &self.challenge_address)
-            .field("store_path", &self.store_path)
-            .field("concurrency", &self.concurrency)
-            .finish()
-    }
 }
 
 impl Config {
@@ -147,23 +123,13 @@ impl Config {
         K: Into<String>,
         V: Into<String>,
     {
-        let mut config = Self::default();
+        let mut b = Self::builder();
         for (name, value) in vars {
             let (name, value) = (name.into(), Zeroizing::new(value.into()));
-            if let Some(version) = name.strip_prefix(OPENSSL_KEY_PREFIX) {
-                // Digits only, no leading zero: V01 and V1 must never both
-                // name version 1 and silently replace one another.
-                let version: u32 = Some(version)
-                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.starts_with('0'))
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| {
-                        Error::config(
-                            &name,
-                            "key variables are numbered V1, V2 ... (no leading zeros)",
-                        )
-                    })?;
+            if let Some(version) = key_variable_version(&name) {
+                let version = version?;
                 // An empty key is kept so the keyring can refuse it by name.
-                if config.openssl_keys.insert(version, value).is_some() {
+                if b.keys.insert(version, value).is_some() {
                     return Err(Error::config(&name, "set twice"));
                 }
                 continue;
@@ -173,8 +139,8 @@ impl Config {
                 continue;
             }
             match name.as_str() {
-                "_APP_ENV" => {
-                    config.production = if v.eq_ignore_ascii_case("production") {
+                ENV_VAR => {
+                    b.config.production = if v.eq_ignore_ascii_case("production") {
                         true
                     } else if v.eq_ignore_ascii_case("development") {
                         false
@@ -186,27 +152,31 @@ impl Config {
                         ));
                     };
                 }
-                "_APP_DOMAIN" => {
-                    config.main_domain =
+                DOMAIN_VAR => {
+                    b.config.main_domain =
                         Some(Domain::new(v).map_err(|e| Error::config(&name, e.to_string()))?);
                 }
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS" => {
-                    config.security_email = Some(parse_email(&name, v)?);
+                EMAIL_VAR => b.config.security_email = Some(v.to_string()),
+                INTERVAL_VAR => {
+                    b.config.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?)
                 }
-                "_APP_MAINTENANCE_INTERVAL" => {
-                    config.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?);
+                WHITELIST_IPS_VAR => {
+                    b.config.console_whitelist_ips = IpWhitelist::parse(&name, v)?;
                 }
-                "_APP_CONSOLE_WHITELIST_IPS" => config.console_whitelist_ips = v.to_string(),
-                "_APP_CONSOLE_WHITELIST_EMAILS" => config.console_whitelist_emails = v.to_string(),
-                "_APP_CONSOLE_WHITELIST_ROOT" => config.console_whitelist_root = v.to_string(),
-                "_APP_CONSOLE_TRUSTED_PROXIES" => config.console_trusted_proxies = v.to_string(),
-                "_APP_ACME_DIRECTORY_URL" => config.acme_directory_url = parse_url(&name, v)?,
-                "_APP_ACME_CA_ROOT" => config.acme_ca_root = Some(PathBuf::from(v)),
-                "_APP_ACME_TIMEOUT" => {
-                    config.acme_timeout = Duration::from_secs(parse_positive(&name, v)?)
+                WHITELIST_EMAILS_VAR => {
+                    b.config.console_whitelist_emails = EmailWhitelist::parse(&name, v)?;
                 }
-                "_APP_ACME_CHALLENGE_ADDRESS" => {
-                    config.challenge_address = if v.eq_ignore_ascii_case("off") {
+                WHITELIST_ROOT_VAR => b.config.console_root_only = parse_switch(&name, v)?,
+                TRUSTED_PROXIES_VAR => {
+                    b.config.console_trusted_proxies = TrustedProxies::parse(&name, v)?;
+                }
+                DIRECTORY_VAR => b.config.acme_directory_url = v.to_string(),
+                CA_ROOT_VAR => b.config.acme_ca_root = Some(PathBuf::from(v)),
+                TIMEOUT_VAR => {
+                    b.config.acme_timeout = Duration::from_secs(parse_positive(&name, v)?)
+                }
+                CHALLENGE_VAR => {
+                    b.config.challenge_address = if v.eq_ignore_ascii_case("off") {
                         None
                     } else {
                         Some(v.parse().map_err(|_| {
@@ -219,40 +189,63 @@ impl Config {
                         })?)
                     };
                 }
-                "_APP_CERTIFICATES_PATH" => config.store_path = PathBuf::from(v),
-                "_APP_CERTIFICATES_CONCURRENCY" => {
-                    config.concurrency =
+                PATH_VAR => b.config.store_path = PathBuf::from(v),
+                CONCURRENCY_VAR => {
+                    b.config.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
                 }
                 _ => {}
             }
         }
-        // A bad whitelist or proxy entry stops start-up here, naming the variable.
-        config.console_access_policy()?;
-        Ok(config)
+        b.build()
     }
 
-    /// The proxies whose `X-Forwarded-For` is believed (`_APP_CONSOLE_TRUSTED_PROXIES`).
-    pub fn trusted_proxies(&self) -> Result<TrustedProxies> {
-        TrustedProxies::parse(TRUSTED_PROXIES_VAR, &self.console_trusted_proxies)
+    /// The keyring, or an [`Error::Config`] naming `_APP_OPENSSL_KEY_V1`
+    /// when no key is set.
+    pub fn keyring(&self) -> Result<Keyring> {
+        self.keyring.clone().ok_or_else(|| {
+            Error::config(
+                format!("{OPENSSL_KEY_PREFIX}1"),
+                "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
+            )
+        })
     }
 
-    /// The console access policy from the `_APP_CONSOLE_WHITELIST_*` settings.
+    /// The console access policy from the `_APP_CONSOLE_*` settings.
     ///
     /// It knows the trusted proxies, so a client address that is one of them
     /// never passes the IP whitelist.
-    pub fn console_access_policy(&self) -> Result<ConsoleAccessPolicy> {
-        Ok(ConsoleAccessPolicy::from_values(
-            &self.console_whitelist_ips,
-            &self.console_whitelist_emails,
-            &self.console_whitelist_root,
-        )?
-        .with_trusted_proxies(self.trusted_proxies()?))
+    pub fn console_access_policy(&self) -> ConsoleAccessPolicy {
+        ConsoleAccessPolicy::new(
+            self.console_whitelist_ips.clone(),
+            self.console_whitelist_emails.clone(),
+            self.console_root_only,
+        )
+        .with_trusted_proxies(self.console_trusted_proxies.clone())
     }
 
     /// A typed builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder(Self::default())
+        ConfigBuilder {
+            config: Self {
+                production: true,
+                main_domain: None,
+                security_email: None,
+                maintenance_interval: Duration::from_secs(86_400),
+                keyring: None,
+                console_whitelist_ips: IpWhitelist::default(),
+                console_whitelist_emails: EmailWhitelist::default(),
+                console_root_only: true,
+                console_trusted_proxies: TrustedProxies::none(),
+                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+                acme_ca_root: None,
+                acme_timeout: Duration::from_secs(30),
+                challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
+                store_path: PathBuf::from("./certificates"),
+                concurrency: 8,
+            },
+            keys: BTreeMap::new(),
+        }
     }
 }
 
@@ -263,156 +256,139 @@ fn parse_positive(name: &str, v: &str) -> Result<u64> {
         .ok_or_else(|| Error::config(name, format!("{v:?} is not a positive whole number")))
 }
 
-fn parse_url(name: &str, v: &str) -> Result<String> {
-    if (v.starts_with("https://") || v.starts_with("http://"))
-        && v.len() > "https://".len()
-        && !v.contains(char::is_whitespace)
-    {
-        Ok(v.to_string())
-    } else {
-        Err(Error::config(name, format!("{v:?} is not an http(s) URL")))
-    }
+/// Builds a [`Config`] in code; [`build`](Self::build) checks every value
+/// with the same validators as [`Config::from_vars`].
+#[derive(Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+    keys: BTreeMap<u32, Zeroizing<String>>,
 }
 
-/// Checks a plain `local@domain` address, as an ACME CA will.
-pub fn parse_email(name: &str, v: &str) -> Result<String> {
-    let bad = || Error::config(name, format!("{v:?} is not a valid email address"));
-    let (local, domain) = v.rsplit_once('@').ok_or_else(bad)?;
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && local
-            .chars()
-            // A conservative set: every CA accepts it in a mailto: contact.
-            .all(|c| c.is_ascii_alphanumeric() || "+-_.".contains(c))
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..");
-    let domain = Domain::new(domain).map_err(|_| bad())?;
-    if !local_ok || domain.ip().is_some() || !domain.as_str().contains('.') {
-        return Err(bad());
+impl std::fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field("config", &self.config)
+            .field("key_versions", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
     }
-    Ok(format!("{local}@{domain}"))
 }
-
-/// Builds a [`Config`] in code.
-#[derive(Debug, Clone)]
-pub struct ConfigBuilder(Config);
 
 impl ConfigBuilder {
     /// Production (`true`, the default) or development mode.
     pub fn production(mut self, production: bool) -> Self {
-        self.0.production = production;
+        self.config.production = production;
         self
     }
 
     /// The main domain.
     pub fn main_domain(mut self, domain: Domain) -> Self {
-        self.0.main_domain = Some(domain);
+        self.config.main_domain = Some(domain);
         self
     }
 
     /// The ACME contact address; checked when the config is built.
     pub fn security_email(mut self, email: impl Into<String>) -> Self {
-        self.0.security_email = Some(email.into());
+        self.config.security_email = Some(email.into());
         self
     }
 
     /// Time between maintenance cycles.
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
-        self.0.maintenance_interval = interval;
+        self.config.maintenance_interval = interval;
         self
     }
 
-    /// Adds the encryption key of `version` (1, 2 ...).
+    /// Adds the encryption key of `version` (1, 2 ...); checked when the
+    /// config is built.
     pub fn openssl_key(mut self, version: u32, key: impl Into<String>) -> Self {
-        self.0
-            .openssl_keys
-            .insert(version, Zeroizing::new(key.into()));
+        self.keys.insert(version, Zeroizing::new(key.into()));
         self
     }
 
-    /// The console whitelists, as the environment variables would give them.
-    pub fn console_whitelists(mut self, ips: &str, emails: &str, root: &str) -> Self {
-        self.0.console_whitelist_ips = ips.into();
-        self.0.console_whitelist_emails = emails.into();
-        self.0.console_whitelist_root = root.into();
+    /// The console whitelists and the root-only switch.
+    pub fn console_whitelists(
+        mut self,
+        ips: IpWhitelist,
+        emails: EmailWhitelist,
+        root_only: bool,
+    ) -> Self {
+        self.config.console_whitelist_ips = ips;
+        self.config.console_whitelist_emails = emails;
+        self.config.console_root_only = root_only;
         self
     }
 
-    /// The proxies whose `X-Forwarded-For` is believed, as the environment
-    /// variable would give them.
-    pub fn console_trusted_proxies(mut self, proxies: &str) -> Self {
-        self.0.console_trusted_proxies = proxies.into();
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn console_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.config.console_trusted_proxies = proxies;
         self
     }
 
-    /// The ACME directory URL.
+    /// The ACME directory URL; must be `https://`.
     pub fn acme_directory_url(mut self, url: impl Into<String>) -> Self {
-        self.0.acme_directory_url = url.into();
+        self.config.acme_directory_url = url.into();
         self
     }
 
-    /// A root to trust for the CA's HTTPS, as a PEM file.
+    /// A root to trust for the CA's HTTPS, as a PEM file; read when the
+    /// config is built.
     pub fn acme_ca_root(mut self, path: impl Into<PathBuf>) -> Self {
-        self.0.acme_ca_root = Some(path.into());
+        self.config.acme_ca_root = Some(path.into());
         self
     }
 
     /// Limit on any single call to the CA.
     pub fn acme_timeout(mut self, timeout: Duration) -> Self {
-        self.0.acme_timeout = timeout;
+        self.config.acme_timeout = timeout;
         self
     }
 
     /// Where the HTTP-01 listener binds (`None`: the embedding server answers).
     pub fn challenge_address(mut self, address: Option<SocketAddr>) -> Self {
-        self.0.challenge_address = address;
+        self.config.challenge_address = address;
         self
     }
 
     /// The file store's folder.
     pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.0.store_path = path.into();
+        self.config.store_path = path.into();
         self
     }
 
     /// Certificates issued at once in a cycle.
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.0.concurrency = n;
+        self.config.concurrency = n;
         self
     }
 
-    /// Checks the settings and returns the config.
-    pub fn build(mut self) -> Result<Config> {
-        const E: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
-        if let Some(email) = &self.0.security_email {
-            self.0.security_email = Some(parse_email(E, email)?);
+    /// Checks the settings and returns the config; an [`Error::Config`] (or
+    /// [`Error::WeakKey`]) names the setting at fault.
+    pub fn build(self) -> Result<Config> {
+        let mut config = self.config;
+        if let Some(email) = &config.security_email {
+            config.security_email = Some(parse_email(EMAIL_VAR, email)?);
         }
-        self.0.acme_directory_url =
-            parse_url("_APP_ACME_DIRECTORY_URL", &self.0.acme_directory_url)?;
-        if self.0.maintenance_interval.is_zero() {
-            return Err(Error::config(
-                "_APP_MAINTENANCE_INTERVAL",
-                "must be positive",
-            ));
+        config.acme_directory_url =
+            acme_settings::directory_url(DIRECTORY_VAR, &config.acme_directory_url)?;
+        if let Some(path) = &config.acme_ca_root {
+            acme_settings::read_ca_root(CA_ROOT_VAR, path)?;
         }
-        if self.0.acme_timeout.is_zero() {
-            return Err(Error::config("_APP_ACME_TIMEOUT", "must be positive"));
+        for (name, zero) in [
+            (INTERVAL_VAR, config.maintenance_interval.is_zero()),
+            (TIMEOUT_VAR, config.acme_timeout.is_zero()),
+            (CONCURRENCY_VAR, config.concurrency == 0),
+        ] {
+            if zero {
+                return Err(Error::config(name, "must be positive"));
+            }
         }
-        if self.0.concurrency == 0 {
-            return Err(Error::config(
-                "_APP_CERTIFICATES_CONCURRENCY",
-                "must be positive",
-            ));
+        if !self.keys.is_empty() {
+            config.keyring = Some(Keyring::from_keys(
+                config.production,
+                self.keys.iter().map(|(v, k)| (*v, k.as_str())),
+            )?);
         }
-        self.0.console_access_policy()?;
-        if self.0.openssl_keys.contains_key(&0) {
-            return Err(Error::config(
-                "_APP_OPENSSL_KEY_V0",
-                "key variables are numbered from V1",
-            ));
-        }
-        Ok(self.0)
+        Ok(config)
     }
 }
 
@@ -425,14 +401,28 @@ mod tests {
         let c = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert!(c.production);
         assert_eq!(c.maintenance_interval, Duration::from_secs(86_400));
-        assert_eq!(c.console_whitelist_root, "enabled");
+        assert!(c.console_root_only);
         assert_eq!(c.acme_directory_url, LETS_ENCRYPT_DIRECTORY);
         assert_eq!(c.challenge_address, Some("[::]:80".parse().unwrap()));
         assert!(c.main_domain.is_none());
     }
 
+    /// A PEM file with a certificate, as `_APP_ACME_CA_ROOT` names.
+    fn ca_root_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&path, cert.pem()).unwrap();
+        (dir, path)
+    }
+
     #[test]
     fn reads_every_variable() {
+        let (_dir, ca_root) = ca_root_file();
         let c = Config::from_vars([
             ("_APP_ENV", "development"),
             ("_APP_DOMAIN", "Console.Example.COM"),
@@ -445,7 +435,7 @@ mod tests {
             ("_APP_CONSOLE_WHITELIST_ROOT", "disabled"),
             ("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.1, 172.16.0.0/12"),
             ("_APP_ACME_DIRECTORY_URL", "https://localhost:14000/dir"),
-            ("_APP_ACME_CA_ROOT", "/tmp/ca.pem"),
+            ("_APP_ACME_CA_ROOT", ca_root.to_str().unwrap()),
             ("_APP_ACME_TIMEOUT", "5"),
             ("_APP_ACME_CHALLENGE_ADDRESS", "off"),
             ("_APP_CERTIFICATES_PATH", "/var/lib/certs"),
@@ -460,14 +450,10 @@ mod tests {
         );
         assert_eq!(c.security_email.as_deref(), Some("certs@example.com"));
         assert_eq!(c.maintenance_interval, Duration::from_secs(3600));
-        assert_eq!(
-            c.openssl_keys.keys().copied().collect::<Vec<_>>(),
-            vec![1, 2]
-        );
-        assert_eq!(c.console_whitelist_root, "disabled");
+        assert_eq!(c.keyring.as_ref().unwrap().versions(), vec![1, 2]);
+        assert!(!c.console_root_only);
         assert!(c
-            .trusted_proxies()
-            .unwrap()
+            .console_trusted_proxies
             .contains("172.16.4.2".parse().unwrap()));
         assert_eq!(c.acme_timeout, Duration::from_secs(5));
         assert_eq!(c.challenge_address, None);
@@ -486,6 +472,8 @@ mod tests {
             ("_APP_MAINTENANCE_INTERVAL", "soon"),
             ("_APP_MAINTENANCE_INTERVAL", "0"),
             ("_APP_ACME_DIRECTORY_URL", "ftp://x"),
+            ("_APP_ACME_DIRECTORY_URL", "http://localhost:14000/dir"),
+            ("_APP_ACME_CA_ROOT", "/nonexistent/ca.pem"),
             ("_APP_ACME_CHALLENGE_ADDRESS", "port 80"),
             ("_APP_OPENSSL_KEY_V0", "x"),
             ("_APP_OPENSSL_KEY_Vx", "x"),
@@ -523,7 +511,12 @@ mod tests {
             .unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("super-secret"), "{shown}");
-        assert!(shown.contains("openssl_key_versions: [1]"));
+        assert!(shown.contains("keyring: Some"), "{shown}");
+        let builder = format!(
+            "{:?}",
+            Config::builder().openssl_key(1, "super-secret-passphrase-1")
+        );
+        assert!(!builder.contains("super-secret"), "{builder}");
     }
 
     #[test]
@@ -536,5 +529,121 @@ mod tests {
             .build()
             .unwrap();
         assert!(!c.production);
+    }
+
+    // One validator per kind of value: what Config accepts, the component
+    // that uses the value accepts too.
+
+    #[test]
+    fn the_directory_url_config_accepts_is_one_the_acme_issuer_accepts() {
+        // Refused by Config, as the issuer refuses it.
+        for url in ["http://localhost:14000/dir", "https://", "https:///dir"] {
+            let err = Config::from_vars([("_APP_ACME_DIRECTORY_URL", url)]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_DIRECTORY_URL"),
+                "{url}: {err}"
+            );
+        }
+        // Accepted by Config, then by the issuer.
+        let c = Config::from_vars([
+            ("_APP_ACME_DIRECTORY_URL", " https://localhost:14000/dir "),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@example.com"),
+            ("_APP_OPENSSL_KEY_V1", "a development passphrase"),
+            ("_APP_ENV", "development"),
+        ])
+        .unwrap();
+        let store = std::sync::Arc::new(crate::store::MemoryStore::new());
+        let issuer = crate::issuer::AcmeIssuer::builder(c.acme_directory_url.clone())
+            .contact_email(c.security_email.as_deref().unwrap())
+            .solver(std::sync::Arc::new(crate::challenge::Http01Solver::new()))
+            .store(store)
+            .cipher(std::sync::Arc::new(c.keyring().unwrap()))
+            .build()
+            .unwrap();
+        assert_eq!(issuer.directory_url(), "https://localhost:14000/dir");
+    }
+
+    #[test]
+    fn key_variables_have_one_rule() {
+        // V01 was refused by Config and read as V1 by the keyring: now both
+        // go through the one rule, and Config builds the keyring.
+        for name in [
+            "_APP_OPENSSL_KEY_V01",
+            "_APP_OPENSSL_KEY_V0",
+            "_APP_OPENSSL_KEY_Vx",
+        ] {
+            let err = Config::from_vars([(name, "a development passphrase")]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name: n, .. } if n == name),
+                "{err}"
+            );
+            assert!(crate::cipher::key_variable_version(name).unwrap().is_err());
+        }
+        let c = Config::from_vars([
+            ("_APP_ENV", "development"),
+            ("_APP_OPENSSL_KEY_V3", "a development passphrase"),
+        ])
+        .unwrap();
+        assert_eq!(c.keyring().unwrap().versions(), vec![3]);
+        assert!(matches!(
+            Config::from_vars(Vec::<(String, String)>::new()).unwrap().keyring(),
+            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V1"
+        ));
+    }
+
+    #[test]
+    fn a_weak_key_is_refused_by_config_in_production_as_the_keyring_refuses_it() {
+        let err = Config::from_vars([("_APP_OPENSSL_KEY_V1", "changeme")]).unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if name == "_APP_OPENSSL_KEY_V1"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("changeme"), "{err}");
+        let dev = Config::from_vars([
+            ("_APP_ENV", "development"),
+            ("_APP_OPENSSL_KEY_V1", "changeme"),
+        ]);
+        assert!(dev.is_ok());
+    }
+
+    #[test]
+    fn an_unreadable_ca_root_is_refused_by_config_as_the_issuer_refuses_it() {
+        let (dir, path) = ca_root_file();
+        assert!(Config::builder().acme_ca_root(&path).build().is_ok());
+        let missing = dir.path().join("missing.pem");
+        let err = Config::builder()
+            .acme_ca_root(&missing)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_CA_ROOT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_email_setting_follows_the_one_email_rule() {
+        for address in [
+            "ops@example.com",
+            "Ops+Certs@Example.COM",
+            "o'brien@example.ie",
+            "a?b@example.com",
+            "a%40b@example.com",
+            "a@localhost",
+            "a@10.0.0.1",
+            "jürgen@example.com",
+            "admin\u{200B}@example.com",
+            ".a@example.com",
+        ] {
+            let contact = Config::from_vars([("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", address)]);
+            let listed = Config::from_vars([("_APP_CONSOLE_WHITELIST_EMAILS", address)]);
+            let user = crate::email::normalize_email(address);
+            assert_eq!(contact.is_ok(), user.is_some(), "{address:?}");
+            assert_eq!(listed.is_ok(), user.is_some(), "{address:?}");
+            if let Ok(c) = contact {
+                assert_eq!(c.security_email, user, "{address:?}");
+                assert!(listed.unwrap().console_whitelist_emails.contains(address));
+            }
+        }
     }
 }

@@ -50,10 +50,7 @@ impl Embedded {
     /// bound, an unreadable store folder ...).
     pub async fn start(config: Config) -> Result<Self> {
         let store: Arc<dyn CertStore> = Arc::new(FileStore::open(&config.store_path).await?);
-        let keyring = Arc::new(Keyring::from_keys(
-            config.production,
-            config.openssl_keys.iter().map(|(v, k)| (*v, k.as_str())),
-        )?);
+        let keyring = Arc::new(config.keyring()?);
         let solver = Http01Solver::new();
         let challenge_responder = solver.responder();
         let acme_enabled = config.production && config.security_email.is_some();
@@ -93,7 +90,7 @@ impl Embedded {
         let renewer = builder.build();
         renewer.load().await?;
         let access = config
-            .console_access_policy()?
+            .console_access_policy()
             .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));
         Ok(Self {
             access,

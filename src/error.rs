@@ -1,12 +1,24 @@
-//! The one error type of the crate.
+//! The one error type of the crate, and the typed parts it carries.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::domain::Domain;
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A boxed error kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Every failure certkeeper reports.
+///
+/// Match on the variant (or on [`code`](Self::code), a stable string for
+/// logs and metrics), never on the message. Variants keep the error that
+/// caused them as their [`source`](std::error::Error::source).
 ///
 /// No variant ever carries a private key, a secret or key material: messages
 /// are safe to log and to show an operator.
@@ -36,12 +48,12 @@ pub enum Error {
     },
 
     /// The domain is neither the main domain nor a custom domain of this server.
-    #[error("domain {domain} is not the main domain ({main}) nor a custom domain of this server")]
+    #[error("domain {domain} is not the main domain ({}) nor a custom domain of this server", main.as_ref().map_or("none", Domain::as_str))]
     DomainNotAllowed {
         /// The refused domain.
-        domain: String,
-        /// The main domain in force, or `none` when none is set yet.
-        main: String,
+        domain: Domain,
+        /// The main domain in force, if one is set or learned.
+        main: Option<Domain>,
     },
 
     /// A setting is missing or has a bad value.
@@ -69,14 +81,19 @@ pub enum Error {
     #[error("certificate for {domain} not issued now: {reason}")]
     InProgress {
         /// The domain.
-        domain: String,
-        /// Why (`already being issued`, `renewed elsewhere meanwhile` ...).
-        reason: String,
+        domain: Domain,
+        /// Why it was left alone.
+        reason: SkipReason,
     },
 
     /// The requested record does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
+    #[error("{what} {key} not found")]
+    NotFound {
+        /// What was looked for (`certificate record`, `ACME account` ...).
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
 
     /// A stored record could not be decoded.
     #[error("corrupt record {key}: {reason}")]
@@ -96,7 +113,7 @@ pub enum Error {
         message: String,
         /// The backend's own error.
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        source: Option<BoxError>,
     },
 
     /// A filesystem operation failed.
@@ -133,15 +150,21 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// The ACME CA refused or failed a step.
-    #[error("ACME {step} failed{}: {message}", domain.as_deref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    /// The ACME CA refused or failed a step, or could not be reached.
+    #[error("ACME {step} failed{}: {message}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
     Acme {
         /// The domain of the order, when there is one.
-        domain: Option<String>,
-        /// The step (`account`, `new-order`, `challenge`, `finalize` ...).
+        domain: Option<Domain>,
+        /// The step (`account`, `new-order`, `challenge`, `validation`,
+        /// `finalize`, `certificate` ...).
         step: &'static str,
-        /// The CA's problem document or the client's error, readable.
+        /// The CA's problem document, when the CA answered with one.
+        problem: Option<Box<AcmeProblem>>,
+        /// The problem document or the client's error, readable.
         message: String,
+        /// The client's own error (a refused connection, a TLS failure ...).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A call did not finish in time.
@@ -164,13 +187,25 @@ pub enum Error {
         message: String,
     },
 
-    /// A certificate or key could not be generated or parsed.
-    #[error("certificate error: {0}")]
-    Certificate(String),
+    /// A certificate or key could not be generated, parsed or used.
+    #[error("certificate{}: {problem}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    Certificate {
+        /// The domain, when known.
+        domain: Option<Domain>,
+        /// What is wrong.
+        problem: CertProblem,
+        /// The parser's or generator's own error.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// A TLS configuration could not be built.
-    #[error("TLS error: {0}")]
-    Tls(String),
+    #[error("TLS configuration: {source}")]
+    Tls {
+        /// The TLS library's error.
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 impl Error {
@@ -197,5 +232,488 @@ impl Error {
             name: name.into(),
             reason: reason.into(),
         }
+    }
+
+    /// A [`Error::Certificate`] with a source.
+    pub fn certificate(
+        domain: Option<&Domain>,
+        problem: CertProblem,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self::Certificate {
+            domain: domain.cloned(),
+            problem,
+            source: Some(source.into()),
+        }
+    }
+
+    /// A [`Error::Certificate`] without a source.
+    pub fn certificate_problem(domain: Option<&Domain>, problem: CertProblem) -> Self {
+        Self::Certificate {
+            domain: domain.cloned(),
+            problem,
+            source: None,
+        }
+    }
+
+    /// A stable, lowercase code naming the kind of failure, for logs,
+    /// metrics and alerts: one per variant, and for [`Error::Acme`] one per
+    /// problem type of the CA (`acme_rate_limited`,
+    /// `acme_rejected_identifier` ...; `acme_unreachable` when the CA gave no
+    /// problem document).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidDomain { .. } => "invalid_domain",
+            Self::InvalidKey { .. } => "invalid_key",
+            Self::DomainNotAllowed { .. } => "domain_not_allowed",
+            Self::Config { .. } => "config",
+            Self::Conflict { .. } => "conflict",
+            Self::InProgress { .. } => "in_progress",
+            Self::NotFound { .. } => "not_found",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Store { .. } => "store",
+            Self::Io { .. } => "io",
+            Self::Envelope(_) => "envelope",
+            Self::Decrypt => "decrypt",
+            Self::MissingKey { .. } => "missing_key",
+            Self::WeakKey { .. } => "weak_key",
+            Self::Acme { problem, .. } => match problem {
+                Some(problem) => problem.kind().code(),
+                None => "acme_unreachable",
+            },
+            Self::Timeout { .. } => "timeout",
+            Self::Challenge { .. } => "challenge",
+            Self::Certificate { .. } => "certificate",
+            Self::Tls { .. } => "tls",
+        }
+    }
+
+    /// The CA's problem type, when this is an [`Error::Acme`] with a problem document.
+    pub fn acme_problem(&self) -> Option<&AcmeProblem> {
+        match self {
+            Self::Acme { problem, .. } => problem.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What is wrong with a certificate or key ([`Error::Certificate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertProblem {
+    /// The PEM text holds no certificate.
+    NoCertificate,
+    /// The PEM text of a certificate cannot be decoded.
+    BadPem,
+    /// A certificate's DER cannot be parsed.
+    Unparsable,
+    /// The PEM text of a private key cannot be decoded.
+    BadKey,
+    /// The private key is of a type the TLS library cannot sign with.
+    UnsupportedKey,
+    /// The certificate and the private key do not belong together.
+    KeyMismatch,
+    /// A key pair could not be generated.
+    KeyGeneration,
+    /// A certificate or certificate request could not be built or signed.
+    Generation,
+    /// An issuer returned a certificate that is not valid now.
+    NotValidNow {
+        /// Start of its validity.
+        not_before: OffsetDateTime,
+        /// End of its validity.
+        not_after: OffsetDateTime,
+    },
+    /// The CA's certificate is for another key than the one requested.
+    WrongKey,
+    /// The CA's certificate does not name the domain ordered.
+    WrongName,
+}
+
+impl fmt::Display for CertProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoCertificate => f.write_str("no certificate in the PEM chain"),
+            Self::BadPem => f.write_str("the PEM certificate cannot be decoded"),
+            Self::Unparsable => f.write_str("the certificate cannot be parsed"),
+            Self::BadKey => f.write_str("the private key is not valid PEM"),
+            Self::UnsupportedKey => f.write_str("the private key cannot be used for signing"),
+            Self::KeyMismatch => f.write_str("the certificate and its private key do not match"),
+            Self::KeyGeneration => f.write_str("a key pair could not be generated"),
+            Self::Generation => f.write_str("the certificate or request could not be built"),
+            Self::NotValidNow {
+                not_before,
+                not_after,
+            } => write!(
+                f,
+                "the issued certificate is not valid now (valid from {} to {})",
+                rfc3339(*not_before),
+                rfc3339(*not_after)
+            ),
+            Self::WrongKey => f.write_str("the CA returned a certificate for another key"),
+            Self::WrongName => {
+                f.write_str("the CA returned a certificate that does not name the domain")
+            }
+        }
+    }
+}
+
+/// Why an issuance was left alone: in a [`CycleReport`](crate::CycleReport)'s
+/// skipped list, or in [`Error::InProgress`] for a manual one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Another issuance of the same domain is running.
+    AlreadyBeingIssued,
+    /// The record's renew date moved past now (renewed meanwhile).
+    NoLongerDue,
+    /// The record was removed before the issuance started.
+    Removed,
+    /// The record was removed while the certificate was being issued.
+    RemovedWhileIssuing,
+    /// Another instance stored a new certificate meanwhile; it stands.
+    RenewedElsewhere,
+    /// The record changed under every compare-and-swap try.
+    KeptChanging,
+}
+
+impl SkipReason {
+    /// A stable code for logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::AlreadyBeingIssued => "already_being_issued",
+            Self::NoLongerDue => "no_longer_due",
+            Self::Removed => "removed",
+            Self::RemovedWhileIssuing => "removed_while_issuing",
+            Self::RenewedElsewhere => "renewed_elsewhere",
+            Self::KeptChanging => "kept_changing",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::AlreadyBeingIssued => "already being issued",
+            Self::NoLongerDue => "no longer due",
+            Self::Removed => "removed before it was issued",
+            Self::RemovedWhileIssuing => "removed while it was being issued",
+            Self::RenewedElsewhere => "renewed elsewhere meanwhile",
+            Self::KeptChanging => "record kept changing while being stored",
+        })
+    }
+}
+
+/// A CA's problem document (RFC 7807, RFC 8555 section 6.7), as carried by
+/// [`Error::Acme`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeProblem {
+    /// The problem type URI (`urn:ietf:params:acme:error:rateLimited` ...).
+    pub type_uri: Option<String>,
+    /// The CA's explanation.
+    pub detail: Option<String>,
+    /// The HTTP status the CA answered with.
+    pub status: Option<u16>,
+    /// Problems per identifier, for a compound problem.
+    pub subproblems: Vec<AcmeSubproblem>,
+}
+
+/// One identifier's problem inside a compound [`AcmeProblem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSubproblem {
+    /// The identifier (a domain or an IP address), when given.
+    pub identifier: Option<String>,
+    /// The problem type URI.
+    pub type_uri: Option<String>,
+    /// The CA's explanation.
+    pub detail: Option<String>,
+}
+
+impl AcmeProblem {
+    /// The problem type, parsed.
+    pub fn kind(&self) -> ProblemKind {
+        ProblemKind::from_uri(self.type_uri.as_deref())
+    }
+
+    /// Whether the problem, or one of its subproblems, is of `kind`.
+    pub fn is(&self, kind: ProblemKind) -> bool {
+        self.kind() == kind
+            || self
+                .subproblems
+                .iter()
+                .any(|s| ProblemKind::from_uri(s.type_uri.as_deref()) == kind)
+    }
+}
+
+impl fmt::Display for AcmeProblem {
+    /// `type: detail`, then each subproblem.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.type_uri, &self.detail) {
+            (Some(kind), Some(detail)) => write!(f, "{kind}: {detail}")?,
+            (Some(kind), None) => f.write_str(kind)?,
+            (None, Some(detail)) => f.write_str(detail)?,
+            (None, None) => f.write_str("the CA returned a problem without type or detail")?,
+        }
+        for sub in &self.subproblems {
+            f.write_str("; ")?;
+            if let Some(identifier) = &sub.identifier {
+                write!(f, "{identifier}: ")?;
+            }
+            f.write_str(sub.type_uri.as_deref().unwrap_or("problem"))?;
+            if let Some(detail) = &sub.detail {
+                write!(f, ": {detail}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ACME problem types of RFC 8555 section 6.7
+/// (`urn:ietf:params:acme:error:<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// `accountDoesNotExist`
+    AccountDoesNotExist,
+    /// `alreadyRevoked`
+    AlreadyRevoked,
+    /// `badCSR`
+    BadCsr,
+    /// `badNonce`
+    BadNonce,
+    /// `badPublicKey`
+    BadPublicKey,
+    /// `badRevocationReason`
+    BadRevocationReason,
+    /// `badSignatureAlgorithm`
+    BadSignatureAlgorithm,
+    /// `caa`
+    Caa,
+    /// `compound`
+    Compound,
+    /// `connection`
+    Connection,
+    /// `dns`
+    Dns,
+    /// `externalAccountRequired`
+    ExternalAccountRequired,
+    /// `incorrectResponse`
+    IncorrectResponse,
+    /// `invalidContact`
+    InvalidContact,
+    /// `malformed`
+    Malformed,
+    /// `orderNotReady`
+    OrderNotReady,
+    /// `rateLimited`
+    RateLimited,
+    /// `rejectedIdentifier`
+    RejectedIdentifier,
+    /// `serverInternal`
+    ServerInternal,
+    /// `tls`
+    Tls,
+    /// `unauthorized`
+    Unauthorized,
+    /// `unsupportedContact`
+    UnsupportedContact,
+    /// `unsupportedIdentifier`
+    UnsupportedIdentifier,
+    /// `userActionRequired`
+    UserActionRequired,
+    /// Any other type, or none.
+    Other,
+}
+
+/// Every named kind with its RFC 8555 name and its stable code.
+const PROBLEM_KINDS: &[(ProblemKind, &str, &str)] = &[
+    (
+        ProblemKind::AccountDoesNotExist,
+        "accountDoesNotExist",
+        "acme_account_does_not_exist",
+    ),
+    (
+        ProblemKind::AlreadyRevoked,
+        "alreadyRevoked",
+        "acme_already_revoked",
+    ),
+    (ProblemKind::BadCsr, "badCSR", "acme_bad_csr"),
+    (ProblemKind::BadNonce, "badNonce", "acme_bad_nonce"),
+    (
+        ProblemKind::BadPublicKey,
+        "badPublicKey",
+        "acme_bad_public_key",
+    ),
+    (
+        ProblemKind::BadRevocationReason,
+        "badRevocationReason",
+        "acme_bad_revocation_reason",
+    ),
+    (
+        ProblemKind::BadSignatureAlgorithm,
+        "badSignatureAlgorithm",
+        "acme_bad_signature_algorithm",
+    ),
+    (ProblemKind::Caa, "caa", "acme_caa"),
+    (ProblemKind::Compound, "compound", "acme_compound"),
+    (ProblemKind::Connection, "connection", "acme_connection"),
+    (ProblemKind::Dns, "dns", "acme_dns"),
+    (
+        ProblemKind::ExternalAccountRequired,
+        "externalAccountRequired",
+        "acme_external_account_required",
+    ),
+    (
+        ProblemKind::IncorrectResponse,
+        "incorrectResponse",
+        "acme_incorrect_response",
+    ),
+    (
+        ProblemKind::InvalidContact,
+        "invalidContact",
+        "acme_invalid_contact",
+    ),
+    (ProblemKind::Malformed, "malformed", "acme_malformed"),
+    (
+        ProblemKind::OrderNotReady,
+        "orderNotReady",
+        "acme_order_not_ready",
+    ),
+    (ProblemKind::RateLimited, "rateLimited", "acme_rate_limited"),
+    (
+        ProblemKind::RejectedIdentifier,
+        "rejectedIdentifier",
+        "acme_rejected_identifier",
+    ),
+    (
+        ProblemKind::ServerInternal,
+        "serverInternal",
+        "acme_server_internal",
+    ),
+    (ProblemKind::Tls, "tls", "acme_tls"),
+    (
+        ProblemKind::Unauthorized,
+        "unauthorized",
+        "acme_unauthorized",
+    ),
+    (
+        ProblemKind::UnsupportedContact,
+        "unsupportedContact",
+        "acme_unsupported_contact",
+    ),
+    (
+        ProblemKind::UnsupportedIdentifier,
+        "unsupportedIdentifier",
+        "acme_unsupported_identifier",
+    ),
+    (
+        ProblemKind::UserActionRequired,
+        "userActionRequired",
+        "acme_user_action_required",
+    ),
+];
+
+impl ProblemKind {
+    /// The prefix of every RFC 8555 problem type.
+    pub const URN_PREFIX: &'static str = "urn:ietf:params:acme:error:";
+
+    /// The kind named by a problem type URI; [`Other`](Self::Other) for
+    /// anything else.
+    pub fn from_uri(uri: Option<&str>) -> Self {
+        uri.and_then(|u| u.strip_prefix(Self::URN_PREFIX))
+            .and_then(|name| PROBLEM_KINDS.iter().find(|(_, n, _)| *n == name))
+            .map_or(Self::Other, |(kind, _, _)| *kind)
+    }
+
+    /// The RFC 8555 name (`rateLimited` ...), `None` for [`Other`](Self::Other).
+    pub fn name(self) -> Option<&'static str> {
+        PROBLEM_KINDS
+            .iter()
+            .find(|(kind, _, _)| *kind == self)
+            .map(|(_, name, _)| *name)
+    }
+
+    /// The stable code [`Error::code`] gives an ACME error of this kind.
+    pub fn code(self) -> &'static str {
+        PROBLEM_KINDS
+            .iter()
+            .find(|(kind, _, _)| *kind == self)
+            .map_or("acme_other", |(_, _, code)| *code)
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_kinds_round_trip_their_uri_and_have_distinct_codes() {
+        let mut codes = std::collections::HashSet::new();
+        for (kind, name, code) in PROBLEM_KINDS {
+            let uri = format!("{}{name}", ProblemKind::URN_PREFIX);
+            assert_eq!(ProblemKind::from_uri(Some(&uri)), *kind);
+            assert_eq!(kind.name(), Some(*name));
+            assert!(codes.insert(*code), "{code} twice");
+        }
+        assert_eq!(ProblemKind::from_uri(None), ProblemKind::Other);
+        assert_eq!(
+            ProblemKind::from_uri(Some("urn:ietf:params:acme:error:somethingNew")),
+            ProblemKind::Other
+        );
+        assert_eq!(ProblemKind::Other.code(), "acme_other");
+    }
+
+    #[test]
+    fn an_acme_error_is_coded_by_its_problem_type() {
+        let acme = |type_uri: Option<&str>| Error::Acme {
+            domain: None,
+            step: "new-order",
+            problem: type_uri.map(|t| {
+                Box::new(AcmeProblem {
+                    type_uri: Some(t.into()),
+                    detail: None,
+                    status: Some(429),
+                    subproblems: Vec::new(),
+                })
+            }),
+            message: String::new(),
+            source: None,
+        };
+        assert_eq!(
+            acme(Some("urn:ietf:params:acme:error:rateLimited")).code(),
+            "acme_rate_limited"
+        );
+        assert_eq!(
+            acme(Some("urn:ietf:params:acme:error:rejectedIdentifier")).code(),
+            "acme_rejected_identifier"
+        );
+        assert_eq!(acme(None).code(), "acme_unreachable");
+        assert_eq!(Error::Decrypt.code(), "decrypt");
+    }
+
+    #[test]
+    fn compound_problems_name_their_subproblems() {
+        let problem = AcmeProblem {
+            type_uri: Some("urn:ietf:params:acme:error:compound".into()),
+            detail: Some("several".into()),
+            status: Some(403),
+            subproblems: vec![AcmeSubproblem {
+                identifier: Some("a.example.com".into()),
+                type_uri: Some("urn:ietf:params:acme:error:caa".into()),
+                detail: Some("CAA forbids".into()),
+            }],
+        };
+        assert!(problem.is(ProblemKind::Caa));
+        assert!(!problem.is(ProblemKind::Dns));
+        assert_eq!(
+            problem.to_string(),
+            "urn:ietf:params:acme:error:compound: several; a.example.com: \
+             urn:ietf:params:acme:error:caa: CAA forbids"
+        );
     }
 }

@@ -45,42 +45,50 @@
 //!
 //! # The parts
 //!
-//! - [`store`]: the [`CertStore`](store::CertStore) trait, its records, the
-//!   built-in stores and the [`conformance`](store::conformance) suite.
-//! - [`cipher`]: the [`SecretCipher`](cipher::SecretCipher) trait and the
-//!   default [`Keyring`](cipher::Keyring).
-//! - [`challenge`]: the [`ChallengeSolver`](challenge::ChallengeSolver) trait
-//!   and the default HTTP-01 solver.
-//! - [`issuer`]: the ACME issuer and the self-signed issuer.
-//! - [`renewer`]: the maintenance cycle and its rules.
-//! - [`resolver`]: serving certificates by SNI with rustls.
-//! - [`access`]: console access rules ([`AccessPolicy`](access::AccessPolicy),
-//!   [`ConsoleAccessPolicy`](access::ConsoleAccessPolicy)), client addresses
-//!   behind proxies, and the [`LoginThrottle`](access::LoginThrottle).
-//! - [`domain`]: validated names and which of them may get a certificate.
-//! - [`config`]: settings from the `_APP_*` environment variables.
-//! - [`clock`]: time as a trait, for tests.
-#![forbid(unsafe_code)]
+//! One module a concept; each uses only the modules listed above it, so
+//! there is no import cycle:
+//!
+//! | module | what it holds | uses |
+//! | --- | --- | --- |
+//! | [`error`] | the one [`Error`], its [`code`](Error::code)s, the CA's typed problems | `domain` (names in errors) |
+//! | [`clock`] | time as a trait, for tests | - |
+//! | [`domain`] | [`Domain`]: validated, normalised names | `error` |
+//! | [`email`] | the one email address rule | `domain`, `error` |
+//! | [`cert`] | certificate material: PEM chains, validity, fingerprints, [`IssuerKind`](cert::IssuerKind) | `error` |
+//! | [`cipher`] | the [`SecretCipher`](cipher::SecretCipher) trait, sealed envelopes, the default [`Keyring`](cipher::Keyring) | `error` |
+//! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
+//! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
+//! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait and the HTTP-01 solver | `domain` |
+//! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME and self-signed issuers | `vault`, `challenge`, `cert`, `email`, `clock` |
+//! | [`resolver`] | serving certificates by SNI with rustls | `cert` |
+//! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
+//! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
+//! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `issuer` (its setting checks), `email` |
+//! | `Embedded` | the whole default stack from a [`Config`] | everything |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod access;
+pub mod cert;
 pub mod challenge;
 pub mod cipher;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod email;
 #[cfg(feature = "fs")]
 mod embedded;
-mod error;
+pub mod error;
 pub mod issuer;
 pub mod renewer;
 pub mod resolver;
 pub mod store;
+pub mod vault;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::Config;
 pub use domain::Domain;
 #[cfg(feature = "fs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use embedded::Embedded;
 pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};

@@ -10,7 +10,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivateKeyDer;
 
-use crate::issuer::chain_der;
+use crate::cert::chain_der;
+use crate::error::CertProblem;
 use crate::{Domain, Error, Result};
 
 /// Picks the certificate for a TLS handshake by its server name (SNI).
@@ -41,15 +42,25 @@ impl CertResolver {
     /// Loads (or replaces) the certificate for `domain` from its PEM chain and
     /// its PKCS#8 PEM private key.
     pub fn insert_pem(&self, domain: &Domain, chain_pem: &str, key_pem: &[u8]) -> Result<()> {
-        let chain = chain_der(chain_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|_| Error::Tls(format!("the private key of {domain} is not valid PEM")))?;
-        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| Error::Tls(format!("unusable private key for {domain}: {e}")))?;
-        let certified = CertifiedKey::new(chain, signing_key);
-        certified.keys_match().map_err(|e| {
-            Error::Tls(format!("certificate and key of {domain} do not match: {e}"))
+        let chain = chain_der(chain_pem).map_err(|e| match e {
+            Error::Certificate {
+                problem, source, ..
+            } => Error::Certificate {
+                domain: Some(domain.clone()),
+                problem,
+                source,
+            },
+            other => other,
         })?;
+        // The PEM decoder's error could quote key bytes: keep only the kind.
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|_| Error::certificate_problem(Some(domain), CertProblem::BadKey))?;
+        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| Error::certificate(Some(domain), CertProblem::UnsupportedKey, e))?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        certified
+            .keys_match()
+            .map_err(|e| Error::certificate(Some(domain), CertProblem::KeyMismatch, e))?;
         self.write()
             .by_name
             .insert(domain.clone(), Arc::new(certified));
@@ -110,7 +121,7 @@ impl CertResolver {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Tls(e.to_string()))?
+            .map_err(|source| Error::Tls { source })?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(self.clone()));
         config.alpn_protocols = alpn_protocols.iter().map(|p| p.to_vec()).collect();
@@ -145,7 +156,8 @@ impl fmt::Debug for CertResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::issuer::{fingerprint, SelfSignedIssuer};
+    use crate::cert::fingerprint;
+    use crate::issuer::SelfSignedIssuer;
 
     fn served_fingerprint(resolver: &CertResolver, name: Option<&str>) -> Option<String> {
         resolver
@@ -219,7 +231,16 @@ mod tests {
         let err = resolver
             .insert_pem(&a, &one.chain_pem, other.key_pem.as_bytes())
             .unwrap_err();
-        assert!(matches!(err, Error::Tls(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Certificate {
+                    problem: CertProblem::KeyMismatch,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(resolver
             .insert_pem(&a, "garbage", one.key_pem.as_bytes())
             .is_err());

@@ -3,6 +3,7 @@
 //! in memory and through a shared store.
 
 #[allow(dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../examples/console_guard.rs"]
 mod console_guard;
 

@@ -7,13 +7,15 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use certkeeper::cert::IssuerKind;
 use certkeeper::challenge::{
     Challenge, ChallengeKind, ChallengeSolver, Http01Server, Http01Solver,
 };
 use certkeeper::cipher::Keyring;
-use certkeeper::cipher::{account_aad, SecretCipher};
+use certkeeper::cipher::SecretCipher;
 use certkeeper::issuer::{AcmeIssuer, Issuer};
-use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, MemoryStore};
+use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, MemoryStore};
+use certkeeper::vault::account_aad;
 use certkeeper::{Domain, Error};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
@@ -90,7 +92,8 @@ fn acme_failure(err: &Error) -> (Option<&str>, &'static str, &str) {
             domain,
             step,
             message,
-        } => (domain.as_deref(), step, message),
+            ..
+        } => (domain.as_ref().map(Domain::as_str), step, message),
         other => panic!("expected Error::Acme, got {other:?}"),
     }
 }
@@ -100,7 +103,7 @@ async fn issues_a_certificate_that_verifies_and_serves_tls() {
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let issuer = setup.issuer(&pebble);
-        assert_eq!(issuer.kind(), IssuerKind::Acme);
+        assert_eq!(issuer.kind(), IssuerKind::ACME);
 
         let name = "www.certkeeper-test.com";
         let cert = issuer.issue(&domain(name)).await.unwrap();

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use certkeeper::cipher::{
-    account_aad, cert_key_aad, rotate, rotate_batch, Keyring, Sealed, SealedValue, SecretCipher,
-};
+use certkeeper::cert::IssuerKind;
+use certkeeper::cipher::{Keyring, Sealed, SecretCipher};
 use certkeeper::issuer::SelfSignedIssuer;
-use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, IssuerKind, StoredCert};
+use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, StoredCert};
+use certkeeper::vault::{account_aad, cert_key_aad, rotate, rotate_batch, SealedValue};
 use certkeeper::{Domain, Error, Result};
 use common::store::cert_store_over_inner;
 use proptest::prelude::*;
@@ -64,7 +64,7 @@ async fn fill(store: &dyn CertStore, cipher: &dyn SecretCipher) -> Plaintexts {
             not_before: issued.not_before,
             not_after: issued.not_after,
             fingerprint: issued.fingerprint.clone(),
-            issuer: IssuerKind::SelfSigned,
+            issuer: IssuerKind::SELF_SIGNED,
         });
         record.renew_date = issued.not_after;
         store.save(&record).await.unwrap();

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use certkeeper::challenge::Http01Solver;
-use certkeeper::cipher::{account_aad, rotate, Keyring, SecretCipher};
+use certkeeper::cipher::{Keyring, SecretCipher};
 use certkeeper::store::{CertStore, FileStore};
+use certkeeper::vault::{account_aad, rotate};
 use certkeeper::{CertResolver, Clock, Config, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
@@ -149,7 +150,7 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
         .unwrap()
         .sealed_key;
     let err = only_v1
-        .open(&sealed, &certkeeper::cipher::cert_key_aad(&main))
+        .open(&sealed, &certkeeper::vault::cert_key_aad(&main))
         .unwrap_err();
     assert!(err.to_string().contains("_APP_OPENSSL_KEY_V2"), "{err}");
     shown += &format!("{err}\n{err:?}\n{reloaded:?}\n{:?}\n", clock.now());

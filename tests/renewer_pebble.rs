@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use certkeeper::cert::IssuerKind;
 use certkeeper::challenge::{Http01Server, Http01Solver};
-use certkeeper::store::{CertStore, FileStore, IssuerKind};
+use certkeeper::store::{CertStore, FileStore};
 use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
@@ -127,7 +128,7 @@ async fn issues_stores_encrypted_reloads_serves_and_renews() {
         assert_eq!(report.issued, vec![main.clone()], "{report:?}");
         let record = first.store.load(&main).await.unwrap().unwrap();
         let cert = record.certificate.clone().unwrap();
-        assert_eq!(cert.issuer, IssuerKind::Acme);
+        assert_eq!(cert.issuer, IssuerKind::ACME);
         assert_eq!(record.attempts, 0);
         assert_eq!(record.issue_date, Some(clock.now()));
         // Ninety days of validity: renew thirty days before expiry.
@@ -218,7 +219,7 @@ async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
         let report = s.renewer.run_cycle().await.unwrap();
         assert_eq!(report.issued, vec![good], "{report:?}");
         assert_eq!(report.failed.len(), 1, "{report:?}");
-        let reason = &report.failed[0].1;
+        let reason = report.failed[0].error.to_string();
         assert!(
             reason.contains("rejectedIdentifier") || reason.contains("policy"),
             "the CA's reason is lost: {reason}"

@@ -9,9 +9,13 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use certkeeper::cipher::{cert_key_aad, Keyring, SecretCipher};
+use certkeeper::cert::IssuerKind;
+use certkeeper::cipher::{Keyring, SecretCipher};
+use certkeeper::error::AcmeProblem;
 use certkeeper::issuer::{IssuedCert, Issuer, SelfSignedIssuer};
-use certkeeper::store::{CertStore, IssuerKind, MemoryStore};
+use certkeeper::renewer::SkipReason;
+use certkeeper::store::{CertStore, MemoryStore};
+use certkeeper::vault::cert_key_aad;
 use certkeeper::{Clock, Domain, Error, RenewalPolicy, Renewer, TestClock};
 use time::{Duration, OffsetDateTime};
 
@@ -57,10 +61,18 @@ impl Issuer for ScriptedIssuer {
         let result = if self.hang.load(Ordering::SeqCst) {
             std::future::pending().await
         } else if self.fail.load(Ordering::SeqCst) {
+            let problem = AcmeProblem {
+                type_uri: Some("urn:ietf:params:acme:error:rateLimited".into()),
+                detail: Some("too many certificates".into()),
+                status: Some(429),
+                subproblems: Vec::new(),
+            };
             Err(Error::Acme {
-                domain: Some(domain.to_string()),
+                domain: Some(domain.clone()),
                 step: "new-order",
-                message: "urn:ietf:params:acme:error:rateLimited: too many certificates".into(),
+                message: problem.to_string(),
+                problem: Some(Box::new(problem)),
+                source: None,
             })
         } else {
             self.inner.issue_blocking(domain)
@@ -70,7 +82,7 @@ impl Issuer for ScriptedIssuer {
     }
 
     fn kind(&self) -> IssuerKind {
-        IssuerKind::SelfSigned
+        IssuerKind::SELF_SIGNED
     }
 }
 
@@ -257,7 +269,11 @@ async fn failures_count_and_stop_at_five_then_manual_generation_still_works() {
     for attempt in 1..=5u32 {
         let report = s.renewer.run_cycle().await.unwrap();
         assert_eq!(report.failed.len(), 1, "cycle {attempt}: {report}");
-        assert!(report.failed[0].1.contains("rateLimited"), "{report:?}");
+        assert_eq!(
+            report.failed[0].error.code(),
+            "acme_rate_limited",
+            "{report:?}"
+        );
         let record = s.store.load(&domain).await.unwrap().unwrap();
         assert_eq!(record.attempts, attempt);
         assert_eq!(
@@ -346,7 +362,10 @@ async fn a_hanging_issuer_fails_the_attempt_and_the_cycle_finishes() {
     renewer.add_domain(&b).await.unwrap();
     let report = renewer.run_cycle().await.unwrap();
     assert_eq!(report.failed.len(), 2, "{report}");
-    assert!(report.failed[0].1.contains("timed out"), "{report:?}");
+    assert!(
+        matches!(*report.failed[0].error, Error::Timeout { .. }),
+        "{report:?}"
+    );
     assert_eq!(store.load(&a).await.unwrap().unwrap().attempts, 1);
 }
 
@@ -456,7 +475,7 @@ async fn two_instances_racing_on_one_record_keep_one_certificate() {
     assert_eq!(a.issued.len() + b.issued.len(), 1, "{a:?} {b:?}");
     let skipped: Vec<_> = a.skipped.iter().chain(&b.skipped).collect();
     assert_eq!(skipped.len(), 1, "{a:?} {b:?}");
-    assert!(skipped[0].1.contains("renewed elsewhere"), "{skipped:?}");
+    assert_eq!(skipped[0].1, SkipReason::RenewedElsewhere, "{skipped:?}");
     let record = s.store.load(&domain).await.unwrap().unwrap();
     assert_eq!(record.version, 2, "created once, stored once");
     assert_eq!(record.attempts, 0);
@@ -506,7 +525,13 @@ async fn manual_generation_while_the_same_domain_is_being_issued_is_refused_clea
     );
     let err = renewer.issue_now(Some(&domain)).await.unwrap_err();
     assert!(
-        matches!(&err, Error::InProgress { reason, .. } if reason.contains("already being issued")),
+        matches!(
+            &err,
+            Error::InProgress {
+                reason: SkipReason::AlreadyBeingIssued,
+                ..
+            }
+        ),
         "{err}"
     );
     let report = cycle.await.unwrap().unwrap();
@@ -533,9 +558,10 @@ async fn a_public_name_in_production_without_an_acme_issuer_fails_naming_the_set
     assert_eq!(report.issued, vec![local], "{report:?}");
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(
-        report.failed[0]
-            .1
-            .contains("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"),
+        matches!(
+            &*report.failed[0].error,
+            Error::Config { name, .. } if name == "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"
+        ),
         "{report:?}"
     );
 }
@@ -556,7 +582,16 @@ async fn a_certificate_that_is_not_valid_now_never_replaces_a_working_one() {
     let renewer = scripted(s.store.clone(), stale, &s.clock).build();
     let report = renewer.run_cycle().await.unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert!(report.failed[0].1.contains("not valid now"), "{report:?}");
+    assert!(
+        matches!(
+            &*report.failed[0].error,
+            Error::Certificate {
+                problem: certkeeper::error::CertProblem::NotValidNow { .. },
+                ..
+            }
+        ),
+        "{report:?}"
+    );
     let after = s.store.load(&domain).await.unwrap().unwrap();
     assert_eq!(after.certificate, good.certificate);
     assert_eq!(after.attempts, 1);
@@ -693,7 +728,7 @@ async fn the_console_policy_from_config_never_whitelists_a_trusted_proxy() {
         ("_APP_CONSOLE_WHITELIST_ROOT", "disabled"),
     ])
     .unwrap();
-    let policy = config.console_access_policy().unwrap();
+    let policy = config.console_access_policy();
     let client = AccessRequest::sign_in("10.1.2.3".parse().unwrap(), "ops@example.com");
     assert!(policy.check(&client).await.unwrap().is_allowed());
     let proxy = AccessRequest::sign_in("10.0.0.5".parse().unwrap(), "ops@example.com");

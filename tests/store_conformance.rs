@@ -213,8 +213,9 @@ mod file_store {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
+    use certkeeper::cert::IssuerKind;
     use certkeeper::cipher::Sealed;
-    use certkeeper::store::{FileStore, IssuerKind, LogEntry, StoredCert};
+    use certkeeper::store::{FileStore, LogEntry, StoredCert};
     use certkeeper::Error;
     use sha2::{Digest, Sha256};
 
@@ -227,7 +228,7 @@ mod file_store {
             not_before: NOW - Duration::days(10),
             not_after: NOW + Duration::days(80),
             fingerprint: "cd".repeat(32),
-            issuer: IssuerKind::Acme,
+            issuer: IssuerKind::ACME,
         });
         record.issue_date = Some(NOW - Duration::days(10));
         record.push_log(LogEntry {

@@ -24,7 +24,7 @@ pub const TRUSTED_PROXIES_VAR: &str = "_APP_CONSOLE_TRUSTED_PROXIES";
 /// [`client_ip`]), and would then pass as a whitelisted client. Give the
 /// same list to
 /// [`ConsoleAccessPolicy::with_trusted_proxies`](super::ConsoleAccessPolicy::with_trusted_proxies)
-/// (its `from_env` does), which refuses such clients even when a
+/// ([`Config`](crate::Config) does), which refuses such clients even when a
 /// whitelisted range covers the proxies.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
@@ -46,18 +46,6 @@ impl TrustedProxies {
             nets.push(parse_net(entry).map_err(|reason| Error::config(variable, reason))?);
         }
         Ok(Self { nets })
-    }
-
-    /// Reads [`TRUSTED_PROXIES_VAR`] (`_APP_CONSOLE_TRUSTED_PROXIES`) from
-    /// the process environment; unset means none.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var(TRUSTED_PROXIES_VAR) {
-            Ok(list) => Self::parse(TRUSTED_PROXIES_VAR, &list),
-            Err(std::env::VarError::NotPresent) => Ok(Self::none()),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(Error::config(TRUSTED_PROXIES_VAR, "not valid UTF-8"))
-            }
-        }
     }
 
     /// Whether `ip` is a trusted proxy.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::client_ip::TrustedProxies;
-use super::whitelist::{normalize_email, shorten, EmailWhitelist, IpWhitelist};
+use super::whitelist::{shorten, EmailWhitelist, IpWhitelist};
 use super::{AccessPolicy, AccessRequest, Action, Decision, DenyReason};
+use crate::email::normalize_email;
 use crate::store::CertStore;
 use crate::{Error, Result};
 
@@ -161,24 +162,16 @@ impl Default for ConsoleAccessPolicy {
 }
 
 impl ConsoleAccessPolicy {
-    /// Reads `_APP_CONSOLE_WHITELIST_IPS`, `_APP_CONSOLE_WHITELIST_EMAILS`
-    /// and `_APP_CONSOLE_WHITELIST_ROOT` from the process environment (unset
-    /// counts as empty) and builds the policy with [`from_values`](Self::from_values),
-    /// then takes the trusted proxies from `_APP_CONSOLE_TRUSTED_PROXIES`
-    /// ([`TrustedProxies::from_env`], see
-    /// [`with_trusted_proxies`](Self::with_trusted_proxies)).
-    pub fn from_env() -> Result<Self> {
-        let var = |name: &str| match std::env::var(name) {
-            Ok(v) => Ok(v),
-            Err(std::env::VarError::NotPresent) => Ok(String::new()),
-            Err(std::env::VarError::NotUnicode(_)) => Err(Error::config(name, "not valid UTF-8")),
-        };
-        Ok(Self::from_values(
-            &var(WHITELIST_IPS_VAR)?,
-            &var(WHITELIST_EMAILS_VAR)?,
-            &var(WHITELIST_ROOT_VAR)?,
-        )?
-        .with_trusted_proxies(TrustedProxies::from_env()?))
+    /// The policy from parsed whitelists (empty: everyone) and the root-only
+    /// switch. [`Config`](crate::Config) builds it from the `_APP_CONSOLE_*`
+    /// settings ([`Config::console_access_policy`](crate::Config::console_access_policy)).
+    pub fn new(ips: IpWhitelist, emails: EmailWhitelist, root_only: bool) -> Self {
+        Self {
+            ips,
+            emails,
+            root_only,
+            ..Self::default()
+        }
     }
 
     /// Builds the policy from the three variables' values: comma-separated
@@ -197,12 +190,11 @@ impl ConsoleAccessPolicy {
     /// # Ok::<(), certkeeper::Error>(())
     /// ```
     pub fn from_values(ips: &str, emails: &str, root: &str) -> Result<Self> {
-        Ok(Self {
-            ips: IpWhitelist::parse(WHITELIST_IPS_VAR, ips)?,
-            emails: EmailWhitelist::parse(WHITELIST_EMAILS_VAR, emails)?,
-            root_only: parse_switch(WHITELIST_ROOT_VAR, root)?,
-            ..Self::default()
-        })
+        Ok(Self::new(
+            IpWhitelist::parse(WHITELIST_IPS_VAR, ips)?,
+            EmailWhitelist::parse(WHITELIST_EMAILS_VAR, emails)?,
+            parse_switch(WHITELIST_ROOT_VAR, root)?,
+        ))
     }
 
     /// Keeps the root seat in `seat` instead of this process's memory, for
@@ -324,8 +316,8 @@ impl AccessPolicy for ConsoleAccessPolicy {
     }
 }
 
-/// An on/off setting.
-fn parse_switch(name: &str, value: &str) -> Result<bool> {
+/// An on/off setting (`enabled`/`disabled` and the usual synonyms; empty: on).
+pub(crate) fn parse_switch(name: &str, value: &str) -> Result<bool> {
     match value.trim().to_ascii_lowercase().as_str() {
         "" | "enabled" | "enable" | "true" | "on" | "yes" | "1" => Ok(true),
         "disabled" | "disable" | "false" | "off" | "no" | "0" => Ok(false),

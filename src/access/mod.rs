@@ -16,19 +16,26 @@
 
 mod client_ip;
 mod console;
+mod password;
 mod throttle;
 mod whitelist;
 
+pub use crate::email::normalize_email;
 pub use client_ip::{client_ip, TrustedProxies, TRUSTED_PROXIES_VAR};
+pub(crate) use console::parse_switch;
 pub use console::{
     ConsoleAccessPolicy, MemoryRootSeat, RootSeat, StoreRootSeat, ROOT_SEAT_META_KEY,
     WHITELIST_EMAILS_VAR, WHITELIST_IPS_VAR, WHITELIST_ROOT_VAR,
+};
+pub use password::{
+    hash_password, needs_rehash, verify_password, MAX_VERIFY_MEMORY_KIB, MAX_VERIFY_PARALLELISM,
+    MAX_VERIFY_TIME_COST,
 };
 pub use throttle::{
     LoginThrottle, LoginThrottleBuilder, MemoryThrottleBackend, RateLimit, ThrottleBackend,
     ThrottleDecision, ThrottleLimits, WindowCount, DEFAULT_MEMORY_CAPACITY,
 };
-pub use whitelist::{normalize_email, EmailWhitelist, IpWhitelist};
+pub use whitelist::{EmailWhitelist, IpWhitelist};
 
 use std::fmt::{self, Debug};
 use std::net::IpAddr;

@@ -10,8 +10,8 @@ use ipnet::Ipv6Net;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::whitelist::normalize_email;
 use crate::clock::{Clock, SystemClock};
+use crate::email::normalize_email;
 use crate::{Error, Result};
 
 /// How many keys [`MemoryThrottleBackend::new`] keeps at most.

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::{Domain, Error, Result};
+use crate::email::{email_domain, normalize_email};
+use crate::{Error, Result};
 
 /// A set of IP addresses and CIDR ranges (IPv4 and IPv6).
 ///
@@ -153,7 +154,8 @@ impl EmailWhitelist {
                 )
             };
             if let Some(domain) = entry.strip_prefix("*@") {
-                out.domains.insert(email_domain(domain).ok_or_else(bad)?);
+                out.domains
+                    .insert(email_domain(domain).ok_or_else(bad)?.to_string());
             } else {
                 out.addresses
                     .insert(normalize_email(entry).ok_or_else(bad)?);
@@ -190,62 +192,6 @@ impl fmt::Debug for EmailWhitelist {
             .entries(self.domains.iter().map(|d| format!("*@{d}")))
             .finish()
     }
-}
-
-/// Longest email address accepted (RFC 5321 path limit).
-const MAX_EMAIL_LEN: usize = 254;
-/// Longest local part accepted (RFC 5321).
-const MAX_LOCAL_LEN: usize = 64;
-
-/// The canonical form of an email address: trimmed, the local part
-/// lowercased, the domain normalised as a [`Domain`] (lowercase, punycode,
-/// no trailing dot). `None` when `input` is not an address: no `@`, an
-/// empty, over-long or `@`-containing local part, a local part that is not
-/// ASCII, whitespace or control characters inside, or a domain that is not
-/// a hostname.
-///
-/// Local parts must be printable ASCII. Internationalised local parts
-/// (RFC 6531) are refused because, without Unicode normalisation,
-/// invisible and look-alike characters (`admin\u{200B}@example.com`, a
-/// U+FEFF, a Cyrillic `а`) would make distinct strings of one visible
-/// address, letting a signup pass for someone else or spread one account's
-/// sign-in attempts over several throttle counters. Internationalised
-/// domains are fine: they are compared in punycode, after IDNA mapping.
-///
-/// Servers must store and look accounts up by this function's output, so
-/// that the user table, the whitelist, the root seat and the throttle all
-/// see one address; [`ConsoleAccessPolicy`](super::ConsoleAccessPolicy)
-/// denies an input it refuses with
-/// [`DenyReason::InvalidEmail`](super::DenyReason::InvalidEmail).
-///
-/// ```
-/// use certkeeper::access::normalize_email;
-/// assert_eq!(normalize_email(" Ops@Example.COM ").as_deref(), Some("ops@example.com"));
-/// assert_eq!(normalize_email("a@example.com@evil.net"), None);
-/// assert_eq!(normalize_email("admin\u{200B}@example.com"), None);
-/// ```
-pub fn normalize_email(input: &str) -> Option<String> {
-    let input = input.trim();
-    if input.len() > MAX_EMAIL_LEN || input.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return None;
-    }
-    let (local, domain) = input.rsplit_once('@')?;
-    if local.is_empty()
-        || local.len() > MAX_LOCAL_LEN
-        || local.contains('@')
-        || !local.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return None;
-    }
-    let domain = email_domain(domain)?;
-    Some(format!("{}@{domain}", local.to_ascii_lowercase()))
-}
-
-fn email_domain(domain: &str) -> Option<String> {
-    if domain.is_empty() || domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return None;
-    }
-    Domain::new(domain).ok().map(|d| d.as_str().to_string())
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use sha2::Sha256;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use super::{Sealed, SecretCipher, ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
-use crate::config::OPENSSL_KEY_PREFIX;
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -46,7 +45,7 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 ///
 /// # Keys
 /// One key per version, from `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2`
-/// ... ([`Keyring::from_env`]) or given in code ([`Keyring::from_keys`]).
+/// ... (read by [`Config`](crate::Config)) or given in code ([`Keyring::from_keys`]).
 /// The highest version seals; every configured version opens. Gaps are
 /// allowed: after a [rotation](crate::cipher::rotate) to V2 the operator
 /// removes V1, and a keyring with only V2 (or V1 and V3) is valid. At least
@@ -93,31 +92,6 @@ pub struct Keyring {
 impl ZeroizeOnDrop for Keyring {}
 
 impl Keyring {
-    /// Reads every `_APP_OPENSSL_KEY_V<n>` variable of the process
-    /// environment (any versions from 1 up, gaps allowed) and builds a
-    /// keyring with [`Keyring::from_keys`].
-    ///
-    /// `production` is the mode from `_APP_ENV` (see
-    /// [`Config`](crate::Config)), which decides whether weak keys are refused.
-    pub fn from_env(production: bool) -> Result<Self> {
-        let mut keys: Vec<(u32, Zeroizing<String>)> = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str() else { continue };
-            let Some(suffix) = name.strip_prefix(OPENSSL_KEY_PREFIX) else {
-                continue;
-            };
-            let version = parse_version(suffix)
-                .ok_or_else(|| Error::config(name, "key variables are numbered V1, V2 ..."))?;
-            let value = Zeroizing::new(
-                value
-                    .into_string()
-                    .map_err(|_| Error::config(name, "not valid UTF-8"))?,
-            );
-            keys.push((version, value));
-        }
-        Self::from_keys(production, keys.iter().map(|(v, k)| (*v, k.as_str())))
-    }
-
     /// Builds a keyring from `(version, passphrase)` pairs, for example the
     /// values of `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ...
     ///
@@ -206,9 +180,28 @@ impl Keyring {
     }
 }
 
-/// `Some(n)` for a version suffix of plain digits naming n >= 1.
+/// The prefix of the versioned encryption key variables.
+pub const OPENSSL_KEY_PREFIX: &str = "_APP_OPENSSL_KEY_V";
+
+/// The key version a variable name stands for: `None` when `name` is not an
+/// encryption key variable, an [`Error::Config`] naming it when it is one
+/// with a bad version (`V0`, `V01`, `Vx` ...), else the version. The one
+/// rule for key variable names: digits only, from 1, no leading zero, so
+/// `V01` and `V1` never both name version 1.
+pub fn key_variable_version(name: &str) -> Option<Result<u32>> {
+    let suffix = name.strip_prefix(OPENSSL_KEY_PREFIX)?;
+    Some(parse_version(suffix).ok_or_else(|| {
+        Error::config(
+            name,
+            "key variables are numbered V1, V2 ... (digits, no leading zeros)",
+        )
+    }))
+}
+
+/// `Some(n)` for a version suffix of plain digits naming n >= 1, without
+/// leading zeros.
 fn parse_version(suffix: &str) -> Option<u32> {
-    if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+    if suffix.is_empty() || suffix.starts_with('0') || !suffix.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     suffix.parse().ok().filter(|v| *v >= 1)
@@ -529,9 +522,19 @@ mod tests {
     fn version_suffixes() {
         assert_eq!(parse_version("1"), Some(1));
         assert_eq!(parse_version("12"), Some(12));
-        for bad in ["", "0", "x", "+1", "-1", " 1", "99999999999"] {
+        for bad in ["", "0", "01", "007", "x", "+1", "-1", " 1", "99999999999"] {
             assert_eq!(parse_version(bad), None, "{bad:?}");
         }
+        assert!(key_variable_version("_APP_DOMAIN").is_none());
+        assert_eq!(
+            key_variable_version("_APP_OPENSSL_KEY_V2")
+                .unwrap()
+                .unwrap(),
+            2
+        );
+        assert!(key_variable_version("_APP_OPENSSL_KEY_V01")
+            .unwrap()
+            .is_err());
     }
 
     #[test]

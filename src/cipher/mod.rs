@@ -2,19 +2,11 @@
 //! and the default [`Keyring`].
 
 mod keyring;
-mod password;
-mod rotate;
 
 pub use keyring::{
-    Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN, MIN_DISTINCT_KEY_CHARS,
-    MIN_KEY_CHARS, NONCE_LEN, PLACEHOLDER_KEYS, TAG_LEN,
-};
-pub use password::{
-    hash_password, needs_rehash, verify_password, MAX_VERIFY_MEMORY_KIB, MAX_VERIFY_PARALLELISM,
-    MAX_VERIFY_TIME_COST,
-};
-pub use rotate::{
-    rotate, rotate_batch, RotationFailure, RotationReport, SealedValue, MAX_CAS_RETRIES,
+    key_variable_version, Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN,
+    MIN_DISTINCT_KEY_CHARS, MIN_KEY_CHARS, NONCE_LEN, OPENSSL_KEY_PREFIX, PLACEHOLDER_KEYS,
+    TAG_LEN,
 };
 
 use std::fmt::{self, Debug};
@@ -23,7 +15,7 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use crate::{Domain, Error, Result};
+use crate::{Error, Result};
 
 /// First bytes of every envelope: `CK`, then the envelope format version.
 pub const ENVELOPE_MAGIC: [u8; 2] = *b"CK";
@@ -58,24 +50,6 @@ pub trait SecretCipher: Debug + Send + Sync + 'static {
 
     /// The key version new seals use.
     fn sealing_version(&self) -> u32;
-}
-
-/// Associated data for a certificate's private key: binds it to its domain.
-pub fn cert_key_aad(domain: &Domain) -> Vec<u8> {
-    [
-        b"certkeeper/cert-key/".as_slice(),
-        domain.as_str().as_bytes(),
-    ]
-    .concat()
-}
-
-/// Associated data for ACME account credentials: binds them to the account id.
-pub fn account_aad(account_id: &str) -> Vec<u8> {
-    [
-        b"certkeeper/acme-account/".as_slice(),
-        account_id.as_bytes(),
-    ]
-    .concat()
 }
 
 /// An encrypted envelope, as stored.

@@ -5,9 +5,10 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpos
 use time::Duration;
 use zeroize::Zeroizing;
 
+use super::IssuerKind;
 use super::{IssuedCert, Issuer};
 use crate::clock::{Clock, SystemClock};
-use crate::store::IssuerKind;
+use crate::error::CertProblem;
 use crate::{Domain, Error, Result};
 
 /// Issues self-signed certificates, for names no public CA can certify
@@ -49,7 +50,7 @@ impl SelfSignedIssuer {
     /// Issues synchronously; [`Issuer::issue`] runs this off the async runtime.
     pub fn issue_blocking(&self, domain: &Domain) -> Result<IssuedCert> {
         let cert_error =
-            |e: rcgen::Error| Error::Certificate(format!("self-signed for {domain}: {e}"));
+            |e: rcgen::Error| Error::certificate(Some(domain), CertProblem::Generation, e);
         let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(cert_error)?;
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, domain.as_str());
@@ -59,13 +60,16 @@ impl SelfSignedIssuer {
         let now = self.clock.now();
         params.not_before = now - Duration::minutes(1);
         params.not_after = now.checked_add(self.validity).ok_or_else(|| {
-            Error::Certificate(format!(
-                "self-signed for {domain}: validity past the year 9999"
-            ))
+            Error::certificate(
+                Some(domain),
+                CertProblem::Generation,
+                "validity past the year 9999",
+            )
         })?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = false;
-        let key = KeyPair::generate().map_err(cert_error)?;
+        let key = KeyPair::generate()
+            .map_err(|e| Error::certificate(Some(domain), CertProblem::KeyGeneration, e))?;
         let cert = params.self_signed(&key).map_err(cert_error)?;
         IssuedCert::from_pem(cert.pem(), Zeroizing::new(key.serialize_pem()))
     }
@@ -84,11 +88,11 @@ impl Issuer for SelfSignedIssuer {
         let domain = domain.clone();
         tokio::task::spawn_blocking(move || this.issue_blocking(&domain))
             .await
-            .map_err(|e| Error::Certificate(format!("self-signed issuance task failed: {e}")))?
+            .map_err(|e| Error::certificate(None, CertProblem::Generation, e))?
     }
 
     fn kind(&self) -> IssuerKind {
-        IssuerKind::SelfSigned
+        IssuerKind::SELF_SIGNED
     }
 }
 
@@ -108,7 +112,7 @@ mod tests {
             let cert = issuer.issue_blocking(&domain).unwrap();
             assert_eq!(cert.not_after, start + Duration::days(90));
             assert_eq!(cert.not_before, start - Duration::minutes(1));
-            let der = super::super::leaf_der(&cert.chain_pem).unwrap();
+            let der = crate::cert::leaf_der(&cert.chain_pem).unwrap();
             let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
             let san = parsed.subject_alternative_name().unwrap().unwrap();
             let names: Vec<String> = san

@@ -60,7 +60,8 @@ use sha2::{Digest, Sha256};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use super::{AccountRecord, CertRecord, CertStore, IssuerKind, LogEntry, StoredCert};
+use super::{AccountRecord, CertRecord, CertStore, LogEntry, StoredCert};
+use crate::cert::IssuerKind;
 use crate::cipher::Sealed;
 use crate::{Domain, Error, Result};
 
@@ -285,7 +286,7 @@ fn full_record(domain: Domain, renew_date: OffsetDateTime) -> CertRecord {
             not_before,
             not_after: not_before + Duration::days(90),
             fingerprint: "ab".repeat(32),
-            issuer: IssuerKind::Acme,
+            issuer: IssuerKind::ACME,
         }),
         issue_date: Some(not_before),
         renew_date,

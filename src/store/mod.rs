@@ -9,6 +9,7 @@ mod memory;
 pub mod conformance;
 
 #[cfg(feature = "fs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::cert::IssuerKind;
 use crate::cipher::Sealed;
 use crate::{Domain, Result};
 
@@ -170,7 +172,7 @@ impl CertRecord {
 pub struct StoredCert {
     /// The chain, leaf first, PEM.
     pub chain_pem: String,
-    /// The private key (PKCS#8 PEM), sealed with [`cert_key_aad`](crate::cipher::cert_key_aad).
+    /// The private key (PKCS#8 PEM), sealed with [`cert_key_aad`](crate::vault::cert_key_aad).
     pub sealed_key: Sealed,
     /// Start of validity.
     #[serde(with = "time::serde::rfc3339")]
@@ -182,17 +184,6 @@ pub struct StoredCert {
     pub fingerprint: String,
     /// Who issued it.
     pub issuer: IssuerKind,
-}
-
-/// Which issuer produced a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum IssuerKind {
-    /// An ACME CA.
-    Acme,
-    /// Self-signed, for local names and development.
-    SelfSigned,
 }
 
 /// One line of a certificate's history.
@@ -227,7 +218,7 @@ pub struct AccountRecord {
     pub id: String,
     /// The stored version, as for [`CertRecord::version`].
     pub version: u64,
-    /// The serialised credentials, sealed with [`account_aad`](crate::cipher::account_aad).
+    /// The serialised credentials, sealed with [`account_aad`](crate::vault::account_aad).
     pub sealed_credentials: Sealed,
     /// When the account was created.
     #[serde(with = "time::serde::rfc3339")]

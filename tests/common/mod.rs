@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
+// Test helpers are `pub` for the test crates that include them.
+#![allow(unreachable_pub)]
 
 pub mod acme;
 pub mod pebble;

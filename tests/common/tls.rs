@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use certkeeper::issuer::{chain_der, fingerprint, IssuedCert};
+use certkeeper::cert::{chain_der, fingerprint, IssuedCert};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::cipher::{account_aad, cert_key_aad, Sealed, SecretCipher};
+use super::{account_aad, cert_key_aad};
+use crate::cipher::{Sealed, SecretCipher};
 use crate::store::CertStore;
 use crate::{Domain, Error, Result};
 

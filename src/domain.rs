@@ -1,9 +1,5 @@
 //! Domain names: validation, normalisation, and which names can get a public certificate.
 
-mod policy;
-
-pub use policy::{DomainPolicy, MAIN_DOMAIN_META_KEY};
-
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;

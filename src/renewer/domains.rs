@@ -1,8 +1,9 @@
+//! [`DomainPolicy`]: the main domain and the custom domains, nothing else.
+
 use std::sync::{Arc, RwLock};
 
-use super::Domain;
 use crate::store::CertStore;
-use crate::{Error, Result};
+use crate::{Domain, Error, Result};
 
 /// The store setting under which a learned main domain is remembered.
 pub const MAIN_DOMAIN_META_KEY: &str = "main-domain";
@@ -97,20 +98,24 @@ impl DomainPolicy {
         Ok(domains)
     }
 
+    /// Whether `domain` may get a certificate without a stored record: it is
+    /// `main` (the main domain in force), or `localhost` while the main
+    /// domain is learned.
+    pub fn is_main(&self, domain: &Domain, main: Option<&Domain>) -> bool {
+        main == Some(domain) || (self.learns_main_domain() && domain.as_str() == "localhost")
+    }
+
     /// `Ok` when `domain` is the main domain, a custom domain (stored), or
     /// (with a learned main domain) `localhost`; otherwise
     /// [`Error::DomainNotAllowed`].
     pub async fn check(&self, domain: &Domain) -> Result<()> {
         let main = self.main_domain().await?;
-        if main.as_ref() == Some(domain)
-            || (self.learns_main_domain() && domain.as_str() == "localhost")
-            || self.store.load(domain).await?.is_some()
-        {
+        if self.is_main(domain, main.as_ref()) || self.store.load(domain).await?.is_some() {
             return Ok(());
         }
         Err(Error::DomainNotAllowed {
-            domain: domain.to_string(),
-            main: main.map_or_else(|| "none".to_string(), |d| d.to_string()),
+            domain: domain.clone(),
+            main,
         })
     }
 

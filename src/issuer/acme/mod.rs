@@ -1,0 +1,326 @@
+//! Certificates from an ACME CA (RFC 8555) through instant-acme.
+//!
+//! - `mod.rs`: the [`AcmeIssuer`], its builder and the bounded call.
+//! - `account.rs`: the ACME account, created once and stored sealed.
+//! - `order.rs`: one order, from new-order to the checked chain.
+//! - `problem.rs`: the CA's answers as typed errors.
+//! - `settings.rs`: the checks shared with [`Config`](crate::Config).
+
+use std::fmt::{self, Debug};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use instant_acme::Account;
+use tokio::sync::OnceCell;
+use tokio::time::timeout;
+
+use super::{IssuedCert, Issuer, IssuerKind};
+use crate::challenge::ChallengeSolver;
+use crate::cipher::SecretCipher;
+use crate::email::parse_email;
+use crate::store::CertStore;
+use crate::vault::Vault;
+use crate::{Domain, Error, Result};
+use order::Presented;
+
+/// The setting that holds the account's contact address.
+const EMAIL_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+/// The setting that holds the directory URL.
+const DIRECTORY_SETTING: &str = "_APP_ACME_DIRECTORY_URL";
+/// The setting that holds the extra trusted root.
+const CA_ROOT_SETTING: &str = "_APP_ACME_CA_ROOT";
+
+/// Tries of one call whose nonce the CA keeps rejecting. instant-acme sends
+/// each request up to three times with fresh nonces; a CA that rejects half
+/// of them would still fail one call in eight, and an order makes about ten
+/// calls, so the call is repeated a few more times.
+const BAD_NONCE_ATTEMPTS: u32 = 8;
+
+/// One call to the CA, bounded by the request timeout and tried again (a
+/// bounded number of times) while the CA rejects its nonce; `$call` is
+/// evaluated anew for each try and must be safe to repeat (a request refused
+/// for its nonce was not acted upon). A macro, not a function, because the
+/// call borrows the order mutably at every try.
+macro_rules! retry {
+    ($issuer:expr, $step:expr, $domain:expr, $call:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match tokio::time::timeout($issuer.request_timeout, $call).await {
+                Ok(Ok(value)) => break Ok(value),
+                Ok(Err(e)) if problem::is_bad_nonce(&e) && attempt < BAD_NONCE_ATTEMPTS => {
+                    tracing::debug!(
+                        domain = $domain.map(Domain::as_str).unwrap_or("-"),
+                        step = $step,
+                        attempt,
+                        "the CA rejected the nonce again; retrying"
+                    );
+                    attempt += 1;
+                }
+                Ok(Err(e)) => break Err(problem::acme_error($domain, $step, e)),
+                Err(_) => {
+                    break Err(Error::Timeout {
+                        step: $step,
+                        after: $issuer.request_timeout,
+                    })
+                }
+            }
+        }
+    }};
+}
+
+mod account;
+mod order;
+mod problem;
+pub(crate) mod settings;
+
+/// Issues certificates from an ACME CA (Let's Encrypt or any RFC 8555 CA),
+/// proving control of each domain with a [`ChallengeSolver`].
+///
+/// The ACME account is created on first use and stored in the
+/// [`CertStore`], its credentials sealed by the [`SecretCipher`] under the
+/// account id (see [`account_id`](Self::account_id)); every later issue, in
+/// this process or another one sharing the store, reuses it. Concurrent
+/// issues share one account.
+///
+/// Every call to the CA is bounded by the request timeout and a whole
+/// [`issue`](Issuer::issue) by the order timeout, so a CA that stops
+/// answering fails with [`Error::Timeout`] instead of hanging. A CA's refusal
+/// comes back as [`Error::Acme`] carrying the CA's problem document
+/// ([`Error::acme_problem`], typed by [`ProblemKind`](crate::error::ProblemKind)).
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use certkeeper::challenge::Http01Solver;
+/// # use certkeeper::cipher::Keyring;
+/// # use certkeeper::issuer::{AcmeIssuer, Issuer};
+/// # use certkeeper::store::MemoryStore;
+/// # use certkeeper::Domain;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> certkeeper::Result<()> {
+/// let solver = Http01Solver::new();
+/// let _listener = solver.serve("[::]:80".parse().unwrap()).await?;
+/// let issuer = AcmeIssuer::builder("https://acme-v02.api.letsencrypt.org/directory")
+///     .contact_email("admin@example.com")
+///     .solver(Arc::new(solver))
+///     .store(Arc::new(MemoryStore::new()))
+///     .cipher(Arc::new(Keyring::from_env(true)?)) // _APP_OPENSSL_KEY_V1, V2 ...
+///     .build()?;
+/// let cert = issuer.issue(&Domain::new("www.example.com")?).await?;
+/// println!("valid until {}", cert.not_after);
+/// # Ok(())
+/// # }
+/// ```
+pub struct AcmeIssuer {
+    directory_url: String,
+    contact: String,
+    ca_root: Option<PathBuf>,
+    solver: Arc<dyn ChallengeSolver>,
+    vault: Vault,
+    request_timeout: Duration,
+    order_timeout: Duration,
+    account_id: String,
+    account: OnceCell<Account>,
+}
+
+/// Builds an [`AcmeIssuer`]; get one from [`AcmeIssuer::builder`].
+///
+/// A contact email, a solver, a store and a cipher are required.
+pub struct AcmeIssuerBuilder {
+    directory_url: String,
+    contact_email: Option<String>,
+    ca_root: Option<PathBuf>,
+    solver: Option<Arc<dyn ChallengeSolver>>,
+    store: Option<Arc<dyn CertStore>>,
+    cipher: Option<Arc<dyn SecretCipher>>,
+    request_timeout: Duration,
+    order_timeout: Duration,
+}
+
+impl AcmeIssuer {
+    /// Time limit of one call to the CA unless set otherwise.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Time limit of a whole [`issue`](Issuer::issue) unless set otherwise.
+    pub const DEFAULT_ORDER_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+    /// Starts building an issuer for the CA whose ACME directory is at
+    /// `directory_url` (an `https://` URL, for example
+    /// [`LETS_ENCRYPT_DIRECTORY`](crate::config::LETS_ENCRYPT_DIRECTORY)).
+    pub fn builder(directory_url: impl Into<String>) -> AcmeIssuerBuilder {
+        AcmeIssuerBuilder {
+            directory_url: directory_url.into(),
+            contact_email: None,
+            ca_root: None,
+            solver: None,
+            store: None,
+            cipher: None,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            order_timeout: Self::DEFAULT_ORDER_TIMEOUT,
+        }
+    }
+
+    /// The id the ACME account is stored under: `acme-` and 16 hex digits of
+    /// SHA-256 over the directory URL and the contact address, so each CA and
+    /// contact pair gets its own account.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// The ACME directory URL.
+    pub fn directory_url(&self) -> &str {
+        &self.directory_url
+    }
+}
+
+#[async_trait]
+impl Issuer for AcmeIssuer {
+    async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
+        let mut presented = Presented::new(self.solver.clone(), self.request_timeout);
+        let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
+        // Whatever happened, nothing stays presented.
+        presented.clean_up().await;
+        match outcome {
+            Ok(result) => {
+                if let Err(e) = &result {
+                    tracing::info!(%domain, error = %e, code = e.code(), "ACME issuance failed");
+                }
+                result
+            }
+            Err(_) => {
+                tracing::info!(%domain, after = ?self.order_timeout, "ACME issuance timed out");
+                Err(Error::Timeout {
+                    step: "order",
+                    after: self.order_timeout,
+                })
+            }
+        }
+    }
+
+    fn kind(&self) -> IssuerKind {
+        IssuerKind::ACME
+    }
+}
+
+impl Debug for AcmeIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeIssuer")
+            .field("directory_url", &self.directory_url)
+            .field("account_id", &self.account_id)
+            .field("contact", &self.contact)
+            .field("ca_root", &self.ca_root)
+            .field("solver", &self.solver)
+            .field("request_timeout", &self.request_timeout)
+            .field("order_timeout", &self.order_timeout)
+            .field("account_loaded", &self.account.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AcmeIssuerBuilder {
+    /// The account's contact address (`_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`);
+    /// required, checked by [`build`](Self::build).
+    pub fn contact_email(mut self, email: &str) -> Self {
+        self.contact_email = Some(email.to_owned());
+        self
+    }
+
+    /// A PEM file with the root certificate of the CA's HTTPS listener
+    /// (`_APP_ACME_CA_ROOT`), for a private or test CA. When set, this root is
+    /// trusted **instead of** the system roots for the connection to the CA.
+    pub fn ca_root_pem_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_root = Some(path.into());
+        self
+    }
+
+    /// The solver that answers the CA's challenges; required. Its
+    /// [`kind`](ChallengeSolver::kind) is the challenge type asked for.
+    pub fn solver(mut self, solver: Arc<dyn ChallengeSolver>) -> Self {
+        self.solver = Some(solver);
+        self
+    }
+
+    /// The store that keeps the ACME account; required.
+    pub fn store(mut self, store: Arc<dyn CertStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The cipher that seals the account credentials; required.
+    pub fn cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
+    /// Time limit of every single call to the CA (default 30 s).
+    pub fn request_timeout(mut self, limit: Duration) -> Self {
+        self.request_timeout = limit;
+        self
+    }
+
+    /// Time limit of a whole issue, validation and polling included
+    /// (default 5 minutes).
+    pub fn order_timeout(mut self, limit: Duration) -> Self {
+        self.order_timeout = limit;
+        self
+    }
+
+    /// Checks the settings and builds the issuer. Nothing is sent to the CA
+    /// yet: the account is created or restored by the first issue.
+    ///
+    /// Fails with [`Error::Config`] naming the setting at fault: a missing or
+    /// invalid contact address, a directory URL that is not `https://`, an
+    /// unreadable CA root file, a zero timeout, or a missing solver, store or
+    /// cipher.
+    pub fn build(self) -> Result<AcmeIssuer> {
+        let email = self
+            .contact_email
+            .ok_or_else(|| Error::config(EMAIL_SETTING, "an ACME account needs a contact email"))?;
+        let contact = parse_email(EMAIL_SETTING, &email)?;
+        let directory_url = settings::directory_url(DIRECTORY_SETTING, &self.directory_url)?;
+        if let Some(path) = &self.ca_root {
+            settings::read_ca_root(CA_ROOT_SETTING, path)?;
+        }
+        for (name, limit) in [
+            ("AcmeIssuerBuilder::request_timeout", self.request_timeout),
+            ("AcmeIssuerBuilder::order_timeout", self.order_timeout),
+        ] {
+            if limit.is_zero() {
+                return Err(Error::config(name, "must be longer than zero"));
+            }
+        }
+        let required = |name: &str| Error::config(name, "required");
+        let account_id = account::account_id(&directory_url, &contact);
+        let store = self
+            .store
+            .ok_or_else(|| required("AcmeIssuerBuilder::store"))?;
+        let cipher = self
+            .cipher
+            .ok_or_else(|| required("AcmeIssuerBuilder::cipher"))?;
+        Ok(AcmeIssuer {
+            solver: self
+                .solver
+                .ok_or_else(|| required("AcmeIssuerBuilder::solver"))?,
+            vault: Vault::new(store, cipher),
+            directory_url,
+            contact,
+            ca_root: self.ca_root,
+            request_timeout: self.request_timeout,
+            order_timeout: self.order_timeout,
+            account_id,
+            account: OnceCell::new(),
+        })
+    }
+}
+
+impl Debug for AcmeIssuerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcmeIssuerBuilder")
+            .field("directory_url", &self.directory_url)
+            .field("contact_email", &self.contact_email)
+            .field("ca_root", &self.ca_root)
+            .field("request_timeout", &self.request_timeout)
+            .field("order_timeout", &self.order_timeout)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,127 @@
+//! [`RenewerBuilder`]: how a [`Renewer`] is put together.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use tokio::sync::Notify;
+
+use super::{DomainPolicy, Inner, RenewalPolicy, Renewer};
+use crate::clock::{Clock, SystemClock};
+use crate::issuer::{Issuer, SelfSignedIssuer};
+use crate::resolver::CertResolver;
+use crate::vault::Vault;
+use crate::Domain;
+
+/// Builds a [`Renewer`]; get one from [`Renewer::builder`].
+#[derive(Debug)]
+pub struct RenewerBuilder {
+    pub(super) vault: Vault,
+    pub(super) acme: Option<Arc<dyn Issuer>>,
+    pub(super) self_signed: Option<Arc<dyn Issuer>>,
+    pub(super) main_domain: Option<Domain>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) renewal: RenewalPolicy,
+    pub(super) concurrency: usize,
+    pub(super) issue_timeout: StdDuration,
+    pub(super) production: bool,
+    pub(super) resolver: Option<CertResolver>,
+}
+
+impl RenewerBuilder {
+    pub(super) fn new(vault: Vault) -> Self {
+        Self {
+            vault,
+            acme: None,
+            self_signed: None,
+            main_domain: None,
+            clock: Arc::new(SystemClock),
+            renewal: RenewalPolicy::default(),
+            concurrency: 8,
+            issue_timeout: StdDuration::from_secs(600),
+            production: true,
+            resolver: None,
+        }
+    }
+
+    /// The ACME issuer for public names (in production). Without one, a
+    /// public name in production fails with [`Error::Config`](crate::Error::Config).
+    pub fn acme(mut self, issuer: Arc<dyn Issuer>) -> Self {
+        self.acme = Some(issuer);
+        self
+    }
+
+    /// Replaces the self-signed issuer (default: [`SelfSignedIssuer`] on the renewer's clock).
+    pub fn self_signed(mut self, issuer: Arc<dyn Issuer>) -> Self {
+        self.self_signed = Some(issuer);
+        self
+    }
+
+    /// The main domain (`_APP_DOMAIN`); unset or `localhost` means it is learned.
+    pub fn main_domain(mut self, domain: Option<Domain>) -> Self {
+        self.main_domain = domain;
+        self
+    }
+
+    /// The clock for every date decision (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The date rules (default: [`RenewalPolicy::default`]).
+    pub fn renewal_policy(mut self, policy: RenewalPolicy) -> Self {
+        self.renewal = policy;
+        self
+    }
+
+    /// How many certificates a cycle issues at once (default 8, at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The longest one issuance may take before it counts as a failed
+    /// attempt (default 10 minutes). The ACME issuer also bounds each call
+    /// to the CA; this bounds any issuer.
+    pub fn issue_timeout(mut self, timeout: StdDuration) -> Self {
+        self.issue_timeout = timeout;
+        self
+    }
+
+    /// Production mode (`_APP_ENV=production`, the default): public names
+    /// go to the ACME issuer. Otherwise every name gets a self-signed certificate.
+    pub fn production(mut self, production: bool) -> Self {
+        self.production = production;
+        self
+    }
+
+    /// A TLS resolver to update whenever a certificate is stored.
+    pub fn resolver(mut self, resolver: CertResolver) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Builds the renewer.
+    pub fn build(self) -> Renewer {
+        let self_signed = self
+            .self_signed
+            .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
+        Renewer {
+            inner: Arc::new(Inner {
+                policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
+                vault: self.vault,
+                acme: self.acme,
+                self_signed,
+                clock: self.clock,
+                renewal: self.renewal,
+                concurrency: self.concurrency,
+                issue_timeout: self.issue_timeout,
+                production: self.production,
+                resolver: self.resolver,
+                in_flight: Mutex::default(),
+                cycle: tokio::sync::Mutex::new(()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! One issuance: the in-process lease, the issuer's call, and storing the
+//! outcome with compare-and-swap.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use time::Duration;
+use tracing::{debug, info, warn};
+
+use super::{Renewer, SkipReason};
+use crate::cert::IssuedCert;
+use crate::error::{rfc3339, CertProblem};
+use crate::issuer::Issuer;
+use crate::resolver::CertResolver;
+use crate::store::{CertRecord, StoredCert};
+use crate::{Domain, Error, Result};
+
+/// How one issuance ended.
+pub(super) enum Outcome {
+    Issued(Box<CertRecord>),
+    Failed(Error),
+    Skipped(SkipReason),
+}
+
+/// Holds a domain's in-process lease; released when dropped, however the
+/// issuance ends.
+pub(super) struct Lease<'a> {
+    set: &'a Mutex<HashSet<Domain>>,
+    domain: Domain,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.domain);
+    }
+}
+
+impl Renewer {
+    /// The in-process lease of `domain`, unless another task holds it.
+    pub(super) fn lease(&self, domain: &Domain) -> Option<Lease<'_>> {
+        let set = &self.inner.in_flight;
+        if !set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(domain.clone())
+        {
+            debug!(%domain, "already being issued");
+            return None;
+        }
+        Some(Lease {
+            set,
+            domain: domain.clone(),
+        })
+    }
+
+    /// A cycle's issuance of `domain`: under its lease, the record is read
+    /// (once) and issued only if still due, so an issuance another task or
+    /// instance finished meanwhile is not repeated.
+    pub(super) async fn renew(&self, domain: &Domain) -> Outcome {
+        let Some(_lease) = self.lease(domain) else {
+            return Outcome::Skipped(SkipReason::AlreadyBeingIssued);
+        };
+        let record = match self.store().load(domain).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Outcome::Skipped(SkipReason::Removed),
+            Err(e) => return store_failed(domain, e),
+        };
+        if !record.is_due(self.inner.clock.now(), self.inner.renewal.max_attempts) {
+            return Outcome::Skipped(SkipReason::NoLongerDue);
+        }
+        self.issue_leased(record, false).await
+    }
+
+    /// Issues for `record`'s domain, whose lease the caller holds, and
+    /// stores the outcome.
+    pub(super) async fn issue_leased(&self, record: CertRecord, manual: bool) -> Outcome {
+        let domain = record.domain.clone();
+        let step = if manual {
+            "manual"
+        } else if record.certificate.is_some() {
+            "renew"
+        } else {
+            "issue"
+        };
+        let result = self.issue_sealed(&domain).await;
+        self.store_outcome(record, result, step).await
+    }
+
+    /// Compare-and-swap against the version read. On a lost race the
+    /// outcome is applied to the newer record, unless that one carries a
+    /// certificate stored by someone else meanwhile: theirs stands.
+    async fn store_outcome(
+        &self,
+        record: CertRecord,
+        result: Result<(IssuedCert, StoredCert)>,
+        step: &str,
+    ) -> Outcome {
+        let domain = record.domain.clone();
+        let renewal = self.inner.renewal;
+        let now = self.inner.clock.now();
+        let read_fingerprint = fingerprint_of(&record);
+        let mut current = record;
+        for _ in 0..3 {
+            let mut next = current.clone();
+            match &result {
+                Ok((_, cert)) => renewal.on_success(&mut next, cert.clone(), now, step),
+                Err(e) => renewal.on_failure(&mut next, e, now, step),
+            }
+            match self.store().save(&next).await {
+                Ok(version) => {
+                    next.version = version;
+                    return match result {
+                        Ok((issued, _)) => {
+                            info!(%domain, renew_date = %rfc3339(next.renew_date), "certificate issued and stored");
+                            if let Some(resolver) = &self.inner.resolver {
+                                publish_issued(&domain, &issued, resolver);
+                            }
+                            Outcome::Issued(Box::new(next))
+                        }
+                        Err(e) => {
+                            warn!(%domain, attempts = next.attempts, error = %e, code = e.code(), "certificate attempt failed");
+                            Outcome::Failed(e)
+                        }
+                    };
+                }
+                Err(Error::Conflict { .. }) => match self.store().load(&domain).await {
+                    Ok(Some(fresh)) if fingerprint_of(&fresh) != read_fingerprint => {
+                        info!(%domain, "renewed elsewhere meanwhile; keeping that certificate");
+                        return Outcome::Skipped(SkipReason::RenewedElsewhere);
+                    }
+                    Ok(Some(fresh)) => current = fresh,
+                    Ok(None) => return Outcome::Skipped(SkipReason::RemovedWhileIssuing),
+                    Err(e) => return store_failed(&domain, e),
+                },
+                Err(e) => return store_failed(&domain, e),
+            }
+        }
+        Outcome::Skipped(SkipReason::KeptChanging)
+    }
+
+    /// Issues for `domain` and seals the key: the certificate in clear (to
+    /// serve at once) and as it is stored.
+    async fn issue_sealed(&self, domain: &Domain) -> Result<(IssuedCert, StoredCert)> {
+        let issuer = self.issuer_for(domain)?;
+        let timeout = self.inner.issue_timeout;
+        let issued = tokio::time::timeout(timeout, issuer.issue(domain))
+            .await
+            .map_err(|_| Error::Timeout {
+                step: "issue",
+                after: timeout,
+            })??;
+        // An issuer (a CA, or a user's own) that hands out a certificate that
+        // is not valid now must not replace a working one.
+        let now = self.inner.clock.now();
+        if issued.not_after <= now || issued.not_before > now + Duration::minutes(5) {
+            return Err(Error::certificate_problem(
+                Some(domain),
+                CertProblem::NotValidNow {
+                    not_before: issued.not_before,
+                    not_after: issued.not_after,
+                },
+            ));
+        }
+        let stored = self
+            .inner
+            .vault
+            .seal_issued(domain, &issued, issuer.kind())?;
+        Ok((issued, stored))
+    }
+
+    fn issuer_for(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
+        if !self.inner.production || !domain.is_public() {
+            return Ok(&self.inner.self_signed);
+        }
+        self.inner.acme.as_ref().ok_or_else(|| {
+            Error::config(
+                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+                format!(
+                    "no ACME issuer configured (it needs a contact address), \
+                     and the public name {domain} needs one in production"
+                ),
+            )
+        })
+    }
+
+    /// Hands a stored certificate to the resolver, opening its key; `false`
+    /// if there is none or it cannot be used (logged).
+    pub(super) fn publish_stored(&self, record: &CertRecord, resolver: &CertResolver) -> bool {
+        let Some(cert) = &record.certificate else {
+            return false;
+        };
+        let result = self
+            .inner
+            .vault
+            .open_cert_key(&record.domain, cert)
+            .and_then(|key| resolver.insert_pem(&record.domain, &cert.chain_pem, &key));
+        if let Err(e) = &result {
+            warn!(domain = %record.domain, error = %e, "stored certificate could not be loaded for serving");
+        }
+        result.is_ok()
+    }
+}
+
+/// Hands a certificate just issued to the resolver, with the key still in
+/// hand (no need to open what was just sealed).
+fn publish_issued(domain: &Domain, issued: &IssuedCert, resolver: &CertResolver) {
+    if let Err(e) = resolver.insert_pem(domain, &issued.chain_pem, issued.key_pem.as_bytes()) {
+        warn!(%domain, error = %e, "issued certificate could not be loaded for serving");
+    }
+}
+
+fn fingerprint_of(record: &CertRecord) -> Option<String> {
+    record.certificate.as_ref().map(|c| c.fingerprint.clone())
+}
+
+fn store_failed(domain: &Domain, e: Error) -> Outcome {
+    warn!(%domain, error = %e, "could not store the outcome of an attempt");
+    Outcome::Failed(e)
+}

@@ -1,0 +1,341 @@
+//! The maintenance cycle: which certificates to (re)issue, and doing it.
+//!
+//! - [`Renewer`]: registration of domains, the cycle, manual generation.
+//! - [`RenewalPolicy`]: the date and attempt rules.
+//! - [`DomainPolicy`]: which names this server may get certificates for.
+//! - [`CycleReport`]: what a cycle did, typed.
+
+mod builder;
+mod domains;
+mod issue;
+mod policy;
+mod report;
+
+pub use builder::RenewerBuilder;
+pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
+pub use policy::RenewalPolicy;
+pub use report::{CycleFailure, CycleReport, SkipReason};
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+use zeroize::Zeroizing;
+
+use crate::cipher::SecretCipher;
+use crate::clock::Clock;
+use crate::issuer::Issuer;
+use crate::resolver::CertResolver;
+use crate::store::{CertRecord, CertStore, StoredCert};
+use crate::vault::Vault;
+use crate::{Domain, Error, Result};
+use issue::Outcome;
+
+/// Keeps certificates issued and renewed.
+///
+/// Composes a [`Vault`] (a [`CertStore`] and the [`SecretCipher`] that seals
+/// private keys before they reach it), an ACME [`Issuer`] (for public names
+/// in production), a self-signed issuer (local names, development), a
+/// [`DomainPolicy`] and a [`Clock`]. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Renewer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    vault: Vault,
+    acme: Option<Arc<dyn Issuer>>,
+    self_signed: Arc<dyn Issuer>,
+    policy: DomainPolicy,
+    clock: Arc<dyn Clock>,
+    renewal: RenewalPolicy,
+    concurrency: usize,
+    issue_timeout: StdDuration,
+    production: bool,
+    resolver: Option<CertResolver>,
+    in_flight: Mutex<HashSet<Domain>>,
+    /// One cycle at a time per renewer, so two never pick the same records.
+    cycle: tokio::sync::Mutex<()>,
+    /// Wakes [`Renewer::run`] early when a domain is added.
+    wake: Notify,
+}
+
+impl fmt::Debug for Renewer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("Renewer")
+            .field("vault", &i.vault)
+            .field("acme", &i.acme)
+            .field("policy", &i.policy)
+            .field("renewal", &i.renewal)
+            .field("concurrency", &i.concurrency)
+            .field("production", &i.production)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Renewer {
+    /// Starts building a renewer over `store`, sealing keys with `cipher`.
+    pub fn builder(store: Arc<dyn CertStore>, cipher: Arc<dyn SecretCipher>) -> RenewerBuilder {
+        RenewerBuilder::new(Vault::new(store, cipher))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn CertStore> {
+        self.inner.vault.store()
+    }
+
+    /// The vault (store and cipher).
+    pub fn vault(&self) -> &Vault {
+        &self.inner.vault
+    }
+
+    /// The domain policy (main and custom domains).
+    pub fn policy(&self) -> &DomainPolicy {
+        &self.inner.policy
+    }
+
+    /// The date rules in force.
+    pub fn renewal_policy(&self) -> RenewalPolicy {
+        self.inner.renewal
+    }
+
+    /// Loads the stored certificates into the resolver (when there is one)
+    /// and sets the main domain's certificate as its fallback. Call once at
+    /// start-up. A record that cannot be read is logged and skipped, so one
+    /// damaged record never stops a server from starting. Returns how many
+    /// certificates were loaded.
+    pub async fn load(&self) -> Result<usize> {
+        let store = self.store();
+        let domains = store.list().await?;
+        let mut loaded = 0;
+        if let Some(resolver) = &self.inner.resolver {
+            for domain in &domains {
+                match store.load(domain).await {
+                    Ok(Some(record)) if self.publish_stored(&record, resolver) => loaded += 1,
+                    Ok(_) => {}
+                    Err(e) => warn!(%domain, error = %e, "stored record skipped"),
+                }
+            }
+            if let Some(main) = self.inner.policy.main_domain().await? {
+                resolver.set_fallback(Some(main));
+            }
+        } else {
+            loaded = domains.len();
+        }
+        Ok(loaded)
+    }
+
+    /// Adds a custom domain the operator owns: stores a record for it, due
+    /// now, unless the store already has one, and wakes [`run`](Self::run)
+    /// so the certificate is issued without waiting for the next interval.
+    /// Every instance sharing the store sees the domain from then on.
+    pub async fn add_domain(&self, domain: &Domain) -> Result<()> {
+        self.ensure_record(domain).await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    /// Removes a custom domain and its stored certificate; `true` if stored.
+    pub async fn remove_domain(&self, domain: &Domain) -> Result<bool> {
+        if let Some(resolver) = &self.inner.resolver {
+            resolver.remove(domain);
+        }
+        self.store().delete(domain).await
+    }
+
+    /// Tells the renewer a request arrived for `domain` (for example the
+    /// `Host` of an HTTP request or a TLS handshake's server name). With a
+    /// learned main domain (`_APP_DOMAIN` unset or `localhost`), the first
+    /// public domain seen becomes the main domain: it is remembered in the
+    /// store, registered, served as the resolver's fallback, and
+    /// [`run`](Self::run) is woken to issue it. Returns whether `domain` may
+    /// get a certificate.
+    ///
+    /// Cheap for the usual request: a domain the resolver already serves,
+    /// or the known main domain, is answered from memory.
+    pub async fn observe(&self, domain: &Domain) -> Result<bool> {
+        if let Some(resolver) = &self.inner.resolver {
+            if resolver.serves(domain) {
+                return Ok(true);
+            }
+        }
+        let policy = &self.inner.policy;
+        let before = policy.main_domain().await?;
+        if before.as_ref() == Some(domain) {
+            return Ok(true);
+        }
+        let unknown = before.as_ref().is_none_or(|d| d.as_str() == "localhost");
+        if policy.learns_main_domain() && unknown {
+            let main = policy.observe(domain).await?;
+            if main.as_ref() == Some(domain) {
+                self.ensure_record(domain).await?;
+                if let Some(resolver) = &self.inner.resolver {
+                    resolver.set_fallback(Some(domain.clone()));
+                }
+                self.inner.wake.notify_one();
+                return Ok(true);
+            }
+        }
+        Ok(policy.check(domain).await.is_ok())
+    }
+
+    /// The stored record of `domain`, or a new one stored now, due now.
+    async fn ensure_record(&self, domain: &Domain) -> Result<CertRecord> {
+        if let Some(record) = self.store().load(domain).await? {
+            return Ok(record);
+        }
+        self.create_record(domain).await
+    }
+
+    /// Stores a new record for `domain`, due now; when another caller
+    /// stored one first, that one.
+    async fn create_record(&self, domain: &Domain) -> Result<CertRecord> {
+        let store = self.store();
+        let mut record = CertRecord::new(domain.clone(), self.inner.clock.now());
+        match store.save(&record).await {
+            Ok(version) => {
+                record.version = version;
+                info!(%domain, "domain registered for the next maintenance cycle");
+                Ok(record)
+            }
+            // Someone registered it first: theirs is as good.
+            Err(Error::Conflict { .. }) => {
+                store.load(domain).await?.ok_or_else(|| Error::NotFound {
+                    what: "certificate record",
+                    key: domain.to_string(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One maintenance cycle: takes up to `per_cycle` due certificates with
+    /// fewer than `max_attempts` failures, oldest renew date first, and
+    /// issues them with bounded concurrency. A failure is recorded on its
+    /// certificate (attempts + 1, renew date now, a log line) and the cycle
+    /// goes on; only a failure of the store itself to list what is due is an
+    /// error of the cycle.
+    ///
+    /// Cycles of one renewer run one at a time; a second call waits for the
+    /// first to finish.
+    pub async fn run_cycle(&self) -> Result<CycleReport> {
+        let _one_at_a_time = self.inner.cycle.lock().await;
+        let now = self.inner.clock.now();
+        let renewal = self.inner.renewal;
+        let due = self
+            .store()
+            .due(now, renewal.max_attempts, renewal.per_cycle)
+            .await?;
+        info!(due = due.len(), "maintenance cycle started");
+        let mut report = CycleReport::default();
+        let semaphore = Arc::new(Semaphore::new(self.inner.concurrency));
+        let mut tasks = JoinSet::new();
+        for record in due {
+            let this = self.clone();
+            let semaphore = semaphore.clone();
+            let span = tracing::info_span!("renew", domain = %record.domain);
+            tasks.spawn(
+                async move {
+                    let _permit = semaphore.acquire_owned().await;
+                    let domain = record.domain;
+                    let outcome = this.renew(&domain).await;
+                    (domain, outcome)
+                }
+                .instrument(span),
+            );
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((domain, Outcome::Issued(_))) => report.issued.push(domain),
+                Ok((domain, Outcome::Failed(e))) => report.failed.push(CycleFailure {
+                    domain,
+                    error: Arc::new(e),
+                }),
+                Ok((domain, Outcome::Skipped(reason))) => report.skipped.push((domain, reason)),
+                Err(e) => warn!(error = %e, "renewal task ended abnormally"),
+            }
+        }
+        report.issued.sort();
+        report.failed.sort_by(|a, b| a.domain.cmp(&b.domain));
+        report.skipped.sort();
+        info!(%report, "maintenance cycle finished");
+        Ok(report)
+    }
+
+    /// Runs a cycle now and then every `interval` (`_APP_MAINTENANCE_INTERVAL`)
+    /// forever, and also soon after a domain is added or the main domain is
+    /// learned. A cycle that fails as a whole (the store is down) is logged
+    /// and retried at the next interval.
+    pub async fn run(&self, interval: StdDuration) -> Result<()> {
+        let mut ticker = tokio::time::interval(interval.max(StdDuration::from_secs(1)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.inner.wake.notified() => debug!("cycle woken by a new domain"),
+            }
+            if let Err(e) = self.run_cycle().await {
+                warn!(error = %e, "maintenance cycle failed");
+            }
+        }
+    }
+
+    /// Manual generation: issues a certificate for `domain` (the main domain
+    /// when `None`) now, whatever its renew date and however many attempts
+    /// failed before. The domain must still be allowed by the policy: the
+    /// main domain (registered if it has no record yet) or a stored custom
+    /// domain; anything else is [`Error::DomainNotAllowed`]. Returns the
+    /// stored record, with its log; a failure is recorded on the record and
+    /// returned as the error.
+    pub async fn issue_now(&self, domain: Option<&Domain>) -> Result<CertRecord> {
+        let policy = &self.inner.policy;
+        let main = policy.main_domain().await?;
+        let domain = match domain {
+            Some(d) => d.clone(),
+            None => main.clone().ok_or_else(|| {
+                Error::config(
+                    "_APP_DOMAIN",
+                    "no main domain is set or learned yet; name a domain",
+                )
+            })?,
+        };
+        let Some(_lease) = self.lease(&domain) else {
+            return Err(Error::InProgress {
+                domain,
+                reason: SkipReason::AlreadyBeingIssued,
+            });
+        };
+        // The one read of the record, under the lease.
+        let record = match self.store().load(&domain).await? {
+            Some(record) => record,
+            None if policy.is_main(&domain, main.as_ref()) => self.create_record(&domain).await?,
+            None => return Err(Error::DomainNotAllowed { domain, main }),
+        };
+        match self.issue_leased(record, true).await {
+            Outcome::Issued(record) => Ok(*record),
+            Outcome::Failed(error) => Err(error),
+            Outcome::Skipped(reason) => Err(Error::InProgress { domain, reason }),
+        }
+    }
+
+    /// The stored certificate of `domain` with its private key opened, for
+    /// serving. `None` when nothing was issued yet.
+    pub async fn certificate(
+        &self,
+        domain: &Domain,
+    ) -> Result<Option<(StoredCert, Zeroizing<Vec<u8>>)>> {
+        let Some(record) = self.store().load(domain).await? else {
+            return Ok(None);
+        };
+        let Some(cert) = record.certificate else {
+            return Ok(None);
+        };
+        let key = self.inner.vault.open_cert_key(domain, &cert)?;
+        Ok(Some((cert, key)))
+    }
+}

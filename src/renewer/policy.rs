@@ -1,0 +1,103 @@
+//! [`RenewalPolicy`]: the date and attempt rules of the maintenance cycle.
+
+use time::{Duration, OffsetDateTime};
+
+use crate::error::{rfc3339, Error};
+use crate::store::{CertRecord, LogEntry, StoredCert};
+
+/// The date rules of the maintenance cycle.
+///
+/// The defaults are the reference platform's: renew 30 days before expiry,
+/// at most 200 certificates a cycle, give up after 5 failed attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// How long before `not_after` renewal starts (30 days).
+    pub renew_before: Duration,
+    /// Failed attempts after which the cycle stops picking a certificate (5).
+    pub max_attempts: u32,
+    /// Most certificates one cycle issues (200), to stay inside the CA's rate limits.
+    pub per_cycle: usize,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self {
+            renew_before: Duration::days(30),
+            max_attempts: 5,
+            per_cycle: 200,
+        }
+    }
+}
+
+impl RenewalPolicy {
+    /// When a certificate valid from `not_before` to `not_after` should be
+    /// renewed: `renew_before` ahead of expiry, but the window is never more
+    /// than a third of the lifetime, so a 90-day certificate renews 30 days
+    /// before expiry and a 6-day one after 4 days.
+    ///
+    /// The lifetime is rounded up to whole minutes first (CAs commonly end
+    /// validity one second short of whole days), and the renew date is kept
+    /// to whole seconds.
+    pub fn renew_date(
+        &self,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> OffsetDateTime {
+        let lifetime = (not_after - not_before).max(Duration::ZERO);
+        let minutes = lifetime.whole_seconds().saturating_add(59).div_euclid(60);
+        let window = self
+            .renew_before
+            .max(Duration::ZERO)
+            .min(Duration::minutes(minutes) / 3);
+        // Dates near the end of the representable range must not panic.
+        let date = not_after.checked_sub(window).unwrap_or(not_after);
+        date.replace_nanosecond(0).unwrap_or(date)
+    }
+
+    /// Applies a successful issuance to `record`: new certificate, attempts
+    /// reset, issue date now, renew date from the new validity.
+    pub fn on_success(
+        &self,
+        record: &mut CertRecord,
+        cert: StoredCert,
+        now: OffsetDateTime,
+        step: &str,
+    ) {
+        record.renew_date = self.renew_date(cert.not_before, cert.not_after);
+        record.issue_date = Some(now);
+        record.attempts = 0;
+        record.push_log(LogEntry {
+            time: now,
+            step: step.to_string(),
+            success: true,
+            message: format!(
+                "issued by {}, valid until {}, renew from {}, sha256 {}",
+                cert.issuer,
+                rfc3339(cert.not_after),
+                rfc3339(record.renew_date),
+                cert.fingerprint
+            ),
+        });
+        record.certificate = Some(cert);
+    }
+
+    /// Applies a failed attempt: attempts + 1 and renew date now, so the next
+    /// cycle tries again until `max_attempts`. The certificate in force (if
+    /// any) is kept and still served.
+    pub fn on_failure(
+        &self,
+        record: &mut CertRecord,
+        error: &Error,
+        now: OffsetDateTime,
+        step: &str,
+    ) {
+        record.attempts = record.attempts.saturating_add(1);
+        record.renew_date = now;
+        record.push_log(LogEntry {
+            time: now,
+            step: step.to_string(),
+            success: false,
+            message: format!("attempt {}: {error}", record.attempts),
+        });
+    }
+}
