@@ -1,9 +1,10 @@
 //! Domain names: validation, normalisation, and which names can get a public certificate.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
+use idna::uts46::{AsciiDenyList, Hyphens, Uts46};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, Result};
@@ -23,6 +24,17 @@ const LOCAL_TLDS: &[&str] = &[
 /// valid name, and refusing early bounds the work done on garbage.
 const MAX_INPUT_LEN: usize = 1024;
 
+const REASON_INVISIBLE: &str =
+    "contains an invisible character (zero-width, joiner, soft hyphen, bidi control, variation selector)";
+const REASON_MAPPED: &str =
+    "contains a character IDNA2008 disallows (a compatibility form that IDNA mapping would replace)";
+const REASON_NOT_NFC: &str = "not in Unicode normalisation form C (NFC)";
+const REASON_SYMBOL: &str =
+    "contains a character IDNA2008 disallows (only letters, digits and combining marks are allowed)";
+const REASON_NOT_IDN: &str = "not a valid internationalised domain name";
+const REASON_NUMERIC: &str =
+    "last label is a number (digits, or 0x and hex digits) that resolvers read as an IPv4 address";
+
 /// A validated, normalised hostname or IP literal.
 ///
 /// Construction (`Domain::new`, `parse`, `try_from`, deserialisation) lowercases
@@ -30,9 +42,38 @@ const MAX_INPUT_LEN: usize = 1024;
 /// `xn--bcher-kva.de`), drops one trailing dot, and enforces the DNS rules:
 /// at most 253 characters, labels of 1 to 63 characters made of `a-z`, `0-9`
 /// and `-`, not starting or ending with `-`. IP addresses are accepted in their
-/// canonical text form (`[::1]` becomes `::1`). Anything else is an
-/// [`Error::InvalidDomain`]. A `Domain` never contains `/`, `\`, `..`, spaces or
-/// control characters, so it is safe as a file name.
+/// canonical text form (`[::1]` becomes `::1`, `127.0.0.1.` becomes
+/// `127.0.0.1`). Anything else is an [`Error::InvalidDomain`]. A `Domain`
+/// never contains `/`, `\`, `..`, spaces or control characters, so it is safe
+/// as a file name.
+///
+/// A name is refused rather than silently changed when:
+///
+/// - IDNA mapping (UTS #46) would change a label beyond letter case: every
+///   code point of a non-ASCII label must map to itself or to its own
+///   single-code-point case partner (`Ü` and `ü`). Compatibility forms
+///   (fullwidth `ａ`, ligatures such as `ﬁ`, `①`, the ideographic full stop
+///   `。`) are refused, and so is a label not in Unicode NFC (`u` followed by a
+///   combining diaeresis; type `ü`).
+/// - A code point of a Unicode label (typed, or decoded from an `xn--` label)
+///   is not one IDNA2008 (RFC 5892) allows: it must be a letter, a digit or a
+///   combining mark, which refuses symbols and punctuation such as the
+///   look-alikes of `/` (U+2215 DIVISION SLASH, U+2044 FRACTION SLASH) and of
+///   `-` (U+2010 HYPHEN), and emoji. RFC 5892's own exceptions apply: the
+///   Arabic tatweel, the old Hangul jamo and the combining marks for symbols
+///   are refused; the Catalan middle dot is allowed between two `l`
+///   (`col·legi.cat`); the other context-dependent punctuation (Greek keraia,
+///   Hebrew geresh and gershayim, katakana middle dot) is refused.
+/// - It holds an invisible character: zero-width space, zero-width
+///   (non-)joiner, soft hyphen, word joiner, byte order mark, a variation
+///   selector, a bidi control (U+200E, U+200F, U+202A to U+202E, U+2066 to
+///   U+2069), or any other default-ignorable code point, which IDNA mapping
+///   would delete (`a\u{200b}b.com` is refused, not turned into `ab.com`).
+/// - The last label is a number: all digits, or `0x` followed by hexadecimal
+///   digits (the URL Standard's "ends in a number" rule), because resolvers
+///   read such names as IPv4 addresses (`0x7f.1`, `1.2.3`, `example.123`).
+///   Labels before the last may be numeric (`123.example.com`), and a label
+///   may start with digits (`1password.com`).
 ///
 /// ```
 /// use certkeeper::Domain;
@@ -41,6 +82,10 @@ const MAX_INPUT_LEN: usize = 1024;
 /// assert!(d.is_public());
 /// assert!(Domain::new("app.localhost").unwrap().is_local());
 /// assert!(Domain::new("../etc/passwd").is_err());
+/// assert_eq!(Domain::new("Bücher.de").unwrap().as_str(), "xn--bcher-kva.de");
+/// assert!(Domain::new("evil.com\u{2215}.example.org").is_err());
+/// assert!(Domain::new("a\u{200b}b.com").is_err());
+/// assert!(Domain::new("0x7f.1").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Domain(String);
@@ -82,10 +127,49 @@ impl Domain {
         if without_dot.split('.').any(str::is_empty) {
             return Err(invalid("empty label"));
         }
-        let ascii = idna::domain_to_ascii(without_dot)
-            .map_err(|_| invalid("not a valid internationalised domain name"))?;
+        // An IPv4 address written with a trailing dot is still that address.
+        if let Ok(ip) = without_dot.parse::<Ipv4Addr>() {
+            return Ok(Self(ip.to_string()));
+        }
+        let lowered = without_dot.to_ascii_lowercase();
+        if !lowered.is_ascii() || lowered.split('.').any(|label| label.starts_with("xn--")) {
+            Self::check_unicode(&lowered).map_err(invalid)?;
+        }
+        let ascii = idna::domain_to_ascii(&lowered).map_err(|_| invalid(REASON_NOT_IDN))?;
         Self::check_ascii(&ascii).map_err(invalid)?;
+        if ends_in_a_number(&ascii) {
+            return Err(invalid(REASON_NUMERIC));
+        }
         Ok(Self(ascii))
+    }
+
+    /// Refuses what IDNA processing would change beyond letter case, and code
+    /// points that IDNA2008 disallows, in `name` (ASCII already lowercased).
+    fn check_unicode(name: &str) -> std::result::Result<(), &'static str> {
+        if name.chars().any(is_invisible) {
+            return Err(REASON_INVISIBLE);
+        }
+        let uts46 = Uts46::new();
+        let (mapped, result) =
+            uts46.to_unicode(name.as_bytes(), AsciiDenyList::EMPTY, Hyphens::Allow);
+        if result.is_err() {
+            return Err(REASON_NOT_IDN);
+        }
+        if mapped.split('.').count() != name.split('.').count() {
+            // Something mapped to a dot (U+3002 IDEOGRAPHIC FULL STOP) or
+            // merged labels.
+            return Err(why_changed(&uts46, name));
+        }
+        for (label, mapped_label) in name.split('.').zip(mapped.split('.')) {
+            // An `xn--` label was decoded, and UTS #46 checked that what it
+            // decodes to is NFC and unchanged by mapping; other labels must
+            // come out of the mapping as they went in, but for letter case.
+            if !label.starts_with("xn--") && !same_but_case(label, mapped_label) {
+                return Err(why_changed(&uts46, label));
+            }
+            check_code_points(&uts46, mapped_label)?;
+        }
+        Ok(())
     }
 
     fn check_ascii(name: &str) -> std::result::Result<(), &'static str> {
@@ -148,6 +232,148 @@ impl Domain {
             _ => false,
         }
     }
+}
+
+/// Whether the URL Standard's "ends in a number" rule holds for `name`
+/// (lowercase ASCII): its last label is all digits, or `0x` and hex digits.
+/// Resolvers (`inet_aton`) read such a name as an IPv4 address.
+fn ends_in_a_number(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or_default();
+    let all_digits = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+    all_digits || hex
+}
+
+/// Invisible code points refused up front with a precise reason: zero-width
+/// space and (non-)joiners, soft hyphen, combining grapheme joiner, word
+/// joiner and invisible operators, byte order mark, variation selectors and
+/// bidi controls. Other default-ignorable code points are caught because IDNA
+/// mapping deletes them (see [`why_changed`]) or refuses them.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{34F}'
+            | '\u{61C}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// Whether `a` and `b` hold the same code points but for letter case: each
+/// pair is equal, or a letter and its single-code-point case partner. (This
+/// refuses U+212A KELVIN SIGN, whose lowercase is `k` but whose partner is not.)
+fn same_but_case(a: &str, b: &str) -> bool {
+    fn single(mut it: impl Iterator<Item = char>) -> Option<char> {
+        let c = it.next()?;
+        it.next().is_none().then_some(c)
+    }
+    let case_pair = |x: char, y: char| {
+        single(x.to_lowercase()) == Some(y) && single(y.to_uppercase()) == Some(x)
+    };
+    a.chars().count() == b.chars().count()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| x == y || case_pair(x, y) || case_pair(y, x))
+}
+
+/// Why IDNA mapping changed `text`: a code point it deletes is invisible
+/// (default-ignorable), one it replaces is a compatibility form; when each code
+/// point is kept on its own, composition changed the text, which was not NFC.
+fn why_changed(uts46: &Uts46, text: &str) -> &'static str {
+    for c in text.chars().filter(|c| !c.is_ascii()) {
+        let alone = c.to_string();
+        let (mapped, result) =
+            uts46.to_unicode(alone.as_bytes(), AsciiDenyList::EMPTY, Hyphens::Allow);
+        if mapped.is_empty() {
+            return REASON_INVISIBLE;
+        }
+        // An error here is a combining mark alone or a code point refused
+        // anyway; only a successful mapping to something else is telling.
+        if result.is_ok() && !same_but_case(&alone, &mapped) {
+            return REASON_MAPPED;
+        }
+    }
+    REASON_NOT_NFC
+}
+
+/// Refuses code points of a mapped Unicode label (lowercase, NFC) that
+/// IDNA2008 (RFC 5892) disallows. Its PVALID code points are letters, digits
+/// and combining marks; symbols and punctuation are DISALLOWED. The fixed
+/// exceptions the RFC itself lists are applied on top.
+fn check_code_points(uts46: &Uts46, label: &str) -> std::result::Result<(), &'static str> {
+    let chars: Vec<char> = label.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii() {
+            continue;
+        }
+        if is_invisible(c) {
+            return Err(REASON_INVISIBLE);
+        }
+        let allowed = if rfc5892_disallowed(c) {
+            false
+        } else if c.is_alphanumeric() {
+            true
+        } else if c == '\u{B7}' {
+            // MIDDLE DOT, CONTEXTO: only between two `l` (Catalan `l·l`).
+            i > 0 && chars[i - 1] == 'l' && chars.get(i + 1) == Some(&'l')
+        } else {
+            // ARABIC SIGN SINDHI AMPERSAND and POSTPOSITION MEN, TIBETAN MARK
+            // INTERSYLLABIC TSHEG: PVALID by exception (RFC 5892 section 2.6).
+            matches!(c, '\u{6FD}' | '\u{6FE}' | '\u{F0B}') || is_combining_mark(uts46, c)
+        };
+        if !allowed {
+            return Err(REASON_SYMBOL);
+        }
+    }
+    Ok(())
+}
+
+/// Code points RFC 5892 makes DISALLOWED whatever their category: the
+/// exceptions of section 2.6 (ARABIC TATWEEL, NKO LAJANYALAN, HANGUL tone
+/// marks, vertical kana repeat marks, VERTICAL IDEOGRAPHIC ITERATION MARK),
+/// the IgnorableBlocks of section 2.4 (combining marks for symbols, musical
+/// symbols) and the OldHangulJamo of section 2.9.
+fn rfc5892_disallowed(c: char) -> bool {
+    matches!(
+        c,
+        '\u{640}'
+            | '\u{7FA}'
+            | '\u{302E}'
+            | '\u{302F}'
+            | '\u{3031}'..='\u{3035}'
+            | '\u{303B}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{1D100}'..='\u{1D24F}'
+            | '\u{1100}'..='\u{11FF}'
+            | '\u{A960}'..='\u{A97F}'
+            | '\u{D7B0}'..='\u{D7FF}'
+    )
+}
+
+/// Whether `c`, a code point IDNA mapping keeps, is a combining mark
+/// (General_Category M). The idna crate knows the category but does not
+/// export it; it shows through UTS #46's rule that a label must not begin with
+/// a combining mark: `c` alone is refused, and after a letter it is not
+/// (which also tells a mark from an Arabic number separator, refused alone by
+/// the bidi rule and after a Latin letter as well).
+fn is_combining_mark(uts46: &Uts46, c: char) -> bool {
+    let alone = c.to_string();
+    let after_letter = format!("a{c}");
+    let refused = |text: &str| {
+        uts46
+            .to_unicode(text.as_bytes(), AsciiDenyList::EMPTY, Hyphens::Allow)
+            .1
+            .is_err()
+    };
+    refused(&alone) && !refused(&after_letter)
 }
 
 impl fmt::Display for Domain {
@@ -312,6 +538,158 @@ mod tests {
                 !Domain::new(not_public).unwrap().is_public(),
                 "{not_public}"
             );
+        }
+    }
+
+    /// Asserts that each input is refused with a reason containing the text.
+    fn assert_refused(table: &[(&str, &str)]) {
+        for (input, reason) in table {
+            match Domain::new(input) {
+                Err(Error::InvalidDomain { reason: got, .. }) => {
+                    assert!(
+                        got.contains(reason),
+                        "{input:?}: {got:?}, wanted {reason:?}"
+                    )
+                }
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_code_points_idna2008_disallows() {
+        let slash_a_label = format!(
+            "xn--{}.com",
+            idna::punycode::encode_str("a\u{2215}b").unwrap()
+        );
+        assert_refused(&[
+            // Look-alikes of `/` and `-`, which UTS #46 keeps as valid.
+            ("a\u{2215}b.com", "IDNA2008"),
+            ("evil.com\u{2215}.example.org", "IDNA2008"),
+            ("a\u{2044}b.com", "IDNA2008"),
+            ("a\u{2010}b.com", "IDNA2008"),
+            ("a\u{2011}b.com", "IDNA2008"),
+            ("\u{5D0}\u{5BE}\u{5D1}.com", "IDNA2008"),
+            (&slash_a_label, "IDNA2008"),
+            // Symbols and punctuation.
+            ("\u{2603}.com", "IDNA2008"),
+            ("\u{1F4A9}.la", "IDNA2008"),
+            ("a\u{B7}b.com", "IDNA2008"),
+            ("\u{4F8B}\u{30FB}\u{3048}.jp", "IDNA2008"),
+            // Compatibility forms the mapping would replace.
+            ("\u{FF45}\u{FF58}ample.com", "IDNA2008"),
+            ("\u{FB01}le.com", "IDNA2008"),
+            ("\u{2460}.com", "IDNA2008"),
+            ("\u{24B6}bc.com", "IDNA2008"),
+            ("\u{212A}elvin.com", "IDNA2008"),
+            ("\u{2160}\u{2161}.com", "IDNA2008"),
+            ("a\u{3002}com", "IDNA2008"),
+            ("example\u{FF0E}com", "IDNA2008"),
+            // RFC 5892 exceptions, ignorable blocks and old Hangul jamo.
+            ("\u{645}\u{640}\u{62B}\u{627}\u{644}.com", "IDNA2008"),
+            ("a\u{20E5}b.com", "IDNA2008"),
+            ("\u{1100}\u{119E}.kr", "IDNA2008"),
+            // Not NFC: `u` and a combining diaeresis.
+            ("bu\u{308}cher.de", "NFC"),
+        ]);
+    }
+
+    #[test]
+    fn refuses_invisible_characters() {
+        let zwnj_a_label = format!(
+            "xn--{}.in",
+            idna::punycode::encode_str("\u{915}\u{94D}\u{200C}\u{937}").unwrap()
+        );
+        assert_refused(&[
+            ("a\u{200B}b.com", "invisible"),
+            ("a\u{200C}b.com", "invisible"),
+            ("a\u{200D}b.com", "invisible"),
+            ("\u{915}\u{94D}\u{200C}\u{937}.in", "invisible"),
+            (&zwnj_a_label, "invisible"),
+            ("a\u{AD}b.com", "invisible"),
+            ("a\u{2060}b.com", "invisible"),
+            ("\u{FEFF}ab.com", "invisible"),
+            ("a\u{FE0F}b.com", "invisible"),
+            ("a\u{E0100}b.com", "invisible"),
+            ("a\u{180B}b.com", "invisible"),
+            ("a\u{34F}b.com", "invisible"),
+            ("a\u{200E}b.com", "invisible"),
+            ("a\u{200F}b.com", "invisible"),
+            ("a\u{202A}b.com", "invisible"),
+            ("a\u{202B}b.com", "invisible"),
+            ("a\u{202C}b.com", "invisible"),
+            ("a\u{202D}b.com", "invisible"),
+            ("h\u{E9}llo\u{202E}.com", "invisible"),
+            ("a\u{2066}b.com", "invisible"),
+            ("a\u{2067}b.com", "invisible"),
+            ("a\u{2068}b.com", "invisible"),
+            ("a\u{2069}b.com", "invisible"),
+            ("a\u{61C}b.com", "invisible"),
+            // Not listed, found because the mapping deletes them.
+            ("a\u{3164}b.com", "invisible"),
+            ("a\u{115F}b.com", "invisible"),
+            ("a\u{17B4}b.com", "invisible"),
+            ("a\u{1D173}b.com", "invisible"),
+        ]);
+    }
+
+    #[test]
+    fn refuses_a_numeric_last_label() {
+        assert_refused(&[
+            ("0x7f.1", "IPv4"),
+            ("01.02.03.004", "IPv4"),
+            ("1.2.3", "IPv4"),
+            ("example.123", "IPv4"),
+            ("example.123.", "IPv4"),
+            ("host.0x1f", "IPv4"),
+            ("HOST.0X1F", "IPv4"),
+            ("host.0x", "IPv4"),
+            ("0xffffffff", "IPv4"),
+            ("2130706433", "IPv4"),
+            ("256.1.1.1", "IPv4"),
+            ("1.2.3.4.5", "IPv4"),
+            ("127.0.0.01", "IPv4"),
+        ]);
+        // IP literals, and names whose last label is not a number, still pass.
+        for (input, expected) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("::1", "::1"),
+            ("[::1]", "::1"),
+            ("1password.com", "1password.com"),
+            ("123.example.com", "123.example.com"),
+            ("0x7f.example.com", "0x7f.example.com"),
+            ("host.1a", "host.1a"),
+            ("host.0x1g", "host.0x1g"),
+            ("xn--bcher-kva.de", "xn--bcher-kva.de"),
+        ] {
+            assert_eq!(Domain::new(input).unwrap().as_str(), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn still_accepts_plain_idns() {
+        for (input, expected) in [
+            ("b\u{FC}cher.de", "xn--bcher-kva.de"),
+            ("B\u{DC}CHER.DE", "xn--bcher-kva.de"),
+            ("\u{4F8B}\u{3048}.jp", "xn--r8jz45g.jp"),
+            ("\u{43F}\u{440}\u{438}\u{43C}\u{435}\u{440}.\u{440}\u{444}", "xn--e1afmkfd.xn--p1ai"),
+            ("\u{41F}\u{420}\u{418}\u{41C}\u{415}\u{420}.\u{420}\u{424}", "xn--e1afmkfd.xn--p1ai"),
+            // The IANA IDN test names (RFC 5892 scripts with combining marks,
+            // right-to-left scripts, uppercase Greek with tonos).
+            ("\u{645}\u{62B}\u{627}\u{644}.\u{625}\u{62E}\u{62A}\u{628}\u{627}\u{631}", "xn--mgbh0fb.xn--kgbechtv"),
+            ("\u{909}\u{926}\u{93E}\u{939}\u{930}\u{923}.\u{92A}\u{930}\u{940}\u{915}\u{94D}\u{937}\u{93E}", "xn--p1b6ci4b4b3a.xn--11b5bs3a9aj6g"),
+            ("\u{B89}\u{BA4}\u{BBE}\u{BB0}\u{BA3}\u{BAE}\u{BCD}.\u{BAA}\u{BB0}\u{BBF}\u{B9F}\u{BCD}\u{B9A}\u{BC8}", "xn--zkc6cc5bi7f6e.xn--hlcj6aya9esc7a"),
+            ("\u{5D8}\u{5E2}\u{5E1}\u{5D8}", "xn--deba0ad"),
+            ("\u{C2E4}\u{B840}.\u{D14C}\u{C2A4}\u{D2B8}", "xn--9n2bp8q.xn--9t4b11yi5a"),
+            ("\u{3A0}\u{391}\u{3A1}\u{386}\u{394}\u{395}\u{399}\u{393}\u{39C}\u{391}.\u{394}\u{39F}\u{39A}\u{399}\u{39C}\u{389}", "xn--hxajbheg2az3al.xn--jxalpdlp"),
+            ("\u{4F8B}\u{3048}.\u{30C6}\u{30B9}\u{30C8}", "xn--r8jz45g.xn--zckzah"),
+            // The Catalan middle dot between two `l`.
+            ("col\u{B7}legi.cat", "xn--collegi-xma.cat"),
+            ("stra\u{DF}e.de", "xn--strae-oqa.de"),
+        ] {
+            let got = Domain::new(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(got.as_str(), expected, "{input:?}");
         }
     }
 
