@@ -506,6 +506,7 @@ mod tests {
     #[test]
     fn debug_never_shows_keys() {
         let c = Config::builder()
+            .production(false)
             .openssl_key(1, "super-secret-passphrase-1")
             .build()
             .unwrap();
@@ -593,15 +594,15 @@ mod tests {
 
     #[test]
     fn a_weak_key_is_refused_by_config_in_production_as_the_keyring_refuses_it() {
-        let err = Config::from_vars([("_APP_OPENSSL_KEY_V1", "changeme")]).unwrap_err();
+        let err = Config::from_vars([("_APP_OPENSSL_KEY_V1", "qwerty12")]).unwrap_err();
         assert!(
             matches!(&err, Error::WeakKey { name, .. } if name == "_APP_OPENSSL_KEY_V1"),
             "{err}"
         );
-        assert!(!err.to_string().contains("changeme"), "{err}");
+        assert!(!err.to_string().contains("qwerty12"), "{err}");
         let dev = Config::from_vars([
             ("_APP_ENV", "development"),
-            ("_APP_OPENSSL_KEY_V1", "changeme"),
+            ("_APP_OPENSSL_KEY_V1", "qwerty12"),
         ]);
         assert!(dev.is_ok());
     }
