@@ -1,0 +1,227 @@
+//! `due`: which records it returns, in which order, under which limit, and
+//! how it follows updates.
+
+use time::{Duration, OffsetDateTime};
+
+use super::expect::ok;
+use super::fixtures::{cleanup, create, create_due, full_record};
+use super::scope::Scope;
+use super::{DUE_NOW, FULL};
+use crate::store::{CertRecord, CertStore};
+use crate::Domain;
+
+/// Reads the full answer of `due` and checks it is sorted and due.
+async fn full_due(
+    store: &dyn CertStore,
+    now: OffsetDateTime,
+    max_attempts: u32,
+) -> Vec<CertRecord> {
+    let all = ok("due", store.due(now, max_attempts, FULL).await);
+    assert!(
+        all.len() < FULL,
+        "conformance: the store holds {FULL} or more records due before 2000; run the suite on \
+         another store"
+    );
+    for pair in all.windows(2) {
+        assert!(
+            (pair[0].renew_date, &pair[0].domain) < (pair[1].renew_date, &pair[1].domain),
+            "conformance: due must order by renew date then domain, without duplicates: {} \
+             ({}) came before {} ({})",
+            pair[0].domain,
+            pair[0].renew_date,
+            pair[1].domain,
+            pair[1].renew_date
+        );
+    }
+    let unlimited = ok("due", store.due(now, max_attempts, usize::MAX).await);
+    assert_eq!(
+        unlimited.iter().map(|r| &r.domain).collect::<Vec<_>>(),
+        all.iter().map(|r| &r.domain).collect::<Vec<_>>(),
+        "conformance: due with limit usize::MAX must return every due record"
+    );
+    for record in &all {
+        assert!(
+            record.is_due(now, max_attempts),
+            "conformance: due({now}, {max_attempts}) returned {} with renew date {} and {} \
+             attempts",
+            record.domain,
+            record.renew_date,
+            record.attempts
+        );
+    }
+    all
+}
+
+/// Checks that `due` with each limit returns exactly the first records of
+/// the full answer, and that our records in the full answer are `expected`.
+async fn assert_due(
+    store: &dyn CertStore,
+    scope: &Scope,
+    now: OffsetDateTime,
+    max_attempts: u32,
+    expected: &[&CertRecord],
+    what: &str,
+) {
+    let all = full_due(store, now, max_attempts).await;
+    let ours: Vec<&CertRecord> = all.iter().filter(|r| scope.owns(&r.domain)).collect();
+    let expected_domains: Vec<&Domain> = expected.iter().map(|r| &r.domain).collect();
+    assert_eq!(
+        ours.iter().map(|r| &r.domain).collect::<Vec<_>>(),
+        expected_domains,
+        "conformance: {what}: due({now}, max_attempts {max_attempts}) returned the wrong records \
+         or order"
+    );
+    assert_eq!(
+        ours,
+        expected.to_vec(),
+        "conformance: {what}: due must return the stored records whole"
+    );
+    // Every limit up to one past the end (bounded, should the store hold
+    // many foreign records due that early).
+    let limits = (0..=all.len().min(64)).chain([all.len() + 1]);
+    for limit in limits {
+        let limited = ok(
+            "due with a limit",
+            store.due(now, max_attempts, limit).await,
+        );
+        let got: Vec<&Domain> = limited.iter().map(|r| &r.domain).collect();
+        let want: Vec<&Domain> = all.iter().take(limit).map(|r| &r.domain).collect();
+        assert_eq!(
+            got, want,
+            "conformance: {what}: due with limit {limit} must return exactly the first {limit} \
+             records of the full answer"
+        );
+    }
+}
+
+/// [`assert_due`] at [`DUE_NOW`], for the steps of one check.
+struct DueAtNow<'a> {
+    store: &'a dyn CertStore,
+    scope: &'a Scope,
+}
+
+impl DueAtNow<'_> {
+    async fn assert(&self, max_attempts: u32, expected: &[&CertRecord], what: &str) {
+        assert_due(
+            self.store,
+            self.scope,
+            DUE_NOW,
+            max_attempts,
+            expected,
+            what,
+        )
+        .await;
+    }
+}
+
+/// `due` returns the records with `renew_date <= now`, ordered by renew date
+/// then domain, at most `limit` of them, and never a future one.
+pub async fn due_order_and_limit(store: &dyn CertStore) {
+    let scope = Scope::new("due-order");
+    let day = Duration::days(1);
+    // Domain order differs from creation order, and two share a renew date.
+    let oldest = create_due(store, &scope, "z-oldest", DUE_NOW - 3 * day, 0).await;
+    let tie_b = create_due(store, &scope, "tie-b", DUE_NOW - day, 1).await;
+    let tie_a = create_due(store, &scope, "tie-a", DUE_NOW - day, 0).await;
+    let at_now = create(store, &full_record(scope.domain("at-now"), DUE_NOW)).await;
+    let second_later = DUE_NOW + Duration::seconds(1);
+    let next_second = create_due(store, &scope, "a-next-second", second_later, 0).await;
+    let future = create_due(store, &scope, "a-future", DUE_NOW + 30 * day, 0).await;
+
+    for (now, expected, what) in [
+        (
+            DUE_NOW,
+            vec![&oldest, &tie_a, &tie_b, &at_now],
+            "records due at now",
+        ),
+        (
+            second_later,
+            vec![&oldest, &tie_a, &tie_b, &at_now, &next_second],
+            "one second later",
+        ),
+        (DUE_NOW - 2 * day, vec![&oldest], "two days earlier"),
+    ] {
+        assert_due(store, &scope, now, u32::MAX, &expected, what).await;
+    }
+    cleanup(
+        store,
+        [&oldest, &tie_b, &tie_a, &at_now, &next_second, &future].map(|r| &r.domain),
+    )
+    .await;
+}
+
+/// `due` leaves out records whose `attempts` reach `max_attempts`, and the
+/// limit counts only the records it returns.
+pub async fn due_attempts(store: &dyn CertStore) {
+    let scope = Scope::new("due-attempts");
+    let day = Duration::days(1);
+    // The exhausted records come first by date, so a limit applied before
+    // the attempt filter would return too few.
+    let five = create_due(store, &scope, "five", DUE_NOW - 4 * day, 5).await;
+    let six = create_due(store, &scope, "six", DUE_NOW - 3 * day, 6).await;
+    let four = create_due(store, &scope, "four", DUE_NOW - 2 * day, 4).await;
+    let zero = create_due(store, &scope, "zero", DUE_NOW - day, 0).await;
+
+    for (max_attempts, expected, what) in [
+        (5, vec![&four, &zero], "max_attempts 5"),
+        (1, vec![&zero], "max_attempts 1"),
+        (0, vec![], "max_attempts 0"),
+        (6, vec![&five, &four, &zero], "max_attempts 6"),
+        (
+            u32::MAX,
+            vec![&five, &six, &four, &zero],
+            "max_attempts u32::MAX",
+        ),
+    ] {
+        assert_due(store, &scope, DUE_NOW, max_attempts, &expected, what).await;
+    }
+    cleanup(store, [&five, &six, &four, &zero].map(|r| &r.domain)).await;
+}
+
+/// `due` reflects every save: moving the renew date into the past or the
+/// future, raising or resetting `attempts`, and deleting.
+pub async fn due_follows_updates(store: &dyn CertStore) {
+    let scope = Scope::new("due-updates");
+    let day = Duration::days(1);
+    let steady = create_due(store, &scope, "steady", DUE_NOW - day, 0).await;
+    let mut moving = create_due(store, &scope, "moving", DUE_NOW + day, 0).await;
+    let due = DueAtNow {
+        store,
+        scope: &scope,
+    };
+    due.assert(5, &[&steady], "a future record").await;
+
+    let save = |record: CertRecord| async move {
+        let version = ok(
+            &format!("updating {}", record.domain),
+            store.save(&record).await,
+        );
+        CertRecord { version, ..record }
+    };
+
+    moving.renew_date = DUE_NOW - 2 * day;
+    moving = save(moving).await;
+    due.assert(5, &[&moving, &steady], "a renew date moved into the past")
+        .await;
+
+    moving.attempts = 5;
+    moving = save(moving).await;
+    due.assert(5, &[&steady], "attempts raised to 5").await;
+    due.assert(6, &[&moving, &steady], "attempts 5 under max_attempts 6")
+        .await;
+
+    moving.attempts = 0;
+    moving.renew_date = DUE_NOW + 60 * day;
+    moving = save(moving).await;
+    due.assert(5, &[&steady], "a renew date moved into the future")
+        .await;
+
+    moving.renew_date = DUE_NOW;
+    moving = save(moving).await;
+    due.assert(5, &[&steady, &moving], "a renew date moved to now")
+        .await;
+
+    ok("deleting", store.delete(&moving.domain).await);
+    due.assert(5, &[&steady], "a deleted record").await;
+    cleanup(store, [&steady.domain]).await;
+}
