@@ -39,7 +39,7 @@ fn hasher() -> Argon2<'static> {
 /// returns the PHC string to store.
 ///
 /// ```
-/// use certkeeper::cipher::{hash_password, verify_password};
+/// use certkeeper::access::{hash_password, verify_password};
 /// let hash = hash_password("correct horse battery staple")?;
 /// assert!(hash.starts_with("$argon2id$v=19$"));
 /// assert!(verify_password("correct horse battery staple", &hash)?);

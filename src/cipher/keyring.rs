@@ -47,7 +47,7 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 /// One key per version, from `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2`
 /// ... (read by [`Config`](crate::Config)) or given in code ([`Keyring::from_keys`]).
 /// The highest version seals; every configured version opens. Gaps are
-/// allowed: after a [rotation](crate::cipher::rotate) to V2 the operator
+/// allowed: after a [rotation](crate::vault::rotate) to V2 the operator
 /// removes V1, and a keyring with only V2 (or V1 and V3) is valid. At least
 /// one key is required.
 ///

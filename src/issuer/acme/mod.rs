@@ -38,16 +38,20 @@ const CA_ROOT_SETTING: &str = "_APP_ACME_CA_ROOT";
 /// calls, so the call is repeated a few more times.
 const BAD_NONCE_ATTEMPTS: u32 = 8;
 
-/// One call to the CA, bounded by the request timeout and tried again (a
-/// bounded number of times) while the CA rejects its nonce; `$call` is
-/// evaluated anew for each try and must be safe to repeat (a request refused
-/// for its nonce was not acted upon). A macro, not a function, because the
-/// call borrows the order mutably at every try.
+/// One call to the CA, bounded by the request timeout (or the given limit)
+/// and tried again (a bounded number of times) while the CA rejects its
+/// nonce; `$call` is evaluated anew for each try and must be safe to repeat
+/// (a request refused for its nonce was not acted upon). A macro, not a
+/// function, because the call borrows the order mutably at every try.
 macro_rules! retry {
-    ($issuer:expr, $step:expr, $domain:expr, $call:expr) => {{
+    ($issuer:expr, $step:expr, $domain:expr, $call:expr) => {
+        retry!(limit: $issuer.request_timeout, $step, $domain, $call)
+    };
+    (limit: $limit:expr, $step:expr, $domain:expr, $call:expr) => {{
+        let limit = $limit;
         let mut attempt = 1;
         loop {
-            match tokio::time::timeout($issuer.request_timeout, $call).await {
+            match tokio::time::timeout(limit, $call).await {
                 Ok(Ok(value)) => break Ok(value),
                 Ok(Err(e)) if problem::is_bad_nonce(&e) && attempt < BAD_NONCE_ATTEMPTS => {
                     tracing::debug!(
@@ -58,13 +62,14 @@ macro_rules! retry {
                     );
                     attempt += 1;
                 }
-                Ok(Err(e)) => break Err(problem::acme_error($domain, $step, e)),
-                Err(_) => {
+                // instant-acme's own polling gave up.
+                Ok(Err(instant_acme::Error::Timeout(_))) | Err(_) => {
                     break Err(Error::Timeout {
                         step: $step,
-                        after: $issuer.request_timeout,
+                        after: limit,
                     })
                 }
+                Ok(Err(e)) => break Err(problem::acme_error($domain, $step, e)),
             }
         }
     }};
@@ -93,7 +98,6 @@ pub(crate) mod settings;
 /// ```no_run
 /// # use std::sync::Arc;
 /// # use certkeeper::challenge::Http01Solver;
-/// # use certkeeper::cipher::Keyring;
 /// # use certkeeper::issuer::{AcmeIssuer, Issuer};
 /// # use certkeeper::store::MemoryStore;
 /// # use certkeeper::Domain;
@@ -105,7 +109,7 @@ pub(crate) mod settings;
 ///     .contact_email("admin@example.com")
 ///     .solver(Arc::new(solver))
 ///     .store(Arc::new(MemoryStore::new()))
-///     .cipher(Arc::new(Keyring::from_env(true)?)) // _APP_OPENSSL_KEY_V1, V2 ...
+///     .cipher(Arc::new(certkeeper::Config::from_env()?.keyring()?)) // _APP_OPENSSL_KEY_V1, V2 ...
 ///     .build()?;
 /// let cert = issuer.issue(&Domain::new("www.example.com")?).await?;
 /// println!("valid until {}", cert.not_after);

@@ -64,13 +64,13 @@ impl AcmeIssuer {
         retry!(self, "finalize", Some(domain), order.finalize_csr(&csr))?;
         tracing::debug!(%domain, %order_url, "order finalized");
 
-        let chain = self
-            .poll(
-                domain,
-                "certificate",
-                order.poll_certificate(&self.poll_policy()),
-            )
-            .await?;
+        let policy = self.poll_policy();
+        let chain = retry!(
+            limit: self.order_timeout,
+            "certificate",
+            Some(domain),
+            order.poll_certificate(&policy)
+        )?;
         check_leaf(domain, &chain, &key)?;
         let issued = IssuedCert::from_pem(chain, Zeroizing::new(key.serialize_pem()))?;
         tracing::info!(
@@ -224,37 +224,23 @@ impl AcmeIssuer {
     /// Waits, with instant-acme's polling (growing waits that honour the
     /// CA's Retry-After), until the CA has validated or refused the order.
     async fn await_validation(&self, order: &mut Order, domain: &Domain) -> Result<()> {
-        let polled = timeout(self.order_timeout, order.poll_ready(&self.poll_policy())).await;
+        let policy = self.poll_policy();
+        let polled = retry!(
+            limit: self.order_timeout,
+            "validation",
+            Some(domain),
+            order.poll_ready(&policy)
+        );
         let problem = match polled {
-            Ok(Ok(OrderStatus::Ready)) => return Ok(()),
-            Ok(Ok(_)) => order.state().error.clone(),
-            Ok(Err(instant_acme::Error::Api(problem))) => Some(problem),
-            Ok(Err(instant_acme::Error::Timeout(_))) | Err(_) => {
-                return Err(Error::Timeout {
-                    step: "validation",
-                    after: self.order_timeout,
-                })
-            }
-            Ok(Err(e)) => return Err(problem::acme_error(Some(domain), "validation", e)),
+            Ok(OrderStatus::Ready) => return Ok(()),
+            Ok(_) => order.state().error.clone(),
+            // The order's own problem: the order is invalid.
+            Err(Error::Acme {
+                problem: Some(_), ..
+            }) => order.state().error.clone(),
+            Err(e) => return Err(e),
         };
         Err(self.invalid_order(order, domain, problem).await)
-    }
-
-    /// A poll of the order (`poll_ready`, `poll_certificate`) as a result.
-    async fn poll<T>(
-        &self,
-        domain: &Domain,
-        step: &'static str,
-        poll: impl std::future::Future<Output = std::result::Result<T, instant_acme::Error>>,
-    ) -> Result<T> {
-        match timeout(self.order_timeout, poll).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(instant_acme::Error::Timeout(_))) | Err(_) => Err(Error::Timeout {
-                step,
-                after: self.order_timeout,
-            }),
-            Ok(Err(e)) => Err(problem::acme_error(Some(domain), step, e)),
-        }
     }
 
     /// How an order is polled: a short first wait growing by half each

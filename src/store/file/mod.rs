@@ -103,7 +103,7 @@ const DUE_BATCH: usize = 256;
 /// a second process opening the directory gets an [`Error::Store`] saying it
 /// is in use by another process. So a tool such as the `rotate_keys`
 /// example refuses to run while a server has the directory open: rotate
-/// inside the server ([`rotate`](crate::cipher::rotate) over the server's
+/// inside the server ([`rotate`](crate::vault::rotate) over the server's
 /// own store) or stop the server first. Run several instances of a server
 /// over a shared SQL store instead. The lock is advisory: it keeps out other
 /// `FileStore`s, not a program that edits the files without asking.
