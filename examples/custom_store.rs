@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore};
+use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, DueEntry};
 use certkeeper::{Domain, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -133,7 +133,7 @@ impl CertStore for KvStore {
         now: OffsetDateTime,
         max_attempts: u32,
         limit: usize,
-    ) -> Result<Vec<CertRecord>> {
+    ) -> Result<Vec<DueEntry>> {
         let kv = self.kv();
         // Every key of a record due at `now` sorts before this one.
         let end = format!("due/{:039}", sortable(now).saturating_add(1));
@@ -149,7 +149,7 @@ impl CertStore for KvStore {
             };
             let record: CertRecord = decode(&cert, bytes)?;
             if record.attempts < max_attempts {
-                due.push(record);
+                due.push(DueEntry::of(&record));
             }
         }
         Ok(due)

@@ -116,6 +116,16 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The store does not implement an optional operation (a custom store
+    /// written before the operation existed, or a single-instance store).
+    #[error("the {store} store does not support {operation}")]
+    Unsupported {
+        /// The store (its `Debug` name, or `custom`).
+        store: &'static str,
+        /// The operation (`leases`, `challenges`, `changes` ...).
+        operation: &'static str,
+    },
+
     /// A filesystem operation failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -273,6 +283,7 @@ impl Error {
             Self::Corrupt { .. } => "corrupt",
             Self::Store { .. } => "store",
             Self::Io { .. } => "io",
+            Self::Unsupported { .. } => "unsupported",
             Self::Envelope(_) => "envelope",
             Self::Decrypt => "decrypt",
             Self::MissingKey { .. } => "missing_key",

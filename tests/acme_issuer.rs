@@ -285,7 +285,7 @@ impl CertStore for LateLooker {
         now: time::OffsetDateTime,
         max_attempts: u32,
         limit: usize,
-    ) -> certkeeper::Result<Vec<CertRecord>> {
+    ) -> certkeeper::Result<Vec<certkeeper::store::DueEntry>> {
         self.shared.due(now, max_attempts, limit).await
     }
     async fn load_account(&self, id: &str) -> certkeeper::Result<Option<AccountRecord>> {

@@ -264,7 +264,12 @@ cert_store_over_inner!(Faulty {
     async fn list(&self) -> Result<Vec<Domain>> {
         self.inner.list().await
     }
-    async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<CertRecord>> {
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max: u32,
+        limit: usize,
+    ) -> Result<Vec<certkeeper::store::DueEntry>> {
         self.inner.due(now, max, limit).await
     }
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {

@@ -2,6 +2,27 @@
 
 use crate::{Error, Result};
 
+/// The compare-and-swap rule of [`CertStore::save`](super::CertStore::save)
+/// for a custom store: `found` is the stored version (0 when the record does
+/// not exist), `expected` the version of the record being saved. Returns
+/// the version to store, or [`Error::Conflict`] naming `key`.
+///
+/// ```
+/// use certkeeper::store::check_version;
+/// assert_eq!(check_version("my-store", "a.example.com", 3, 3).unwrap(), 4);
+/// assert!(check_version("my-store", "a.example.com", 4, 3).is_err());
+/// ```
+pub fn check_version(store: &'static str, key: &str, found: u64, expected: u64) -> Result<u64> {
+    if found != expected {
+        return Err(Error::Conflict {
+            key: key.to_string(),
+            expected,
+            found,
+        });
+    }
+    next_version(store, key, expected)
+}
+
 /// The stored version after a successful compare-and-swap from `version`.
 pub(crate) fn next_version(store: &'static str, key: &str, version: u64) -> Result<u64> {
     version
@@ -16,7 +37,7 @@ pub(crate) fn next_version(store: &'static str, key: &str, version: u64) -> Resu
 /// case-insensitive filesystem; no leading dot, so that `.`, `..` and hidden
 /// names are impossible. Shared by every built-in store so that they accept
 /// exactly the same keys.
-pub(crate) fn check_key(kind: &'static str, key: &str) -> Result<()> {
+pub fn check_key(kind: &'static str, key: &str) -> Result<()> {
     let invalid = |reason| Error::InvalidKey {
         kind,
         key: key.chars().take(80).collect(),
@@ -40,4 +61,23 @@ pub(crate) fn check_key(kind: &'static str, key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks an ACME challenge token: 1 to 256 characters of base64url
+/// (`A-Z`, `a-z`, `0-9`, `-`, `_`), as RFC 8555 tokens are.
+pub fn check_token(token: &str) -> Result<()> {
+    let valid = !token.is_empty()
+        && token.len() <= 256
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidKey {
+            kind: "challenge token",
+            key: token.chars().take(80).collect(),
+            reason: "not 1 to 256 characters of base64url",
+        })
+    }
 }

@@ -1,15 +1,17 @@
 //! [`MemoryStore`]: every record in memory, for tests and short-lived processes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::keys::{check_key, next_version};
-use super::{AccountRecord, CertRecord, CertStore};
-use crate::{Domain, Error, Result};
+use super::keys::{check_key, check_token, check_version};
+use super::local::{Coordination, DueIndex};
+use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry};
+use crate::{Domain, Result};
 
 /// A [`CertStore`] that keeps everything in memory and loses it on drop.
 ///
@@ -45,10 +47,11 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     records: BTreeMap<Domain, CertRecord>,
-    // Mirrors `records`: one entry per record, so `due` reads a prefix.
-    due_index: BTreeSet<(OffsetDateTime, Domain)>,
+    // Mirrors `records`: one entry per record.
+    due_index: DueIndex,
     accounts: BTreeMap<String, AccountRecord>,
     meta: BTreeMap<String, String>,
+    coordination: Coordination,
 }
 
 impl MemoryStore {
@@ -84,21 +87,15 @@ impl CertStore for MemoryStore {
     async fn save(&self, record: &CertRecord) -> Result<u64> {
         let mut state = self.state();
         let found = state.records.get(&record.domain).map_or(0, |r| r.version);
-        if found != record.version {
-            return Err(Error::Conflict {
-                key: record.domain.to_string(),
-                expected: record.version,
-                found,
-            });
-        }
-        let version = next_version("memory", record.domain.as_str(), record.version)?;
+        let version = check_version(STORE, record.domain.as_str(), found, record.version)?;
         let mut stored = record.clone();
         stored.version = version;
-        let key = (stored.renew_date, stored.domain.clone());
+        let entry = DueEntry::of(&stored);
         if let Some(old) = state.records.insert(stored.domain.clone(), stored) {
-            state.due_index.remove(&(old.renew_date, old.domain));
+            state.due_index.remove(&DueEntry::of(&old));
         }
-        state.due_index.insert(key);
+        state.due_index.insert(&entry);
+        state.coordination.record_change(&record.domain, false);
         Ok(version)
     }
 
@@ -106,7 +103,8 @@ impl CertStore for MemoryStore {
         let mut state = self.state();
         match state.records.remove(domain) {
             Some(old) => {
-                state.due_index.remove(&(old.renew_date, old.domain));
+                state.due_index.remove(&DueEntry::of(&old));
+                state.coordination.record_change(domain, true);
                 Ok(true)
             }
             None => Ok(false),
@@ -122,17 +120,8 @@ impl CertStore for MemoryStore {
         now: OffsetDateTime,
         max_attempts: u32,
         limit: usize,
-    ) -> Result<Vec<CertRecord>> {
-        let state = self.state();
-        Ok(state
-            .due_index
-            .iter()
-            .take_while(|(renew_date, _)| *renew_date <= now)
-            .filter_map(|(_, domain)| state.records.get(domain))
-            .filter(|record| record.attempts < max_attempts)
-            .take(limit)
-            .cloned()
-            .collect())
+    ) -> Result<Vec<DueEntry>> {
+        Ok(self.state().due_index.due(now, max_attempts, limit))
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
@@ -143,15 +132,8 @@ impl CertStore for MemoryStore {
     async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
         check_key("account id", &record.id)?;
         let mut state = self.state();
-        let found = state.accounts.get(&record.id).map_or(0, |a| a.version);
-        if found != record.version {
-            return Err(Error::Conflict {
-                key: record.id.clone(),
-                expected: record.version,
-                found,
-            });
-        }
-        let version = next_version("memory", &record.id, record.version)?;
+        let found = state.accounts.get(&record.id).map_or(0, |r| r.version);
+        let version = check_version(STORE, &record.id, found, record.version)?;
         let mut stored = record.clone();
         stored.version = version;
         state.accounts.insert(stored.id.clone(), stored);
@@ -176,11 +158,78 @@ impl CertStore for MemoryStore {
             .or_insert_with(|| value.to_owned())
             .clone())
     }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        check_key("account id", id)?;
+        Ok(self.state().accounts.remove(id).is_some())
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_key("meta key", key)?;
+        self.state().meta.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_key("meta key", key)?;
+        Ok(self.state().meta.remove(key).is_some())
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<bool> {
+        check_key("lease name", name)?;
+        check_key("lease holder", holder)?;
+        Ok(self
+            .state()
+            .coordination
+            .acquire_lease(name, holder, now, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_key("lease name", name)?;
+        Ok(self.state().coordination.release_lease(name, holder))
+    }
+
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        check_token(token)?;
+        self.state()
+            .coordination
+            .put_challenge(token, key_authorization, expires_at);
+        Ok(())
+    }
+
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        check_token(token)?;
+        Ok(self.state().coordination.get_challenge(token, now))
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        check_token(token)?;
+        self.state().coordination.delete_challenge(token);
+        Ok(())
+    }
+
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        Ok(self.state().coordination.changes_since(cursor, limit))
+    }
 }
+
+const STORE: &str = "memory";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     #[test]
     fn keys_that_could_name_a_path_are_refused() {

@@ -4,16 +4,22 @@
 #[cfg(feature = "fs")]
 mod file;
 mod keys;
+mod local;
 mod memory;
 
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use file::FileStore;
+pub use keys::{check_key, check_token, check_version};
 pub use memory::MemoryStore;
 
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -21,17 +27,30 @@ use time::OffsetDateTime;
 
 use crate::cert::IssuerKind;
 use crate::cipher::Sealed;
-use crate::{Domain, Result};
+use crate::{Domain, Error, Result};
 
 /// How many log entries a [`CertRecord`] keeps; older ones are dropped first.
 pub const MAX_LOG_ENTRIES: usize = 32;
 /// Longest log message kept, in bytes (a CA's problem document can be long).
 pub const MAX_LOG_MESSAGE: usize = 1024;
 
-/// Storage for certificate records, ACME account credentials and a few settings.
+/// Storage for certificate records, ACME account credentials, settings,
+/// and (for stores shared by several instances) leases, HTTP-01 answers and
+/// a change feed.
 ///
-/// Hold it as `Arc<dyn CertStore>`. Every method may be called concurrently
-/// from many tasks (and, for shared backends, from many processes).
+/// Hold it as `Arc<dyn CertStore>`; `Arc<T>` and `Box<T>` of a store are
+/// stores too, so a wrapper needs no forwarding code. Every method may be
+/// called concurrently from many tasks (and, for shared backends, from many
+/// processes).
+///
+/// # Required and optional methods
+/// The methods without a default are what every store must do. The others
+/// have defaults that answer [`Error::Unsupported`](crate::Error::Unsupported),
+/// so a store written for an older certkeeper keeps compiling when one is
+/// added; certkeeper then falls back to what one process can do alone (its
+/// own in-memory leases, challenge answers and certificates). A store that
+/// several instances share must implement them all: the
+/// [`conformance`] suite checks them.
 ///
 /// # Contract
 /// - **Never plaintext secrets.** Private keys and account credentials reach
@@ -40,26 +59,33 @@ pub const MAX_LOG_MESSAGE: usize = 1024;
 ///   0 means "not stored yet". [`save`](Self::save) succeeds only when the
 ///   stored version equals the record's `version` (a missing record counts as
 ///   0) and then stores it with `version + 1`, which it returns. Otherwise it
-///   fails with [`Error::Conflict`](crate::Error::Conflict) and changes nothing.
+///   fails with [`Error::Conflict`](crate::Error::Conflict) and changes
+///   nothing. [`check_version`] does the comparison for a custom store.
 /// - **Atomic.** A reader sees the old record or the new one, never a mix, and
 ///   a crash during `save` leaves one of the two.
 /// - **Missing is not an error.** `load` of an unknown key returns `Ok(None)`;
 ///   `delete` of an unknown key returns `Ok(false)`.
 /// - **`due` is answered by the backend.** It returns the records with
 ///   `renew_date <= now` and `attempts < max_attempts`, ordered by
-///   `renew_date` then domain, at most `limit` of them, without reading every
-///   record (an index, or a query).
-///
-/// - **Keys.** Domains are [`Domain`]s (safe as file names). Account ids and
-///   setting keys come from callers: a store may refuse anything outside
-///   `[a-z0-9._-]{1,128}` (no leading dot) with
+///   `renew_date` then domain, at most `limit` of them, as [`DueEntry`]s,
+///   without reading every record (an index, or a query), and in a time that
+///   does not grow with the records at or over `max_attempts` (they keep
+///   their last renew date, so they would otherwise sit in front forever).
+/// - **Leases** ([`acquire_lease`](Self::acquire_lease)) are granted to one
+///   holder at a time, atomically, until they expire or are released; a
+///   holder renews its lease by acquiring it again.
+/// - **Keys.** Domains are [`Domain`]s (safe as file names). Account ids,
+///   setting keys, lease names and challenge tokens come from callers: a
+///   store may refuse anything outside `[a-z0-9._-]{1,128}` (no leading dot;
+///   tokens also allow `A-Z`) with
 ///   [`Error::InvalidKey`](crate::Error::InvalidKey); the built-in stores do.
 /// - **Dates** must be kept to the second at least; sub-second precision is
 ///   optional.
 /// - **`limit`** may be anything up to `usize::MAX`; a backend that cannot
 ///   express it clamps it.
 ///
-/// The [`conformance`] module checks all of this; run it on your own store.
+/// The [`conformance`] module (feature `conformance`) checks all of this;
+/// run it on your own store.
 #[async_trait]
 pub trait CertStore: Debug + Send + Sync + 'static {
     /// The record for `domain`, if any.
@@ -76,13 +102,13 @@ pub trait CertStore: Debug + Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<Domain>>;
 
     /// Up to `limit` records due at `now` with fewer than `max_attempts`
-    /// failed attempts, oldest renew date first.
+    /// failed attempts, oldest renew date first (then by domain).
     async fn due(
         &self,
         now: OffsetDateTime,
         max_attempts: u32,
         limit: usize,
-    ) -> Result<Vec<CertRecord>>;
+    ) -> Result<Vec<DueEntry>>;
 
     /// The ACME account stored under `id`, if any.
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>>;
@@ -100,6 +126,222 @@ pub trait CertStore: Debug + Send + Sync + 'static {
     /// value in force afterwards (the existing one, or `value`). Atomic: when
     /// several callers race, all of them get the same answer.
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String>;
+
+    /// Removes the account stored under `id`; `true` if there was one.
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        let _ = id;
+        Err(unsupported("delete_account"))
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let _ = (key, value);
+        Err(unsupported("set_meta"))
+    }
+
+    /// Removes the setting `key`; `true` if there was one.
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        let _ = key;
+        Err(unsupported("delete_meta"))
+    }
+
+    /// Grants the lease `name` to `holder` until `now + ttl` when it is free
+    /// (never granted, released, or expired at `now`) or already held by
+    /// `holder` (which renews it); `false` when another holder has it. Atomic
+    /// across every instance sharing the store.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<bool> {
+        let _ = (name, holder, now, ttl);
+        Err(unsupported("leases"))
+    }
+
+    /// Releases the lease `name` if `holder` holds it; `true` if it did.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        let _ = (name, holder);
+        Err(unsupported("leases"))
+    }
+
+    /// Keeps an HTTP-01 key authorization for `token` until `expires_at`, so
+    /// any instance can answer the CA.
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        let _ = (token, key_authorization, expires_at);
+        Err(unsupported("challenges"))
+    }
+
+    /// The key authorization kept for `token`, unless it expired at `now`.
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        let _ = (token, now);
+        Err(unsupported("challenges"))
+    }
+
+    /// Forgets the key authorization of `token`.
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        let _ = token;
+        Err(unsupported("challenges"))
+    }
+
+    /// The certificate records saved or deleted after `cursor` (0: from the
+    /// start), oldest first, at most `limit`, with the cursor to ask from
+    /// next. When the store no longer knows what happened after `cursor`, it
+    /// answers with [`Changes::reset`] set, and the caller reloads everything.
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        let _ = (cursor, limit);
+        Err(unsupported("changes"))
+    }
+}
+
+fn unsupported(operation: &'static str) -> Error {
+    Error::Unsupported {
+        store: "custom",
+        operation,
+    }
+}
+
+/// Forwards every method, the optional ones included, to the inner store.
+macro_rules! forward_store {
+    ($($wrapper:ident),*) => {$(
+        #[async_trait]
+        impl<T: CertStore + ?Sized> CertStore for $wrapper<T> {
+            async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+                (**self).load(domain).await
+            }
+            async fn save(&self, record: &CertRecord) -> Result<u64> {
+                (**self).save(record).await
+            }
+            async fn delete(&self, domain: &Domain) -> Result<bool> {
+                (**self).delete(domain).await
+            }
+            async fn list(&self) -> Result<Vec<Domain>> {
+                (**self).list().await
+            }
+            async fn due(
+                &self,
+                now: OffsetDateTime,
+                max_attempts: u32,
+                limit: usize,
+            ) -> Result<Vec<DueEntry>> {
+                (**self).due(now, max_attempts, limit).await
+            }
+            async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+                (**self).load_account(id).await
+            }
+            async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+                (**self).save_account(record).await
+            }
+            async fn list_accounts(&self) -> Result<Vec<String>> {
+                (**self).list_accounts().await
+            }
+            async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+                (**self).get_meta(key).await
+            }
+            async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+                (**self).put_meta_if_absent(key, value).await
+            }
+            async fn delete_account(&self, id: &str) -> Result<bool> {
+                (**self).delete_account(id).await
+            }
+            async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+                (**self).set_meta(key, value).await
+            }
+            async fn delete_meta(&self, key: &str) -> Result<bool> {
+                (**self).delete_meta(key).await
+            }
+            async fn acquire_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                now: OffsetDateTime,
+                ttl: Duration,
+            ) -> Result<bool> {
+                (**self).acquire_lease(name, holder, now, ttl).await
+            }
+            async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+                (**self).release_lease(name, holder).await
+            }
+            async fn put_challenge(
+                &self,
+                token: &str,
+                key_authorization: &str,
+                expires_at: OffsetDateTime,
+            ) -> Result<()> {
+                (**self).put_challenge(token, key_authorization, expires_at).await
+            }
+            async fn get_challenge(
+                &self,
+                token: &str,
+                now: OffsetDateTime,
+            ) -> Result<Option<String>> {
+                (**self).get_challenge(token, now).await
+            }
+            async fn delete_challenge(&self, token: &str) -> Result<()> {
+                (**self).delete_challenge(token).await
+            }
+            async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+                (**self).changes_since(cursor, limit).await
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc, Box);
+
+/// What a maintenance cycle needs to pick a record: [`CertStore::due`]'s
+/// answer, without the certificate and its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueEntry {
+    /// The domain.
+    pub domain: Domain,
+    /// The stored version.
+    pub version: u64,
+    /// When it is due.
+    pub renew_date: OffsetDateTime,
+    /// Failed attempts since the last success.
+    pub attempts: u32,
+}
+
+impl DueEntry {
+    /// The entry of a stored record.
+    pub fn of(record: &CertRecord) -> Self {
+        Self {
+            domain: record.domain.clone(),
+            version: record.version,
+            renew_date: record.renew_date,
+            attempts: record.attempts,
+        }
+    }
+}
+
+/// One change of a certificate record, from [`CertStore::changes_since`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The position of the change in the store's feed (increasing).
+    pub seq: u64,
+    /// The domain whose record changed.
+    pub domain: Domain,
+    /// `true` when the record was deleted, `false` when it was saved.
+    pub deleted: bool,
+}
+
+/// An answer of [`CertStore::changes_since`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The changes after the cursor asked from, oldest first.
+    pub changes: Vec<Change>,
+    /// The cursor to ask from next time.
+    pub cursor: u64,
+    /// The store no longer knows every change after the cursor asked from:
+    /// reload every record.
+    pub reset: bool,
 }
 
 /// What the store keeps for one domain.

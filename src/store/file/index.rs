@@ -2,9 +2,9 @@
 //! ordered as `due` answers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use time::OffsetDateTime;
 
-use crate::store::CertRecord;
+use crate::store::{CertRecord, DueEntry};
 use crate::Domain;
 
 /// The renew date given to a record that cannot be read at open: first in
@@ -71,25 +71,37 @@ impl Index {
         }
     }
 
-    /// Up to `n` index keys after `cursor` that look due.
-    pub(super) fn candidates(
+    /// Up to `limit` records due at `now` with fewer than `max_attempts`
+    /// attempts, by renew date then domain, answered from the index alone.
+    /// A record that could not be read at open is left out (and logged):
+    /// it has no renew date to go by until it is repaired or deleted.
+    pub(super) fn due(
         &self,
-        cursor: Option<&(i128, Domain)>,
-        now: i128,
+        now: OffsetDateTime,
         max_attempts: u32,
-        n: usize,
-    ) -> Vec<(i128, Domain)> {
-        let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.clone()));
+        limit: usize,
+    ) -> Vec<DueEntry> {
+        let now = now.unix_timestamp_nanos();
         self.by_renew
-            .range((start, Bound::Unbounded))
+            .iter()
             .take_while(|(renew, _)| *renew <= now)
-            .filter(|(_, domain)| {
-                self.entries
-                    .get(domain)
-                    .is_some_and(|e| e.attempts < max_attempts)
+            .filter_map(|(renew, domain)| {
+                let entry = self.entries.get(domain)?;
+                if *renew == UNREADABLE_RENEW {
+                    tracing::warn!(%domain, "skipping a certificate record that cannot be read");
+                    return None;
+                }
+                if entry.attempts >= max_attempts {
+                    return None;
+                }
+                Some(DueEntry {
+                    domain: domain.clone(),
+                    version: entry.version,
+                    renew_date: OffsetDateTime::from_unix_timestamp_nanos(entry.renew).ok()?,
+                    attempts: entry.attempts,
+                })
             })
-            .take(n)
-            .cloned()
+            .take(limit)
             .collect()
     }
 }

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::keys::{check_key, next_version};
-use super::{AccountRecord, CertRecord, CertStore};
+use super::{AccountRecord, CertRecord, CertStore, DueEntry};
 use crate::{Domain, Error, Result};
 use index::{Entry, Index};
 use io::{create_dir, remove_temps, sync_dir, to_json, write_atomic, write_temp, Read};
@@ -32,8 +32,6 @@ const ACCOUNTS: &str = "accounts";
 const META: &str = "meta";
 const INDEX: &str = "index.log";
 const LOCK: &str = "lock";
-/// Records loaded per round trip to the blocking pool in `due`.
-const DUE_BATCH: usize = 256;
 
 /// The embedded default [`CertStore`]: one directory on local disk.
 ///
@@ -370,46 +368,8 @@ impl CertStore for FileStore {
         now: OffsetDateTime,
         max_attempts: u32,
         limit: usize,
-    ) -> Result<Vec<CertRecord>> {
-        let now_nanos = now.unix_timestamp_nanos();
-        let mut due = Vec::new();
-        let mut cursor = None;
-        while due.len() < limit {
-            let batch = lock(&self.inner.index).candidates(
-                cursor.as_ref(),
-                now_nanos,
-                max_attempts,
-                (limit - due.len()).min(DUE_BATCH),
-            );
-            let Some(last) = batch.last().cloned() else {
-                break;
-            };
-            cursor = Some(last);
-            let certs = self.certs_dir();
-            let loaded = blocking(move || {
-                Ok(batch
-                    .into_iter()
-                    .map(|(_, domain)| {
-                        let record = load_record(&certs, &domain);
-                        (domain, record)
-                    })
-                    .collect::<Vec<_>>())
-            })
-            .await?;
-            for (domain, record) in loaded {
-                match record {
-                    // Re-checked: the record, not the index, is the truth.
-                    Ok(Some(record)) if record.is_due(now, max_attempts) => due.push(record),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(%domain, error = %e, "skipping a certificate record that cannot be read")
-                    }
-                }
-            }
-        }
-        due.sort_by(|a, b| (a.renew_date, &a.domain).cmp(&(b.renew_date, &b.domain)));
-        due.truncate(limit);
-        Ok(due)
+    ) -> Result<Vec<DueEntry>> {
+        Ok(lock(&self.inner.index).due(now, max_attempts, limit))
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
