@@ -51,7 +51,8 @@ impl Embedded {
     pub async fn start(config: Config) -> Result<Self> {
         let store: Arc<dyn CertStore> = Arc::new(FileStore::open(&config.store_path).await?);
         let keyring = Arc::new(config.keyring()?);
-        let solver = Http01Solver::new();
+        // Answers kept in the store too, so any instance sharing it can answer the CA.
+        let solver = Http01Solver::new().with_store(store.clone());
         let challenge_responder = solver.responder();
         let acme_enabled = config.production && config.security_email.is_some();
         if config.production && config.security_email.is_none() {

@@ -86,6 +86,14 @@ pub enum Error {
         reason: SkipReason,
     },
 
+    /// Another instance sharing the store holds a lease (the maintenance
+    /// cycle's, say).
+    #[error("another instance holds the lease {lease}")]
+    LeaseHeld {
+        /// The lease.
+        lease: String,
+    },
+
     /// The requested record does not exist.
     #[error("{what} {key} not found")]
     NotFound {
@@ -280,6 +288,7 @@ impl Error {
             Self::Conflict { .. } => "conflict",
             Self::InProgress { .. } => "in_progress",
             Self::NotFound { .. } => "not_found",
+            Self::LeaseHeld { .. } => "lease_held",
             Self::Corrupt { .. } => "corrupt",
             Self::Store { .. } => "store",
             Self::Io { .. } => "io",

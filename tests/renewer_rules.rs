@@ -460,17 +460,29 @@ async fn a_domain_added_by_another_instance_sharing_the_store_is_issued() {
 
 #[tokio::test]
 async fn two_instances_racing_on_one_record_keep_one_certificate() {
+    // A store without leases (one written for an older certkeeper, say):
+    // both instances order, and compare-and-swap keeps one certificate.
     let s = setup(Duration::days(90), 4);
-    let other = scripted(s.store.clone(), s.issuer.clone(), &s.clock).build();
+    let no_leases = Arc::new(NoLeases(s.store.clone()));
+    let this = Renewer::builder(no_leases.clone(), keyring())
+        .self_signed(s.issuer.clone())
+        .production(false)
+        .clock(Arc::new(s.clock.clone()))
+        .build();
+    let other = Renewer::builder(no_leases, keyring())
+        .self_signed(s.issuer.clone())
+        .production(false)
+        .clock(Arc::new(s.clock.clone()))
+        .build();
     let domain = d("main.example.com");
-    s.renewer.add_domain(&domain).await.unwrap();
+    this.add_domain(&domain).await.unwrap();
     // Both issue at the same moment; the second to store loses the
     // compare-and-swap, sees the other's certificate and keeps it.
     s.issuer
         .meet
         .set(Arc::new(tokio::sync::Barrier::new(2)))
         .unwrap();
-    let (a, b) = tokio::join!(s.renewer.run_cycle(), other.run_cycle());
+    let (a, b) = tokio::join!(this.run_cycle(), other.run_cycle());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.issued.len() + b.issued.len(), 1, "{a:?} {b:?}");
     let skipped: Vec<_> = a.skipped.iter().chain(&b.skipped).collect();
@@ -480,6 +492,81 @@ async fn two_instances_racing_on_one_record_keep_one_certificate() {
     assert_eq!(record.version, 2, "created once, stored once");
     assert_eq!(record.attempts, 0);
     assert_eq!(record.log.len(), 1);
+}
+
+#[tokio::test]
+async fn two_instances_sharing_a_store_with_leases_order_a_record_once() {
+    let s = setup(Duration::days(90), 4);
+    let other = scripted(s.store.clone(), s.issuer.clone(), &s.clock).build();
+    let domain = d("main.example.com");
+    s.renewer.add_domain(&domain).await.unwrap();
+    let (a, b) = tokio::join!(s.renewer.run_cycle(), other.run_cycle());
+    // One holds the cycle lease; the other is told so, or (if it came
+    // second) finds nothing left to do.
+    let issued: usize = [&a, &b]
+        .iter()
+        .map(|r| match r {
+            Ok(report) => report.issued.len(),
+            Err(Error::LeaseHeld { .. }) => 0,
+            Err(e) => panic!("{e}"),
+        })
+        .sum();
+    assert_eq!(issued, 1);
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 1, "ordered once");
+}
+
+/// A store that keeps no leases, HTTP-01 answers or change feed: the
+/// required methods of a `MemoryStore`, the optional ones left to their
+/// defaults.
+#[derive(Debug)]
+struct NoLeases(Arc<MemoryStore>);
+
+#[async_trait]
+impl CertStore for NoLeases {
+    async fn load(
+        &self,
+        domain: &Domain,
+    ) -> certkeeper::Result<Option<certkeeper::store::CertRecord>> {
+        self.0.load(domain).await
+    }
+    async fn save(&self, record: &certkeeper::store::CertRecord) -> certkeeper::Result<u64> {
+        self.0.save(record).await
+    }
+    async fn delete(&self, domain: &Domain) -> certkeeper::Result<bool> {
+        self.0.delete(domain).await
+    }
+    async fn list(&self) -> certkeeper::Result<Vec<Domain>> {
+        self.0.list().await
+    }
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: usize,
+    ) -> certkeeper::Result<Vec<certkeeper::store::DueEntry>> {
+        self.0.due(now, max_attempts, limit).await
+    }
+    async fn load_account(
+        &self,
+        id: &str,
+    ) -> certkeeper::Result<Option<certkeeper::store::AccountRecord>> {
+        self.0.load_account(id).await
+    }
+    async fn save_account(
+        &self,
+        record: &certkeeper::store::AccountRecord,
+    ) -> certkeeper::Result<u64> {
+        self.0.save_account(record).await
+    }
+    async fn list_accounts(&self) -> certkeeper::Result<Vec<String>> {
+        self.0.list_accounts().await
+    }
+    async fn get_meta(&self, key: &str) -> certkeeper::Result<Option<String>> {
+        self.0.get_meta(key).await
+    }
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> certkeeper::Result<String> {
+        self.0.put_meta_if_absent(key, value).await
+    }
 }
 
 #[tokio::test]

@@ -38,7 +38,11 @@ async fn create(store: &dyn CertStore, record: &CertRecord) -> CertRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_conforms() {
-    conformance::run_all(&MemoryStore::new()).await;
+    let store = std::sync::Arc::new(MemoryStore::new());
+    conformance::run_all(&*store).await;
+    // Two handles of one in-memory store (an `Arc` and its clone).
+    let other: std::sync::Arc<dyn CertStore> = store.clone();
+    conformance::run_shared(&store, &other).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -927,5 +931,129 @@ mod file_store {
                 .collect::<Vec<_>>()
         );
         assert_eq!(store.list().await.unwrap().len(), model.len());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The checks of the optional methods catch broken ones too.
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ClusterFlaw {
+    None,
+    /// Every holder is granted the lease.
+    LeaseAlwaysGranted,
+    /// Answers are given after they expire.
+    ChallengesNeverExpire,
+    /// Deletions are missing from the change feed.
+    FeedMissesDeletes,
+    /// `set_meta` keeps the first value.
+    SetMetaKeepsFirst,
+}
+
+/// A `MemoryStore` whose optional methods have one deliberate flaw.
+#[derive(Debug)]
+struct FlawedCluster {
+    inner: MemoryStore,
+    flaw: ClusterFlaw,
+}
+
+cert_store_over_inner!(FlawedCluster {
+    async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+        self.inner.load(domain).await
+    }
+    async fn save(&self, record: &CertRecord) -> Result<u64> {
+        self.inner.save(record).await
+    }
+    async fn delete(&self, domain: &Domain) -> Result<bool> {
+        self.inner.delete(domain).await
+    }
+    async fn list(&self) -> Result<Vec<Domain>> {
+        self.inner.list().await
+    }
+    async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<DueEntry>> {
+        self.inner.due(now, max, limit).await
+    }
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        self.inner.put_meta_if_absent(key, value).await
+    }
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        self.inner.delete_account(id).await
+    }
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        if self.flaw == ClusterFlaw::SetMetaKeepsFirst {
+            return self.inner.put_meta_if_absent(key, value).await.map(drop);
+        }
+        self.inner.set_meta(key, value).await
+    }
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        self.inner.delete_meta(key).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let granted = self.inner.acquire_lease(name, holder, now, ttl).await?;
+        Ok(granted || self.flaw == ClusterFlaw::LeaseAlwaysGranted)
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.inner.release_lease(name, holder).await
+    }
+    async fn put_challenge(&self, token: &str, answer: &str, expires: OffsetDateTime) -> Result<()> {
+        self.inner.put_challenge(token, answer, expires).await
+    }
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        let now = match self.flaw {
+            ClusterFlaw::ChallengesNeverExpire => OffsetDateTime::UNIX_EPOCH,
+            _ => now,
+        };
+        self.inner.get_challenge(token, now).await
+    }
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        self.inner.delete_challenge(token).await
+    }
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<certkeeper::store::Changes> {
+        let mut changes = self.inner.changes_since(cursor, limit).await?;
+        if self.flaw == ClusterFlaw::FeedMissesDeletes {
+            changes.changes.retain(|c| !c.deleted);
+        }
+        Ok(changes)
+    }
+});
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optional_checks_catch_broken_stores() {
+    use std::future::Future;
+    use std::pin::Pin;
+    type Check = for<'a> fn(&'a dyn CertStore) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    let cases: [(ClusterFlaw, &str, Check); 4] = [
+        (ClusterFlaw::LeaseAlwaysGranted, "leases", |s| {
+            Box::pin(conformance::leases(s))
+        }),
+        (ClusterFlaw::ChallengesNeverExpire, "challenges", |s| {
+            Box::pin(conformance::challenges(s))
+        }),
+        (ClusterFlaw::FeedMissesDeletes, "change_feed", |s| {
+            Box::pin(conformance::change_feed(s))
+        }),
+        (
+            ClusterFlaw::SetMetaKeepsFirst,
+            "deletion_and_settings",
+            |s| Box::pin(conformance::deletion_and_settings(s)),
+        ),
+    ];
+    for (flaw, name, check) in cases {
+        for (flaw, should_pass) in [(ClusterFlaw::None, true), (flaw, false)] {
+            let store = Arc::new(FlawedCluster {
+                inner: MemoryStore::new(),
+                flaw,
+            });
+            let passed = tokio::spawn(async move { check(&*store).await })
+                .await
+                .is_ok();
+            assert_eq!(passed, should_pass, "{name} with {flaw:?}");
+        }
     }
 }

@@ -20,7 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
+use time::OffsetDateTime;
+
 use super::{Challenge, ChallengeKind, ChallengeSolver};
+use crate::store::CertStore;
 use crate::{Error, Result};
 
 /// The path every HTTP-01 response lives under.
@@ -44,14 +47,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection stays open, keep-alive included.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// One presented challenge.
-#[derive(Clone)]
-struct Answer {
-    domain: String,
-    key_authorization: String,
-}
-
-type Answers = Arc<RwLock<HashMap<String, Answer>>>;
+/// Key authorizations by token.
+type Answers = Arc<RwLock<HashMap<String, String>>>;
 
 /// The default [`ChallengeSolver`]: answers `http-01` challenges from a token
 /// map shared by every clone.
@@ -64,8 +61,12 @@ type Answers = Arc<RwLock<HashMap<String, Answer>>>;
 /// - [`responder`](Self::responder) gives an embedding server a handle to
 ///   answer `/.well-known/acme-challenge/{token}` on its own port 80 route.
 ///
-/// A solver only knows the challenges presented through it (or a clone of
-/// it); instances of a cluster behind one name need a shared store of tokens.
+/// A solver knows the challenges presented through it (or a clone of it).
+/// Instances of a cluster behind one name share the answers through their
+/// store: [`with_store`](Self::with_store) keeps each answer in the
+/// [`CertStore`] too (until it is cleaned up, or for an hour at most), and the
+/// listener and [`Http01Responder::answer`] look there for a token this
+/// instance did not present, so the CA may reach any instance.
 ///
 /// ```
 /// use certkeeper::challenge::Http01Solver;
@@ -76,7 +77,12 @@ type Answers = Arc<RwLock<HashMap<String, Answer>>>;
 #[derive(Clone, Default)]
 pub struct Http01Solver {
     answers: Answers,
+    shared: Option<Arc<dyn CertStore>>,
 }
+
+/// How long an answer kept in a shared store stays valid at most, should
+/// the instance that presented it die before cleaning it up.
+const SHARED_ANSWER_LIFETIME: Duration = Duration::from_secs(3600);
 
 impl Http01Solver {
     /// A solver with no challenge presented.
@@ -84,10 +90,19 @@ impl Http01Solver {
         Self::default()
     }
 
+    /// Keeps every answer in `store` too, for the other instances that share
+    /// it. A store without HTTP-01 answers
+    /// ([`Error::Unsupported`](crate::Error::Unsupported)) is ignored.
+    pub fn with_store(mut self, store: Arc<dyn CertStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
     /// A handle that answers challenge paths for an embedding server.
     pub fn responder(&self) -> Http01Responder {
         Http01Responder {
             answers: self.answers.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -124,6 +139,7 @@ impl Debug for Http01Solver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http01Solver")
             .field("pending", &self.pending())
+            .field("shared", &self.shared.is_some())
             .finish()
     }
 }
@@ -150,13 +166,17 @@ impl ChallengeSolver for Http01Solver {
                 "the key authorization is not the token, a dot and a base64url thumbprint",
             ));
         }
-        write(&self.answers).insert(
-            challenge.token.clone(),
-            Answer {
-                domain: challenge.domain.to_string(),
-                key_authorization: challenge.key_authorization.clone(),
-            },
-        );
+        write(&self.answers).insert(challenge.token.clone(), challenge.key_authorization.clone());
+        if let Some(store) = &self.shared {
+            let expires = OffsetDateTime::now_utc() + SHARED_ANSWER_LIFETIME;
+            match store
+                .put_challenge(&challenge.token, &challenge.key_authorization, expires)
+                .await
+            {
+                Ok(()) | Err(Error::Unsupported { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         tracing::debug!(domain = %challenge.domain, token = %challenge.token, "HTTP-01 challenge presented");
         Ok(())
     }
@@ -164,6 +184,12 @@ impl ChallengeSolver for Http01Solver {
     async fn cleanup(&self, challenge: &Challenge) -> Result<()> {
         if write(&self.answers).remove(&challenge.token).is_some() {
             tracing::debug!(domain = %challenge.domain, token = %challenge.token, "HTTP-01 challenge removed");
+        }
+        if let Some(store) = &self.shared {
+            match store.delete_challenge(&challenge.token).await {
+                Ok(()) | Err(Error::Unsupported { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -176,6 +202,7 @@ impl ChallengeSolver for Http01Solver {
 #[derive(Clone)]
 pub struct Http01Responder {
     answers: Answers,
+    shared: Option<Arc<dyn CertStore>>,
 }
 
 impl Http01Responder {
@@ -187,16 +214,35 @@ impl Http01Responder {
     /// path, an unknown token, `..`, `/` or a percent-encoding gives `None`.
     /// Send the body with status 200 and `Content-Type:
     /// application/octet-stream` (RFC 8555 section 8.3), for `GET` and `HEAD`.
+    ///
+    /// Answers only what this instance presented; in a cluster, use
+    /// [`answer`](Self::answer), which also asks the shared store.
     pub fn respond(&self, path: &str) -> Option<String> {
-        self.lookup(path).map(|answer| answer.key_authorization)
+        self.lookup(path)
     }
 
-    fn lookup(&self, path: &str) -> Option<Answer> {
-        let token = path.strip_prefix(CHALLENGE_PATH_PREFIX)?;
-        if !is_token(token) {
-            return None;
+    /// [`respond`](Self::respond), then, for a token this instance did not
+    /// present, the answer kept in the shared store (see
+    /// [`Http01Solver::with_store`]). A store that fails is logged and the
+    /// request answered 404, so the CA tries again.
+    pub async fn answer(&self, path: &str) -> Option<String> {
+        if let Some(found) = self.lookup(path) {
+            return Some(found);
         }
-        read(&self.answers).get(token).cloned()
+        let store = self.shared.as_ref()?;
+        let token = token_of(path)?;
+        match store.get_challenge(token, OffsetDateTime::now_utc()).await {
+            Ok(found) => found,
+            Err(Error::Unsupported { .. }) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "the shared store could not answer an HTTP-01 challenge");
+                None
+            }
+        }
+    }
+
+    fn lookup(&self, path: &str) -> Option<String> {
+        read(&self.answers).get(token_of(path)?).cloned()
     }
 }
 
@@ -266,7 +312,7 @@ async fn accept_loop(listener: TcpListener, responder: Http01Responder) {
             let _permit = permit;
             let service = service_fn(move |request| {
                 let responder = responder.clone();
-                async move { Ok::<_, Infallible>(answer(&responder, &request, peer)) }
+                async move { Ok::<_, Infallible>(answer(&responder, &request, peer).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -281,7 +327,7 @@ async fn accept_loop(listener: TcpListener, responder: Http01Responder) {
     }
 }
 
-fn answer(
+async fn answer(
     responder: &Http01Responder,
     request: &Request<Incoming>,
     peer: SocketAddr,
@@ -294,10 +340,10 @@ fn answer(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    match responder.lookup(request.uri().path()) {
-        Some(found) => {
-            tracing::debug!(domain = %found.domain, %peer, "HTTP-01 challenge answered");
-            let mut response = Response::new(Full::new(Bytes::from(found.key_authorization)));
+    match responder.answer(request.uri().path()).await {
+        Some(key_authorization) => {
+            tracing::debug!(%peer, path = request.uri().path(), "HTTP-01 challenge answered");
+            let mut response = Response::new(Full::new(Bytes::from(key_authorization)));
             let headers = response.headers_mut();
             headers.insert(
                 CONTENT_TYPE,
@@ -318,6 +364,12 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The token of a challenge path, if it is one.
+fn token_of(path: &str) -> Option<&str> {
+    path.strip_prefix(CHALLENGE_PATH_PREFIX)
+        .filter(|token| is_token(token))
 }
 
 fn is_base64url(s: &str) -> bool {
@@ -341,11 +393,11 @@ fn is_key_authorization(key_authorization: &str, token: &str) -> bool {
 
 // A panic while holding the lock cannot leave the map half-updated (every
 // write is one insert or remove), so a poisoned lock is still safe to use.
-fn read(answers: &Answers) -> std::sync::RwLockReadGuard<'_, HashMap<String, Answer>> {
+fn read(answers: &Answers) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
     answers.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write(answers: &Answers) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Answer>> {
+fn write(answers: &Answers) -> std::sync::RwLockWriteGuard<'_, HashMap<String, String>> {
     answers.write().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -427,16 +479,29 @@ mod tests {
     #[test]
     fn debug_shows_no_key_authorization() {
         let solver = Http01Solver::new();
-        write(&solver.answers).insert(
-            TOKEN.into(),
-            Answer {
-                domain: "www.example.com".into(),
-                key_authorization: KEY_AUTH.into(),
-            },
-        );
+        write(&solver.answers).insert(TOKEN.into(), KEY_AUTH.into());
         for shown in [format!("{solver:?}"), format!("{:?}", solver.responder())] {
             assert!(!shown.contains(KEY_AUTH), "{shown}");
             assert!(shown.contains("pending: 1"), "{shown}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_kept_in_the_store_is_given_by_another_instance() {
+        let store: Arc<dyn CertStore> = Arc::new(crate::store::MemoryStore::new());
+        let presenting = Http01Solver::new().with_store(store.clone());
+        let other = Http01Solver::new().with_store(store.clone()).responder();
+        let challenge = Challenge {
+            domain: crate::Domain::new("www.example.com").unwrap(),
+            token: TOKEN.into(),
+            key_authorization: KEY_AUTH.into(),
+            dns_value: String::new(),
+        };
+        let path = format!("{CHALLENGE_PATH_PREFIX}{TOKEN}");
+        presenting.present(&challenge).await.unwrap();
+        assert_eq!(other.respond(&path), None, "not presented by this instance");
+        assert_eq!(other.answer(&path).await.as_deref(), Some(KEY_AUTH));
+        presenting.cleanup(&challenge).await.unwrap();
+        assert_eq!(other.answer(&path).await, None);
     }
 }

@@ -25,6 +25,8 @@ pub struct RenewerBuilder {
     pub(super) issue_timeout: StdDuration,
     pub(super) production: bool,
     pub(super) resolver: Option<CertResolver>,
+    pub(super) instance_id: Option<String>,
+    pub(super) refresh_interval: StdDuration,
 }
 
 impl RenewerBuilder {
@@ -40,6 +42,8 @@ impl RenewerBuilder {
             issue_timeout: StdDuration::from_secs(600),
             production: true,
             resolver: None,
+            instance_id: None,
+            refresh_interval: StdDuration::from_secs(10),
         }
     }
 
@@ -101,6 +105,22 @@ impl RenewerBuilder {
         self
     }
 
+    /// Who this renewer is in the store's leases: 1 to 128 characters of
+    /// `a-z`, `0-9`, `.`, `_`, `-` (default: a random id, new at each start).
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// How often [`Renewer::run`] reads the store's change feed, so this
+    /// instance serves the certificates other instances stored (default 10
+    /// s; at least one second). It is also how often `run` asks whether the
+    /// cluster's next cycle is due.
+    pub fn refresh_interval(mut self, interval: StdDuration) -> Self {
+        self.refresh_interval = interval.max(StdDuration::from_secs(1));
+        self
+    }
+
     /// Builds the renewer.
     pub fn build(self) -> Renewer {
         let self_signed = self
@@ -121,7 +141,20 @@ impl RenewerBuilder {
                 in_flight: Mutex::default(),
                 cycle: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                instance_id: self.instance_id.unwrap_or_else(random_instance_id),
+                refresh_interval: self.refresh_interval,
+                feed_cursor: tokio::sync::Mutex::new(None),
+                last_local_cycle: Mutex::new(None),
             }),
         }
     }
+}
+
+/// `i-` and 16 random hex digits.
+fn random_instance_id() -> String {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0u8; 8];
+    chacha20poly1305::aead::OsRng.fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("i-{hex}")
 }

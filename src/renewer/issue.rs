@@ -3,6 +3,9 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use sha2::{Digest, Sha256};
 
 use time::Duration;
 use tracing::{debug, info, warn};
@@ -12,7 +15,7 @@ use crate::cert::IssuedCert;
 use crate::error::{rfc3339, CertProblem};
 use crate::issuer::Issuer;
 use crate::resolver::CertResolver;
-use crate::store::{CertRecord, StoredCert};
+use crate::store::{CertRecord, CertStore, StoredCert};
 use crate::{Domain, Error, Result};
 
 /// How one issuance ended.
@@ -22,11 +25,39 @@ pub(super) enum Outcome {
     Skipped(SkipReason),
 }
 
-/// Holds a domain's in-process lease; released when dropped, however the
-/// issuance ends.
+/// Holds a domain's lease: in this process, and in the store when it keeps
+/// leases (so no other instance orders the same name meanwhile). The
+/// in-process part is released when dropped, however the issuance ends;
+/// the store's part by [`release`](Self::release), or by a task spawned on
+/// drop, or at worst when it expires.
 pub(super) struct Lease<'a> {
     set: &'a Mutex<HashSet<Domain>>,
     domain: Domain,
+    shared: Option<SharedLease>,
+}
+
+/// A lease held in the store.
+pub(super) struct SharedLease {
+    pub(super) store: Arc<dyn CertStore>,
+    pub(super) name: String,
+    pub(super) holder: String,
+}
+
+impl SharedLease {
+    pub(super) async fn release(self) {
+        if let Err(e) = self.store.release_lease(&self.name, &self.holder).await {
+            warn!(lease = %self.name, error = %e, "could not release a lease; it expires by itself");
+        }
+    }
+}
+
+impl Lease<'_> {
+    /// Releases the store's lease now.
+    pub(super) async fn release(mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.release().await;
+        }
+    }
 }
 
 impl Drop for Lease<'_> {
@@ -35,12 +66,29 @@ impl Drop for Lease<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.domain);
+        if let Some(shared) = self.shared.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(shared.release());
+            }
+        }
     }
 }
 
+/// The store's name of `domain`'s lease: a hash, as domains can be longer
+/// than a lease name may be.
+fn domain_lease_name(domain: &Domain) -> String {
+    let digest = Sha256::digest(domain.as_str().as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("domain-{hex}")
+}
+
 impl Renewer {
-    /// The in-process lease of `domain`, unless another task holds it.
-    pub(super) fn lease(&self, domain: &Domain) -> Option<Lease<'_>> {
+    /// The lease of `domain`, unless another task (or instance) holds it.
+    /// It lasts as long as one issuance may ([`RenewerBuilder::issue_timeout`])
+    /// and a minute more.
+    ///
+    /// [`RenewerBuilder::issue_timeout`]: super::RenewerBuilder::issue_timeout
+    pub(super) async fn lease(&self, domain: &Domain) -> Result<Option<Lease<'_>>> {
         let set = &self.inner.in_flight;
         if !set
             .lock()
@@ -48,30 +96,59 @@ impl Renewer {
             .insert(domain.clone())
         {
             debug!(%domain, "already being issued");
-            return None;
+            return Ok(None);
         }
-        Some(Lease {
+        let mut lease = Lease {
             set,
             domain: domain.clone(),
-        })
+            shared: None,
+        };
+        let store = self.store().clone();
+        let name = domain_lease_name(domain);
+        let holder = self.inner.instance_id.clone();
+        let ttl = self.inner.issue_timeout + StdDuration::from_secs(60);
+        match store
+            .acquire_lease(&name, &holder, self.inner.clock.now(), ttl)
+            .await
+        {
+            Ok(true) => {
+                lease.shared = Some(SharedLease {
+                    store,
+                    name,
+                    holder,
+                });
+                Ok(Some(lease))
+            }
+            Ok(false) => {
+                debug!(%domain, "being issued by another instance");
+                Ok(None)
+            }
+            Err(Error::Unsupported { .. }) => Ok(Some(lease)),
+            Err(e) => Err(e),
+        }
     }
 
     /// A cycle's issuance of `domain`: under its lease, the record is read
     /// (once) and issued only if still due, so an issuance another task or
     /// instance finished meanwhile is not repeated.
     pub(super) async fn renew(&self, domain: &Domain) -> Outcome {
-        let Some(_lease) = self.lease(domain) else {
-            return Outcome::Skipped(SkipReason::AlreadyBeingIssued);
-        };
-        let record = match self.store().load(domain).await {
-            Ok(Some(record)) => record,
-            Ok(None) => return Outcome::Skipped(SkipReason::Removed),
+        let lease = match self.lease(domain).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Outcome::Skipped(SkipReason::AlreadyBeingIssued),
             Err(e) => return store_failed(domain, e),
         };
-        if !record.is_due(self.inner.clock.now(), self.inner.renewal.max_attempts) {
-            return Outcome::Skipped(SkipReason::NoLongerDue);
-        }
-        self.issue_leased(record, false).await
+        let outcome = match self.store().load(domain).await {
+            Ok(Some(record))
+                if record.is_due(self.inner.clock.now(), self.inner.renewal.max_attempts) =>
+            {
+                self.issue_leased(record, false).await
+            }
+            Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
+            Ok(None) => Outcome::Skipped(SkipReason::Removed),
+            Err(e) => store_failed(domain, e),
+        };
+        lease.release().await;
+        outcome
     }
 
     /// Issues for `record`'s domain, whose lease the caller holds, and

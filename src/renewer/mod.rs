@@ -10,11 +10,13 @@ mod domains;
 mod issue;
 mod policy;
 mod report;
+mod schedule;
 
 pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
 pub use policy::RenewalPolicy;
 pub use report::{CycleFailure, CycleReport, SkipReason};
+pub use schedule::{CYCLE_LEASE_TTL, LAST_CYCLE_META_KEY};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,7 +25,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{info, warn, Instrument};
 use zeroize::Zeroizing;
 
 use crate::cipher::SecretCipher;
@@ -62,6 +64,16 @@ struct Inner {
     cycle: tokio::sync::Mutex<()>,
     /// Wakes [`Renewer::run`] early when a domain is added.
     wake: Notify,
+    /// Who this renewer is in the store's leases.
+    instance_id: String,
+    /// How often [`Renewer::run`] reads the store's change feed.
+    refresh_interval: StdDuration,
+    /// Where this renewer stands in the store's change feed (`None`: the
+    /// store has none, or nothing was loaded yet).
+    feed_cursor: tokio::sync::Mutex<Option<u64>>,
+    /// When this renewer last started a scheduled cycle, for stores
+    /// without leases.
+    last_local_cycle: Mutex<Option<time::OffsetDateTime>>,
 }
 
 impl fmt::Debug for Renewer {
@@ -74,6 +86,7 @@ impl fmt::Debug for Renewer {
             .field("renewal", &i.renewal)
             .field("concurrency", &i.concurrency)
             .field("production", &i.production)
+            .field("instance_id", &i.instance_id)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +124,14 @@ impl Renewer {
     /// certificates were loaded.
     pub async fn load(&self) -> Result<usize> {
         let store = self.store();
+        // Where the change feed stands, before reading: what changes while
+        // loading is replayed by the next refresh.
+        let head = match store.changes_since(u64::MAX, 0).await {
+            Ok(page) => Some(page.cursor),
+            Err(Error::Unsupported { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        *self.inner.feed_cursor.lock().await = head;
         let domains = store.list().await?;
         let mut loaded = 0;
         if let Some(resolver) = &self.inner.resolver {
@@ -214,17 +235,32 @@ impl Renewer {
         }
     }
 
-    /// One maintenance cycle: takes up to `per_cycle` due certificates with
-    /// fewer than `max_attempts` failures, oldest renew date first, and
+    /// One maintenance cycle now: takes up to `per_cycle` due certificates
+    /// with fewer than `max_attempts` failures, oldest renew date first, and
     /// issues them with bounded concurrency. A failure is recorded on its
     /// certificate (attempts + 1, renew date now, a log line) and the cycle
     /// goes on; only a failure of the store itself to list what is due is an
     /// error of the cycle.
     ///
     /// Cycles of one renewer run one at a time; a second call waits for the
-    /// first to finish.
+    /// first to finish. With a store that keeps leases, one instance of a
+    /// cluster runs a cycle at a time: while another holds the cycle lease,
+    /// this fails with [`Error::LeaseHeld`]. [`run`](Self::run) also spaces
+    /// cycles by the maintenance interval across the cluster.
     pub async fn run_cycle(&self) -> Result<CycleReport> {
         let _one_at_a_time = self.inner.cycle.lock().await;
+        let Some(lease) = self.cycle_lease().await? else {
+            return Err(Error::LeaseHeld {
+                lease: schedule::CYCLE_LEASE.into(),
+            });
+        };
+        let report = self.cycle_body().await;
+        lease.release().await;
+        report
+    }
+
+    /// The cycle itself, under the cycle lease (when the store keeps leases).
+    async fn cycle_body(&self) -> Result<CycleReport> {
         let now = self.inner.clock.now();
         let renewal = self.inner.renewal;
         let due = self
@@ -235,14 +271,14 @@ impl Renewer {
         let mut report = CycleReport::default();
         let semaphore = Arc::new(Semaphore::new(self.inner.concurrency));
         let mut tasks = JoinSet::new();
-        for record in due {
+        for entry in due {
             let this = self.clone();
             let semaphore = semaphore.clone();
-            let span = tracing::info_span!("renew", domain = %record.domain);
+            let span = tracing::info_span!("renew", domain = %entry.domain);
             tasks.spawn(
                 async move {
                     let _permit = semaphore.acquire_owned().await;
-                    let domain = record.domain;
+                    let domain = entry.domain;
                     let outcome = this.renew(&domain).await;
                     (domain, outcome)
                 }
@@ -267,24 +303,6 @@ impl Renewer {
         Ok(report)
     }
 
-    /// Runs a cycle now and then every `interval` (`_APP_MAINTENANCE_INTERVAL`)
-    /// forever, and also soon after a domain is added or the main domain is
-    /// learned. A cycle that fails as a whole (the store is down) is logged
-    /// and retried at the next interval.
-    pub async fn run(&self, interval: StdDuration) -> Result<()> {
-        let mut ticker = tokio::time::interval(interval.max(StdDuration::from_secs(1)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = self.inner.wake.notified() => debug!("cycle woken by a new domain"),
-            }
-            if let Err(e) = self.run_cycle().await {
-                warn!(error = %e, "maintenance cycle failed");
-            }
-        }
-    }
-
     /// Manual generation: issues a certificate for `domain` (the main domain
     /// when `None`) now, whatever its renew date and however many attempts
     /// failed before. The domain must still be allowed by the policy: the
@@ -304,7 +322,7 @@ impl Renewer {
                 )
             })?,
         };
-        let Some(_lease) = self.lease(&domain) else {
+        let Some(lease) = self.lease(&domain).await? else {
             return Err(Error::InProgress {
                 domain,
                 reason: SkipReason::AlreadyBeingIssued,
@@ -316,7 +334,9 @@ impl Renewer {
             None if policy.is_main(&domain, main.as_ref()) => self.create_record(&domain).await?,
             None => return Err(Error::DomainNotAllowed { domain, main }),
         };
-        match self.issue_leased(record, true).await {
+        let outcome = self.issue_leased(record, true).await;
+        lease.release().await;
+        match outcome {
             Outcome::Issued(record) => Ok(*record),
             Outcome::Failed(error) => Err(error),
             Outcome::Skipped(reason) => Err(Error::InProgress { domain, reason }),

@@ -51,6 +51,7 @@
 //!   own work (blocking file IO, database round trips) runs in parallel.
 
 mod accounts;
+mod cluster;
 mod concurrency;
 mod due;
 mod expect;
@@ -67,6 +68,10 @@ use time::OffsetDateTime;
 use super::CertStore;
 
 pub use accounts::{accounts, meta_first_writer_wins};
+pub use cluster::{
+    challenges, change_feed, deletion_and_settings, leases, run_shared, shared_challenges,
+    shared_change_feed, shared_compare_and_swap, shared_leases,
+};
 pub use concurrency::{concurrent_saves, meta_concurrent_racers};
 pub use due::{due_attempts, due_follows_updates, due_order_and_limit};
 pub use records::{compare_and_swap, delete, list_sorted, missing_keys, round_trip};
@@ -131,10 +136,15 @@ pub fn checks() -> &'static [Check] {
 }
 
 /// Runs every check on `store`, one after another; panics at the first
-/// failure. Each passed check is logged at `info` level.
+/// failure. Each passed check is logged at `info` level. Then the checks of
+/// the optional methods ([`deletion_and_settings`], [`leases`],
+/// [`challenges`], [`change_feed`]), each skipped when the store answers
+/// [`Error::Unsupported`](crate::Error::Unsupported). A store that several
+/// instances share must also pass [`run_shared`] over two handles.
 pub async fn run_all(store: &dyn CertStore) {
     for check in checks() {
         check.run(store).await;
         tracing::info!(check = check.name, "store conformance check passed");
     }
+    cluster::run_optional(store).await;
 }

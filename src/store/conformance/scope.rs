@@ -11,11 +11,13 @@ use crate::Domain;
 /// Names unique to one call of a check.
 pub(super) struct Scope {
     nonce: String,
-    check: &'static str,
+    check: String,
 }
 
 impl Scope {
-    pub(super) fn new(check: &'static str) -> Self {
+    /// A scope for the check `check` (underscores become hyphens, so that
+    /// it can name a domain).
+    pub(super) fn new(check: &str) -> Self {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut hash = Sha256::new();
         hash.update(
@@ -27,7 +29,10 @@ impl Scope {
         hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
         let digest = hash.finalize();
         let nonce = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        Self { nonce, check }
+        Self {
+            nonce,
+            check: check.replace('_', "-"),
+        }
     }
 
     /// The zone every domain of this scope sits in.

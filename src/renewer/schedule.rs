@@ -1,0 +1,274 @@
+//! When cycles run across a cluster, and how an instance learns what the
+//! others stored.
+//!
+//! With a store that keeps leases, one instance at a time holds the cycle
+//! lease ([`CYCLE_LEASE`], renewed while the cycle runs, so an instance that
+//! dies loses it after [`CYCLE_LEASE_TTL`]), and the store remembers when
+//! the last completed scheduled cycle started ([`LAST_CYCLE_META_KEY`]), so
+//! the cluster runs one cycle per maintenance interval, however many
+//! instances call [`Renewer::run`]. With a store that has a change feed,
+//! each instance reads it every refresh interval and serves what the others
+//! stored, and stops serving what they removed.
+
+use std::time::Duration as StdDuration;
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::issue::SharedLease;
+use super::{CycleReport, Renewer};
+use crate::{Error, Result};
+
+/// The store's lease of the maintenance cycle.
+pub(super) const CYCLE_LEASE: &str = "maintenance-cycle";
+/// How long the cycle lease lasts without renewal; the holder renews it
+/// every third of that while its cycle runs.
+pub const CYCLE_LEASE_TTL: StdDuration = StdDuration::from_secs(60);
+/// The store setting holding when the last completed scheduled cycle
+/// started (RFC 3339).
+pub const LAST_CYCLE_META_KEY: &str = "maintenance-last-cycle";
+/// Changes read from the feed in one call.
+const FEED_PAGE: usize = 1000;
+
+/// The cycle lease, renewed in the background until released.
+pub(super) struct CycleLease {
+    shared: Option<(SharedLease, JoinHandle<()>)>,
+}
+
+impl CycleLease {
+    pub(super) async fn release(mut self) {
+        if let Some((shared, renewal)) = self.shared.take() {
+            renewal.abort();
+            shared.release().await;
+        }
+    }
+}
+
+impl Drop for CycleLease {
+    fn drop(&mut self) {
+        if let Some((_, renewal)) = &self.shared {
+            renewal.abort();
+        }
+    }
+}
+
+impl Renewer {
+    /// The cycle lease: `None` when another instance holds it; without
+    /// store leases, a lease of this process only.
+    pub(super) async fn cycle_lease(&self) -> Result<Option<CycleLease>> {
+        let store = self.store().clone();
+        let holder = self.inner.instance_id.clone();
+        let clock = self.inner.clock.clone();
+        match store
+            .acquire_lease(CYCLE_LEASE, &holder, clock.now(), CYCLE_LEASE_TTL)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(Error::Unsupported { .. }) => return Ok(Some(CycleLease { shared: None })),
+            Err(e) => return Err(e),
+        }
+        let renewal = {
+            let (store, holder) = (store.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CYCLE_LEASE_TTL / 3).await;
+                    match store
+                        .acquire_lease(CYCLE_LEASE, &holder, clock.now(), CYCLE_LEASE_TTL)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!("the cycle lease went to another instance; this cycle's writes are fenced by record versions");
+                            return;
+                        }
+                        Err(e) => warn!(error = %e, "could not renew the cycle lease"),
+                    }
+                }
+            })
+        };
+        let shared = SharedLease {
+            store,
+            name: CYCLE_LEASE.into(),
+            holder,
+        };
+        Ok(Some(CycleLease {
+            shared: Some((shared, renewal)),
+        }))
+    }
+
+    /// Runs the maintenance cycle every `interval` (`_APP_MAINTENANCE_INTERVAL`)
+    /// forever, and soon after a domain is added or the main domain is
+    /// learned; reads the store's change feed every refresh interval (10 s
+    /// by default, see
+    /// [`RenewerBuilder::refresh_interval`](super::RenewerBuilder::refresh_interval)).
+    ///
+    /// Every instance sharing a store may call it: the store's cycle lease
+    /// and the start of the last cycle it remembers make the cluster run one
+    /// cycle per interval, so the per-cycle cap holds for the whole
+    /// cluster. A cycle that fails as a whole (the store is down) is logged
+    /// and tried again at the next refresh.
+    pub async fn run(&self, interval: StdDuration) -> Result<()> {
+        let interval = interval.max(StdDuration::from_secs(1));
+        let tick = self.inner.refresh_interval.min(interval);
+        let mut woken = false;
+        loop {
+            if let Err(e) = self.refresh().await {
+                warn!(error = %e, "could not read the store's change feed");
+            }
+            match self.scheduled_cycle(interval, woken).await {
+                Ok(Some(report)) => debug!(%report, "scheduled cycle done"),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, code = e.code(), "maintenance cycle failed"),
+            }
+            woken = tokio::select! {
+                _ = tokio::time::sleep(tick) => false,
+                _ = self.inner.wake.notified() => {
+                    debug!("cycle woken by a new domain");
+                    true
+                }
+            };
+        }
+    }
+
+    /// Runs a cycle if this instance gets the cycle lease and the cluster's
+    /// last scheduled cycle started `interval` ago or more (or `now` is true,
+    /// after a domain was added); `None` when it is not this instance's turn.
+    pub(super) async fn scheduled_cycle(
+        &self,
+        interval: StdDuration,
+        now: bool,
+    ) -> Result<Option<CycleReport>> {
+        let _one_at_a_time = self.inner.cycle.lock().await;
+        let Some(lease) = self.cycle_lease().await? else {
+            return Ok(None);
+        };
+        let started = self.inner.clock.now();
+        let last = match self.last_cycle(lease.shared.is_some()).await {
+            Ok(last) => last,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        };
+        let spaced = last.is_none_or(|last| started >= last + interval);
+        if !spaced && !now {
+            lease.release().await;
+            return Ok(None);
+        }
+        let report = self.cycle_body().await;
+        if report.is_ok() && spaced {
+            if let Err(e) = self.remember_cycle(lease.shared.is_some(), started).await {
+                warn!(error = %e, "could not record the start of the cycle");
+            }
+        }
+        lease.release().await;
+        report.map(Some)
+    }
+
+    /// When the last completed scheduled cycle started: in the store when it
+    /// keeps leases, else in this process.
+    async fn last_cycle(&self, shared: bool) -> Result<Option<OffsetDateTime>> {
+        if !shared {
+            return Ok(*self
+                .inner
+                .last_local_cycle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()));
+        }
+        let stored = self.store().get_meta(LAST_CYCLE_META_KEY).await?;
+        Ok(stored.and_then(|text| match OffsetDateTime::parse(&text, &Rfc3339) {
+            Ok(date) => Some(date),
+            Err(_) => {
+                warn!(value = %text, "the stored start of the last cycle is not a date; ignored");
+                None
+            }
+        }))
+    }
+
+    async fn remember_cycle(&self, shared: bool, started: OffsetDateTime) -> Result<()> {
+        if !shared {
+            *self
+                .inner
+                .last_local_cycle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(started);
+            return Ok(());
+        }
+        let text = started
+            .format(&Rfc3339)
+            .map_err(|e| Error::store("renewer", format!("cannot format a date: {e}")))?;
+        match self.store().set_meta(LAST_CYCLE_META_KEY, &text).await {
+            Err(Error::Unsupported { .. }) => {
+                *self
+                    .inner
+                    .last_local_cycle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(started);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Reads the store's change feed since the last call (or since
+    /// [`load`](Self::load)) and updates the resolver: a record saved by any
+    /// instance is served anew, a removed one is no longer served. Returns
+    /// how many changes were applied; 0 when the store has no change feed
+    /// or there is no resolver. [`run`](Self::run) calls it every refresh
+    /// interval.
+    pub async fn refresh(&self) -> Result<usize> {
+        let Some(resolver) = &self.inner.resolver else {
+            return Ok(0);
+        };
+        let mut cursor_slot = self.inner.feed_cursor.lock().await;
+        let Some(mut cursor) = *cursor_slot else {
+            return Ok(0);
+        };
+        let mut applied = 0;
+        loop {
+            let page = match self.store().changes_since(cursor, FEED_PAGE).await {
+                Ok(page) => page,
+                Err(Error::Unsupported { .. }) => return Ok(0),
+                Err(e) => return Err(e),
+            };
+            if page.reset {
+                info!("the change feed moved past this instance; reloading every certificate");
+                drop(cursor_slot);
+                let loaded = self.load().await?;
+                return Ok(loaded);
+            }
+            if page.changes.is_empty() {
+                break;
+            }
+            for change in &page.changes {
+                if change.deleted {
+                    resolver.remove(&change.domain);
+                } else {
+                    match self.store().load(&change.domain).await? {
+                        Some(record) => {
+                            if !self.publish_stored(&record, resolver) {
+                                resolver.remove(&change.domain);
+                            }
+                        }
+                        None => {
+                            resolver.remove(&change.domain);
+                        }
+                    }
+                }
+                applied += 1;
+            }
+            cursor = page.cursor;
+            *cursor_slot = Some(cursor);
+        }
+        if applied > 0 {
+            debug!(
+                applied,
+                "certificates refreshed from the store's change feed"
+            );
+        }
+        Ok(applied)
+    }
+}
