@@ -121,6 +121,18 @@ pub(super) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     commit_temp(&temp, dir, name)
 }
 
+/// Removes `dir/name` and flushes `dir`; `false` if there was no such file.
+pub(super) fn remove_durably(dir: &Path, name: &str) -> Result<bool> {
+    let target = dir.join(name);
+    match fs::remove_file(&target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(target, e)),
+    }
+    sync_dir(dir)?;
+    Ok(true)
+}
+
 /// Removes temporary files a crash left behind.
 pub(super) fn remove_temps(dir: &Path) -> Result<()> {
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;

@@ -12,16 +12,20 @@ use std::fs::{self, File};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::keys::{check_key, next_version};
-use super::{AccountRecord, CertRecord, CertStore, DueEntry};
+use super::keys::{check_key, check_token, next_version};
+use super::local::Coordination;
+use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry};
 use crate::{Domain, Error, Result};
 use index::{Entry, Index};
-use io::{create_dir, remove_temps, sync_dir, to_json, write_atomic, write_temp, Read};
+use io::{
+    create_dir, remove_durably, remove_temps, sync_dir, to_json, write_atomic, write_temp, Read,
+};
 use journal::{delete_line, put_line, Journal};
 use lock::{lock_directory, restrict_dir, Registration};
 use records::{corrupt, file_name, load_account, load_record, read_meta, read_record};
@@ -34,6 +38,10 @@ const INDEX: &str = "index.log";
 const LOCK: &str = "lock";
 
 /// The embedded default [`CertStore`]: one directory on local disk.
+///
+/// It implements every method of [`CertStore`], the optional ones included
+/// (account and setting removal, `set_meta`, leases, HTTP-01 answers and the
+/// change feed).
 ///
 /// # Layout
 ///
@@ -65,10 +73,12 @@ const LOCK: &str = "lock";
 ///   `index.log` (one checksummed line per save or delete, written and
 ///   flushed before the record is renamed into place, rewritten when it grows
 ///   past twice the number of records). Opening a store replays the journal
-///   instead of parsing every record; `due` walks the index in order and
-///   loads only the records it returns. The records stay the source of
-///   truth: `due` re-checks each loaded record, and opening reconciles the
-///   index with the `certs/` directory: a record file missing from the
+///   instead of parsing every record. `due` answers from the index alone,
+///   which keeps one lane per attempt count, each ordered by renew date then
+///   domain, and merges only the lanes under `max_attempts`: records that
+///   used up their attempts (and keep their old renew date) cost it nothing.
+///   The records stay the source of truth: opening reconciles the index
+///   with the `certs/` directory: a record file missing from the
 ///   journal is read and indexed, an entry whose file is gone is dropped, the
 ///   record of the last journal line (the one write a crash may have cut
 ///   short) is re-read, and a torn last line is ignored. A journal that is
@@ -77,6 +87,9 @@ const LOCK: &str = "lock";
 ///   record files added or removed by hand are picked up at the next
 ///   opening, and deleting `index.log` before opening makes the store
 ///   re-read every record (after editing records by hand, say).
+/// - **Durable removals.** `delete`, `delete_account` and `delete_meta`
+///   remove the file, then flush the directory; `set_meta` replaces the
+///   file atomically, as every write does.
 /// - **Unreadable records do not stop a cycle.** A record file that cannot
 ///   be decoded is an [`Error::Corrupt`] for that domain on `load` and
 ///   `save`; `due` logs a warning and skips it. Deleting the domain removes
@@ -90,10 +103,25 @@ const LOCK: &str = "lock";
 /// not starting with a dot; anything else is an [`Error::InvalidKey`], so no
 /// key can reach outside the directory.
 ///
+/// # Leases, HTTP-01 answers and the change feed
+///
+/// These are kept in the memory of the process, not on disk: a directory is
+/// locked to one process (see below), so every caller that can reach the
+/// store shares that memory, and in-process coordination is exact. Leases
+/// go to one holder at a time; HTTP-01 answers are kept until they expire;
+/// the change feed lists every successful `save` and `delete` of a
+/// certificate record, in the order they happened, and keeps a bounded
+/// number of the newest changes (a reader further behind gets
+/// [`Changes::reset`]). None of them survives the store: after reopening,
+/// leases are free, answers are gone and the feed starts again, so a feed
+/// cursor is meaningful only for the `FileStore` (or its clones) that gave
+/// it.
+///
 /// # One process per directory
 ///
 /// A directory belongs to one `FileStore` in one process, because
-/// compare-and-swap and the due index are kept in that process's memory.
+/// compare-and-swap, the due index, leases, HTTP-01 answers and the change
+/// feed are kept in that process's memory.
 /// Opening a directory that is already open in this process fails (clone
 /// the `FileStore`, or share it in an `Arc`, instead). Across processes, the
 /// store holds an exclusive advisory lock (`flock` on Unix, `LockFileEx` on
@@ -131,6 +159,9 @@ pub struct FileStore {
 struct Inner {
     root: PathBuf,
     index: Mutex<Index>,
+    // Leases, HTTP-01 answers and the change feed: in memory, since the
+    // directory belongs to this process alone.
+    coordination: Mutex<Coordination>,
     // Serialises every write in the process, and owns the journal.
     writer: Arc<AsyncMutex<Journal>>,
     // Keeps other processes out until the store is dropped; the lock goes
@@ -199,6 +230,7 @@ fn open_blocking(dir: &Path) -> Result<FileStore> {
         inner: Arc::new(Inner {
             root,
             index,
+            coordination: Mutex::default(),
             writer: Arc::new(AsyncMutex::new(journal)),
             _process_lock: process_lock,
             _registration: registration,
@@ -278,6 +310,8 @@ impl Inner {
             return Err(Error::io(certs.join(file_name(domain)), e));
         }
         lock(&self.index).insert(domain.clone(), entry);
+        // The new record is in place: readers see it from now on.
+        lock(&self.coordination).record_change(domain, false);
         sync_dir(&certs)?;
         self.maybe_compact(journal);
         Ok(stored.version)
@@ -301,6 +335,7 @@ impl Inner {
             return Err(Error::io(path, e));
         }
         lock(&self.index).remove(domain);
+        lock(&self.coordination).record_change(domain, true);
         sync_dir(&certs)?;
         self.maybe_compact(journal);
         Ok(true)
@@ -427,4 +462,88 @@ impl CertStore for FileStore {
         })
         .await
     }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        check_key("account id", id)?;
+        let journal = self.write_lock().await;
+        let accounts = self.inner.root.join(ACCOUNTS);
+        let id = id.to_owned();
+        blocking(move || {
+            let _held = journal;
+            remove_durably(&accounts, &id)
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_key("meta key", key)?;
+        // Under the write lock, so that it never lands between the read and
+        // the write of a `put_meta_if_absent`.
+        let journal = self.write_lock().await;
+        let meta = self.inner.root.join(META);
+        let (key, value) = (key.to_owned(), value.to_owned());
+        blocking(move || {
+            let _held = journal;
+            write_atomic(&meta, &key, value.as_bytes())
+        })
+        .await
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_key("meta key", key)?;
+        let journal = self.write_lock().await;
+        let meta = self.inner.root.join(META);
+        let key = key.to_owned();
+        blocking(move || {
+            let _held = journal;
+            remove_durably(&meta, &key)
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<bool> {
+        check_key("lease name", name)?;
+        check_key("lease holder", holder)?;
+        Ok(lock(&self.inner.coordination).acquire_lease(name, holder, now, ttl))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_key("lease name", name)?;
+        Ok(lock(&self.inner.coordination).release_lease(name, holder))
+    }
+
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        check_token(token)?;
+        lock(&self.inner.coordination).put_challenge(token, key_authorization, expires_at);
+        Ok(())
+    }
+
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        check_token(token)?;
+        Ok(lock(&self.inner.coordination).get_challenge(token, now))
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        check_token(token)?;
+        lock(&self.inner.coordination).delete_challenge(token);
+        Ok(())
+    }
+
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        Ok(lock(&self.inner.coordination).changes_since(cursor, limit))
+    }
 }
+
+#[cfg(test)]
+mod tests;
