@@ -23,7 +23,7 @@ use crate::{Domain, Result};
 ///
 /// Account ids and meta keys follow the same rule as in the file store
 /// (`FileStore`): 1 to 128 characters of `a-z`, `0-9`, `.`, `_` and `-`, not
-/// starting with a dot; anything else is an [`Error::InvalidKey`]. Code
+/// starting with a dot; anything else is an [`Error::InvalidKey`](crate::Error::InvalidKey). Code
 /// tested against a `MemoryStore` therefore behaves the same on disk.
 ///
 /// ```

@@ -45,7 +45,7 @@ pub const MAX_LOG_MESSAGE: usize = 1024;
 ///
 /// # Required and optional methods
 /// The methods without a default are what every store must do. The others
-/// have defaults that answer [`Error::Unsupported`](crate::Error::Unsupported),
+/// have defaults that answer [`Error::Unsupported`],
 /// so a store written for an older certkeeper keeps compiling when one is
 /// added; certkeeper then falls back to what one process can do alone (its
 /// own in-memory leases, challenge answers and certificates). A store that
@@ -59,7 +59,7 @@ pub const MAX_LOG_MESSAGE: usize = 1024;
 ///   0 means "not stored yet". [`save`](Self::save) succeeds only when the
 ///   stored version equals the record's `version` (a missing record counts as
 ///   0) and then stores it with `version + 1`, which it returns. Otherwise it
-///   fails with [`Error::Conflict`](crate::Error::Conflict) and changes
+///   fails with [`Error::Conflict`] and changes
 ///   nothing. [`check_version`] does the comparison for a custom store.
 /// - **Atomic.** A reader sees the old record or the new one, never a mix, and
 ///   a crash during `save` leaves one of the two.
@@ -78,7 +78,7 @@ pub const MAX_LOG_MESSAGE: usize = 1024;
 ///   setting keys, lease names and challenge tokens come from callers: a
 ///   store may refuse anything outside `[a-z0-9._-]{1,128}` (no leading dot;
 ///   tokens also allow `A-Z`) with
-///   [`Error::InvalidKey`](crate::Error::InvalidKey); the built-in stores do.
+///   [`Error::InvalidKey`]; the built-in stores do.
 /// - **Dates** must be kept to the second at least; sub-second precision is
 ///   optional.
 /// - **`limit`** may be anything up to `usize::MAX`; a backend that cannot
