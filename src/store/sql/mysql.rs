@@ -176,7 +176,7 @@ impl MySqlStore {
             .rows_affected()
         };
         if written == 0 {
-            drop(tx);
+            rollback(tx).await?;
             return Err(Error::Conflict {
                 key: domain.to_owned(),
                 expected: record.version,
@@ -202,6 +202,7 @@ impl MySqlStore {
             .map_err(|e| db_error(STORE, "deleting a record", e))?
             .rows_affected();
         if deleted == 0 {
+            rollback(tx).await?;
             return Ok(false);
         }
         self.record_change(&mut tx, domain.as_str(), true).await?;
@@ -381,6 +382,12 @@ impl MySqlStore {
         }
         Ok(())
     }
+}
+
+async fn rollback(tx: Transaction<'static, MySql>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
 }
 
 async fn commit(tx: Transaction<'static, MySql>) -> Result<()> {

@@ -148,7 +148,7 @@ impl PostgresStore {
             .map_err(|e| db_error(STORE, "saving a record", e))?
             .rows_affected();
         if written == 0 {
-            drop(tx);
+            rollback(tx).await?;
             return Err(Error::Conflict {
                 key: domain.to_owned(),
                 expected: record.version,
@@ -169,6 +169,7 @@ impl PostgresStore {
             .map_err(|e| db_error(STORE, "deleting a record", e))?
             .rows_affected();
         if deleted == 0 {
+            rollback(tx).await?;
             return Ok(false);
         }
         self.record_change(&mut tx, domain.as_str(), true).await?;
@@ -221,6 +222,12 @@ impl PostgresStore {
         }
         Ok(())
     }
+}
+
+async fn rollback(tx: Transaction<'static, Postgres>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
 }
 
 async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
