@@ -595,6 +595,34 @@ mod postgres {
         );
     }
 
+    /// The TLS stack the store is built with (rustls over ring) talks to the
+    /// server; skipped when the server has TLS off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_over_tls() {
+        let schema = Schema::new().await;
+        let mut conn = schema.connection().await;
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if ssl != "on" {
+            eprintln!("the PostgreSQL server has TLS off; nothing to check");
+            return;
+        }
+        let store = PostgresStore::connect(&format!("{}&sslmode=require", schema.url()))
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(encrypted);
+        let record = CertRecord::new(domain("tls.example.com"), T);
+        assert_eq!(store.save(&record).await.unwrap(), 1);
+        assert_eq!(store.list().await.unwrap(), [record.domain]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_dump_holds_no_private_key() {
         let schema = Schema::new().await;

@@ -20,8 +20,10 @@
 //! - MariaDB / MySQL: `mysql://user:password@host:3306/database`; the URL must
 //!   name the database.
 //!
-//! TLS is rustls with the ring provider and the Web PKI roots: add
-//! `sslmode=require` (PostgreSQL) or `ssl-mode=required` (MySQL) to the URL.
+//! TLS is rustls with the ring provider and the Web PKI roots (sqlx's
+//! `tls-rustls-ring-webpki`), set in the URL as sqlx reads it: for example
+//! `?sslmode=require` or `?sslmode=verify-full` for PostgreSQL, `?ssl-mode=...`
+//! for MySQL.
 //!
 //! # Schema
 //!
