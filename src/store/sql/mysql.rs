@@ -31,8 +31,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// How long a starting instance waits for another one's migrations.
 const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
 
-/// A [`CertStore`] in MariaDB (10.5 or later) or MySQL (8.0 or later),
-/// shared by every instance that connects to the same database.
+/// A [`CertStore`] in MariaDB or MySQL, shared by every instance that
+/// connects to the same database. The statements are written for MariaDB
+/// 10.5 or later and MySQL 8.0 or later; the tests run on MariaDB 10.11.
 ///
 /// The schema, the migrations and what the store guarantees are described
 /// in the [module documentation](super). Clones share one connection pool.

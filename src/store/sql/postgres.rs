@@ -30,8 +30,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// The advisory lock the migrator holds (per database): "certkpg1".
 const MIGRATION_LOCK: i64 = 0x6365_7274_6b70_6731;
 
-/// A [`CertStore`] in PostgreSQL (10 or later), shared by every instance
-/// that connects to the same database and schema.
+/// A [`CertStore`] in PostgreSQL, shared by every instance that connects to
+/// the same database and schema. The schema needs PostgreSQL 11 or later
+/// (covering indexes); the tests run on PostgreSQL 15.
 ///
 /// The schema, the migrations and what the store guarantees are described
 /// in the [module documentation](super). Clones share one connection pool.
