@@ -20,7 +20,7 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use certkeeper::cert::IssuerKind;
 use certkeeper::cipher::Keyring;
 use certkeeper::issuer::SelfSignedIssuer;
-use certkeeper::store::{CertRecord, CertStore, StoredCert};
+use certkeeper::store::{CertRecord, CertStore, MemoryStore, StoredCert};
 use certkeeper::vault::Vault;
 use certkeeper::{Domain, Error};
 use sha2::{Digest, Sha256};
@@ -222,6 +222,50 @@ async fn two_stores_share_one_database(a: &dyn CertStore, b: &dyn CertStore) {
     let next = b.changes_since(feed.cursor, 100).await.unwrap();
     assert_eq!(next.changes.len(), 1);
     assert!(next.changes[0].deleted);
+}
+
+/// `due` answers as the reference `MemoryStore` for attempt counts below
+/// and above 16 distinct values, with limits that cut inside a renew date.
+async fn due_matches_the_reference(store: &dyn CertStore) {
+    let reference = MemoryStore::new();
+    let mut saved = Vec::new();
+    for i in 0..90u32 {
+        // Three records per renew date, attempt counts 0 to 29.
+        let record = CertRecord {
+            attempts: (i * 7) % 30,
+            ..CertRecord::new(
+                domain(&format!("h{:02}.due.example.com", (i * 37) % 90)),
+                T - Duration::minutes(i64::from(i / 3)),
+            )
+        };
+        store.save(&record).await.unwrap();
+        reference.save(&record).await.unwrap();
+        saved.push(record);
+    }
+    for max_attempts in [1, 2, 5, 16, 17, 18, 29, 30, 31, u32::MAX] {
+        for limit in [1, 7, 50, usize::MAX] {
+            for now in [T, T - Duration::minutes(10), T - Duration::days(1)] {
+                assert_eq!(
+                    store.due(now, max_attempts, limit).await.unwrap(),
+                    reference.due(now, max_attempts, limit).await.unwrap(),
+                    "due(now {now}, max_attempts {max_attempts}, limit {limit})"
+                );
+            }
+        }
+    }
+    // Few distinct counts under a large max_attempts: merged by range.
+    for record in &saved {
+        if record.attempts % 10 != 0 {
+            store.delete(&record.domain).await.unwrap();
+            reference.delete(&record.domain).await.unwrap();
+        }
+    }
+    for max_attempts in [17, 21, 1000] {
+        assert_eq!(
+            store.due(T, max_attempts, 1000).await.unwrap(),
+            reference.due(T, max_attempts, 1000).await.unwrap(),
+        );
+    }
 }
 
 /// The feed keeps the newest `3` changes and the last hour's; `age` moves
@@ -428,6 +472,12 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_due_matches_the_reference_store() {
+        let schema = Schema::new().await;
+        due_matches_the_reference(&schema.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_two_stores_share_one_database() {
         let schema = Schema::new().await;
         let (a, b) = (schema.store().await, schema.store().await);
@@ -545,6 +595,34 @@ mod postgres {
         );
     }
 
+    /// The TLS stack the store is built with (rustls over ring) talks to the
+    /// server; skipped when the server has TLS off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_store_over_tls() {
+        let schema = Schema::new().await;
+        let mut conn = schema.connection().await;
+        let ssl: String = sqlx::query_scalar("SHOW ssl")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if ssl != "on" {
+            eprintln!("the PostgreSQL server has TLS off; nothing to check");
+            return;
+        }
+        let store = PostgresStore::connect(&format!("{}&sslmode=require", schema.url()))
+            .await
+            .unwrap();
+        let encrypted: bool =
+            sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(encrypted);
+        let record = CertRecord::new(domain("tls.example.com"), T);
+        assert_eq!(store.save(&record).await.unwrap(), 1);
+        assert_eq!(store.list().await.unwrap(), [record.domain]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_dump_holds_no_private_key() {
         let schema = Schema::new().await;
@@ -631,6 +709,12 @@ mod mysql {
         let store = db.store().await;
         conformance::run_all(&store).await;
         conformance::run_all(&db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_due_matches_the_reference_store() {
+        let db = Database::new().await;
+        due_matches_the_reference(&db.store().await).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

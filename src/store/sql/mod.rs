@@ -20,8 +20,10 @@
 //! - MariaDB / MySQL: `mysql://user:password@host:3306/database`; the URL must
 //!   name the database.
 //!
-//! TLS is rustls with the ring provider and the Web PKI roots: add
-//! `sslmode=require` (PostgreSQL) or `ssl-mode=required` (MySQL) to the URL.
+//! TLS is rustls with the ring provider and the Web PKI roots (sqlx's
+//! `tls-rustls-ring-webpki`), set in the URL as sqlx reads it: for example
+//! `?sslmode=require` or `?sslmode=verify-full` for PostgreSQL, `?ssl-mode=...`
+//! for MySQL.
 //!
 //! # Schema
 //!
@@ -83,11 +85,15 @@
 //! - **One transaction per change.** Every save and delete of a record writes
 //!   its change-feed row in the same transaction, so the feed never misses a
 //!   change nor reports one that did not happen.
-//! - **`due` by index.** For `max_attempts` up to 16, `due` reads one ordered
-//!   range of the `(attempts, renew_date, domain)` index per attempt count
-//!   (`UNION ALL` of per-count `ORDER BY renew_date, domain LIMIT n`, then
-//!   merged): records that used up their attempts are never read, however
-//!   many there are. Above 16 it is one range query over the same index.
+//! - **`due` by index.** `due` reads one ordered range of the
+//!   `(attempts, renew_date, domain)` index per attempt count below
+//!   `max_attempts` (`UNION ALL` of per-count `ORDER BY renew_date, domain
+//!   LIMIT n`, then merged): records that used up their attempts are never
+//!   read, however many there are. Up to 16 attempts the counts are
+//!   `0..max_attempts`; above, `due` first walks the index for the counts
+//!   stored below `max_attempts` (one probe each), and only when there are
+//!   more than 16 of them runs one plain range query (`attempts < max`)
+//!   instead.
 //! - **Leases** are one atomic upsert that takes the lease only when it is
 //!   free, expired or already held by the caller. PostgreSQL: `INSERT ... ON
 //!   CONFLICT DO UPDATE ... WHERE holder = $me OR expires_at <= $now`,
@@ -253,51 +259,106 @@ pub(crate) fn changes_answer(
     }
 }
 
-/// Up to this `max_attempts`, `due` merges one index range per attempt count.
-pub(crate) const DUE_LANES_MAX: u32 = 16;
+/// At most this many attempt counts are merged range by range.
+pub(crate) const DUE_LANES_MAX: usize = 16;
 
-/// The `due` statement for `max_attempts` (1 or more).
-///
-/// With `dollar` (PostgreSQL) the parameters are `$1` now, `$2` limit and,
-/// for more than [`DUE_LANES_MAX`] attempts, `$3` max_attempts. Otherwise
-/// (MySQL, `?`) they come in the order [`due_binds`] gives.
-pub(crate) fn due_sql(max_attempts: u32, dollar: bool) -> String {
-    const COLUMNS: &str =
-        "SELECT domain, version, renew_date, attempts FROM certkeeper_certificates";
-    let (now, limit, max) = if dollar {
-        ("$1", "$2", "$3")
-    } else {
-        ("?", "?", "?")
-    };
-    if max_attempts > DUE_LANES_MAX {
-        return format!(
-            "{COLUMNS} WHERE attempts < {max} AND renew_date <= {now} \
-             ORDER BY renew_date, domain LIMIT {limit}"
-        );
-    }
-    if max_attempts == 1 {
-        // PostgreSQL takes no ORDER BY around a single parenthesised one.
-        return format!(
-            "{COLUMNS} WHERE attempts = 0 AND renew_date <= {now} \
-             ORDER BY renew_date, domain LIMIT {limit}"
-        );
-    }
-    let mut sql = String::new();
-    for attempts in 0..max_attempts {
-        if attempts > 0 {
-            sql.push_str(" UNION ALL ");
-        }
-        let _ = write!(
-            sql,
-            "({COLUMNS} WHERE attempts = {attempts} AND renew_date <= {now} \
-             ORDER BY renew_date, domain LIMIT {limit})"
-        );
-    }
-    let _ = write!(sql, " ORDER BY renew_date, domain LIMIT {limit}");
-    sql
+/// How `due` reads the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DuePlan {
+    /// One ordered range per attempt count (sorted), merged.
+    Lanes(Vec<u32>),
+    /// One range over every attempt count below `max_attempts`.
+    Plain,
 }
 
-/// A parameter of the `?` form of [`due_sql`].
+impl DuePlan {
+    /// The plan for `max_attempts` (1 or more) when it can be told without
+    /// reading the database: one range per count up to 16 attempts. Above,
+    /// [`attempt_counts_sql`] reads the counts stored first and
+    /// [`from_counts`](Self::from_counts) decides.
+    pub(crate) fn for_max_attempts(max_attempts: u32) -> Option<Self> {
+        (max_attempts as usize <= DUE_LANES_MAX).then(|| Self::Lanes((0..max_attempts).collect()))
+    }
+
+    /// The plan for the attempt counts below `max_attempts` that are stored
+    /// (at most `DUE_LANES_MAX + 1` of them, sorted).
+    pub(crate) fn from_counts(counts: Vec<u32>) -> Self {
+        if counts.len() <= DUE_LANES_MAX {
+            Self::Lanes(counts)
+        } else {
+            Self::Plain
+        }
+    }
+
+    /// The plan `due_statement` shows for `max_attempts`: its own lanes, or
+    /// the plain range when more than 16 counts could be stored below it.
+    pub(crate) fn shown(max_attempts: u32) -> Self {
+        Self::for_max_attempts(max_attempts).unwrap_or(Self::Plain)
+    }
+
+    /// The statement. With `dollar` (PostgreSQL) the parameters are `$1` the
+    /// `now`, `$2` the limit and, for [`Plain`](Self::Plain), `$3`
+    /// `max_attempts`; otherwise (MySQL, `?`) they come in the order
+    /// [`binds`](Self::binds) gives.
+    pub(crate) fn sql(&self, dollar: bool) -> String {
+        const COLUMNS: &str =
+            "SELECT domain, version, renew_date, attempts FROM certkeeper_certificates";
+        let (now, limit, max) = if dollar {
+            ("$1", "$2", "$3")
+        } else {
+            ("?", "?", "?")
+        };
+        let lanes = match self {
+            Self::Plain => {
+                return format!(
+                    "{COLUMNS} WHERE attempts < {max} AND renew_date <= {now} \
+                     ORDER BY renew_date, domain LIMIT {limit}"
+                )
+            }
+            Self::Lanes(lanes) => lanes,
+        };
+        if let [attempts] = lanes[..] {
+            // PostgreSQL takes no ORDER BY around a single parenthesised one.
+            return format!(
+                "{COLUMNS} WHERE attempts = {attempts} AND renew_date <= {now} \
+                 ORDER BY renew_date, domain LIMIT {limit}"
+            );
+        }
+        let mut sql = String::new();
+        for (i, attempts) in lanes.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let _ = write!(
+                sql,
+                "({COLUMNS} WHERE attempts = {attempts} AND renew_date <= {now} \
+                 ORDER BY renew_date, domain LIMIT {limit})"
+            );
+        }
+        let _ = write!(sql, " ORDER BY renew_date, domain LIMIT {limit}");
+        sql
+    }
+
+    /// The parameters of the `?` form of [`sql`](Self::sql), in order.
+    #[cfg(any(feature = "mysql", test))]
+    pub(crate) fn binds(&self) -> Vec<DueBind> {
+        match self {
+            Self::Plain => vec![DueBind::MaxAttempts, DueBind::Now, DueBind::Limit],
+            Self::Lanes(lanes) => {
+                let mut binds = Vec::new();
+                for _ in lanes {
+                    binds.extend([DueBind::Now, DueBind::Limit]);
+                }
+                if lanes.len() > 1 {
+                    binds.push(DueBind::Limit);
+                }
+                binds
+            }
+        }
+    }
+}
+
+/// A parameter of the `?` form of [`DuePlan::sql`].
 #[cfg(any(feature = "mysql", test))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DueBind {
@@ -306,20 +367,31 @@ pub(crate) enum DueBind {
     MaxAttempts,
 }
 
-/// The parameters of the `?` form of [`due_sql`], in order.
-#[cfg(any(feature = "mysql", test))]
-pub(crate) fn due_binds(max_attempts: u32) -> Vec<DueBind> {
-    if max_attempts > DUE_LANES_MAX {
-        return vec![DueBind::MaxAttempts, DueBind::Now, DueBind::Limit];
+/// The attempt counts below `max_attempts` (the one parameter) that are
+/// stored, sorted, at most `DUE_LANES_MAX + 1`: a walk down the index, one
+/// probe per count (a recursive query on PostgreSQL, a loose index scan of
+/// `DISTINCT` on MySQL).
+pub(crate) fn attempt_counts_sql(dollar: bool) -> &'static str {
+    if dollar {
+        "WITH RECURSIVE counts(attempts) AS ( \
+             SELECT min(attempts) FROM certkeeper_certificates WHERE attempts < $1 \
+             UNION ALL \
+             SELECT (SELECT min(c.attempts) FROM certkeeper_certificates c \
+                     WHERE c.attempts > counts.attempts AND c.attempts < $1) \
+             FROM counts WHERE counts.attempts IS NOT NULL \
+         ) SELECT attempts FROM counts WHERE attempts IS NOT NULL LIMIT 17"
+    } else {
+        "SELECT DISTINCT attempts FROM certkeeper_certificates WHERE attempts < ? \
+         ORDER BY attempts LIMIT 17"
     }
-    let mut binds = Vec::new();
-    for _ in 0..max_attempts {
-        binds.extend([DueBind::Now, DueBind::Limit]);
-    }
-    if max_attempts > 1 {
-        binds.push(DueBind::Limit);
-    }
-    binds
+}
+
+/// Attempt counts read by [`attempt_counts_sql`].
+pub(crate) fn attempt_counts(counts: Vec<i64>) -> Result<Vec<u32>> {
+    counts
+        .into_iter()
+        .map(|c| from_column_attempts("attempt counts", c))
+        .collect()
 }
 
 /// The earliest date the columns keep.
@@ -555,7 +627,7 @@ mod tests {
 
     #[test]
     fn due_statements_merge_one_range_per_attempt_count() {
-        let sql = due_sql(3, true);
+        let sql = DuePlan::shown(3).sql(true);
         assert_eq!(sql.matches("UNION ALL").count(), 2);
         for attempts in 0..3 {
             assert!(sql.contains(&format!("attempts = {attempts} AND")), "{sql}");
@@ -565,11 +637,21 @@ mod tests {
             sql.ends_with(" ORDER BY renew_date, domain LIMIT $2"),
             "{sql}"
         );
-        assert!(due_sql(17, true).contains("attempts < $3"));
-        assert_eq!(due_sql(2, false).matches('?').count(), due_binds(2).len());
-        assert_eq!(due_sql(1, false).matches('?').count(), due_binds(1).len());
-        assert!(!due_sql(1, true).contains("UNION"));
-        assert_eq!(due_sql(99, false).matches('?').count(), due_binds(99).len());
+        assert_eq!(DuePlan::for_max_attempts(17), None);
+        assert!(DuePlan::shown(17).sql(true).contains("attempts < $3"));
+        let stored = DuePlan::from_counts(vec![0, 3, 40]);
+        assert!(stored.sql(true).contains("attempts = 40 AND"));
+        assert_eq!(DuePlan::from_counts((0..17).collect()), DuePlan::Plain);
+        assert!(!DuePlan::from_counts(vec![7]).sql(true).contains("UNION"));
+        for plan in [
+            DuePlan::shown(1),
+            DuePlan::shown(2),
+            DuePlan::shown(16),
+            DuePlan::Plain,
+            stored,
+        ] {
+            assert_eq!(plan.sql(false).matches('?').count(), plan.binds().len());
+        }
     }
 
     #[test]

@@ -10,10 +10,10 @@ use sqlx::{Executor, MySql, Transaction};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use super::{
-    changes_answer, clamp_date, column_date, column_domain, db_error, decode_account,
-    decode_record, due_binds, due_sql, encode_account, encode_record, from_column_attempts,
+    attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
+    db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
     from_column_version, hex, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
-    DueBind, Migration, Retention, MIN_DATE,
+    DueBind, DuePlan, Migration, Retention, MIN_DATE,
 };
 use crate::store::keys::{check_key, check_token, next_version};
 use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
@@ -31,8 +31,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// How long a starting instance waits for another one's migrations.
 const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
 
-/// A [`CertStore`] in MariaDB (10.5 or later) or MySQL (8.0 or later),
-/// shared by every instance that connects to the same database.
+/// A [`CertStore`] in MariaDB or MySQL, shared by every instance that
+/// connects to the same database. The statements are written for MariaDB
+/// 10.5 or later and MySQL 8.0 or later; the tests run on MariaDB 10.11.
 ///
 /// The schema, the migrations and what the store guarantees are described
 /// in the [module documentation](super). Clones share one connection pool.
@@ -109,9 +110,15 @@ impl MySqlStore {
     }
 
     /// The statement [`due`](CertStore::due) runs for `max_attempts` (1 or
-    /// more), to `EXPLAIN` it on a database. Its parameters are `?`: per attempt count the `now` then the limit, and the limit again at the end; above 16 attempts `max_attempts`, the `now` and the limit.
+    /// more), to `EXPLAIN` it on a database: up to 16, one index range per
+    /// attempt count below `max_attempts`, merged; above, the plain range
+    /// query `due` falls back to when more than 16 counts below
+    /// `max_attempts` are stored (with fewer, it merges one range per stored
+    /// count). Its parameters are `?`: per attempt count the `now` then
+    /// the limit, then the limit again (the plain statement: `max_attempts`,
+    /// the `now`, the limit).
     pub fn due_statement(max_attempts: u32) -> String {
-        due_sql(max_attempts, false)
+        DuePlan::shown(max_attempts).sql(false)
     }
 
     /// The connection pool.
@@ -170,7 +177,7 @@ impl MySqlStore {
             .rows_affected()
         };
         if written == 0 {
-            drop(tx);
+            rollback(tx).await?;
             return Err(Error::Conflict {
                 key: domain.to_owned(),
                 expected: record.version,
@@ -196,6 +203,7 @@ impl MySqlStore {
             .map_err(|e| db_error(STORE, "deleting a record", e))?
             .rows_affected();
         if deleted == 0 {
+            rollback(tx).await?;
             return Ok(false);
         }
         self.record_change(&mut tx, domain.as_str(), true).await?;
@@ -377,6 +385,12 @@ impl MySqlStore {
     }
 }
 
+async fn rollback(tx: Transaction<'static, MySql>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
+}
+
 async fn commit(tx: Transaction<'static, MySql>) -> Result<()> {
     tx.commit()
         .await
@@ -527,11 +541,25 @@ impl CertStore for MySqlStore {
         if max_attempts == 0 || limit == 0 || now < MIN_DATE {
             return Ok(Vec::new());
         }
-        let sql = due_sql(max_attempts, false);
+        let plan = match DuePlan::for_max_attempts(max_attempts) {
+            Some(plan) => plan,
+            None => {
+                let counts: Vec<i64> = sqlx::query_scalar(attempt_counts_sql(false))
+                    .bind(i64::from(max_attempts))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error(STORE, "listing due records", e))?;
+                DuePlan::from_counts(attempt_counts(counts)?)
+            }
+        };
+        if plan == DuePlan::Lanes(Vec::new()) {
+            return Ok(Vec::new());
+        }
+        let sql = plan.sql(false);
         let now = datetime(clamp_date(now));
         let limit = sql_limit(limit);
         let mut query = sqlx::query_as::<_, (Vec<u8>, i64, OffsetDateTime, i64)>(&sql);
-        for bind in due_binds(max_attempts) {
+        for bind in plan.binds() {
             query = match bind {
                 DueBind::Now => query.bind(now),
                 DueBind::Limit => query.bind(limit),

@@ -9,10 +9,10 @@ use sqlx::{Executor, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use super::{
-    changes_answer, clamp_date, column_date, column_domain, db_error, decode_account,
-    decode_record, due_sql, encode_account, encode_record, from_column_attempts,
+    attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
+    db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
     from_column_version, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
-    Migration, Retention, DUE_LANES_MAX, MIN_DATE,
+    DuePlan, Migration, Retention, MIN_DATE,
 };
 use crate::store::keys::{check_key, check_token, next_version};
 use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
@@ -30,8 +30,9 @@ const MIGRATIONS: &[Migration] = &[Migration {
 /// The advisory lock the migrator holds (per database): "certkpg1".
 const MIGRATION_LOCK: i64 = 0x6365_7274_6b70_6731;
 
-/// A [`CertStore`] in PostgreSQL (10 or later), shared by every instance
-/// that connects to the same database and schema.
+/// A [`CertStore`] in PostgreSQL, shared by every instance that connects to
+/// the same database and schema. The schema needs PostgreSQL 11 or later
+/// (covering indexes); the tests run on PostgreSQL 15.
 ///
 /// The schema, the migrations and what the store guarantees are described
 /// in the [module documentation](super). Clones share one connection pool.
@@ -85,9 +86,14 @@ impl PostgresStore {
     }
 
     /// The statement [`due`](CertStore::due) runs for `max_attempts` (1 or
-    /// more), to `EXPLAIN` it on a database. Its parameters are `$1` the `now`, `$2` the limit and, above 16 attempts, `$3` `max_attempts`.
+    /// more), to `EXPLAIN` it on a database: up to 16, one index range per
+    /// attempt count below `max_attempts`, merged; above, the plain range
+    /// query `due` falls back to when more than 16 counts below
+    /// `max_attempts` are stored (with fewer, it merges one range per stored
+    /// count). Its parameters are `$1` the `now`, `$2` the limit and, in
+    /// the plain statement, `$3` `max_attempts`.
     pub fn due_statement(max_attempts: u32) -> String {
-        due_sql(max_attempts, true)
+        DuePlan::shown(max_attempts).sql(true)
     }
 
     /// The connection pool.
@@ -143,7 +149,7 @@ impl PostgresStore {
             .map_err(|e| db_error(STORE, "saving a record", e))?
             .rows_affected();
         if written == 0 {
-            drop(tx);
+            rollback(tx).await?;
             return Err(Error::Conflict {
                 key: domain.to_owned(),
                 expected: record.version,
@@ -164,6 +170,7 @@ impl PostgresStore {
             .map_err(|e| db_error(STORE, "deleting a record", e))?
             .rows_affected();
         if deleted == 0 {
+            rollback(tx).await?;
             return Ok(false);
         }
         self.record_change(&mut tx, domain.as_str(), true).await?;
@@ -216,6 +223,12 @@ impl PostgresStore {
         }
         Ok(())
     }
+}
+
+async fn rollback(tx: Transaction<'static, Postgres>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
 }
 
 async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
@@ -330,11 +343,25 @@ impl CertStore for PostgresStore {
         if max_attempts == 0 || limit == 0 || now < MIN_DATE {
             return Ok(Vec::new());
         }
-        let sql = due_sql(max_attempts, true);
+        let plan = match DuePlan::for_max_attempts(max_attempts) {
+            Some(plan) => plan,
+            None => {
+                let counts: Vec<i64> = sqlx::query_scalar(attempt_counts_sql(true))
+                    .bind(i64::from(max_attempts))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error(STORE, "listing due records", e))?;
+                DuePlan::from_counts(attempt_counts(counts)?)
+            }
+        };
+        if plan == DuePlan::Lanes(Vec::new()) {
+            return Ok(Vec::new());
+        }
+        let sql = plan.sql(true);
         let mut query = sqlx::query_as::<_, (String, i64, OffsetDateTime, i64)>(&sql)
             .bind(clamp_date(now))
             .bind(sql_limit(limit));
-        if max_attempts > DUE_LANES_MAX {
+        if plan == DuePlan::Plain {
             query = query.bind(i64::from(max_attempts));
         }
         let rows = query
