@@ -396,6 +396,65 @@ async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
     outputs.into_iter().flatten().collect()
 }
 
+/// The login throttle's counters through two instances' backends: every
+/// hit counted once, refunds and resets seen by both, a window that ends
+/// starts again, and the per-email limit holds across instances.
+async fn login_throttle_is_shared(
+    a: Arc<dyn certkeeper::access::ThrottleBackend>,
+    b: Arc<dyn certkeeper::access::ThrottleBackend>,
+) {
+    use certkeeper::access::{LoginThrottle, ThrottleLimits};
+    let hour = time::Duration::hours(1);
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let key = "test-key";
+    let hits = (0..40).map(|i| {
+        let backend = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { backend.hit(key, now, hour, 10).await.unwrap() }
+    });
+    let mut counts: Vec<u64> = join_all(hits).await.iter().map(|w| w.count).collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        (1..=40).collect::<Vec<_>>(),
+        "each hit counted once"
+    );
+    b.refund(key, now).await.unwrap();
+    assert_eq!(a.hit(key, now, hour, 10).await.unwrap().count, 40);
+    a.reset(key).await.unwrap();
+    let first = b.hit(key, now, hour, 10).await.unwrap();
+    assert_eq!(first.count, 1);
+    assert_eq!(first.resets_at, now + hour);
+    // The window ends: the next hit opens a new one.
+    assert_eq!(a.hit(key, now + hour, hour, 10).await.unwrap().count, 1);
+
+    // The limit holds for the cluster: 10 sign-in attempts per email,
+    // wherever they land.
+    let limits = ThrottleLimits::default();
+    let one = LoginThrottle::builder()
+        .backend(a)
+        .limits(limits)
+        .build()
+        .unwrap();
+    let two = LoginThrottle::builder()
+        .backend(b)
+        .limits(limits)
+        .build()
+        .unwrap();
+    let ip: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+    for attempt in 0..10 {
+        let throttle = if attempt % 2 == 0 { &one } else { &two };
+        assert!(throttle
+            .check("ops@example.com", ip)
+            .await
+            .unwrap()
+            .is_allowed());
+    }
+    assert!(!one.check("ops@example.com", ip).await.unwrap().is_allowed());
+    assert!(!two.check("ops@example.com", ip).await.unwrap().is_allowed());
+}
+
 // ---------------------------------------------------------------------------
 // PostgreSQL
 
@@ -467,8 +526,18 @@ mod postgres {
         let schema = Schema::new().await;
         let store = schema.store().await;
         conformance::run_all(&store).await;
-        // Again over a second pool on the migrated schema.
-        conformance::run_all(&schema.store().await).await;
+        // Again over a second pool on the migrated schema, then the checks
+        // through two pools.
+        let other = schema.store().await;
+        conformance::run_all(&other).await;
+        conformance::run_shared(&store, &other).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_login_throttle_is_shared_by_every_instance() {
+        let schema = Schema::new().await;
+        let (a, b) = (schema.store().await, schema.store().await);
+        login_throttle_is_shared(Arc::new(a), Arc::new(b)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +577,7 @@ mod postgres {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1]);
+        assert_eq!(applied, [1, 2], "each migration applied once");
         let record = CertRecord::new(domain("a.example.com"), T);
         assert_eq!(stores[0].save(&record).await.unwrap(), 1);
         assert_eq!(stores[3].list().await.unwrap(), [domain("a.example.com")]);
@@ -708,7 +777,16 @@ mod mysql {
         let db = Database::new().await;
         let store = db.store().await;
         conformance::run_all(&store).await;
-        conformance::run_all(&db.store().await).await;
+        let other = db.store().await;
+        conformance::run_all(&other).await;
+        conformance::run_shared(&store, &other).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_login_throttle_is_shared_by_every_instance() {
+        let db = Database::new().await;
+        let (a, b) = (db.store().await, db.store().await);
+        login_throttle_is_shared(Arc::new(a), Arc::new(b)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,7 +826,7 @@ mod mysql {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1]);
+        assert_eq!(applied, [1, 2], "each migration applied once");
         let seq_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certkeeper_change_seq")
             .fetch_one(&mut conn)
             .await

@@ -22,11 +22,18 @@ use crate::{Domain, Error, Result};
 const STORE: &str = "mysql";
 
 /// The embedded migrations, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "certificates, accounts, meta, leases, challenges and the change feed",
-    sql: include_str!("../../../migrations/mysql/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "certificates, accounts, meta, leases, challenges and the change feed",
+        sql: include_str!("../../../migrations/mysql/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "the console's login throttle",
+        sql: include_str!("../../../migrations/mysql/0002_login_throttle.sql"),
+    },
+];
 
 /// How long a starting instance waits for another one's migrations.
 const MIGRATION_LOCK_WAIT_SECS: i64 = 300;

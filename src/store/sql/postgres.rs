@@ -21,11 +21,18 @@ use crate::{Domain, Error, Result};
 const STORE: &str = "postgres";
 
 /// The embedded migrations, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "certificates, accounts, meta, leases, challenges and the change feed",
-    sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "certificates, accounts, meta, leases, challenges and the change feed",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "the console's login throttle",
+        sql: include_str!("../../../migrations/postgres/0002_login_throttle.sql"),
+    },
+];
 
 /// The advisory lock the migrator holds (per database): "certkpg1".
 const MIGRATION_LOCK: i64 = 0x6365_7274_6b70_6731;
