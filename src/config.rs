@@ -18,6 +18,7 @@
 //! | `_APP_ACME_CHALLENGE_ADDRESS` | `[::]:80` | where the HTTP-01 listener binds; `off` when the embedding server answers challenges itself |
 //! | `_APP_CERTIFICATES_PATH` | `./certificates` | the folder of the default file store |
 //! | `_APP_CERTIFICATES_CONCURRENCY` | `8` | certificates issued at once in a cycle |
+//! | `_APP_CERTIFICATES_DATABASE_URL` | unset | a PostgreSQL or MariaDB URL: the store a cluster shares, instead of the file store |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ const TIMEOUT_VAR: &str = "_APP_ACME_TIMEOUT";
 const CHALLENGE_VAR: &str = "_APP_ACME_CHALLENGE_ADDRESS";
 const PATH_VAR: &str = "_APP_CERTIFICATES_PATH";
 const CONCURRENCY_VAR: &str = "_APP_CERTIFICATES_CONCURRENCY";
+const DATABASE_VAR: &str = "_APP_CERTIFICATES_DATABASE_URL";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -95,6 +97,9 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Certificates issued at once (`_APP_CERTIFICATES_CONCURRENCY`).
     pub concurrency: usize,
+    /// The database of a cluster's shared store, instead of the file store
+    /// (`_APP_CERTIFICATES_DATABASE_URL`).
+    pub database_url: Option<DatabaseUrl>,
 }
 
 impl Config {
@@ -190,6 +195,7 @@ impl Config {
                     };
                 }
                 PATH_VAR => b.config.store_path = PathBuf::from(v),
+                DATABASE_VAR => b.config.database_url = Some(DatabaseUrl::parse(&name, v)?),
                 CONCURRENCY_VAR => {
                     b.config.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
@@ -243,9 +249,153 @@ impl Config {
                 challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
                 store_path: PathBuf::from("./certificates"),
                 concurrency: 8,
+                database_url: None,
             },
             keys: BTreeMap::new(),
         }
+    }
+}
+
+/// Which database a [`DatabaseUrl`] names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DatabaseKind {
+    /// PostgreSQL (`postgres://`, `postgresql://`), for
+    /// [`PostgresStore`](crate::store::PostgresStore) (feature `postgres`).
+    Postgres,
+    /// MariaDB or MySQL (`mysql://`, `mariadb://`), for
+    /// [`MySqlStore`](crate::store::MySqlStore) (feature `mysql`).
+    MySql,
+}
+
+/// The URL of a cluster's database (`_APP_CERTIFICATES_DATABASE_URL`):
+/// `postgres://user:password@host:5432/db` or `mysql://user:password@host/db`.
+///
+/// Checked when read: the scheme must name a database whose store this build
+/// has (features `postgres`, `mysql`). `Debug` and `Display` hide the
+/// password.
+///
+/// ```
+/// use certkeeper::config::{DatabaseKind, DatabaseUrl};
+/// # #[cfg(feature = "postgres")] {
+/// let url = DatabaseUrl::parse("_APP_CERTIFICATES_DATABASE_URL", "postgres://app:s3cret@db/certs")?;
+/// assert_eq!(url.kind(), DatabaseKind::Postgres);
+/// assert_eq!(url.to_string(), "postgres://app:***@db/certs");
+/// # }
+/// # Ok::<(), certkeeper::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    url: Zeroizing<String>,
+    kind: DatabaseKind,
+}
+
+impl DatabaseUrl {
+    /// Checks `url`; an [`Error::Config`] naming `setting` (never the
+    /// password) when it is not a URL of a database this build can use.
+    pub fn parse(setting: &str, url: &str) -> Result<Self> {
+        let url = url.trim();
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        let kind = match scheme.map(str::to_ascii_lowercase).as_deref() {
+            Some("postgres" | "postgresql") => DatabaseKind::Postgres,
+            Some("mysql" | "mariadb") => DatabaseKind::MySql,
+            _ => {
+                return Err(Error::config(
+                    setting,
+                    "not a postgres://, postgresql://, mysql:// or mariadb:// URL",
+                ))
+            }
+        };
+        let compiled = match kind {
+            DatabaseKind::Postgres => cfg!(feature = "postgres"),
+            DatabaseKind::MySql => cfg!(feature = "mysql"),
+        };
+        if !compiled {
+            let feature = match kind {
+                DatabaseKind::Postgres => "postgres",
+                DatabaseKind::MySql => "mysql",
+            };
+            return Err(Error::config(
+                setting,
+                format!("this build has no store for that database; enable certkeeper's `{feature}` feature"),
+            ));
+        }
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::config(
+                setting,
+                "the URL contains spaces or control characters",
+            ));
+        }
+        Ok(Self {
+            url: Zeroizing::new(url.to_owned()),
+            kind,
+        })
+    }
+
+    /// The database it names.
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// The URL itself, password included: for connecting only, never for logs.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// Connects the store this URL names, with its migrations applied.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub async fn connect(&self) -> Result<std::sync::Arc<dyn crate::store::CertStore>> {
+        match self.kind {
+            #[cfg(feature = "postgres")]
+            DatabaseKind::Postgres => Ok(std::sync::Arc::new(
+                crate::store::PostgresStore::connect(&self.url).await?,
+            )),
+            #[cfg(feature = "mysql")]
+            DatabaseKind::MySql => {
+                // sqlx names MariaDB `mysql`.
+                let url = match self.url.split_once("://") {
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => {
+                        Zeroizing::new(format!("mysql://{rest}"))
+                    }
+                    _ => self.url.clone(),
+                };
+                Ok(std::sync::Arc::new(
+                    crate::store::MySqlStore::connect(&url).await?,
+                ))
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::config(
+                DATABASE_VAR,
+                "this build has no store for that database",
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    /// The URL with its password replaced by `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return f.write_str("***");
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                if userinfo.contains(':') {
+                    write!(f, "{scheme}://{user}:***@{host}{path}")
+                } else {
+                    write!(f, "{scheme}://{user}@{host}{path}")
+                }
+            }
+            None => write!(f, "{scheme}://{authority}{path}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
     }
 }
 
@@ -352,6 +502,12 @@ impl ConfigBuilder {
     /// The file store's folder.
     pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config.store_path = path.into();
+        self
+    }
+
+    /// The database of a cluster's shared store (see [`DatabaseUrl`]).
+    pub fn database_url(mut self, url: DatabaseUrl) -> Self {
+        self.config.database_url = Some(url);
         self
     }
 
@@ -645,6 +801,40 @@ mod tests {
                 assert_eq!(c.security_email, user, "{address:?}");
                 assert!(listed.unwrap().console_whitelist_emails.contains(address));
             }
+        }
+    }
+
+    #[test]
+    fn a_database_url_is_checked_and_never_shows_its_password() {
+        for bad in ["sqlite://x.db", "db.internal", "postgres//x"] {
+            let err = Config::from_vars([("_APP_CERTIFICATES_DATABASE_URL", bad)]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == "_APP_CERTIFICATES_DATABASE_URL"),
+                "{bad}: {err}"
+            );
+        }
+        let c = Config::from_vars([(
+            "_APP_CERTIFICATES_DATABASE_URL",
+            "postgres://app:hunter2-secret@db.internal:5432/certs",
+        )]);
+        if cfg!(feature = "postgres") {
+            let c = c.unwrap();
+            let url = c.database_url.as_ref().unwrap();
+            assert_eq!(url.kind(), DatabaseKind::Postgres);
+            assert_eq!(url.to_string(), "postgres://app:***@db.internal:5432/certs");
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(url.expose().contains("hunter2"));
+        } else {
+            let err = c.unwrap_err();
+            assert!(err.to_string().contains("`postgres` feature"), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        if cfg!(feature = "mysql") {
+            let c =
+                Config::from_vars([("_APP_CERTIFICATES_DATABASE_URL", "mariadb://root@db/certs")])
+                    .unwrap();
+            assert_eq!(c.database_url.unwrap().kind(), DatabaseKind::MySql);
         }
     }
 }

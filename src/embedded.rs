@@ -11,7 +11,8 @@ use crate::store::{CertStore, FileStore};
 use crate::{CertResolver, Config, Error, Renewer, Result};
 
 /// The default parts built from a [`Config`]: a [`FileStore`] in
-/// `_APP_CERTIFICATES_PATH`, a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
+/// `_APP_CERTIFICATES_PATH` (or, with `_APP_CERTIFICATES_DATABASE_URL`, the
+/// cluster's PostgreSQL or MariaDB store), a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
 /// when the ACME issuer is in use, unless that is `off`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
@@ -51,7 +52,22 @@ impl Embedded {
     /// setting at fault (a weak key in production, a port that cannot be
     /// bound, an unreadable store folder ...).
     pub async fn start(config: Config) -> Result<Self> {
-        let store: Arc<dyn CertStore> = Arc::new(FileStore::open(&config.store_path).await?);
+        let store: Arc<dyn CertStore> = match &config.database_url {
+            None => Arc::new(FileStore::open(&config.store_path).await?),
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            Some(url) => {
+                tracing::info!(database = %url, "using the cluster's database as the store");
+                url.connect().await?
+            }
+            // Config refuses a database URL this build has no store for.
+            #[cfg(not(any(feature = "postgres", feature = "mysql")))]
+            Some(_) => {
+                return Err(Error::config(
+                    "_APP_CERTIFICATES_DATABASE_URL",
+                    "this build has no SQL store",
+                ))
+            }
+        };
         let keyring = Arc::new(config.keyring()?);
         // Answers kept in the store too, so any instance sharing it can answer the CA.
         let solver = Http01Solver::new().with_store(store.clone());

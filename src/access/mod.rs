@@ -18,6 +18,8 @@ mod client_ip;
 mod console;
 mod password;
 mod throttle;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod throttle_sql;
 mod whitelist;
 
 pub use crate::email::normalize_email;

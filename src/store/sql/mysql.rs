@@ -1,0 +1,781 @@
+//! [`MySqlStore`]: the store in a MariaDB or MySQL database.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{Executor, MySql, Transaction};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+use super::{
+    attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
+    db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
+    from_column_version, hex, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
+    DueBind, DuePlan, Migration, Retention, MIN_DATE,
+};
+use crate::store::keys::{check_key, check_token, next_version};
+use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
+use crate::{Domain, Error, Result};
+
+const STORE: &str = "mysql";
+
+/// The embedded migrations, in order.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "certificates, accounts, meta, leases, challenges and the change feed",
+        sql: include_str!("../../../migrations/mysql/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "the console's login throttle",
+        sql: include_str!("../../../migrations/mysql/0002_login_throttle.sql"),
+    },
+];
+
+/// How long a starting instance waits for another one's migrations.
+const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
+
+/// A [`CertStore`] in MariaDB or MySQL, shared by every instance that
+/// connects to the same database. The statements are written for MariaDB
+/// 10.5 or later and MySQL 8.0 or later; the tests run on MariaDB 10.11.
+///
+/// The schema, the migrations and what the store guarantees are described
+/// in the [module documentation](super). Clones share one connection pool.
+///
+/// ```no_run
+/// use certkeeper::store::{CertStore, MySqlStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> certkeeper::Result<()> {
+/// let store = MySqlStore::connect("mysql://certkeeper@db.internal/app").await?;
+/// let due = store.due(time::OffsetDateTime::now_utc(), 5, 200).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    retention: Retention,
+}
+
+/// A date as a `DATETIME(6)` column keeps it: UTC without offset.
+fn datetime(date: OffsetDateTime) -> PrimitiveDateTime {
+    let utc = date.to_offset(UtcOffset::UTC);
+    PrimitiveDateTime::new(utc.date(), utc.time())
+}
+
+/// A name read from an ASCII, binary-collated column (which sqlx reads as
+/// bytes).
+fn ascii(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::Corrupt {
+        key: String::from_utf8_lossy(e.as_bytes())
+            .chars()
+            .take(256)
+            .collect(),
+        reason: "a stored name is not ASCII".into(),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+impl MySqlStore {
+    /// Connects a pool of up to 10 connections to `url`
+    /// (`mysql://user:password@host:port/database`, see the
+    /// [module documentation](super)) and applies the migrations this
+    /// version needs.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .map_err(|e| db_error(STORE, "could not connect", e))?;
+        Self::from_pool(pool).await
+    }
+
+    /// A store over an existing pool (whose connections name a database);
+    /// applies the migrations this version needs.
+    pub async fn from_pool(pool: MySqlPool) -> Result<Self> {
+        migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            retention: Retention::DEFAULT,
+        })
+    }
+
+    /// Keeps the newest `changes` changes (at least 1) and every change
+    /// younger than `age` (at least a second) in the change feed, instead of
+    /// 100,000 and a day. A reader further behind gets
+    /// [`Changes::reset`].
+    pub fn with_change_retention(mut self, changes: u64, age: Duration) -> Self {
+        self.retention = Retention::new(changes, age);
+        self
+    }
+
+    /// The statement [`due`](CertStore::due) runs for `max_attempts` (1 or
+    /// more), to `EXPLAIN` it on a database: up to 16, one index range per
+    /// attempt count below `max_attempts`, merged; above, the plain range
+    /// query `due` falls back to when more than 16 counts below
+    /// `max_attempts` are stored (with fewer, it merges one range per stored
+    /// count). Its parameters are `?`: per attempt count the `now` then
+    /// the limit, then the limit again (the plain statement: `max_attempts`,
+    /// the `now`, the limit).
+    pub fn due_statement(max_attempts: u32) -> String {
+        DuePlan::shown(max_attempts).sql(false)
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    async fn stored_version(&self, table_query: &'static str, key: &str) -> Result<u64> {
+        let found: Option<i64> = sqlx::query_scalar(table_query)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "reading a version", e))?;
+        found.map_or(Ok(0), |v| from_column_version(key, v))
+    }
+
+    async fn try_save(&self, record: &CertRecord, version: u64, json: &str) -> Result<u64> {
+        let domain = record.domain.as_str();
+        let renew_date = datetime(column_date(STORE, domain, record.renew_date)?);
+        let expected = to_column_version(STORE, domain, record.version)?;
+        let new = to_column_version(STORE, domain, version)?;
+        let mut tx = self.begin().await?;
+        let written = if expected == 0 {
+            let inserted = sqlx::query(
+                "INSERT INTO certkeeper_certificates (domain, version, renew_date, attempts, record) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(domain)
+            .bind(new)
+            .bind(renew_date)
+            .bind(i64::from(record.attempts))
+            .bind(json)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(done) => done.rows_affected(),
+                Err(e) if is_unique_violation(&e) => 0,
+                Err(e) => return Err(db_error(STORE, "saving a record", e)),
+            }
+        } else {
+            // The version changes, so a matched row is a changed row.
+            sqlx::query(
+                "UPDATE certkeeper_certificates \
+                 SET version = ?, renew_date = ?, attempts = ?, record = ? \
+                 WHERE domain = ? AND version = ?",
+            )
+            .bind(new)
+            .bind(renew_date)
+            .bind(i64::from(record.attempts))
+            .bind(json)
+            .bind(domain)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "saving a record", e))?
+            .rows_affected()
+        };
+        if written == 0 {
+            rollback(tx).await?;
+            return Err(Error::Conflict {
+                key: domain.to_owned(),
+                expected: record.version,
+                found: self
+                    .stored_version(
+                        "SELECT version FROM certkeeper_certificates WHERE domain = ?",
+                        domain,
+                    )
+                    .await?,
+            });
+        }
+        self.record_change(&mut tx, domain, false).await?;
+        commit(tx).await?;
+        Ok(version)
+    }
+
+    async fn try_delete(&self, domain: &Domain) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_certificates WHERE domain = ?")
+            .bind(domain.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a record", e))?
+            .rows_affected();
+        if deleted == 0 {
+            rollback(tx).await?;
+            return Ok(false);
+        }
+        self.record_change(&mut tx, domain.as_str(), true).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn try_save_account(
+        &self,
+        record: &AccountRecord,
+        version: u64,
+        json: &str,
+    ) -> Result<u64> {
+        let id = record.id.as_str();
+        let expected = to_column_version(STORE, id, record.version)?;
+        let new = to_column_version(STORE, id, version)?;
+        let written = if expected == 0 {
+            let inserted = sqlx::query(
+                "INSERT INTO certkeeper_accounts (id, version, record) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(new)
+            .bind(json)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(done) => done.rows_affected(),
+                Err(e) if is_unique_violation(&e) => 0,
+                Err(e) => return Err(db_error(STORE, "saving an account", e)),
+            }
+        } else {
+            sqlx::query(
+                "UPDATE certkeeper_accounts SET version = ?, record = ? \
+                 WHERE id = ? AND version = ?",
+            )
+            .bind(new)
+            .bind(json)
+            .bind(id)
+            .bind(expected)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "saving an account", e))?
+            .rows_affected()
+        };
+        if written == 0 {
+            return Err(Error::Conflict {
+                key: id.to_owned(),
+                expected: record.version,
+                found: self
+                    .stored_version("SELECT version FROM certkeeper_accounts WHERE id = ?", id)
+                    .await?,
+            });
+        }
+        Ok(version)
+    }
+
+    async fn try_put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let failed = |e| db_error(STORE, "writing a setting", e);
+        let mut tx = self.begin().await?;
+        // Inserts, or locks the row in force without changing it; the read
+        // under that lock answers with the value in force.
+        sqlx::query(
+            "INSERT INTO certkeeper_meta (name, value) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE value = value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        let value: String =
+            sqlx::query_scalar("SELECT value FROM certkeeper_meta WHERE name = ? FOR UPDATE")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed)?;
+        commit(tx).await?;
+        Ok(value)
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: PrimitiveDateTime,
+        expires_at: PrimitiveDateTime,
+    ) -> Result<bool> {
+        let failed = |e| db_error(STORE, "acquiring a lease", e);
+        let mut tx = self.begin().await?;
+        // One statement takes the lease when it is free, expired or ours.
+        // Both conditions read the row as it was: `holder` is assigned
+        // first, and once it is ours the second test is true as well, so
+        // the statement means the same whether the server assigns left to
+        // right (MySQL's default) or all at once (MariaDB's
+        // SIMULTANEOUS_ASSIGNMENT).
+        sqlx::query(
+            "INSERT INTO certkeeper_leases (name, holder, expires_at) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE \
+             holder = IF(holder = VALUES(holder) OR expires_at <= ?, VALUES(holder), holder), \
+             expires_at = IF(holder = VALUES(holder) OR expires_at <= ?, \
+                             VALUES(expires_at), expires_at)",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(expires_at)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        // sqlx connects with CLIENT_FOUND_ROWS, under which an untouched
+        // existing row and an inserted one both count 1 affected row: the
+        // grant is read back under the row lock the upsert holds instead.
+        let current: Vec<u8> =
+            sqlx::query_scalar("SELECT holder FROM certkeeper_leases WHERE name = ? FOR UPDATE")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(failed)?;
+        commit(tx).await?;
+        Ok(current == holder.as_bytes())
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, MySql>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| db_error(STORE, "could not start a transaction", e))
+    }
+
+    /// Writes the change-feed row of a save or delete in its transaction,
+    /// and prunes what the retention no longer keeps. The counter row stays
+    /// locked until the transaction ends, so changes commit in order.
+    async fn record_change(
+        &self,
+        tx: &mut Transaction<'static, MySql>,
+        domain: &str,
+        deleted: bool,
+    ) -> Result<()> {
+        let failed = |e| db_error(STORE, "writing the change feed", e);
+        let seq = sqlx::query(
+            "UPDATE certkeeper_change_seq SET last_seq = LAST_INSERT_ID(last_seq + 1) WHERE id = 1",
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(failed)?
+        .last_insert_id();
+        let seq = i64::try_from(seq)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| Error::store(STORE, "the change counter is missing"))?;
+        sqlx::query(
+            "INSERT INTO certkeeper_changes (seq, domain, deleted, changed_at) \
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6))",
+        )
+        .bind(seq)
+        .bind(domain)
+        .bind(deleted)
+        .execute(&mut **tx)
+        .await
+        .map_err(failed)?;
+        let too_old: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(seq), 0) AS SIGNED) FROM certkeeper_changes \
+             WHERE changed_at < UTC_TIMESTAMP(6) - INTERVAL ? SECOND",
+        )
+        .bind(self.retention.age_secs)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(failed)?;
+        let cut = self.retention.cut(seq, too_old);
+        if cut > 0 {
+            sqlx::query("DELETE FROM certkeeper_changes WHERE seq <= ?")
+                .bind(cut)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| db_error(STORE, "pruning the change feed", e))?;
+        }
+        Ok(())
+    }
+}
+
+async fn rollback(tx: Transaction<'static, MySql>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
+}
+
+async fn commit(tx: Transaction<'static, MySql>) -> Result<()> {
+    tx.commit()
+        .await
+        .map_err(|e| db_error(STORE, "could not commit", e))
+}
+
+/// Applies the pending migrations while holding a named lock for this
+/// database, so that instances starting together migrate one at a time.
+async fn migrate(pool: &MySqlPool) -> Result<()> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| db_error(STORE, "could not migrate", e))?;
+    let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error(STORE, "could not read the database name", e))?;
+    let database = database.ok_or_else(|| {
+        Error::store(
+            STORE,
+            "the connection URL names no database (mysql://host/database)",
+        )
+    })?;
+    // Lock names are server-wide and at most 64 characters.
+    let lock = format!(
+        "certkeeper-migrate-{}",
+        &hex(&Sha256::digest(database.as_bytes()))[..32]
+    );
+    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&lock)
+        .bind(MIGRATION_LOCK_WAIT_SECS)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| db_error(STORE, "could not take the migration lock", e))?;
+    if locked != Some(1) {
+        return Err(Error::store(
+            STORE,
+            format!(
+                "another instance held the migration lock for {MIGRATION_LOCK_WAIT_SECS} seconds"
+            ),
+        ));
+    }
+    let applied = apply_migrations(&mut conn).await;
+    let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(&lock)
+        .execute(&mut *conn)
+        .await;
+    if released.is_err() {
+        // Closing the connection frees the lock for certain.
+        conn.close_on_drop();
+    }
+    applied
+}
+
+async fn apply_migrations(conn: &mut MySqlConnection) -> Result<()> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS certkeeper_migrations (
+             version BIGINT NOT NULL,
+             description VARCHAR(255) NOT NULL,
+             checksum CHAR(64) CHARACTER SET ascii NOT NULL,
+             applied_at DATETIME(6) NOT NULL,
+             PRIMARY KEY (version)
+         ) ENGINE = InnoDB",
+    )
+    .await
+    .map_err(|e| db_error(STORE, "could not create the migrations table", e))?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, checksum FROM certkeeper_migrations")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| db_error(STORE, "could not read the migrations applied", e))?;
+    for migration in pending(STORE, MIGRATIONS, &applied)? {
+        // DDL commits on its own in MySQL: every statement of a migration
+        // can run again, and the migration is recorded once it all ran.
+        (&mut *conn)
+            .execute(sqlx::raw_sql(migration.sql))
+            .await
+            .map_err(|e| db_error(STORE, &format!("migration {} failed", migration.version), e))?;
+        sqlx::query(
+            "INSERT INTO certkeeper_migrations (version, description, checksum, applied_at) \
+             VALUES (?, ?, ?, UTC_TIMESTAMP(6))",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(migration.checksum())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_error(STORE, "could not record a migration", e))?;
+        tracing::info!(
+            store = STORE,
+            version = migration.version,
+            "migration applied"
+        );
+    }
+    Ok(())
+}
+
+impl fmt::Debug for MySqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the pool's options: they hold the password.
+        f.debug_struct("MySqlStore")
+            .field("connections", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl CertStore for MySqlStore {
+    async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, record FROM certkeeper_certificates WHERE domain = ?")
+                .bind(domain.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "loading a record", e))?;
+        row.map(|(version, json)| decode_record(domain.as_str(), version, &json))
+            .transpose()
+    }
+
+    async fn save(&self, record: &CertRecord) -> Result<u64> {
+        let version = next_version(STORE, record.domain.as_str(), record.version)?;
+        let json = encode_record(STORE, record, version)?;
+        retry_transient(|| self.try_save(record, version, &json)).await
+    }
+
+    async fn delete(&self, domain: &Domain) -> Result<bool> {
+        retry_transient(|| self.try_delete(domain)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Domain>> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT domain FROM certkeeper_certificates ORDER BY domain")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "listing records", e))?;
+        rows.into_iter()
+            .map(|d| column_domain(&ascii(d)?))
+            .collect()
+    }
+
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>> {
+        if max_attempts == 0 || limit == 0 || now < MIN_DATE {
+            return Ok(Vec::new());
+        }
+        let plan = match DuePlan::for_max_attempts(max_attempts) {
+            Some(plan) => plan,
+            None => {
+                let counts: Vec<i64> = sqlx::query_scalar(attempt_counts_sql(false))
+                    .bind(i64::from(max_attempts))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error(STORE, "listing due records", e))?;
+                DuePlan::from_counts(attempt_counts(counts)?)
+            }
+        };
+        if plan == DuePlan::Lanes(Vec::new()) {
+            return Ok(Vec::new());
+        }
+        let sql = plan.sql(false);
+        let now = datetime(clamp_date(now));
+        let limit = sql_limit(limit);
+        let mut query = sqlx::query_as::<_, (Vec<u8>, i64, OffsetDateTime, i64)>(&sql);
+        for bind in plan.binds() {
+            query = match bind {
+                DueBind::Now => query.bind(now),
+                DueBind::Limit => query.bind(limit),
+                DueBind::MaxAttempts => query.bind(i64::from(max_attempts)),
+            };
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "listing due records", e))?;
+        rows.into_iter()
+            .map(|(domain, version, renew_date, attempts)| {
+                let domain = ascii(domain)?;
+                Ok(DueEntry {
+                    version: from_column_version(&domain, version)?,
+                    attempts: from_column_attempts(&domain, attempts)?,
+                    domain: column_domain(&domain)?,
+                    renew_date,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+        check_key("account id", id)?;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, record FROM certkeeper_accounts WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "loading an account", e))?;
+        row.map(|(version, json)| decode_account(id, version, &json))
+            .transpose()
+    }
+
+    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        check_key("account id", &record.id)?;
+        let version = next_version(STORE, &record.id, record.version)?;
+        let json = encode_account(STORE, record, version)?;
+        self.try_save_account(record, version, &json).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT id FROM certkeeper_accounts ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "listing accounts", e))?;
+        rows.into_iter().map(ascii).collect()
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        check_key("meta key", key)?;
+        sqlx::query_scalar("SELECT value FROM certkeeper_meta WHERE name = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "reading a setting", e))
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        check_key("meta key", key)?;
+        retry_transient(|| self.try_put_meta_if_absent(key, value)).await
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        check_key("account id", id)?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_accounts WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting an account", e))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_key("meta key", key)?;
+        sqlx::query(
+            "INSERT INTO certkeeper_meta (name, value) VALUES (?, ?) \
+             ON DUPLICATE KEY UPDATE value = VALUES(value)",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "writing a setting", e))?;
+        Ok(())
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_key("meta key", key)?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_meta WHERE name = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a setting", e))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<bool> {
+        check_key("lease name", name)?;
+        check_key("lease holder", holder)?;
+        let expires_at = datetime(lease_expiry(now, ttl));
+        let now = datetime(clamp_date(now));
+        retry_transient(|| self.try_acquire_lease(name, holder, now, expires_at)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_key("lease name", name)?;
+        let released = sqlx::query("DELETE FROM certkeeper_leases WHERE name = ? AND holder = ?")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "releasing a lease", e))?
+            .rows_affected();
+        Ok(released > 0)
+    }
+
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        check_token(token)?;
+        sqlx::query(
+            "INSERT INTO certkeeper_challenges (token, key_authorization, expires_at) \
+             VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+             key_authorization = VALUES(key_authorization), expires_at = VALUES(expires_at)",
+        )
+        .bind(token)
+        .bind(key_authorization)
+        .bind(datetime(clamp_date(expires_at)))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "storing a challenge answer", e))?;
+        Ok(())
+    }
+
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        check_token(token)?;
+        let failed = |e| db_error(STORE, "reading a challenge answer", e);
+        let now = datetime(clamp_date(now));
+        // Expired answers go as they are met, so the table stays small.
+        sqlx::query("DELETE FROM certkeeper_challenges WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(failed)?;
+        sqlx::query_scalar(
+            "SELECT key_authorization FROM certkeeper_challenges \
+             WHERE token = ? AND expires_at > ?",
+        )
+        .bind(token)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(failed)
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        check_token(token)?;
+        sqlx::query("DELETE FROM certkeeper_challenges WHERE token = ?")
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a challenge answer", e))?;
+        Ok(())
+    }
+
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        let failed = |e| db_error(STORE, "reading the change feed", e);
+        let rows: Vec<(i64, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT seq, domain, deleted FROM certkeeper_changes \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        // Read after the rows: if nothing after `cursor` was pruned by now,
+        // nothing was pruned before the rows were read either.
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(seq), MAX(seq) FROM certkeeper_changes")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(failed)?;
+        let changes = rows
+            .into_iter()
+            .map(|(seq, domain, deleted)| {
+                let domain = ascii(domain)?;
+                Ok(Change {
+                    seq: from_column_version(&domain, seq)?,
+                    domain: column_domain(&domain)?,
+                    deleted,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seq = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        Ok(changes_answer(cursor, changes, seq(oldest), seq(newest)))
+    }
+}

@@ -1,0 +1,621 @@
+//! [`PostgresStore`]: the store in a PostgreSQL database.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres, Transaction};
+use time::OffsetDateTime;
+
+use super::{
+    attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
+    db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
+    from_column_version, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
+    DuePlan, Migration, Retention, MIN_DATE,
+};
+use crate::store::keys::{check_key, check_token, next_version};
+use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
+use crate::{Domain, Error, Result};
+
+const STORE: &str = "postgres";
+
+/// The embedded migrations, in order.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "certificates, accounts, meta, leases, challenges and the change feed",
+        sql: include_str!("../../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "the console's login throttle",
+        sql: include_str!("../../../migrations/postgres/0002_login_throttle.sql"),
+    },
+];
+
+/// The advisory lock the migrator holds (per database): "certkpg1".
+const MIGRATION_LOCK: i64 = 0x6365_7274_6b70_6731;
+
+/// A [`CertStore`] in PostgreSQL, shared by every instance that connects to
+/// the same database and schema. The schema needs PostgreSQL 11 or later
+/// (covering indexes); the tests run on PostgreSQL 15.
+///
+/// The schema, the migrations and what the store guarantees are described
+/// in the [module documentation](super). Clones share one connection pool.
+///
+/// ```no_run
+/// use certkeeper::store::{CertStore, PostgresStore};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> certkeeper::Result<()> {
+/// let store = PostgresStore::connect("postgres://certkeeper@db.internal/app").await?;
+/// let due = store.due(time::OffsetDateTime::now_utc(), 5, 200).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    retention: Retention,
+}
+
+impl PostgresStore {
+    /// Connects a pool of up to 10 connections to `url`
+    /// (`postgres://user:password@host:port/database`, see the
+    /// [module documentation](super)) and applies the migrations this
+    /// version needs.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await
+            .map_err(|e| db_error(STORE, "could not connect", e))?;
+        Self::from_pool(pool).await
+    }
+
+    /// A store over an existing pool; applies the migrations this version
+    /// needs. The pool's connections must all see the same `search_path`.
+    pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            retention: Retention::DEFAULT,
+        })
+    }
+
+    /// Keeps the newest `changes` changes (at least 1) and every change
+    /// younger than `age` (at least a second) in the change feed, instead of
+    /// 100,000 and a day. A reader further behind gets
+    /// [`Changes::reset`].
+    pub fn with_change_retention(mut self, changes: u64, age: Duration) -> Self {
+        self.retention = Retention::new(changes, age);
+        self
+    }
+
+    /// The statement [`due`](CertStore::due) runs for `max_attempts` (1 or
+    /// more), to `EXPLAIN` it on a database: up to 16, one index range per
+    /// attempt count below `max_attempts`, merged; above, the plain range
+    /// query `due` falls back to when more than 16 counts below
+    /// `max_attempts` are stored (with fewer, it merges one range per stored
+    /// count). Its parameters are `$1` the `now`, `$2` the limit and, in
+    /// the plain statement, `$3` `max_attempts`.
+    pub fn due_statement(max_attempts: u32) -> String {
+        DuePlan::shown(max_attempts).sql(true)
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn stored_version(&self, domain: &str) -> Result<u64> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM certkeeper_certificates WHERE domain = $1")
+                .bind(domain)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "reading a version", e))?;
+        found.map_or(Ok(0), |v| from_column_version(domain, v))
+    }
+
+    async fn stored_account_version(&self, id: &str) -> Result<u64> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM certkeeper_accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "reading a version", e))?;
+        found.map_or(Ok(0), |v| from_column_version(id, v))
+    }
+
+    async fn try_save(&self, record: &CertRecord, version: u64, json: &str) -> Result<u64> {
+        let domain = record.domain.as_str();
+        let renew_date = column_date(STORE, domain, record.renew_date)?;
+        let expected = to_column_version(STORE, domain, record.version)?;
+        let new = to_column_version(STORE, domain, version)?;
+        let mut tx = self.begin().await?;
+        let mut query = sqlx::query(if expected == 0 {
+            "INSERT INTO certkeeper_certificates (domain, version, renew_date, attempts, record) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (domain) DO NOTHING"
+        } else {
+            "UPDATE certkeeper_certificates \
+             SET version = $2, renew_date = $3, attempts = $4, record = $5 \
+             WHERE domain = $1 AND version = $6"
+        })
+        .bind(domain)
+        .bind(new)
+        .bind(renew_date)
+        .bind(i64::from(record.attempts))
+        .bind(json);
+        if expected != 0 {
+            query = query.bind(expected);
+        }
+        let written = query
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "saving a record", e))?
+            .rows_affected();
+        if written == 0 {
+            rollback(tx).await?;
+            return Err(Error::Conflict {
+                key: domain.to_owned(),
+                expected: record.version,
+                found: self.stored_version(domain).await?,
+            });
+        }
+        self.record_change(&mut tx, domain, false).await?;
+        commit(tx).await?;
+        Ok(version)
+    }
+
+    async fn try_delete(&self, domain: &Domain) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_certificates WHERE domain = $1")
+            .bind(domain.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a record", e))?
+            .rows_affected();
+        if deleted == 0 {
+            rollback(tx).await?;
+            return Ok(false);
+        }
+        self.record_change(&mut tx, domain.as_str(), true).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool
+            .begin()
+            .await
+            .map_err(|e| db_error(STORE, "could not start a transaction", e))
+    }
+
+    /// Writes the change-feed row of a save or delete in its transaction,
+    /// and prunes what the retention no longer keeps. The counter row stays
+    /// locked until the transaction ends, so changes commit in order.
+    async fn record_change(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        domain: &str,
+        deleted: bool,
+    ) -> Result<()> {
+        let (seq, too_old): (i64, i64) = sqlx::query_as(
+            "WITH next AS (
+                 UPDATE certkeeper_change_seq SET last_seq = last_seq + 1 WHERE id = 1
+                 RETURNING last_seq
+             ), written AS (
+                 INSERT INTO certkeeper_changes (seq, domain, deleted, changed_at)
+                 SELECT last_seq, $1, $2, clock_timestamp() FROM next
+                 RETURNING seq
+             )
+             SELECT (SELECT seq FROM written),
+                    (SELECT COALESCE(MAX(seq), 0) FROM certkeeper_changes
+                     WHERE changed_at < clock_timestamp() - make_interval(secs => $3))",
+        )
+        .bind(domain)
+        .bind(deleted)
+        .bind(self.retention.age_secs as f64)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| db_error(STORE, "writing the change feed", e))?;
+        let cut = self.retention.cut(seq, too_old);
+        if cut > 0 {
+            sqlx::query("DELETE FROM certkeeper_changes WHERE seq <= $1")
+                .bind(cut)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| db_error(STORE, "pruning the change feed", e))?;
+        }
+        Ok(())
+    }
+}
+
+async fn rollback(tx: Transaction<'static, Postgres>) -> Result<()> {
+    tx.rollback()
+        .await
+        .map_err(|e| db_error(STORE, "could not roll back", e))
+}
+
+async fn commit(tx: Transaction<'static, Postgres>) -> Result<()> {
+    tx.commit()
+        .await
+        .map_err(|e| db_error(STORE, "could not commit", e))
+}
+
+/// Applies the pending migrations in one transaction under the advisory lock.
+async fn migrate(pool: &PgPool) -> Result<()> {
+    retry_transient(|| migrate_once(pool)).await
+}
+
+async fn migrate_once(pool: &PgPool) -> Result<()> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| db_error(STORE, "could not migrate", e))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(STORE, "could not take the migration lock", e))?;
+    (&mut *tx)
+        .execute(
+            "CREATE TABLE IF NOT EXISTS certkeeper_migrations (
+                 version BIGINT PRIMARY KEY,
+                 description TEXT NOT NULL,
+                 checksum TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(|e| db_error(STORE, "could not create the migrations table", e))?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, checksum FROM certkeeper_migrations")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "could not read the migrations applied", e))?;
+    for migration in pending(STORE, MIGRATIONS, &applied)? {
+        (&mut *tx)
+            .execute(sqlx::raw_sql(migration.sql))
+            .await
+            .map_err(|e| db_error(STORE, &format!("migration {} failed", migration.version), e))?;
+        sqlx::query(
+            "INSERT INTO certkeeper_migrations (version, description, checksum) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(migration.version)
+        .bind(migration.description)
+        .bind(migration.checksum())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db_error(STORE, "could not record a migration", e))?;
+        tracing::info!(
+            store = STORE,
+            version = migration.version,
+            "migration applied"
+        );
+    }
+    commit(tx).await
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the pool's options: they hold the password.
+        f.debug_struct("PostgresStore")
+            .field("connections", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl CertStore for PostgresStore {
+    async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, record FROM certkeeper_certificates WHERE domain = $1")
+                .bind(domain.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "loading a record", e))?;
+        row.map(|(version, json)| decode_record(domain.as_str(), version, &json))
+            .transpose()
+    }
+
+    async fn save(&self, record: &CertRecord) -> Result<u64> {
+        let version = next_version(STORE, record.domain.as_str(), record.version)?;
+        let json = encode_record(STORE, record, version)?;
+        retry_transient(|| self.try_save(record, version, &json)).await
+    }
+
+    async fn delete(&self, domain: &Domain) -> Result<bool> {
+        retry_transient(|| self.try_delete(domain)).await
+    }
+
+    async fn list(&self) -> Result<Vec<Domain>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT domain FROM certkeeper_certificates ORDER BY domain")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "listing records", e))?;
+        rows.iter().map(|d| column_domain(d)).collect()
+    }
+
+    async fn due(
+        &self,
+        now: OffsetDateTime,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>> {
+        if max_attempts == 0 || limit == 0 || now < MIN_DATE {
+            return Ok(Vec::new());
+        }
+        let plan = match DuePlan::for_max_attempts(max_attempts) {
+            Some(plan) => plan,
+            None => {
+                let counts: Vec<i64> = sqlx::query_scalar(attempt_counts_sql(true))
+                    .bind(i64::from(max_attempts))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| db_error(STORE, "listing due records", e))?;
+                DuePlan::from_counts(attempt_counts(counts)?)
+            }
+        };
+        if plan == DuePlan::Lanes(Vec::new()) {
+            return Ok(Vec::new());
+        }
+        let sql = plan.sql(true);
+        let mut query = sqlx::query_as::<_, (String, i64, OffsetDateTime, i64)>(&sql)
+            .bind(clamp_date(now))
+            .bind(sql_limit(limit));
+        if plan == DuePlan::Plain {
+            query = query.bind(i64::from(max_attempts));
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "listing due records", e))?;
+        rows.into_iter()
+            .map(|(domain, version, renew_date, attempts)| {
+                Ok(DueEntry {
+                    version: from_column_version(&domain, version)?,
+                    attempts: from_column_attempts(&domain, attempts)?,
+                    domain: column_domain(&domain)?,
+                    renew_date,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+        check_key("account id", id)?;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, record FROM certkeeper_accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "loading an account", e))?;
+        row.map(|(version, json)| decode_account(id, version, &json))
+            .transpose()
+    }
+
+    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        let id = record.id.as_str();
+        check_key("account id", id)?;
+        let version = next_version(STORE, id, record.version)?;
+        let json = encode_account(STORE, record, version)?;
+        let expected = to_column_version(STORE, id, record.version)?;
+        let new = to_column_version(STORE, id, version)?;
+        let mut query = sqlx::query(if expected == 0 {
+            "INSERT INTO certkeeper_accounts (id, version, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING"
+        } else {
+            "UPDATE certkeeper_accounts SET version = $2, record = $3 \
+             WHERE id = $1 AND version = $4"
+        })
+        .bind(id)
+        .bind(new)
+        .bind(&json);
+        if expected != 0 {
+            query = query.bind(expected);
+        }
+        let written = query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "saving an account", e))?
+            .rows_affected();
+        if written == 0 {
+            return Err(Error::Conflict {
+                key: id.to_owned(),
+                expected: record.version,
+                found: self.stored_account_version(id).await?,
+            });
+        }
+        Ok(version)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM certkeeper_accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "listing accounts", e))
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        check_key("meta key", key)?;
+        sqlx::query_scalar("SELECT value FROM certkeeper_meta WHERE name = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "reading a setting", e))
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        check_key("meta key", key)?;
+        // The no-op update locks the existing row and returns its value:
+        // one statement answers with what is in force.
+        sqlx::query_scalar(
+            "INSERT INTO certkeeper_meta (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = certkeeper_meta.value \
+             RETURNING value",
+        )
+        .bind(key)
+        .bind(value)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "writing a setting", e))
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        check_key("account id", id)?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_accounts WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting an account", e))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_key("meta key", key)?;
+        sqlx::query(
+            "INSERT INTO certkeeper_meta (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "writing a setting", e))?;
+        Ok(())
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_key("meta key", key)?;
+        let deleted = sqlx::query("DELETE FROM certkeeper_meta WHERE name = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a setting", e))?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        ttl: Duration,
+    ) -> Result<bool> {
+        check_key("lease name", name)?;
+        check_key("lease holder", holder)?;
+        let granted = sqlx::query(
+            "INSERT INTO certkeeper_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE \
+             SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE certkeeper_leases.holder = EXCLUDED.holder \
+                OR certkeeper_leases.expires_at <= $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(lease_expiry(now, ttl))
+        .bind(clamp_date(now))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "acquiring a lease", e))?
+        .rows_affected();
+        Ok(granted == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_key("lease name", name)?;
+        let released = sqlx::query("DELETE FROM certkeeper_leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "releasing a lease", e))?
+            .rows_affected();
+        Ok(released > 0)
+    }
+
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        check_token(token)?;
+        sqlx::query(
+            "INSERT INTO certkeeper_challenges (token, key_authorization, expires_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (token) DO UPDATE \
+             SET key_authorization = EXCLUDED.key_authorization, expires_at = EXCLUDED.expires_at",
+        )
+        .bind(token)
+        .bind(key_authorization)
+        .bind(clamp_date(expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "storing a challenge answer", e))?;
+        Ok(())
+    }
+
+    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+        check_token(token)?;
+        // Expired answers go as they are met, so the table stays small.
+        sqlx::query_scalar(
+            "WITH expired AS (DELETE FROM certkeeper_challenges WHERE expires_at <= $2) \
+             SELECT key_authorization FROM certkeeper_challenges \
+             WHERE token = $1 AND expires_at > $2",
+        )
+        .bind(token)
+        .bind(clamp_date(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "reading a challenge answer", e))
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        check_token(token)?;
+        sqlx::query("DELETE FROM certkeeper_challenges WHERE token = $1")
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "deleting a challenge answer", e))?;
+        Ok(())
+    }
+
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        let failed = |e| db_error(STORE, "reading the change feed", e);
+        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+            "SELECT seq, domain, deleted FROM certkeeper_changes \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(i64::try_from(cursor).unwrap_or(i64::MAX))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed)?;
+        // Read after the rows: if nothing after `cursor` was pruned by now,
+        // nothing was pruned before the rows were read either.
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT MIN(seq), MAX(seq) FROM certkeeper_changes")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(failed)?;
+        let changes = rows
+            .into_iter()
+            .map(|(seq, domain, deleted)| {
+                Ok(Change {
+                    seq: from_column_version(&domain, seq)?,
+                    domain: column_domain(&domain)?,
+                    deleted,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let seq = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        Ok(changes_answer(cursor, changes, seq(oldest), seq(newest)))
+    }
+}
