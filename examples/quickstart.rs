@@ -147,12 +147,10 @@ async fn fetch(port: u16, chain_pem: &str) -> Result<String, Box<dyn std::error:
     for cert in certkeeper::cert::chain_der(chain_pem)? {
         roots.add(cert)?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     // Offer HTTP/2 first, as browsers and curl do: the server must pick 1.1.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -168,4 +166,15 @@ async fn fetch(port: u16, chain_pem: &str) -> Result<String, Box<dyn std::error:
     let mut response = String::new();
     tls.read_to_string(&mut response).await?;
     Ok(response)
+}
+
+/// The crypto provider certkeeper was built with (its `aws-lc-rs` or `ring`
+/// feature), named explicitly: rustls' process default is the
+/// application's business.
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }

@@ -17,7 +17,9 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// when the ACME issuer is in use, unless that is `off`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
 /// set), a [`CertResolver`] and the [`Renewer`] over them, with the stored
-/// certificates loaded, and the console's [`ConsoleAccessPolicy`].
+/// certificates loaded and the main domain (`_APP_DOMAIN`) registered, so
+/// the first cycle of [`spawn_maintenance`](Self::spawn_maintenance) issues
+/// it, and the console's [`ConsoleAccessPolicy`].
 ///
 /// Keep it alive: dropping it stops the challenge listener.
 #[derive(Debug)]

@@ -43,6 +43,16 @@
 //! # }
 //! ```
 //!
+//! # Cargo features
+//!
+//! - `fs` (default): the local-folder store and `Embedded`.
+//! - `aws-lc-rs` (default) or `ring`: the crypto provider of every TLS
+//!   configuration, signing key and connection to the CA certkeeper
+//!   builds; one is required. Pick the one the application's rustls uses,
+//!   so that one provider is compiled in. certkeeper never installs or
+//!   reads rustls' process-wide default.
+//! - `conformance`: the [`store::conformance`] suite.
+//!
 //! # The parts
 //!
 //! One module a concept; each uses only the modules listed above it, so
@@ -52,6 +62,7 @@
 //! | --- | --- | --- |
 //! | [`error`] | the one [`Error`], its [`code`](Error::code)s, the CA's typed problems | `domain` (names in errors) |
 //! | [`clock`] | time as a trait, for tests | - |
+//! | `provider` (internal) | the crypto provider chosen by feature, for every TLS configuration and signing key | - |
 //! | [`domain`] | [`Domain`]: validated, normalised names | `error` |
 //! | [`email`] | the one email address rule | `domain`, `error` |
 //! | [`cert`] | certificate material: PEM chains, validity, fingerprints, [`IssuerKind`](cert::IssuerKind) | `error` |
@@ -59,8 +70,8 @@
 //! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
 //! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
 //! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait and the HTTP-01 solver | `domain` |
-//! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME and self-signed issuers | `vault`, `challenge`, `cert`, `email`, `clock` |
-//! | [`resolver`] | serving certificates by SNI with rustls | `cert` |
+//! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME and self-signed issuers | `vault`, `challenge`, `cert`, `email`, `clock`, `provider` |
+//! | [`resolver`] | serving certificates by SNI with rustls | `cert`, `provider` |
 //! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
 //! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
 //! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `issuer` (its setting checks), `email` |
@@ -79,6 +90,7 @@ pub mod email;
 mod embedded;
 pub mod error;
 pub mod issuer;
+mod provider;
 pub mod renewer;
 pub mod resolver;
 pub mod store;

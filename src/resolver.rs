@@ -55,7 +55,7 @@ impl CertResolver {
         // The PEM decoder's error could quote key bytes: keep only the kind.
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|_| Error::certificate_problem(Some(domain), CertProblem::BadKey))?;
-        let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        let signing_key = crate::provider::signing_key(key)
             .map_err(|e| Error::certificate(Some(domain), CertProblem::UnsupportedKey, e))?;
         let certified = CertifiedKey::new(chain, signing_key);
         certified
@@ -111,15 +111,15 @@ impl CertResolver {
         })
     }
 
-    /// A rustls server configuration (TLS 1.2 and 1.3, ring) that resolves
+    /// A rustls server configuration (TLS 1.2 and 1.3, with certkeeper's
+    /// crypto provider: see the `aws-lc-rs` and `ring` features) that resolves
     /// through this resolver, offering the application protocols (ALPN)
     /// your server speaks, in order of preference: `&[b"http/1.1"]` for an
     /// HTTP/1.1 server, `&[b"h2", b"http/1.1"]` when it also speaks HTTP/2.
     /// Offering a protocol the server does not speak breaks clients that
     /// pick it.
     pub fn server_config(&self, alpn_protocols: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::provider::provider())
             .with_safe_default_protocol_versions()
             .map_err(|source| Error::Tls { source })?
             .with_no_client_auth()

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use certkeeper::cert::IssuerKind;
+use certkeeper::cert::{fingerprint, IssuerKind};
 use certkeeper::challenge::{Http01Server, Http01Solver};
 use certkeeper::store::{CertStore, FileStore};
 use certkeeper::{CertResolver, Clock, Config, Domain, Renewer, TestClock};
@@ -217,7 +217,9 @@ async fn a_refused_name_fails_cleanly_and_the_cycle_goes_on() {
         s.renewer.add_domain(&good).await.unwrap();
 
         let report = s.renewer.run_cycle().await.unwrap();
-        assert_eq!(report.issued, vec![good], "{report:?}");
+        // The main domain is issued with them, without being added.
+        let main = domain("www.certkeeper-test.com");
+        assert_eq!(report.issued, vec![good, main], "{report:?}");
         assert_eq!(report.failed.len(), 1, "{report:?}");
         let reason = report.failed[0].error.to_string();
         assert!(
@@ -243,13 +245,15 @@ async fn survives_a_ca_that_rejects_half_its_nonces() {
         })
         .await;
         let s = stage.server().await;
-        let names: Vec<Domain> = (0..4)
+        let mut names: Vec<Domain> = (0..4)
             .map(|i| domain(&format!("n{i}.certkeeper-test.com")))
             .collect();
         for name in &names {
             s.renewer.add_domain(name).await.unwrap();
         }
         let report = s.renewer.run_cycle().await.unwrap();
+        // The main domain is issued with them, without being added.
+        names.push(domain("www.certkeeper-test.com"));
         assert_eq!(report.issued, names, "{report:?}");
     })
     .await;
@@ -308,6 +312,72 @@ async fn the_embedded_stack_from_the_environment_does_manual_generation() {
             matches!(err, certkeeper::Error::DomainNotAllowed { .. }),
             "{err}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_embedded_stack_issues_the_configured_main_domain_by_itself() {
+    limited(TEST_LIMIT, async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("[::]:{}", pebble.http_port());
+        let name = "console.certkeeper-test.com";
+        let config = Config::from_vars([
+            ("_APP_ENV", "production"),
+            ("_APP_DOMAIN", name),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", CONTACT_EMAIL),
+            ("_APP_OPENSSL_KEY_V1", KEY),
+            ("_APP_ACME_DIRECTORY_URL", pebble.directory_url().as_str()),
+            (
+                "_APP_ACME_CA_ROOT",
+                pebble.ca_root_pem_path().to_str().unwrap(),
+            ),
+            ("_APP_ACME_TIMEOUT", "30"),
+            ("_APP_ACME_CHALLENGE_ADDRESS", address.as_str()),
+            ("_APP_CERTIFICATES_PATH", dir.path().to_str().unwrap()),
+        ])
+        .unwrap();
+        let embedded = certkeeper::Embedded::start(config).await.unwrap();
+        let main = domain(name);
+        // Registered at start-up, due now, without add_domain or issue_now.
+        let record = embedded.store.load(&main).await.unwrap();
+        assert!(
+            record.is_some(),
+            "the configured main domain has no record after start"
+        );
+
+        // The background loop's first cycle issues it; nothing else is called.
+        let maintenance = embedded.spawn_maintenance();
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(120);
+        while !embedded.resolver.serves(&main) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the main domain was never issued by the maintenance loop: {:?}",
+                embedded
+                    .store
+                    .load(&main)
+                    .await
+                    .unwrap()
+                    .map(|r| r.log_lines())
+            );
+            assert!(!maintenance.is_finished(), "the maintenance loop ended");
+            tokio::time::sleep(StdDuration::from_millis(50)).await;
+        }
+        maintenance.abort();
+
+        let record = embedded.store.load(&main).await.unwrap().unwrap();
+        let cert = record.certificate.expect("a stored certificate");
+        assert_eq!(cert.issuer, IssuerKind::ACME);
+        let roots = pebble.issuer_roots().await;
+        verify_chain(&cert.chain_pem, roots.clone(), name);
+        assert_eq!(
+            handshake(&embedded.resolver, roots.clone(), name).await,
+            cert.fingerprint
+        );
+        // The main domain is the fallback for a handshake without SNI.
+        let fallback = embedded.resolver.lookup(None).expect("a fallback");
+        assert_eq!(fingerprint(&fallback.cert[0]), cert.fingerprint);
     })
     .await;
 }

@@ -240,9 +240,14 @@ async fn one_cycle_issues_at_most_two_hundred_oldest_first() {
     assert_eq!(first.issued, expected);
     assert!(s.issuer.max_in_flight.load(Ordering::SeqCst) <= 16);
 
+    // The main domain, registered by the first cycle (the newest record),
+    // comes with the rest.
     let second = s.renewer.run_cycle().await.unwrap();
-    assert_eq!(second.issued.len(), 50, "{second}");
-    assert_eq!(second.issued, names[200..].to_vec());
+    assert_eq!(second.issued.len(), 51, "{second}");
+    let mut expected = names[200..].to_vec();
+    expected.push(d("main.example.com"));
+    expected.sort();
+    assert_eq!(second.issued, expected);
 }
 
 #[tokio::test]
@@ -255,7 +260,8 @@ async fn concurrency_is_bounded() {
             .unwrap();
     }
     let report = s.renewer.run_cycle().await.unwrap();
-    assert_eq!(report.issued.len(), 30);
+    // The 30 custom domains and the main domain.
+    assert_eq!(report.issued.len(), 31);
     let max = s.issuer.max_in_flight.load(Ordering::SeqCst);
     assert!((1..=3).contains(&max), "max in flight {max}");
 }
@@ -580,8 +586,9 @@ async fn overlapping_cycles_of_one_renewer_order_each_domain_once() {
     }
     let (a, b) = tokio::join!(s.renewer.run_cycle(), s.renewer.run_cycle());
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.issued.len() + b.issued.len(), 3, "{a:?} {b:?}");
-    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 3);
+    // The three custom domains and the main domain, each once.
+    assert_eq!(a.issued.len() + b.issued.len(), 4, "{a:?} {b:?}");
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
@@ -845,4 +852,74 @@ async fn the_embedded_stack_names_the_challenge_address_it_cannot_listen_on() {
         }
         other => panic!("{other}"),
     }
+}
+
+#[tokio::test]
+async fn the_configured_main_domain_is_registered_when_it_may_get_a_certificate() {
+    let clock = TestClock::new(start());
+    let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
+    let renewer_over = |store: Arc<MemoryStore>, main: &str, production: bool| {
+        Renewer::builder(store, keyring())
+            .self_signed(issuer.clone())
+            .production(production)
+            .clock(Arc::new(clock.clone()))
+            .main_domain(Some(d(main)))
+            .build()
+    };
+
+    // Development: any name. `load` registers it, due now; the first cycle
+    // issues it, with no add_domain or issue_now.
+    let store = Arc::new(MemoryStore::new());
+    let main = d("console.example.com");
+    let renewer = renewer_over(store.clone(), main.as_str(), false);
+    renewer.load().await.unwrap();
+    let record = store
+        .load(&main)
+        .await
+        .unwrap()
+        .expect("registered by load");
+    assert_eq!(record.renew_date, clock.now());
+    assert!(record.certificate.is_none());
+    assert_eq!(
+        renewer.run_cycle().await.unwrap().issued,
+        vec![main.clone()]
+    );
+    // Removed, it comes back at the next cycle: the main domain always has
+    // a certificate.
+    assert!(renewer.remove_domain(&main).await.unwrap());
+    assert_eq!(
+        renewer.run_cycle().await.unwrap().issued,
+        vec![main.clone()]
+    );
+
+    // A cycle alone registers it too, without `load`.
+    let store = Arc::new(MemoryStore::new());
+    let renewer = renewer_over(store.clone(), main.as_str(), false);
+    assert_eq!(
+        renewer.run_cycle().await.unwrap().issued,
+        vec![main.clone()]
+    );
+
+    // Production without an ACME issuer: a public main domain could only
+    // fail, so it gets no record; a local one gets a self-signed certificate.
+    let store = Arc::new(MemoryStore::new());
+    let renewer = renewer_over(store.clone(), main.as_str(), true);
+    renewer.load().await.unwrap();
+    let report = renewer.run_cycle().await.unwrap();
+    assert!(
+        report.issued.is_empty() && report.failed.is_empty(),
+        "{report}"
+    );
+    assert!(store.list().await.unwrap().is_empty());
+    let local = d("console.test");
+    let renewer = renewer_over(store.clone(), local.as_str(), true);
+    assert_eq!(renewer.run_cycle().await.unwrap().issued, vec![local]);
+
+    // `localhost` configured means the main domain is learned: nothing is
+    // registered until a request names one.
+    let store = Arc::new(MemoryStore::new());
+    let renewer = renewer_over(store.clone(), "localhost", false);
+    renewer.load().await.unwrap();
+    assert!(renewer.run_cycle().await.unwrap().issued.is_empty());
+    assert!(store.list().await.unwrap().is_empty());
 }

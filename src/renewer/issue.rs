@@ -248,7 +248,9 @@ impl Renewer {
         Ok((issued, stored))
     }
 
-    fn issuer_for(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
+    /// The issuer for `domain`: self-signed for local names and in
+    /// development, ACME for public names in production.
+    pub(super) fn issuer_for(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
         if !self.inner.production || !domain.is_public() {
             return Ok(&self.inner.self_signed);
         }

@@ -25,7 +25,7 @@ use std::time::Duration as StdDuration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 use zeroize::Zeroizing;
 
 use crate::cipher::SecretCipher;
@@ -122,6 +122,10 @@ impl Renewer {
     /// start-up. A record that cannot be read is logged and skipped, so one
     /// damaged record never stops a server from starting. Returns how many
     /// certificates were loaded.
+    ///
+    /// The main domain gets a record, due now, if it has none and may get a
+    /// certificate (see [`run_cycle`](Self::run_cycle)), so the first cycle
+    /// issues it without any call from the server.
     pub async fn load(&self) -> Result<usize> {
         let store = self.store();
         // Where the change feed stands, before reading: what changes while
@@ -132,6 +136,9 @@ impl Renewer {
             Err(e) => return Err(e),
         };
         *self.inner.feed_cursor.lock().await = head;
+        if let Some(e) = self.ensure_main_record().await? {
+            warn!(error = %e, "the main domain cannot get a certificate");
+        }
         let domains = store.list().await?;
         let mut loaded = 0;
         if let Some(resolver) = &self.inner.resolver {
@@ -205,6 +212,29 @@ impl Renewer {
         Ok(policy.check(domain).await.is_ok())
     }
 
+    /// Makes sure the main domain in force has a record, so the cycle
+    /// issues its certificate: a new record, due now, when there is none.
+    /// Nothing to do while no main domain is set or learned. `Some` with
+    /// the reason when the main domain cannot get a certificate: a public
+    /// name in production without an ACME issuer, where each attempt would
+    /// only fail.
+    async fn ensure_main_record(&self) -> Result<Option<Error>> {
+        let policy = &self.inner.policy;
+        let Some(main) = policy.main_domain().await? else {
+            return Ok(None);
+        };
+        // `localhost` configured means "learn the main domain": it stands
+        // for no domain of its own until a request names one.
+        if policy.learns_main_domain() && main.as_str() == "localhost" {
+            return Ok(None);
+        }
+        if let Err(e) = self.issuer_for(&main) {
+            return Ok(Some(e));
+        }
+        self.ensure_record(&main).await?;
+        Ok(None)
+    }
+
     /// The stored record of `domain`, or a new one stored now, due now.
     async fn ensure_record(&self, domain: &Domain) -> Result<CertRecord> {
         if let Some(record) = self.store().load(domain).await? {
@@ -242,6 +272,13 @@ impl Renewer {
     /// goes on; only a failure of the store itself to list what is due is an
     /// error of the cycle.
     ///
+    /// The main domain (configured, or learned) is part of every cycle: when
+    /// it has no record (a first start, or after
+    /// [`remove_domain`](Self::remove_domain)), one is stored, due now,
+    /// before the due certificates are picked, as long as it may get a
+    /// certificate: a public name in production with an ACME issuer, a local
+    /// name, or any name in development.
+    ///
     /// Cycles of one renewer run one at a time; a second call waits for the
     /// first to finish. With a store that keeps leases, one instance of a
     /// cluster runs a cycle at a time: while another holds the cycle lease,
@@ -261,6 +298,12 @@ impl Renewer {
 
     /// The cycle itself, under the cycle lease (when the store keeps leases).
     async fn cycle_body(&self) -> Result<CycleReport> {
+        match self.ensure_main_record().await {
+            Ok(None) => {}
+            Ok(Some(e)) => debug!(error = %e, "the main domain cannot get a certificate"),
+            // The store is failing: listing what is due says so below.
+            Err(e) => warn!(error = %e, "could not register the main domain"),
+        }
         let now = self.inner.clock.now();
         let renewal = self.inner.renewal;
         let due = self

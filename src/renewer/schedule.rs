@@ -41,6 +41,9 @@ impl CycleLease {
     pub(super) async fn release(mut self) {
         if let Some((shared, renewal)) = self.shared.take() {
             renewal.abort();
+            // Wait until the renewal task is gone, so nothing of the cycle
+            // (its handle of the store, above all) outlives it.
+            let _ = renewal.await;
             shared.release().await;
         }
     }

@@ -15,8 +15,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// What the client sends and the server echoes in [`round_trip`].
 const GREETING: &[u8] = b"hello";
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto provider certkeeper is built with (its `aws-lc-rs` or `ring`
+/// feature), named explicitly as certkeeper does: the tests never rely on
+/// rustls' process default.
+pub fn provider() -> Arc<CryptoProvider> {
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }
 
 fn server_name(name: &str) -> ServerName<'static> {

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
+use super::{client, problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::store::AccountRecord;
 use crate::{Domain, Error, Result};
 
@@ -107,10 +107,7 @@ impl AcmeIssuer {
 
     /// A client trusting the configured root, or else the system's roots.
     fn account_builder(&self) -> std::result::Result<AccountBuilder, instant_acme::Error> {
-        match &self.ca_root {
-            Some(path) => Account::builder_with_root(path),
-            None => Account::builder(),
-        }
+        client::account_builder(self.ca_root.as_deref())
     }
 }
 

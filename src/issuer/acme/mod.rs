@@ -2,6 +2,7 @@
 //!
 //! - `mod.rs`: the [`AcmeIssuer`], its builder and the bounded call.
 //! - `account.rs`: the ACME account, created once and stored sealed.
+//! - `client.rs`: the HTTPS client to the CA, on certkeeper's crypto provider.
 //! - `order.rs`: one order, from new-order to the checked chain.
 //! - `problem.rs`: the CA's answers as typed errors.
 //! - `settings.rs`: the checks shared with [`Config`](crate::Config).
@@ -76,6 +77,7 @@ macro_rules! retry {
 }
 
 mod account;
+mod client;
 mod order;
 mod problem;
 pub(crate) mod settings;
