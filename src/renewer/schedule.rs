@@ -41,6 +41,9 @@ impl CycleLease {
     pub(super) async fn release(mut self) {
         if let Some((shared, renewal)) = self.shared.take() {
             renewal.abort();
+            // Once the aborted task is gone, so is its handle on the store
+            // (a FileStore reopened right after must not find it open).
+            let _ = renewal.await;
             shared.release().await;
         }
     }
