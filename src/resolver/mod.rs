@@ -331,11 +331,14 @@ impl CertResolver {
                 return Some(key);
             }
         }
+        static LOCALHOST: OnceLock<Option<Domain>> = OnceLock::new();
         let name = match &fallback {
-            Some(domain) => Domain::clone(domain),
-            None => Domain::new("localhost").ok()?,
+            Some(domain) => domain,
+            None => LOCALHOST
+                .get_or_init(|| Domain::new("localhost").ok())
+                .as_ref()?,
         };
-        match self.inner.self_signed.get(&name) {
+        match self.inner.self_signed.get(name) {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(%name, error = %e, "no self-signed fallback certificate could be made");
