@@ -170,6 +170,7 @@ async fn main() {
     let file: Arc<dyn CertStore> = Arc::new(FileStore::open(dir.path()).await.unwrap());
     let (report, wall, latencies) = one_cycle(file, &solver, &pebble, n, concurrency, "file").await;
     print("file store", &report, wall, &latencies);
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
     let mut failed = !report.failed.is_empty();
 
     #[cfg(feature = "postgres")]

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::domain::Domain;
 use crate::error::{CertProblem, Error, Result};
 
 /// Which issuer produced a certificate: [`ACME`](Self::ACME),
@@ -146,6 +147,32 @@ pub fn validity(der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime)> {
         .map_err(|e| Error::certificate(None, CertProblem::Unparsable, e.to_string()))?;
     let v = cert.validity();
     Ok((v.not_before.to_datetime(), v.not_after.to_datetime()))
+}
+
+/// A self-signed certificate for `domain` (an ECDSA P-256 leaf, not a CA,
+/// whose subject alternative name is the domain or the IP address), valid
+/// from `not_before` to `not_after`: what the self-signed issuer issues and
+/// what the resolver serves when it has nothing better.
+pub(crate) fn self_signed(
+    domain: &Domain,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<IssuedCert> {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
+    let cert_error = |e: rcgen::Error| Error::certificate(Some(domain), CertProblem::Generation, e);
+    let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(cert_error)?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, domain.as_str());
+    name.push(DnType::OrganizationName, "certkeeper self-signed");
+    params.distinguished_name = name;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = false;
+    let key = KeyPair::generate()
+        .map_err(|e| Error::certificate(Some(domain), CertProblem::KeyGeneration, e))?;
+    let cert = params.self_signed(&key).map_err(cert_error)?;
+    IssuedCert::from_pem(cert.pem(), Zeroizing::new(key.serialize_pem()))
 }
 
 /// SHA-256 of `der`, lowercase hex.

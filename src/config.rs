@@ -158,8 +158,14 @@ impl Config {
                     };
                 }
                 DOMAIN_VAR => {
-                    b.config.main_domain =
-                        Some(Domain::new(v).map_err(|e| Error::config(&name, e.to_string()))?);
+                    let main = Domain::new(v).map_err(|e| Error::config(&name, e.to_string()))?;
+                    if main.is_wildcard() {
+                        return Err(Error::config(
+                            &name,
+                            "the main domain is one host name, not a wildcard",
+                        ));
+                    }
+                    b.config.main_domain = Some(main);
                 }
                 EMAIL_VAR => b.config.security_email = Some(v.to_string()),
                 INTERVAL_VAR => {
@@ -621,7 +627,9 @@ mod tests {
     fn bad_values_name_the_variable() {
         for (name, value) in [
             ("_APP_DOMAIN", "../etc"),
+            ("_APP_DOMAIN", "*.example.com"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "not-an-email"),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@*.example.com"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a@localhost"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a?b@example.com"),
             ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a%40b@example.com"),

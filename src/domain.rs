@@ -32,6 +32,8 @@ const REASON_NOT_NFC: &str = "not in Unicode normalisation form C (NFC)";
 const REASON_SYMBOL: &str =
     "contains a character IDNA2008 disallows (only letters, digits and combining marks are allowed)";
 const REASON_NOT_IDN: &str = "not a valid internationalised domain name";
+const REASON_WILDCARD: &str =
+    "a wildcard is `*.` followed by a name of two labels or more under a public suffix, or a local name";
 const REASON_NUMERIC: &str =
     "last label is a number (digits, or 0x and hex digits) that resolvers read as an IPv4 address";
 
@@ -45,7 +47,21 @@ const REASON_NUMERIC: &str =
 /// canonical text form (`[::1]` becomes `::1`, `127.0.0.1.` becomes
 /// `127.0.0.1`). Anything else is an [`Error::InvalidDomain`]. A `Domain`
 /// never contains `/`, `\`, `..`, spaces or control characters, so it is safe
-/// as a file name.
+/// as a file name (a wildcard's `*` is allowed on Unix file systems).
+///
+/// # Wildcards
+///
+/// `*.example.com` is a wildcard name: a certificate stored for it serves
+/// every name of exactly one more label (`a.example.com`, not `example.com`
+/// nor `a.b.example.com`). It is accepted only as a leading `*.` label
+/// followed by a valid name of at least two labels that is either under a
+/// known public suffix with a label of its own (`*.example.co.uk`, not
+/// `*.co.uk`) or a local name (`*.app.test`, `*.app.localhost`); never an IP
+/// address, and never a `*` anywhere else (`a*.example.com`,
+/// `*.*.example.com`, `a.*.example.com`). See [`is_wildcard`](Self::is_wildcard).
+/// A public CA validates a wildcard only through DNS-01: certkeeper refuses
+/// to order one through an HTTP-01 or TLS-ALPN-01 solver
+/// ([`Error::WildcardNeedsDns01`]).
 ///
 /// A name is refused rather than silently changed when:
 ///
@@ -104,6 +120,9 @@ impl Domain {
         if trimmed.is_empty() {
             return Err(invalid("empty"));
         }
+        if let Some(base) = trimmed.strip_prefix("*.") {
+            return Self::wildcard(base).map_err(invalid);
+        }
         let unbracketed = trimmed
             .strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
@@ -141,6 +160,24 @@ impl Domain {
             return Err(invalid(REASON_NUMERIC));
         }
         Ok(Self(ascii))
+    }
+
+    /// `*.` and `base`, when `base` is a name a wildcard may stand under.
+    fn wildcard(base: &str) -> std::result::Result<Self, &'static str> {
+        let base = Self::new(base).map_err(|e| match e {
+            Error::InvalidDomain { reason, .. } => reason,
+            _ => REASON_WILDCARD,
+        })?;
+        if base.ip().is_some() || base.is_wildcard() {
+            return Err(REASON_WILDCARD);
+        }
+        if base.0.split('.').count() < 2 || !(base.is_public() || base.is_local()) {
+            return Err(REASON_WILDCARD);
+        }
+        if base.0.len() + 2 > 253 {
+            return Err("longer than 253 characters");
+        }
+        Ok(Self(format!("*.{}", base.0)))
     }
 
     /// Refuses what IDNA processing would change beyond letter case, and code
@@ -209,9 +246,44 @@ impl Domain {
         self.0.parse().ok()
     }
 
+    /// Whether this is a wildcard name (`*.example.com`): its certificate
+    /// serves every name of exactly one more label. A public CA issues one
+    /// only through DNS-01.
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with("*.")
+    }
+
+    /// The name a wildcard stands under (`example.com` for `*.example.com`);
+    /// `None` for a name that is not a wildcard.
+    pub fn wildcard_base(&self) -> Option<&str> {
+        self.0.strip_prefix("*.")
+    }
+
+    /// Whether this wildcard name covers `name` (lowercase, without a
+    /// trailing dot): `name` is one label followed by the wildcard's base.
+    /// Always `false` for a name that is not a wildcard.
+    ///
+    /// ```
+    /// use certkeeper::Domain;
+    /// let wildcard = Domain::new("*.example.com").unwrap();
+    /// assert!(wildcard.covers("a.example.com"));
+    /// assert!(!wildcard.covers("example.com"));
+    /// assert!(!wildcard.covers("a.b.example.com"));
+    /// ```
+    pub fn covers(&self, name: &str) -> bool {
+        let Some(base) = self.wildcard_base() else {
+            return false;
+        };
+        match name.split_once('.') {
+            Some((label, rest)) => !label.is_empty() && label != "*" && rest == base,
+            None => false,
+        }
+    }
+
     /// Whether no public CA can issue for this name: `localhost`, IP literals,
     /// and names under `.test`, `.localhost`, `.local`, `.internal`,
-    /// `.invalid` or `.example`. Such names get self-signed certificates.
+    /// `.invalid` or `.example` (a wildcard: when its base is local). Such
+    /// names get self-signed certificates.
     pub fn is_local(&self) -> bool {
         if self.ip().is_some() {
             return true;
@@ -222,13 +294,16 @@ impl Domain {
 
     /// Whether a public CA can issue for this name: it is not local and it
     /// sits under a known public suffix with at least one label of its own
-    /// (`example.co.uk` yes, `co.uk` and `foo.unknowntld` no).
+    /// (`example.co.uk` yes, `co.uk` and `foo.unknowntld` no). A wildcard is
+    /// public when its base is, but a public CA validates it only through
+    /// DNS-01, never HTTP-01 or TLS-ALPN-01.
     pub fn is_public(&self) -> bool {
         if self.is_local() {
             return false;
         }
-        match psl::suffix(self.0.as_bytes()) {
-            Some(suffix) if suffix.is_known() => suffix.as_bytes().len() < self.0.len(),
+        let name = self.wildcard_base().unwrap_or(&self.0);
+        match psl::suffix(name.as_bytes()) {
+            Some(suffix) if suffix.is_known() => suffix.as_bytes().len() < name.len(),
             _ => false,
         }
     }
@@ -473,7 +548,6 @@ mod tests {
             "-a.com",
             "a-.com",
             "a_b.com",
-            "*.example.com",
             "a b.com",
             "a\0.com",
             "ex@mple.com",
@@ -691,6 +765,83 @@ mod tests {
             let got = Domain::new(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
             assert_eq!(got.as_str(), expected, "{input:?}");
         }
+    }
+
+    #[test]
+    fn wildcards_are_a_leading_label_over_a_public_or_local_name() {
+        for (input, expected, public, local) in [
+            ("*.example.com", "*.example.com", true, false),
+            ("*.Example.COM.", "*.example.com", true, false),
+            ("*.shop.example.co.uk", "*.shop.example.co.uk", true, false),
+            ("*.example.co.uk", "*.example.co.uk", true, false),
+            ("*.b\u{FC}cher.de", "*.xn--bcher-kva.de", true, false),
+            ("*.app.test", "*.app.test", false, true),
+            ("*.app.localhost", "*.app.localhost", false, true),
+            ("*.printer.local", "*.printer.local", false, true),
+        ] {
+            let d = Domain::new(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(d.as_str(), expected, "{input:?}");
+            assert!(d.is_wildcard(), "{input:?}");
+            assert_eq!(d.is_public(), public, "{input:?}");
+            assert_eq!(d.is_local(), local, "{input:?}");
+            assert_eq!(d.ip(), None);
+            assert_eq!(d.wildcard_base(), Some(&expected[2..]));
+        }
+        assert!(!Domain::new("example.com").unwrap().is_wildcard());
+        assert_refused(&[
+            // A public suffix, a single label, or an unknown suffix.
+            ("*.com", "wildcard"),
+            ("*.co.uk", "wildcard"),
+            ("*.test", "wildcard"),
+            ("*.localhost", "wildcard"),
+            ("*.intranet", "wildcard"),
+            ("*.server.unknowntld", "wildcard"),
+            // IP addresses.
+            ("*.127.0.0.1", "wildcard"),
+            ("*.[::1]", "wildcard"),
+            // A star anywhere but a whole leading label.
+            ("*.*.example.com", "wildcard"),
+            ("*", "not allowed"),
+            ("*.", "empty"),
+            ("**.example.com", "not allowed"),
+            ("a*.example.com", "not allowed"),
+            ("*a.example.com", "not allowed"),
+            ("a.*.example.com", "not allowed"),
+            ("example.*", "not allowed"),
+            ("*..example.com", "empty label"),
+            ("*.-a.example.com", "starting or ending"),
+            ("*.a_b.example.com", "a-z, 0-9"),
+        ]);
+        let label63 = "a".repeat(63);
+        // 253 characters in all is the limit, the `*.` included.
+        let fits = format!("{label63}.{label63}.{label63}.{}.com", "a".repeat(55));
+        assert_eq!(fits.len() + 2, 253);
+        assert!(Domain::new(&format!("*.{fits}")).is_ok());
+        let over = format!("{label63}.{label63}.{label63}.{}.com", "a".repeat(56));
+        assert!(Domain::new(&over).is_ok());
+        assert_refused(&[(&format!("*.{over}"), "253")]);
+    }
+
+    #[test]
+    fn a_wildcard_covers_exactly_one_more_label() {
+        let wildcard = Domain::new("*.example.com").unwrap();
+        for (name, covered) in [
+            ("a.example.com", true),
+            ("www.example.com", true),
+            ("xn--bcher-kva.example.com", true),
+            ("example.com", false),
+            ("a.b.example.com", false),
+            (".example.com", false),
+            ("*.example.com", false),
+            ("a.example.org", false),
+            ("aexample.com", false),
+            ("a.notexample.com", false),
+        ] {
+            assert_eq!(wildcard.covers(name), covered, "{name}");
+        }
+        assert!(!Domain::new("a.example.com")
+            .unwrap()
+            .covers("b.a.example.com"));
     }
 
     #[test]

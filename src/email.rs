@@ -63,14 +63,14 @@ pub fn normalize_email(input: &str) -> Option<String> {
 }
 
 /// The domain part of an address, normalised; `None` unless it is a
-/// hostname of at least two labels.
+/// hostname of at least two labels (never a wildcard).
 pub(crate) fn email_domain(domain: &str) -> Option<Domain> {
     if domain.is_empty() || domain.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
     }
     Domain::new(domain)
         .ok()
-        .filter(|d| d.ip().is_none() && d.as_str().contains('.'))
+        .filter(|d| d.ip().is_none() && !d.is_wildcard() && d.as_str().contains('.'))
 }
 
 /// [`normalize_email`] for a setting: an [`Error::Config`] naming `setting`

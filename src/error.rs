@@ -56,6 +56,17 @@ pub enum Error {
         main: Option<Domain>,
     },
 
+    /// A wildcard name (`*.example.com`) was to be ordered through a
+    /// challenge other than DNS-01: CAs validate wildcards only through
+    /// DNS-01 (RFC 8555 section 7.1.3; RFC 8737 section 3 for TLS-ALPN-01).
+    #[error("{domain} is a wildcard name, which a CA validates only through dns-01, but the issuer answers {challenge} challenges")]
+    WildcardNeedsDns01 {
+        /// The wildcard name.
+        domain: Domain,
+        /// The challenge type of the issuer's solver (`http-01`, `tls-alpn-01`).
+        challenge: &'static str,
+    },
+
     /// A setting is missing or has a bad value.
     #[error("invalid setting {name}: {reason}")]
     Config {
@@ -284,6 +295,7 @@ impl Error {
             Self::InvalidDomain { .. } => "invalid_domain",
             Self::InvalidKey { .. } => "invalid_key",
             Self::DomainNotAllowed { .. } => "domain_not_allowed",
+            Self::WildcardNeedsDns01 { .. } => "wildcard_needs_dns01",
             Self::Config { .. } => "config",
             Self::Conflict { .. } => "conflict",
             Self::InProgress { .. } => "in_progress",

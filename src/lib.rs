@@ -69,9 +69,9 @@
 //! | [`cipher`] | the [`SecretCipher`](cipher::SecretCipher) trait, sealed envelopes, the default [`Keyring`](cipher::Keyring) | `error` |
 //! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
 //! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
-//! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait and the HTTP-01 solver | `domain` |
+//! | [`resolver`] | serving certificates by SNI with rustls: wildcards, loading on first use from a [`CertSource`](resolver::CertSource), the self-signed fallback, TLS-ALPN-01 certificates | `cert`, `vault`, `provider` |
+//! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait, the HTTP-01 and TLS-ALPN-01 solvers | `domain`, `resolver` (TLS-ALPN-01 certificates) |
 //! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME and self-signed issuers | `vault`, `challenge`, `cert`, `email`, `clock`, `provider` |
-//! | [`resolver`] | serving certificates by SNI with rustls | `cert`, `provider` |
 //! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
 //! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
 //! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `issuer` (its setting checks), `email` |

@@ -134,8 +134,8 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
     let reloaded = renewer_with(v2.clone());
     assert_eq!(
         reloaded.load().await.unwrap(),
-        1,
-        "one certificate to serve"
+        2,
+        "both stored names are known (certificates load on first use)"
     );
     let (_, reopened) = reloaded.certificate(&main).await.unwrap().unwrap();
     assert_eq!(String::from_utf8(reopened.to_vec()).unwrap(), second_key);

@@ -735,12 +735,24 @@ async fn start_up_skips_a_damaged_record_and_serves_the_others() {
             .unwrap(),
     );
     let resolver = certkeeper::CertResolver::new();
-    let renewer = Renewer::builder(store, keyring())
+    let renewer = Renewer::builder(store.clone(), keyring())
         .production(false)
         .resolver(resolver.clone())
         .build();
-    assert_eq!(renewer.load().await.unwrap(), 1);
-    assert_eq!(resolver.domains(), vec![good]);
+    // Start-up reads only the names: both are known.
+    assert_eq!(renewer.load().await.unwrap(), 2);
+    // The damaged record is found when its name is first served: it gets
+    // the self-signed fallback, and the other name its own certificate.
+    assert!(resolver.prepare(Some("good.test")).await);
+    assert!(!resolver.prepare(Some("bad.test")).await);
+    let stored = store.load(&good).await.unwrap().unwrap();
+    let served = |name| {
+        let key = resolver.lookup(Some(name)).unwrap();
+        certkeeper::cert::fingerprint(key.end_entity_cert().unwrap())
+    };
+    assert_eq!(served("good.test"), stored.certificate.unwrap().fingerprint);
+    assert_eq!(served("bad.test"), served("unknown.test"));
+    assert_ne!(served("bad.test"), served("good.test"));
 }
 
 #[tokio::test]
@@ -922,4 +934,57 @@ async fn the_configured_main_domain_is_registered_when_it_may_get_a_certificate(
     renewer.load().await.unwrap();
     assert!(renewer.run_cycle().await.unwrap().issued.is_empty());
     assert!(store.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wildcard_is_never_ordered_through_http_01_and_is_self_signed_locally() {
+    use certkeeper::challenge::Http01Solver;
+    use certkeeper::issuer::AcmeIssuer;
+    let store = Arc::new(MemoryStore::new());
+    // Never contacted: the wildcard is refused before any order.
+    let acme = AcmeIssuer::builder("https://127.0.0.1:9/dir")
+        .contact_email("ops@certkeeper-test.com")
+        .solver(Arc::new(Http01Solver::new()))
+        .store(store.clone())
+        .cipher(keyring())
+        .build()
+        .unwrap();
+    let wildcard = d("*.shop.example.com");
+    let refused = |err: &Error| {
+        matches!(
+            err,
+            Error::WildcardNeedsDns01 { domain, challenge: "http-01" } if *domain == wildcard
+        ) && err.code() == "wildcard_needs_dns01"
+    };
+    let direct = acme.issue(&wildcard).await.unwrap_err();
+    assert!(refused(&direct), "{direct}");
+
+    let renewer = Renewer::builder(store.clone(), keyring())
+        .acme(Arc::new(acme))
+        .clock(Arc::new(TestClock::new(start())))
+        .build();
+    renewer.add_domain(&wildcard).await.unwrap();
+    let manual = renewer.issue_now(Some(&wildcard)).await.unwrap_err();
+    assert!(refused(&manual), "{manual}");
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(refused(&report.failed[0].error), "{report:?}");
+    let record = store.load(&wildcard).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 2);
+    assert!(record.log[1].message.contains("dns-01"), "{:?}", record.log);
+
+    // A local wildcard gets a self-signed certificate that serves one label.
+    let resolver = certkeeper::CertResolver::new();
+    let local = Renewer::builder(Arc::new(MemoryStore::new()), keyring())
+        .resolver(resolver.clone())
+        .build();
+    let local_wildcard = d("*.app.test");
+    local.add_domain(&local_wildcard).await.unwrap();
+    let issued = local.issue_now(Some(&local_wildcard)).await.unwrap();
+    let fingerprint = issued.certificate.unwrap().fingerprint;
+    let served = resolver.lookup(Some("api.app.test")).unwrap();
+    assert_eq!(
+        certkeeper::cert::fingerprint(served.end_entity_cert().unwrap()),
+        fingerprint
+    );
 }

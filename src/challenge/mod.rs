@@ -1,9 +1,12 @@
-//! Proving control of a domain to the CA: the [`ChallengeSolver`] trait and
-//! the default [`Http01Solver`].
+//! Proving control of a domain to the CA: the [`ChallengeSolver`] trait, the
+//! default [`Http01Solver`], and the [`TlsAlpn01Solver`] for servers that
+//! only have port 443.
 
 mod http01;
+mod tls_alpn01;
 
 pub use http01::{Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX};
+pub use tls_alpn01::TlsAlpn01Solver;
 
 use std::fmt::{self, Debug};
 
@@ -41,7 +44,8 @@ pub struct Challenge {
     pub domain: Domain,
     /// The token the CA chose (base64url).
     pub token: String,
-    /// The key authorization (`token.thumbprint`) to serve for `http-01`.
+    /// The key authorization (`token.thumbprint`) to serve for `http-01`;
+    /// its SHA-256 goes into the `tls-alpn-01` certificate.
     pub key_authorization: String,
     /// The value to publish for `dns-01` (base64url SHA-256 of the key authorization).
     pub dns_value: String,

@@ -13,6 +13,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 pub use crate::cert::{IssuedCert, IssuerKind};
+use crate::challenge::ChallengeKind;
 use crate::{Domain, Result};
 
 /// Produces a certificate and its private key for a domain.
@@ -32,4 +33,12 @@ pub trait Issuer: Debug + Send + Sync + 'static {
 
     /// What kind of issuer this is.
     fn kind(&self) -> IssuerKind;
+
+    /// The ACME challenge type this issuer proves control of a name with;
+    /// `None` (the default) for an issuer that needs none (self-signed, a
+    /// private CA). The renewer reads it to refuse, before ordering, what
+    /// the challenge cannot validate: a wildcard name needs DNS-01.
+    fn challenge(&self) -> Option<ChallengeKind> {
+        None
+    }
 }

@@ -1,12 +1,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use time::Duration;
-use zeroize::Zeroizing;
 
 use super::IssuerKind;
 use super::{IssuedCert, Issuer};
+use crate::cert::self_signed;
 use crate::clock::{Clock, SystemClock};
 use crate::error::CertProblem;
 use crate::{Domain, Error, Result};
@@ -49,29 +48,16 @@ impl SelfSignedIssuer {
 
     /// Issues synchronously; [`Issuer::issue`] runs this off the async runtime.
     pub fn issue_blocking(&self, domain: &Domain) -> Result<IssuedCert> {
-        let cert_error =
-            |e: rcgen::Error| Error::certificate(Some(domain), CertProblem::Generation, e);
-        let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(cert_error)?;
-        let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, domain.as_str());
-        name.push(DnType::OrganizationName, "certkeeper self-signed");
-        params.distinguished_name = name;
         // A minute of slack for clients whose clock runs a little behind.
         let now = self.clock.now();
-        params.not_before = now - Duration::minutes(1);
-        params.not_after = now.checked_add(self.validity).ok_or_else(|| {
+        let not_after = now.checked_add(self.validity).ok_or_else(|| {
             Error::certificate(
                 Some(domain),
                 CertProblem::Generation,
                 "validity past the year 9999",
             )
         })?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = false;
-        let key = KeyPair::generate()
-            .map_err(|e| Error::certificate(Some(domain), CertProblem::KeyGeneration, e))?;
-        let cert = params.self_signed(&key).map_err(cert_error)?;
-        IssuedCert::from_pem(cert.pem(), Zeroizing::new(key.serialize_pem()))
+        self_signed(domain, now - Duration::minutes(1), not_after)
     }
 }
 

@@ -99,7 +99,8 @@ impl RenewerBuilder {
         self
     }
 
-    /// A TLS resolver to update whenever a certificate is stored.
+    /// A TLS resolver to update whenever a certificate is stored; it loads
+    /// stored certificates from this renewer's vault on first use.
     pub fn resolver(mut self, resolver: CertResolver) -> Self {
         self.resolver = Some(resolver);
         self
@@ -123,6 +124,10 @@ impl RenewerBuilder {
 
     /// Builds the renewer.
     pub fn build(self) -> Renewer {
+        if let Some(resolver) = &self.resolver {
+            // Stored certificates are loaded on first use, from this vault.
+            resolver.set_source(Arc::new(self.vault.clone()));
+        }
         let self_signed = self
             .self_signed
             .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));

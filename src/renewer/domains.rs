@@ -69,10 +69,10 @@ impl DomainPolicy {
     }
 
     /// Records that the server saw `domain` (a request's host). When the main
-    /// domain is learned and none is known yet, a public `domain` becomes
-    /// it. Returns the main domain in force afterwards.
+    /// domain is learned and none is known yet, a public `domain` (not a
+    /// wildcard) becomes it. Returns the main domain in force afterwards.
     pub async fn observe(&self, domain: &Domain) -> Result<Option<Domain>> {
-        if !self.learns_main_domain() || !domain.is_public() {
+        if !self.learns_main_domain() || !domain.is_public() || domain.is_wildcard() {
             return self.main_domain().await;
         }
         if let Some(known) = self.main_domain().await? {

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
+use crate::challenge::ChallengeKind;
 use crate::error::{rfc3339, CertProblem};
 use crate::issuer::Issuer;
 use crate::resolver::CertResolver;
@@ -249,12 +250,13 @@ impl Renewer {
     }
 
     /// The issuer for `domain`: self-signed for local names and in
-    /// development, ACME for public names in production.
+    /// development, else the ACME issuer. A wildcard is refused before any
+    /// order when that issuer's challenge is not DNS-01.
     pub(super) fn issuer_for(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
         if !self.inner.production || !domain.is_public() {
             return Ok(&self.inner.self_signed);
         }
-        self.inner.acme.as_ref().ok_or_else(|| {
+        let acme = self.inner.acme.as_ref().ok_or_else(|| {
             Error::config(
                 "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
                 format!(
@@ -262,7 +264,16 @@ impl Renewer {
                      and the public name {domain} needs one in production"
                 ),
             )
-        })
+        })?;
+        match acme.challenge() {
+            Some(challenge) if domain.is_wildcard() && challenge != ChallengeKind::Dns01 => {
+                Err(Error::WildcardNeedsDns01 {
+                    domain: domain.clone(),
+                    challenge: challenge.as_str(),
+                })
+            }
+            _ => Ok(acme),
+        }
     }
 
     /// Hands a stored certificate to the resolver, opening its key; `false`
@@ -275,7 +286,7 @@ impl Renewer {
             .inner
             .vault
             .open_cert_key(&record.domain, cert)
-            .and_then(|key| resolver.insert_pem(&record.domain, &cert.chain_pem, &key));
+            .and_then(|key| resolver.insert_stored(&record.domain, &cert.chain_pem, &key));
         if let Err(e) = &result {
             warn!(domain = %record.domain, error = %e, "stored certificate could not be loaded for serving");
         }
@@ -286,7 +297,7 @@ impl Renewer {
 /// Hands a certificate just issued to the resolver, with the key still in
 /// hand (no need to open what was just sealed).
 fn publish_issued(domain: &Domain, issued: &IssuedCert, resolver: &CertResolver) {
-    if let Err(e) = resolver.insert_pem(domain, &issued.chain_pem, issued.key_pem.as_bytes()) {
+    if let Err(e) = resolver.insert_stored(domain, &issued.chain_pem, issued.key_pem.as_bytes()) {
         warn!(%domain, error = %e, "issued certificate could not be loaded for serving");
     }
 }

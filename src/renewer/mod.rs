@@ -117,11 +117,18 @@ impl Renewer {
         self.inner.renewal
     }
 
-    /// Loads the stored certificates into the resolver (when there is one)
-    /// and sets the main domain's certificate as its fallback. Call once at
-    /// start-up. A record that cannot be read is logged and skipped, so one
-    /// damaged record never stops a server from starting. Returns how many
-    /// certificates were loaded.
+    /// Tells the resolver (when there is one) which domains are stored, and
+    /// sets the main domain as its fallback. Call once at start-up. Returns
+    /// how many domains are stored.
+    ///
+    /// No other certificate is read here, so start-up does not grow with
+    /// the number of certificates: the resolver loads each on its first
+    /// handshake, and preloads them in the background up to its capacity
+    /// (see [`CertResolver`]). The main domain's certificate, which serves
+    /// handshakes for unknown names, is loaded before this returns. A
+    /// record that cannot be read is logged when its name is first served,
+    /// and that name gets the fallback, so one damaged record never stops a
+    /// server from starting.
     ///
     /// The main domain gets a record, due now, if it has none and may get a
     /// certificate (see [`run_cycle`](Self::run_cycle)), so the first cycle
@@ -140,22 +147,15 @@ impl Renewer {
             warn!(error = %e, "the main domain cannot get a certificate");
         }
         let domains = store.list().await?;
-        let mut loaded = 0;
         if let Some(resolver) = &self.inner.resolver {
-            for domain in &domains {
-                match store.load(domain).await {
-                    Ok(Some(record)) if self.publish_stored(&record, resolver) => loaded += 1,
-                    Ok(_) => {}
-                    Err(e) => warn!(%domain, error = %e, "stored record skipped"),
-                }
-            }
+            resolver.set_stored(&domains);
             if let Some(main) = self.inner.policy.main_domain().await? {
-                resolver.set_fallback(Some(main));
+                resolver.set_fallback(Some(main.clone()));
+                resolver.prepare(Some(main.as_str())).await;
             }
-        } else {
-            loaded = domains.len();
+            resolver.preload();
         }
-        Ok(loaded)
+        Ok(domains.len())
     }
 
     /// Adds a custom domain the operator owns: stores a record for it, due

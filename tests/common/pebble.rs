@@ -5,7 +5,8 @@
 //! Pebble really validates: for HTTP-01 it resolves the domain through
 //! challtestsrv (every name resolves to 127.0.0.1 by default) and fetches
 //! `http://<domain>:<http_port>/.well-known/acme-challenge/<token>`, so the
-//! solver under test must listen on [`Pebble::http_port`].
+//! solver under test must listen on [`Pebble::http_port`]; for TLS-ALPN-01
+//! it connects to the domain on [`Pebble::tls_port`] offering `acme-tls/1`.
 //!
 //! This file depends only on crates, not on the rest of `tests/common`, so a
 //! benchmark or example can include it with `#[path = ...] mod pebble;`.
@@ -50,6 +51,10 @@ pub struct PebbleOptions {
     /// The port Pebble validates HTTP-01 on, where the solver must listen;
     /// 0 picks a free port (read it back with [`Pebble::http_port`]).
     pub http_port: u16,
+    /// The port Pebble validates TLS-ALPN-01 on (`tlsPort`), where the TLS
+    /// listener must be; 0 picks a free port (read it back with
+    /// [`Pebble::tls_port`]).
+    pub tls_port: u16,
     /// The address challtestsrv answers A queries with; `None`: no A record.
     pub dns_ipv4: Option<Ipv4Addr>,
     /// The address challtestsrv answers AAAA queries with; `None` (the
@@ -67,6 +72,7 @@ impl Default for PebbleOptions {
             nonce_reject_percent: 0,
             validity_seconds: None,
             http_port: 0,
+            tls_port: 0,
             dns_ipv4: Some(Ipv4Addr::LOCALHOST),
             dns_ipv6: None,
             always_valid: false,
@@ -83,6 +89,7 @@ pub struct Pebble {
     acme_port: u16,
     management_port: u16,
     http_port: u16,
+    tls_port: u16,
     dns_port: u16,
     ca_root_pem_path: PathBuf,
 }
@@ -127,7 +134,10 @@ impl Pebble {
 
         let acme_port = free_tcp_port();
         let management_port = free_tcp_port();
-        let tls_port = free_tcp_port();
+        let tls_port = match options.tls_port {
+            0 => free_tcp_port(),
+            port => port,
+        };
         let challtestsrv_management_port = free_tcp_port();
         let dns_port = free_dns_port();
         let http_port = match options.http_port {
@@ -196,6 +206,7 @@ impl Pebble {
             acme_port,
             management_port,
             http_port,
+            tls_port,
             dns_port,
             ca_root_pem_path,
         };
@@ -268,6 +279,12 @@ impl Pebble {
     /// The port Pebble connects to for HTTP-01 validation.
     pub fn http_port(&self) -> u16 {
         self.http_port
+    }
+
+    /// The port Pebble connects to for TLS-ALPN-01 validation, on the
+    /// address challtestsrv resolves names to (127.0.0.1 by default).
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port
     }
 
     /// The UDP and TCP port challtestsrv answers DNS on.

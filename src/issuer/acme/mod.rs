@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 use tokio::time::timeout;
 
 use super::{IssuedCert, Issuer, IssuerKind};
-use crate::challenge::ChallengeSolver;
+use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
 use crate::email::parse_email;
 use crate::store::CertStore;
@@ -182,6 +182,13 @@ impl AcmeIssuer {
 #[async_trait]
 impl Issuer for AcmeIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
+        let challenge = self.solver.kind();
+        if domain.is_wildcard() && challenge != ChallengeKind::Dns01 {
+            return Err(Error::WildcardNeedsDns01 {
+                domain: domain.clone(),
+                challenge: challenge.as_str(),
+            });
+        }
         let mut presented = Presented::new(self.solver.clone(), self.request_timeout);
         let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
         // Whatever happened, nothing stays presented.
@@ -205,6 +212,10 @@ impl Issuer for AcmeIssuer {
 
     fn kind(&self) -> IssuerKind {
         IssuerKind::ACME
+    }
+
+    fn challenge(&self) -> Option<ChallengeKind> {
+        Some(self.solver.kind())
     }
 }
 
