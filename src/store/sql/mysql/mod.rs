@@ -4,39 +4,25 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
-use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
-use sqlx::{Executor, MySql, Transaction};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::{MySql, Transaction};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use super::{
     attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
     db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
-    from_column_version, hex, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
-    DueBind, DuePlan, Migration, Retention, MIN_DATE,
+    from_column_version, lease_expiry, retry_transient, sql_limit, to_column_version, DueBind,
+    DuePlan, Retention, MIN_DATE,
 };
 use crate::store::keys::{check_key, check_token, next_version};
 use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
 use crate::{Domain, Error, Result};
 
+mod migrate;
+
+use migrate::migrate;
+
 const STORE: &str = "mysql";
-
-/// The embedded migrations, in order.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "certificates, accounts, meta, leases, challenges and the change feed",
-        sql: include_str!("../../../migrations/mysql/0001_initial.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "the console's login throttle",
-        sql: include_str!("../../../migrations/mysql/0002_login_throttle.sql"),
-    },
-];
-
-/// How long a starting instance waits for another one's migrations.
-const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
 
 /// A [`CertStore`] in MariaDB or MySQL, shared by every instance that
 /// connects to the same database. The statements are written for MariaDB
@@ -402,97 +388,6 @@ async fn commit(tx: Transaction<'static, MySql>) -> Result<()> {
     tx.commit()
         .await
         .map_err(|e| db_error(STORE, "could not commit", e))
-}
-
-/// Applies the pending migrations while holding a named lock for this
-/// database, so that instances starting together migrate one at a time.
-async fn migrate(pool: &MySqlPool) -> Result<()> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(|e| db_error(STORE, "could not migrate", e))?;
-    let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error(STORE, "could not read the database name", e))?;
-    let database = database.ok_or_else(|| {
-        Error::store(
-            STORE,
-            "the connection URL names no database (mysql://host/database)",
-        )
-    })?;
-    // Lock names are server-wide and at most 64 characters.
-    let lock = format!(
-        "certkeeper-migrate-{}",
-        &hex(&Sha256::digest(database.as_bytes()))[..32]
-    );
-    let locked: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
-        .bind(&lock)
-        .bind(MIGRATION_LOCK_WAIT_SECS)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| db_error(STORE, "could not take the migration lock", e))?;
-    if locked != Some(1) {
-        return Err(Error::store(
-            STORE,
-            format!(
-                "another instance held the migration lock for {MIGRATION_LOCK_WAIT_SECS} seconds"
-            ),
-        ));
-    }
-    let applied = apply_migrations(&mut conn).await;
-    let released = sqlx::query("SELECT RELEASE_LOCK(?)")
-        .bind(&lock)
-        .execute(&mut *conn)
-        .await;
-    if released.is_err() {
-        // Closing the connection frees the lock for certain.
-        conn.close_on_drop();
-    }
-    applied
-}
-
-async fn apply_migrations(conn: &mut MySqlConnection) -> Result<()> {
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS certkeeper_migrations (
-             version BIGINT NOT NULL,
-             description VARCHAR(255) NOT NULL,
-             checksum CHAR(64) CHARACTER SET ascii NOT NULL,
-             applied_at DATETIME(6) NOT NULL,
-             PRIMARY KEY (version)
-         ) ENGINE = InnoDB",
-    )
-    .await
-    .map_err(|e| db_error(STORE, "could not create the migrations table", e))?;
-    let applied: Vec<(i64, String)> =
-        sqlx::query_as("SELECT version, checksum FROM certkeeper_migrations")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| db_error(STORE, "could not read the migrations applied", e))?;
-    for migration in pending(STORE, MIGRATIONS, &applied)? {
-        // DDL commits on its own in MySQL: every statement of a migration
-        // can run again, and the migration is recorded once it all ran.
-        (&mut *conn)
-            .execute(sqlx::raw_sql(migration.sql))
-            .await
-            .map_err(|e| db_error(STORE, &format!("migration {} failed", migration.version), e))?;
-        sqlx::query(
-            "INSERT INTO certkeeper_migrations (version, description, checksum, applied_at) \
-             VALUES (?, ?, ?, UTC_TIMESTAMP(6))",
-        )
-        .bind(migration.version)
-        .bind(migration.description)
-        .bind(migration.checksum())
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| db_error(STORE, "could not record a migration", e))?;
-        tracing::info!(
-            store = STORE,
-            version = migration.version,
-            "migration applied"
-        );
-    }
-    Ok(())
 }
 
 impl fmt::Debug for MySqlStore {
