@@ -320,6 +320,42 @@ impl Error {
         }
     }
 
+    /// Whether the failure is the CA's, not the domain's: the CA could not
+    /// be reached or did not answer in time ([`Error::Timeout`], an
+    /// [`Error::Acme`] carrying the client's error instead of a problem
+    /// document), answered with a server
+    /// error (HTTP 5xx, `serverInternal`) or kept rejecting nonces. Such a
+    /// failure is not counted as an attempt of the domain.
+    pub fn is_ca_unavailable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            // No problem document, but the client's own error: a refused
+            // connection, a TLS failure, an answer that is not ACME.
+            Self::Acme {
+                problem: None,
+                source: Some(_),
+                ..
+            } => true,
+            Self::Acme {
+                problem: Some(problem),
+                ..
+            } => {
+                matches!(
+                    problem.kind(),
+                    ProblemKind::ServerInternal | ProblemKind::BadNonce
+                ) || problem.status.is_some_and(|status| status >= 500)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the CA answered `rateLimited`: not the domain's failure
+    /// either, and a reason to stop ordering for now.
+    pub fn is_rate_limited(&self) -> bool {
+        self.acme_problem()
+            .is_some_and(|problem| problem.is(ProblemKind::RateLimited))
+    }
+
     /// The CA's problem type, when this is an [`Error::Acme`] with a problem document.
     pub fn acme_problem(&self) -> Option<&AcmeProblem> {
         match self {
@@ -407,6 +443,11 @@ pub enum SkipReason {
     RenewedElsewhere,
     /// The record changed under every compare-and-swap try.
     KeptChanging,
+    /// The cycle stopped ordering: the CA failed several times in a row
+    /// (down, unreachable, timing out, answering 5xx or `serverInternal`).
+    CaUnavailable,
+    /// The cycle stopped ordering: the CA answered `rateLimited`.
+    RateLimited,
 }
 
 impl SkipReason {
@@ -419,6 +460,8 @@ impl SkipReason {
             Self::RemovedWhileIssuing => "removed_while_issuing",
             Self::RenewedElsewhere => "renewed_elsewhere",
             Self::KeptChanging => "kept_changing",
+            Self::CaUnavailable => "ca_unavailable",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -432,6 +475,8 @@ impl fmt::Display for SkipReason {
             Self::RemovedWhileIssuing => "removed while it was being issued",
             Self::RenewedElsewhere => "renewed elsewhere meanwhile",
             Self::KeptChanging => "record kept changing while being stored",
+            Self::CaUnavailable => "the CA is unavailable; left for the next cycle",
+            Self::RateLimited => "the CA asked to slow down; left for the next cycle",
         })
     }
 }

@@ -381,3 +381,148 @@ async fn the_embedded_stack_issues_the_configured_main_domain_by_itself() {
     })
     .await;
 }
+
+/// A renewer over a store of its own for `stage`'s Pebble, whose calls to
+/// the CA time out after `request_timeout`.
+async fn quick_server(stage: &Stage, request_timeout: StdDuration) -> (Arc<FileStore>, Renewer) {
+    let dir = stage.dir.path().join("quick");
+    let store = Arc::new(FileStore::open(&dir).await.unwrap());
+    let keyring = keyring(KEY);
+    let issuer = pebble_issuer(
+        &stage.pebble,
+        Arc::new(stage.solver.clone()),
+        store.clone(),
+        keyring.clone(),
+    )
+    .request_timeout(request_timeout)
+    .order_timeout(StdDuration::from_secs(60))
+    .build()
+    .unwrap();
+    let renewer = Renewer::builder(store.clone(), keyring)
+        .acme(Arc::new(issuer))
+        .clock(Arc::new(stage.clock.clone()))
+        .concurrency(2)
+        .build();
+    (store, renewer)
+}
+
+/// How many stored records of `store` hold a certificate.
+async fn issued_count(store: &FileStore) -> usize {
+    let mut count = 0;
+    for name in store.list().await.unwrap() {
+        if store
+            .load(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .certificate
+            .is_some()
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_that_goes_silent_mid_cycle_costs_no_attempt_and_the_next_cycle_issues_everything() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions::default()).await;
+        let request_timeout = StdDuration::from_secs(3);
+        let (store, renewer) = quick_server(&stage, request_timeout).await;
+        let names: Vec<Domain> = (0..12)
+            .map(|i| domain(&format!("silent{i}.certkeeper-test.com")))
+            .collect();
+        for name in &names {
+            renewer.add_domain(name).await.unwrap();
+        }
+        let cycle = tokio::spawn({
+            let renewer = renewer.clone();
+            async move { renewer.run_cycle().await }
+        });
+        while issued_count(&store).await < 2 {
+            assert!(
+                !cycle.is_finished(),
+                "the cycle ended before the CA went silent"
+            );
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        // The CA accepts connections and never answers.
+        stage.pebble.signal("STOP");
+        let silent_since = std::time::Instant::now();
+        let report = cycle.await.unwrap().unwrap();
+        let took = silent_since.elapsed();
+        assert_eq!(
+            report.stopped,
+            Some(certkeeper::renewer::SkipReason::CaUnavailable),
+            "{report}"
+        );
+        assert!(report.failed.is_empty(), "{report:?}");
+        // In-flight calls end at their request timeout; nothing is ordered
+        // after the CA is found down. Generous bound for a loaded machine.
+        assert!(
+            took < request_timeout * 3 + StdDuration::from_secs(5),
+            "the cycle took {took:?} after the CA went silent"
+        );
+        for name in &names {
+            let record = store.load(name).await.unwrap().unwrap();
+            assert_eq!(
+                record.attempts, 0,
+                "{name}: the CA's silence is not the domain's fault"
+            );
+        }
+        let issued_before = issued_count(&store).await;
+        assert!(issued_before < names.len());
+
+        // The CA is back: the next cycle issues everything left.
+        stage.pebble.signal("CONT");
+        let report = renewer.run_cycle().await.unwrap();
+        assert!(
+            report.failed.is_empty() && report.stopped.is_none(),
+            "{report}"
+        );
+        assert_eq!(issued_count(&store).await, names.len(), "{report}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_ca_costs_no_attempts() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions::default()).await;
+        let (store, renewer) = quick_server(&stage, StdDuration::from_secs(3)).await;
+        let names: Vec<Domain> = (0..6)
+            .map(|i| domain(&format!("dead{i}.certkeeper-test.com")))
+            .collect();
+        for name in &names {
+            renewer.add_domain(name).await.unwrap();
+        }
+        // Connections are refused from now on.
+        stage.pebble.signal("KILL");
+        for _ in 0..5 {
+            let report = renewer.run_cycle().await.unwrap();
+            assert_eq!(
+                report.stopped,
+                Some(certkeeper::renewer::SkipReason::CaUnavailable),
+                "{report}"
+            );
+            // Three failures in a row stop the ordering; the one other
+            // order in flight (concurrency 2) may fail too.
+            assert!(
+                (3..=4).contains(&report.deferred.len()),
+                "three in a row, then no more orders: {report}"
+            );
+            stage.clock.advance(Duration::days(1));
+        }
+        // Five days of outage give up nothing.
+        for name in &names {
+            let record = store.load(name).await.unwrap().unwrap();
+            assert_eq!(record.attempts, 0, "{name}");
+        }
+        assert_eq!(
+            store.due(stage.clock.now(), 5, 200).await.unwrap().len(),
+            names.len()
+        );
+    })
+    .await;
+}

@@ -26,6 +26,10 @@ struct ScriptedIssuer {
     /// When set, each issuance waits here for the others (to force races).
     meet: std::sync::OnceLock<Arc<tokio::sync::Barrier>>,
     fail: AtomicBool,
+    /// Fails as a CA that cannot be reached does.
+    ca_down: AtomicBool,
+    /// Fails as a CA that rate limits does.
+    rate_limited: AtomicBool,
     hang: AtomicBool,
     calls: AtomicUsize,
     in_flight: AtomicUsize,
@@ -38,6 +42,8 @@ impl ScriptedIssuer {
             inner: SelfSignedIssuer::with_clock(clock).validity(lifetime),
             meet: std::sync::OnceLock::new(),
             fail: AtomicBool::new(false),
+            ca_down: AtomicBool::new(false),
+            rate_limited: AtomicBool::new(false),
             hang: AtomicBool::new(false),
             calls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -60,11 +66,28 @@ impl Issuer for ScriptedIssuer {
         tokio::time::sleep(StdDuration::from_millis(2)).await;
         let result = if self.hang.load(Ordering::SeqCst) {
             std::future::pending().await
-        } else if self.fail.load(Ordering::SeqCst) {
+        } else if self.ca_down.load(Ordering::SeqCst) {
+            Err(Error::Acme {
+                domain: Some(domain.clone()),
+                step: "new-order",
+                problem: None,
+                message: "connection refused".into(),
+                source: Some("connection refused".into()),
+            })
+        } else if self.fail.load(Ordering::SeqCst) || self.rate_limited.load(Ordering::SeqCst) {
+            let (kind, detail, status) = if self.rate_limited.load(Ordering::SeqCst) {
+                ("rateLimited", "too many certificates", 429)
+            } else {
+                (
+                    "rejectedIdentifier",
+                    "the CA will not issue for this name",
+                    400,
+                )
+            };
             let problem = AcmeProblem {
-                type_uri: Some("urn:ietf:params:acme:error:rateLimited".into()),
-                detail: Some("too many certificates".into()),
-                status: Some(429),
+                type_uri: Some(format!("urn:ietf:params:acme:error:{kind}")),
+                detail: Some(detail.into()),
+                status: Some(status),
                 subproblems: Vec::new(),
             };
             Err(Error::Acme {
@@ -277,7 +300,7 @@ async fn failures_count_and_stop_at_five_then_manual_generation_still_works() {
         assert_eq!(report.failed.len(), 1, "cycle {attempt}: {report}");
         assert_eq!(
             report.failed[0].error.code(),
-            "acme_rate_limited",
+            "acme_rejected_identifier",
             "{report:?}"
         );
         let record = s.store.load(&domain).await.unwrap().unwrap();
@@ -354,7 +377,7 @@ async fn a_success_resets_attempts_and_keeps_the_old_certificate_until_then() {
 }
 
 #[tokio::test]
-async fn a_hanging_issuer_fails_the_attempt_and_the_cycle_finishes() {
+async fn a_hanging_issuer_is_deferred_not_an_attempt_and_the_cycle_finishes() {
     let clock = TestClock::new(start());
     let store = Arc::new(MemoryStore::new());
     let issuer = ScriptedIssuer::new(Arc::new(clock.clone()), Duration::days(90));
@@ -367,12 +390,74 @@ async fn a_hanging_issuer_fails_the_attempt_and_the_cycle_finishes() {
     renewer.add_domain(&a).await.unwrap();
     renewer.add_domain(&b).await.unwrap();
     let report = renewer.run_cycle().await.unwrap();
-    assert_eq!(report.failed.len(), 2, "{report}");
+    assert_eq!(report.deferred.len(), 2, "{report}");
+    assert!(report.failed.is_empty(), "{report}");
     assert!(
-        matches!(*report.failed[0].error, Error::Timeout { .. }),
+        matches!(*report.deferred[0].error, Error::Timeout { .. }),
         "{report:?}"
     );
-    assert_eq!(store.load(&a).await.unwrap().unwrap().attempts, 1);
+    // A CA that does not answer is not the domain's fault.
+    let record = store.load(&a).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 0);
+    assert!(record.log_lines()[0].contains("not counted as an attempt"));
+}
+
+#[tokio::test]
+async fn a_ca_outage_stops_the_cycle_and_costs_no_attempts() {
+    let s = setup(Duration::days(90), 1);
+    for i in 0..10 {
+        s.renewer
+            .add_domain(&d(&format!("d{i}.example.com")))
+            .await
+            .unwrap();
+    }
+    s.issuer.ca_down.store(true, Ordering::SeqCst);
+    let report = s.renewer.run_cycle().await.unwrap();
+    // Three failures of the CA in a row stop the ordering.
+    assert_eq!(report.deferred.len(), 3, "{report}");
+    assert_eq!(report.stopped, Some(SkipReason::CaUnavailable), "{report}");
+    assert_eq!(report.skipped.len(), 10 + 1 - 3, "{report}");
+    assert!(
+        report.failed.is_empty() && report.issued.is_empty(),
+        "{report}"
+    );
+    assert_eq!(
+        s.issuer.calls.load(Ordering::SeqCst),
+        3,
+        "no order after the third failure"
+    );
+    for domain in s.store.list().await.unwrap() {
+        let record = s.store.load(&domain).await.unwrap().unwrap();
+        assert_eq!(record.attempts, 0, "{domain}");
+    }
+    // Five cycles of outage give up nothing; the CA back, everything issues.
+    for _ in 0..5 {
+        s.clock.advance(Duration::days(1));
+        s.renewer.run_cycle().await.unwrap();
+    }
+    s.issuer.ca_down.store(false, Ordering::SeqCst);
+    s.clock.advance(Duration::days(1));
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(report.issued.len(), 11, "{report}");
+}
+
+#[tokio::test]
+async fn a_rate_limit_stops_the_cycle_at_once_and_costs_no_attempt() {
+    let s = setup(Duration::days(90), 1);
+    for i in 0..5 {
+        s.renewer
+            .add_domain(&d(&format!("r{i}.example.com")))
+            .await
+            .unwrap();
+    }
+    s.issuer.rate_limited.store(true, Ordering::SeqCst);
+    let report = s.renewer.run_cycle().await.unwrap();
+    assert_eq!(report.deferred.len(), 1, "{report}");
+    assert_eq!(report.deferred[0].error.code(), "acme_rate_limited");
+    assert_eq!(report.stopped, Some(SkipReason::RateLimited), "{report}");
+    assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 1);
+    let deferred = &report.deferred[0].domain;
+    assert_eq!(s.store.load(deferred).await.unwrap().unwrap().attempts, 0);
 }
 
 #[tokio::test]
@@ -629,7 +714,8 @@ async fn manual_generation_while_the_same_domain_is_being_issued_is_refused_clea
         "{err}"
     );
     let report = cycle.await.unwrap().unwrap();
-    assert_eq!(report.failed.len(), 1, "{report}");
+    // The hanging issuance times out: the CA's fault, not an attempt.
+    assert_eq!(report.deferred.len(), 1, "{report}");
     assert_eq!(issuer.calls.load(Ordering::SeqCst), 1, "no second order");
 }
 

@@ -23,6 +23,8 @@ use crate::{Domain, Error, Result};
 pub(super) enum Outcome {
     Issued(Box<CertRecord>),
     Failed(Error),
+    /// Failed through no fault of the domain (the CA): not an attempt.
+    Deferred(Error),
     Skipped(SkipReason),
 }
 
@@ -185,6 +187,9 @@ impl Renewer {
             let mut next = current.clone();
             match &result {
                 Ok((_, cert)) => renewal.on_success(&mut next, cert.clone(), now, step),
+                Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
+                    renewal.on_not_attempted(&mut next, e, now, step)
+                }
                 Err(e) => renewal.on_failure(&mut next, e, now, step),
             }
             match self.store().save(&next).await {
@@ -197,6 +202,10 @@ impl Renewer {
                                 publish_issued(&domain, &issued, resolver);
                             }
                             Outcome::Issued(Box::new(next))
+                        }
+                        Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
+                            warn!(%domain, error = %e, code = e.code(), "the CA could not issue now; not counted as an attempt");
+                            Outcome::Deferred(e)
                         }
                         Err(e) => {
                             warn!(%domain, attempts = next.attempts, error = %e, code = e.code(), "certificate attempt failed");

@@ -313,16 +313,24 @@ impl Renewer {
         info!(due = due.len(), "maintenance cycle started");
         let mut report = CycleReport::default();
         let semaphore = Arc::new(Semaphore::new(self.inner.concurrency));
+        let gate = Arc::new(CaGate::new(renewal.max_ca_failures));
         let mut tasks = JoinSet::new();
         for entry in due {
             let this = self.clone();
             let semaphore = semaphore.clone();
+            let gate = gate.clone();
             let span = tracing::info_span!("renew", domain = %entry.domain);
             tasks.spawn(
                 async move {
                     let _permit = semaphore.acquire_owned().await;
                     let domain = entry.domain;
+                    // Once the CA is down or asks to slow down, the rest of
+                    // the cycle waits for the next one.
+                    if let Some(reason) = gate.stopped() {
+                        return (domain, Outcome::Skipped(reason));
+                    }
                     let outcome = this.renew(&domain).await;
+                    gate.record(&outcome);
                     (domain, outcome)
                 }
                 .instrument(span),
@@ -335,10 +343,19 @@ impl Renewer {
                     domain,
                     error: Arc::new(e),
                 }),
+                Ok((domain, Outcome::Deferred(e))) => report.deferred.push(CycleFailure {
+                    domain,
+                    error: Arc::new(e),
+                }),
                 Ok((domain, Outcome::Skipped(reason))) => report.skipped.push((domain, reason)),
                 Err(e) => warn!(error = %e, "renewal task ended abnormally"),
             }
         }
+        report.stopped = gate.stopped();
+        if let Some(reason) = report.stopped {
+            warn!(%reason, "the cycle stopped ordering; the rest waits for the next cycle");
+        }
+        report.deferred.sort_by(|a, b| a.domain.cmp(&b.domain));
         report.issued.sort();
         report.failed.sort_by(|a, b| a.domain.cmp(&b.domain));
         report.skipped.sort();
@@ -381,7 +398,7 @@ impl Renewer {
         lease.release().await;
         match outcome {
             Outcome::Issued(record) => Ok(*record),
-            Outcome::Failed(error) => Err(error),
+            Outcome::Failed(error) | Outcome::Deferred(error) => Err(error),
             Outcome::Skipped(reason) => Err(Error::InProgress { domain, reason }),
         }
     }
@@ -400,5 +417,52 @@ impl Renewer {
         };
         let key = self.inner.vault.open_cert_key(domain, &cert)?;
         Ok(Some((cert, key)))
+    }
+}
+
+/// Stops a cycle's ordering when the CA is down (several CA failures in a
+/// row) or rate limits.
+struct CaGate {
+    max_failures: u32,
+    failures_in_a_row: std::sync::atomic::AtomicU32,
+    stopped: Mutex<Option<SkipReason>>,
+}
+
+impl CaGate {
+    fn new(max_failures: u32) -> Self {
+        Self {
+            max_failures: max_failures.max(1),
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            stopped: Mutex::new(None),
+        }
+    }
+
+    fn stopped(&self) -> Option<SkipReason> {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self, reason: SkipReason) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+    }
+
+    fn record(&self, outcome: &Outcome) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Outcome::Deferred(e) if e.is_rate_limited() => self.stop(SkipReason::RateLimited),
+            Outcome::Deferred(_) => {
+                let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                if in_a_row >= self.max_failures {
+                    self.stop(SkipReason::CaUnavailable);
+                }
+            }
+            // The CA answered about the domain: it is up.
+            Outcome::Issued(_) | Outcome::Failed(_) => {
+                self.failures_in_a_row.store(0, Ordering::SeqCst)
+            }
+            Outcome::Skipped(_) => {}
+        }
     }
 }

@@ -17,6 +17,9 @@ pub struct RenewalPolicy {
     pub max_attempts: u32,
     /// Most certificates one cycle issues (200), to stay inside the CA's rate limits.
     pub per_cycle: usize,
+    /// Failures of the CA itself in a row (see
+    /// [`Error::is_ca_unavailable`]) after which a cycle stops ordering (3).
+    pub max_ca_failures: u32,
 }
 
 impl Default for RenewalPolicy {
@@ -25,6 +28,7 @@ impl Default for RenewalPolicy {
             renew_before: Duration::days(30),
             max_attempts: 5,
             per_cycle: 200,
+            max_ca_failures: 3,
         }
     }
 }
@@ -79,6 +83,25 @@ impl RenewalPolicy {
             ),
         });
         record.certificate = Some(cert);
+    }
+
+    /// Records an issuance that failed through no fault of the domain (the
+    /// CA is unavailable or rate limited): a log line, and nothing else, so
+    /// the attempts and the renew date stay as they were and the next cycle
+    /// tries again.
+    pub fn on_not_attempted(
+        &self,
+        record: &mut CertRecord,
+        error: &Error,
+        now: OffsetDateTime,
+        step: &str,
+    ) {
+        record.push_log(LogEntry {
+            time: now,
+            step: step.to_string(),
+            success: false,
+            message: format!("not counted as an attempt: {error}"),
+        });
     }
 
     /// Applies a failed attempt: attempts + 1 and renew date now, so the next

@@ -15,6 +15,13 @@ pub struct CycleReport {
     pub failed: Vec<CycleFailure>,
     /// Certificates picked but left alone, and why.
     pub skipped: Vec<(Domain, SkipReason)>,
+    /// Issuances that failed through no fault of their domain (the CA was
+    /// unavailable or rate limited): not counted as attempts, tried again
+    /// next cycle.
+    pub deferred: Vec<CycleFailure>,
+    /// Why the cycle stopped ordering before the end, if it did
+    /// ([`SkipReason::CaUnavailable`] or [`SkipReason::RateLimited`]).
+    pub stopped: Option<SkipReason>,
 }
 
 /// One failed attempt of a cycle.
@@ -35,6 +42,13 @@ impl fmt::Display for CycleReport {
             self.issued.len(),
             self.failed.len(),
             self.skipped.len()
-        )
+        )?;
+        if !self.deferred.is_empty() {
+            write!(f, ", {} deferred", self.deferred.len())?;
+        }
+        if let Some(reason) = self.stopped {
+            write!(f, " (stopped: {reason})")?;
+        }
+        Ok(())
     }
 }

@@ -400,6 +400,20 @@ impl Pebble {
     }
 }
 
+impl Pebble {
+    /// Sends `signal` (`STOP`, `CONT`, `KILL` ...) to the CA process (not
+    /// its DNS server): `STOP` makes a CA that accepts connections and never
+    /// answers, `KILL` one that refuses them.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pebble.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} pebble failed");
+    }
+}
+
 impl Drop for Pebble {
     fn drop(&mut self) {
         for child in [&mut self.pebble, &mut self.challtestsrv] {

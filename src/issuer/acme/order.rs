@@ -68,7 +68,7 @@ impl AcmeIssuer {
 
         let policy = self.poll_policy();
         let chain = retry!(
-            limit: self.order_timeout,
+            limit: self.request_timeout,
             "certificate",
             Some(domain),
             order.poll_certificate(&policy)
@@ -228,7 +228,7 @@ impl AcmeIssuer {
     async fn await_validation(&self, order: &mut Order, domain: &Domain) -> Result<()> {
         let policy = self.poll_policy();
         let polled = retry!(
-            limit: self.order_timeout,
+            limit: self.request_timeout,
             "validation",
             Some(domain),
             order.poll_ready(&policy)
@@ -246,12 +246,14 @@ impl AcmeIssuer {
     }
 
     /// How an order is polled: a short first wait (50 ms) doubling each
-    /// time, within the order timeout; a Retry-After from the CA wins.
+    /// time, a Retry-After from the CA winning, for at most one request
+    /// timeout, so a CA that goes silent while validating costs no more
+    /// than one request timeout.
     fn poll_policy(&self) -> RetryPolicy {
         RetryPolicy::new()
             .initial_delay(FIRST_POLL_DELAY)
             .backoff(POLL_BACKOFF)
-            .timeout(self.order_timeout)
+            .timeout(self.request_timeout)
     }
 
     /// The error for an order the CA declared invalid, with its reasons.
