@@ -212,6 +212,14 @@ impl Renewer {
         Ok(policy.check(domain).await.is_ok())
     }
 
+    /// [`observe`](Self::observe) for what a server has in hand: an HTTP
+    /// `Host` header or `:authority` (`example.com:443`, `[::1]:8443`), or
+    /// a TLS server name, read with [`Domain::from_host`]. A host that is
+    /// not a valid name is [`Error::InvalidDomain`].
+    pub async fn observe_host(&self, host: &str) -> Result<bool> {
+        self.observe(&Domain::from_host(host)?).await
+    }
+
     /// Makes sure the main domain in force has a record, so the cycle
     /// issues its certificate: a new record, due now, when there is none.
     /// Nothing to do while no main domain is set or learned. `Some` with
