@@ -33,7 +33,12 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let http = address("HTTP_ADDRESS", "[::]:80")?;
     let https = address("HTTPS_ADDRESS", "[::]:443")?;
     let server = start(Config::from_env()?, http, https).await?;
-    println!("serving https://{} (Ctrl-C to stop)", server.https);
+    let main = server.embedded.config.main_domain.as_ref();
+    let main = main.map_or_else(|| "the first host seen".into(), ToString::to_string);
+    println!(
+        "serving {main} on {} (TLS) and {} (challenges, redirect); Ctrl-C to stop",
+        server.https, server.http
+    );
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
