@@ -1,7 +1,7 @@
 //! Domain names: validation, normalisation, and which names can get a public certificate.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use idna::uts46::{AsciiDenyList, Hyphens, Uts46};
@@ -160,6 +160,61 @@ impl Domain {
             return Err(invalid(REASON_NUMERIC));
         }
         Ok(Self(ascii))
+    }
+
+    /// The name in what a server has in hand: an HTTP `Host` header or
+    /// `:authority` (`example.com:443`, `[::1]:8443`), or a TLS server name
+    /// (`Example.COM.`). The port is dropped, brackets around an IPv6
+    /// address are removed, then the name is checked and normalised as by
+    /// [`new`](Self::new). A wildcard, a port that is not a number from 0
+    /// to 65535, user information (`user@host`) or anything else that is
+    /// not a host is [`Error::InvalidDomain`].
+    ///
+    /// ```
+    /// use certkeeper::Domain;
+    /// assert_eq!(Domain::from_host("Example.COM.:443").unwrap().as_str(), "example.com");
+    /// assert_eq!(Domain::from_host("[::1]:8443").unwrap().as_str(), "::1");
+    /// assert!(Domain::from_host("example.com:https").is_err());
+    /// ```
+    pub fn from_host(host: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidDomain {
+            input: host.chars().take(80).collect(),
+            reason,
+        };
+        if host.len() > MAX_INPUT_LEN + 8 {
+            return Err(invalid("longer than 253 characters"));
+        }
+        let trimmed = host.trim();
+        let name = if let Some(rest) = trimmed.strip_prefix('[') {
+            let (inside, after) = rest
+                .split_once(']')
+                .ok_or_else(|| invalid("an opening [ without a closing ]"))?;
+            if inside.parse::<Ipv6Addr>().is_err() {
+                return Err(invalid("not an IPv6 address between [ and ]"));
+            }
+            if !after.is_empty() {
+                let port = after
+                    .strip_prefix(':')
+                    .ok_or_else(|| invalid("something other than a port after ]"))?;
+                check_port(port).map_err(invalid)?;
+            }
+            inside
+        } else if trimmed.parse::<Ipv6Addr>().is_ok() {
+            // An IPv6 address without brackets (never valid with a port).
+            trimmed
+        } else if let Some((name, port)) = trimmed.rsplit_once(':') {
+            check_port(port).map_err(invalid)?;
+            name
+        } else {
+            trimmed
+        };
+        if name.starts_with('*') {
+            return Err(invalid("a wildcard is not a host"));
+        }
+        Self::new(name).map_err(|e| match e {
+            Error::InvalidDomain { reason, .. } => invalid(reason),
+            other => other,
+        })
     }
 
     /// `*.` and `base`, when `base` is a name a wildcard may stand under.
@@ -512,6 +567,16 @@ impl<'de> Deserialize<'de> for Domain {
     }
 }
 
+/// `Ok` when `port` is a port number: 1 to 5 digits, at most 65535.
+fn check_port(port: &str) -> std::result::Result<(), &'static str> {
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a port that is not a number");
+    }
+    port.parse::<u16>()
+        .map(drop)
+        .map_err(|_| "a port above 65535")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,5 +914,53 @@ mod tests {
         let ok: Domain = serde_json::from_str("\"Example.COM\"").unwrap();
         assert_eq!(ok.as_str(), "example.com");
         assert!(serde_json::from_str::<Domain>("\"../x\"").is_err());
+    }
+
+    #[test]
+    fn hosts_as_servers_have_them() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("example.com", Some("example.com")),
+            ("example.com:443", Some("example.com")),
+            ("Example.COM.", Some("example.com")),
+            ("Example.COM.:8443", Some("example.com")),
+            ("www.example.com:0", Some("www.example.com")),
+            ("www.example.com:65535", Some("www.example.com")),
+            (" shop.example.com:80 ", Some("shop.example.com")),
+            ("[::1]:8443", Some("::1")),
+            ("[::1]", Some("::1")),
+            ("[2001:DB8::1]:443", Some("2001:db8::1")),
+            ("::1", Some("::1")),
+            ("127.0.0.1:8080", Some("127.0.0.1")),
+            ("localhost:3000", Some("localhost")),
+            ("bücher.de:443", Some("xn--bcher-kva.de")),
+            ("", None),
+            (":443", None),
+            ("example.com:", None),
+            ("example.com:https", None),
+            ("example.com:65536", None),
+            ("example.com:123456", None),
+            ("example.com:-1", None),
+            ("example.com:443:443", None),
+            ("[::1", None),
+            ("[::1]x", None),
+            ("[::1]:", None),
+            ("[example.com]:443", None),
+            ("[127.0.0.1]", None),
+            ("user@example.com", None),
+            ("user@example.com:443", None),
+            ("*.example.com", None),
+            ("*.example.com:443", None),
+            ("example.com/path", None),
+            ("exa mple.com", None),
+            ("example..com", None),
+            ("0x7f.1:80", None),
+        ];
+        for (input, expected) in table {
+            match (Domain::from_host(input), expected) {
+                (Ok(got), Some(want)) => assert_eq!(got.as_str(), *want, "{input:?}"),
+                (Err(Error::InvalidDomain { .. }), None) => {}
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

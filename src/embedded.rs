@@ -7,6 +7,7 @@ use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::issuer::AcmeIssuer;
+use crate::renewer::OnDemand;
 use crate::store::{CertStore, FileStore};
 use crate::{CertResolver, Config, Error, Renewer, Result};
 
@@ -16,7 +17,9 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
 /// when the ACME issuer is in use, unless that is `off`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
-/// set), a [`CertResolver`] and the [`Renewer`] over them, with the stored
+/// set), a [`CertResolver`] and the [`Renewer`] over them (issuing on demand:
+/// the first handshake for the main domain or a custom domain without a
+/// certificate orders it, see [`OnDemand`]), with the stored
 /// certificates loaded and the main domain (`_APP_DOMAIN`) registered, so
 /// the first cycle of [`spawn_maintenance`](Self::spawn_maintenance) issues
 /// it, and the console's [`ConsoleAccessPolicy`].
@@ -93,7 +96,8 @@ impl Embedded {
             .production(config.production)
             .main_domain(config.main_domain.clone())
             .concurrency(config.concurrency)
-            .resolver(resolver.clone());
+            .resolver(resolver.clone())
+            .on_demand(OnDemand::new());
         if let (true, Some(email)) = (acme_enabled, &config.security_email) {
             let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
                 .contact_email(email)

@@ -52,6 +52,8 @@
 //!   so that one provider is compiled in. certkeeper never installs or
 //!   reads rustls' process-wide default.
 //! - `conformance`: the [`store::conformance`] suite.
+//! - `axum`: the `serve` module: the port 80 router (HTTP-01 answers,
+//!   redirect to HTTPS) and a TLS listener that `axum::serve` takes.
 //!
 //! # The parts
 //!
@@ -75,6 +77,7 @@
 //! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
 //! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
 //! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `issuer` (its setting checks), `email` |
+//! | `serve` (feature `axum`) | the port 80 router and the TLS listener for `axum::serve` | `challenge`, `resolver`, `domain` |
 //! | `Embedded` | the whole default stack from a [`Config`] | everything |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -93,6 +96,9 @@ pub mod issuer;
 mod provider;
 pub mod renewer;
 pub mod resolver;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod serve;
 pub mod store;
 pub mod vault;
 
@@ -106,7 +112,8 @@ pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};
 pub use resolver::CertResolver;
 
-/// The README's code blocks, compiled as doc tests.
-#[cfg(doctest)]
+/// The README's code blocks, compiled as doc tests (with the `axum`
+/// feature, which one of them uses; CI tests with every feature).
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -392,3 +392,92 @@ async fn a_refreshed_record_replaces_the_cached_certificate() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_never_fail_while_issue_now_renews() {
+    limited(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::open(dir.path()).await.unwrap());
+        let resolver = CertResolver::new();
+        let name = domain("app.test");
+        let renewer = Renewer::builder(store, keyring(TEST_KEY))
+            .production(false)
+            .main_domain(Some(name.clone()))
+            .resolver(resolver.clone())
+            .build();
+        renewer.load().await.unwrap();
+        let old = renewer.issue_now(None).await.unwrap().certificate.unwrap();
+        let server = TlsListener::start(
+            resolver.server_config(&[b"http/1.1"]).unwrap(),
+            Some(resolver.clone()),
+        )
+        .await;
+        let at = server.address;
+
+        // Clients in a loop until told to stop, counting what they saw.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let stop = stop.clone();
+            clients.spawn(async move {
+                let (mut seen, mut failed) = (HashMap::<String, usize>::new(), Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match handshake(at, Some("app.test"), None, &[]).await {
+                        Ok(got) => *seen.entry(got.fingerprint).or_default() += 1,
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (seen, failed)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut renewed = Vec::new();
+        for _ in 0..3 {
+            renewed.push(renewer.issue_now(None).await.unwrap().certificate.unwrap());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (mut seen, mut failed) = (HashMap::<String, usize>::new(), Vec::new());
+        while let Some(done) = clients.join_next().await {
+            let (s, f) = done.unwrap();
+            for (k, v) in s {
+                *seen.entry(k).or_default() += v;
+            }
+            failed.extend(f);
+        }
+        let total: usize = seen.values().sum();
+        eprintln!("{total} handshakes during 3 renewals: {seen:?}");
+        assert!(
+            failed.is_empty(),
+            "{} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert_eq!(server.failures(), 0);
+        assert!(total >= 100, "too few handshakes to say anything: {total}");
+        let latest = &renewed.last().unwrap().fingerprint;
+        assert_ne!(latest, &old.fingerprint);
+        assert!(
+            seen.contains_key(&old.fingerprint),
+            "the old certificate served first"
+        );
+        assert!(seen.contains_key(latest), "the new certificate appeared");
+        let known: Vec<&String> = std::iter::once(&old.fingerprint)
+            .chain(renewed.iter().map(|c| &c.fingerprint))
+            .collect();
+        assert!(
+            seen.keys().all(|k| known.contains(&k)),
+            "only the issued certificates served"
+        );
+        let after = handshake(
+            at,
+            Some("app.test"),
+            Some(trusting(&renewed.last().unwrap().chain_pem)),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(&after.fingerprint, latest);
+    })
+    .await;
+}

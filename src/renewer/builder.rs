@@ -5,7 +5,8 @@ use std::time::Duration as StdDuration;
 
 use tokio::sync::Notify;
 
-use super::{DomainPolicy, Inner, RenewalPolicy, Renewer};
+use super::on_demand::Pending;
+use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::{Issuer, SelfSignedIssuer};
 use crate::resolver::CertResolver;
@@ -27,6 +28,7 @@ pub struct RenewerBuilder {
     pub(super) resolver: Option<CertResolver>,
     pub(super) instance_id: Option<String>,
     pub(super) refresh_interval: StdDuration,
+    pub(super) on_demand: Option<OnDemand>,
 }
 
 impl RenewerBuilder {
@@ -44,6 +46,7 @@ impl RenewerBuilder {
             resolver: None,
             instance_id: None,
             refresh_interval: StdDuration::from_secs(10),
+            on_demand: None,
         }
     }
 
@@ -122,16 +125,35 @@ impl RenewerBuilder {
         self
     }
 
+    /// Issues on demand: a handshake for an allowed name that has no
+    /// certificate (the main domain, a custom domain, or a name `rules`
+    /// allow) starts its issuance in the background, within the limits of
+    /// `rules` ([`OnDemand`]); that handshake, and those until the
+    /// certificate is stored, get the fallback, and none waits for the CA.
+    /// Needs a [`resolver`](Self::resolver), and a Tokio runtime when the
+    /// renewer is built or when [`Renewer::load`] or [`Renewer::run`] is
+    /// called. Off by default.
+    pub fn on_demand(mut self, rules: OnDemand) -> Self {
+        self.on_demand = Some(rules);
+        self
+    }
+
     /// Builds the renewer.
     pub fn build(self) -> Renewer {
+        let mut on_demand = None;
         if let Some(resolver) = &self.resolver {
             // Stored certificates are loaded on first use, from this vault.
             resolver.set_source(Arc::new(self.vault.clone()));
+            if let Some(rules) = self.on_demand {
+                let (sink, names) = tokio::sync::mpsc::channel(rules.queue);
+                resolver.report_misses_to(sink);
+                on_demand = Some(Pending { rules, names });
+            }
         }
         let self_signed = self
             .self_signed
             .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
-        Renewer {
+        let renewer = Renewer {
             inner: Arc::new(Inner {
                 policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
                 vault: self.vault,
@@ -150,8 +172,11 @@ impl RenewerBuilder {
                 refresh_interval: self.refresh_interval,
                 feed_cursor: tokio::sync::Mutex::new(None),
                 last_local_cycle: Mutex::new(None),
+                on_demand: Mutex::new(on_demand),
             }),
-        }
+        };
+        renewer.start_on_demand();
+        renewer
     }
 }
 

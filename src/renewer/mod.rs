@@ -4,16 +4,19 @@
 //! - [`RenewalPolicy`]: the date and attempt rules.
 //! - [`DomainPolicy`]: which names this server may get certificates for.
 //! - [`CycleReport`]: what a cycle did, typed.
+//! - [`OnDemand`]: issuance started by a handshake, and its limits.
 
 mod builder;
 mod domains;
 mod issue;
+mod on_demand;
 mod policy;
 mod report;
 mod schedule;
 
 pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
+pub use on_demand::{Decision, OnDemand};
 pub use policy::RenewalPolicy;
 pub use report::{CycleFailure, CycleReport, SkipReason};
 pub use schedule::{CYCLE_LEASE_TTL, LAST_CYCLE_META_KEY};
@@ -74,6 +77,8 @@ struct Inner {
     /// When this renewer last started a scheduled cycle, for stores
     /// without leases.
     last_local_cycle: Mutex<Option<time::OffsetDateTime>>,
+    /// The on-demand queue and rules, until the on-demand task takes them.
+    on_demand: Mutex<Option<on_demand::Pending>>,
 }
 
 impl fmt::Debug for Renewer {
@@ -134,6 +139,7 @@ impl Renewer {
     /// certificate (see [`run_cycle`](Self::run_cycle)), so the first cycle
     /// issues it without any call from the server.
     pub async fn load(&self) -> Result<usize> {
+        self.start_on_demand();
         let store = self.store();
         // Where the change feed stands, before reading: what changes while
         // loading is replayed by the next refresh.
@@ -210,6 +216,14 @@ impl Renewer {
             }
         }
         Ok(policy.check(domain).await.is_ok())
+    }
+
+    /// [`observe`](Self::observe) for what a server has in hand: an HTTP
+    /// `Host` header or `:authority` (`example.com:443`, `[::1]:8443`), or
+    /// a TLS server name, read with [`Domain::from_host`]. A host that is
+    /// not a valid name is [`Error::InvalidDomain`].
+    pub async fn observe_host(&self, host: &str) -> Result<bool> {
+        self.observe(&Domain::from_host(host)?).await
     }
 
     /// Makes sure the main domain in force has a record, so the cycle

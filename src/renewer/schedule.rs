@@ -114,6 +114,7 @@ impl Renewer {
     /// cluster. A cycle that fails as a whole (the store is down) is logged
     /// and tried again at the next refresh.
     pub async fn run(&self, interval: StdDuration) -> Result<()> {
+        self.start_on_demand();
         let interval = interval.max(StdDuration::from_secs(1));
         let tick = self.inner.refresh_interval.min(interval);
         let mut woken = false;

@@ -139,6 +139,9 @@ struct Shared {
     cache: Cache,
     challenges: AlpnChallenges,
     started: Instant,
+    /// Where a handshake for a name with nothing to serve is reported
+    /// (the renewer's on-demand issuance), without waiting.
+    on_miss: ArcSwapOption<tokio::sync::mpsc::Sender<Box<str>>>,
 }
 
 impl Shared {
@@ -183,6 +186,7 @@ impl CertResolver {
                 cache: Cache::new(capacity),
                 challenges: AlpnChallenges::default(),
                 started: Instant::now(),
+                on_miss: ArcSwapOption::empty(),
             }),
         }
     }
@@ -268,10 +272,41 @@ impl CertResolver {
     /// not loaded is queued for loading, and the fallback returned
     /// meanwhile. `None` only when no fallback could be made.
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(found) = server_name.and_then(|name| self.by_name(name)) {
-            return Some(found);
+        if let Some(name) = server_name {
+            if let Some(found) = self.by_name(name) {
+                return Some(found);
+            }
+            self.report_miss(name);
         }
         self.fallback()
+    }
+
+    /// Reports `name` to the on-demand sink, when there is one and the
+    /// name has nothing stored to serve (a stored certificate that is
+    /// loading is not a miss). Never waits: a full queue drops the report,
+    /// and a later handshake reports the name again.
+    fn report_miss(&self, name: &str) {
+        let Some(sink) = self.inner.on_miss.load_full() else {
+            return;
+        };
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        let table = &self.inner.table;
+        if table.exact(&name).is_some_and(|slot| slot.may_serve()) {
+            return;
+        }
+        if let Some((label, base)) = name.split_once('.') {
+            if !label.is_empty() && table.wildcard(base).is_some_and(|slot| slot.may_serve()) {
+                return;
+            }
+        }
+        let _ = sink.try_send(name.into_boxed_str());
+    }
+
+    /// Sends the names of handshakes that found nothing stored to serve
+    /// (see [`lookup`](Self::lookup)) to `sink`, with `try_send`: the
+    /// handshake never waits for it.
+    pub(crate) fn report_misses_to(&self, sink: tokio::sync::mpsc::Sender<Box<str>>) {
+        self.inner.on_miss.store(Some(Arc::new(sink)));
     }
 
     /// The loaded certificate of `name` (exact, else wildcard), queueing
