@@ -138,7 +138,7 @@ impl Renewer {
         let lease = match self.lease(domain).await {
             Ok(Some(lease)) => lease,
             Ok(None) => return Outcome::Skipped(SkipReason::AlreadyBeingIssued),
-            Err(e) => return store_failed(domain, e),
+            Err(e) => return not_attempted(domain, e),
         };
         let outcome = match self.store().load(domain).await {
             Ok(Some(record))
@@ -148,7 +148,7 @@ impl Renewer {
             }
             Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
             Ok(None) => Outcome::Skipped(SkipReason::Removed),
-            Err(e) => store_failed(domain, e),
+            Err(e) => not_attempted(domain, e),
         };
         lease.release().await;
         outcome
@@ -317,5 +317,11 @@ fn fingerprint_of(record: &CertRecord) -> Option<String> {
 
 fn store_failed(domain: &Domain, e: Error) -> Outcome {
     warn!(%domain, error = %e, "could not store the outcome of an attempt");
+    Outcome::Failed(e)
+}
+
+/// The store failed before anything was asked of the issuer.
+fn not_attempted(domain: &Domain, e: Error) -> Outcome {
+    warn!(%domain, error = %e, "the store failed before the attempt; not attempted");
     Outcome::Failed(e)
 }
