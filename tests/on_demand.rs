@@ -78,10 +78,22 @@ impl Issuer for Counting {
         let delay = self.delay_ms.load(Ordering::SeqCst) as u64;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         match code {
-            2 => Err(Error::Timeout {
-                step: "test issuer",
-                after: Duration::ZERO,
-            }),
+            // A refusal about the name: a failed attempt of the domain.
+            2 => {
+                let problem = certkeeper::error::AcmeProblem {
+                    type_uri: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
+                    detail: Some("the CA will not issue for this name".into()),
+                    status: Some(400),
+                    subproblems: Vec::new(),
+                };
+                Err(Error::Acme {
+                    domain: Some(domain.clone()),
+                    step: "new-order",
+                    message: problem.to_string(),
+                    problem: Some(Box::new(problem)),
+                    source: None,
+                })
+            }
             _ => self.inner.issue(domain).await,
         }
     }
