@@ -289,6 +289,21 @@ impl NodeProcess {
         read_orders(&self.spec.orders, &self.spec.id)
     }
 
+    /// How many orders it placed, and how many of them were issued and
+    /// failed: for a failure message (orders placed and never finished
+    /// point at a CA that stopped answering).
+    fn progress(&self) -> String {
+        let orders = self.orders();
+        let count = |what: &str| orders.iter().filter(|o| o.what == what).count();
+        format!(
+            "{}: {} ordered, {} issued, {} failed",
+            self.spec.id,
+            count("order"),
+            count("issued"),
+            count("failed")
+        )
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -297,6 +312,27 @@ impl NodeProcess {
     fn tokens(&self, what: &str) -> Vec<String> {
         log_tokens(&self.log_text(), what)
     }
+
+    /// How many calls to the CA it gave up on: a local Pebble only lets a
+    /// call run past its time limit when it is stuck.
+    fn ca_timeouts(&self) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains("ACME issuance") && line.contains("timed out"))
+            .count()
+    }
+}
+
+/// Fails the test, saying so, when the CA stopped answering the nodes:
+/// Debian's Pebble 2.4.0 deadlocks under concurrent orders now and then (see
+/// ARCHITECTURE.md), and then nothing else the test checks can hold.
+fn ca_stalled(nodes: &[&NodeProcess]) {
+    let timeouts: usize = nodes.iter().map(|n| n.ca_timeouts()).sum();
+    assert_eq!(
+        timeouts, 0,
+        "Pebble stopped answering: {timeouts} issuances timed out waiting for it \
+         (Pebble 2.4.0's deadlock under concurrent orders); the node logs say where"
+    );
 }
 
 impl Drop for NodeProcess {
@@ -591,9 +627,11 @@ async fn three_processes_share_the_cap_and_never_order_a_name_twice() {
             pebble: &pebble,
             db_url: schema.url(),
             dir: tempfile::tempdir().unwrap(),
-            interval: StdDuration::from_secs(20),
+            interval: StdDuration::from_secs(30),
             refresh: StdDuration::from_secs(1),
-            concurrency: 12,
+            // Debian's Pebble 2.4.0 stalled here with 12 orders in flight
+            // on a busy machine (see `ca_stalled`).
+            concurrency: 8,
             issue_timeout: StdDuration::from_secs(120),
         };
         // The first cycle goes to node-b, which does not listen: the lease is
@@ -627,14 +665,21 @@ async fn three_processes_share_the_cap_and_never_order_a_name_twice() {
                     cycle_starts.push(start);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "two cycles did not complete within 300 s (starts seen: {cycle_starts:?})"
-            );
+            if Instant::now() >= deadline {
+                ca_stalled(&[&a, &b, &c]);
+                panic!(
+                    "two cycles did not complete within 300 s (starts seen: {cycle_starts:?}; \
+                     {}; {}; {})",
+                    a.progress(),
+                    b.progress(),
+                    c.progress()
+                );
+            }
             tokio::time::sleep(StdDuration::from_millis(200)).await;
         }
         // A moment more, for an order placed outside the two cycles to show.
         tokio::time::sleep(2 * cluster.refresh).await;
+        ca_stalled(&[&a, &b, &c]);
         let nodes = [a, b, c];
         let mut orders: Vec<Order> = nodes.iter().flat_map(|n| placed(&n.orders())).collect();
         orders.sort_by_key(|o| o.at);
@@ -908,13 +953,17 @@ async fn an_instance_killed_holding_the_cycle_lease_is_taken_over_after_the_leas
         let deadline = Instant::now() + StdDuration::from_secs(240);
         while issued_count(&store).await < domains.len() {
             y.check_alive();
-            assert!(
-                Instant::now() < deadline,
-                "not every domain was issued within 240 s of the kill"
-            );
+            if Instant::now() >= deadline {
+                ca_stalled(&[&y]);
+                panic!(
+                    "not every domain was issued within 240 s of the kill ({})",
+                    y.progress()
+                );
+            }
             tokio::time::sleep(StdDuration::from_millis(500)).await;
         }
         tokio::time::sleep(2 * cluster.refresh).await;
+        ca_stalled(&[&y]);
         let y_placed = placed(&y.orders());
 
         // No cycle of node-y before the lease ran out.
