@@ -1389,6 +1389,9 @@ async fn a_certificate_renewed_by_one_instance_is_served_by_another_after_a_refr
             let b = b.clone();
             async move { b.run(StdDuration::from_secs(3600)).await }
         });
+        // B loads stored certificates on first use; load this one before
+        // the handshake, as `CertResolver::accept` does.
+        resolver_b.prepare(Some(name.as_str())).await;
         assert_eq!(handshake(&resolver_b, &roots, name.as_str()).await, first);
 
         let renewed = a.issue_now(Some(&name)).await.unwrap();
