@@ -203,6 +203,11 @@ pub trait CertStore: Debug + Send + Sync + 'static {
     /// start), oldest first, at most `limit`, with the cursor to ask from
     /// next. When the store no longer knows what happened after `cursor`, it
     /// answers with [`Changes::reset`] set, and the caller reloads everything.
+    /// A cursor beyond the newest change (`u64::MAX`) is answered with
+    /// `reset` and the newest cursor: that is how a reader learns where the
+    /// feed stands before loading everything ([`Renewer::load`] does).
+    ///
+    /// [`Renewer::load`]: crate::Renewer::load
     async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
         let _ = (cursor, limit);
         Err(unsupported("changes"))

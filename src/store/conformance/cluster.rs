@@ -271,6 +271,12 @@ async fn change_feed_between(a: &dyn CertStore, b: &dyn CertStore, check: &'stat
         }
         cursor = page.cursor;
     }
+    let head = ok("changes_since", b.changes_since(u64::MAX, 0).await);
+    assert!(
+        head.reset && head.cursor == cursor,
+        "conformance: changes_since(u64::MAX, _) must answer reset with the newest cursor \
+         ({cursor}), got {head:?}"
+    );
     let record = create(a, &full_record(scope.domain("feed"), LATER)).await;
     let mut updated = record.clone();
     updated.attempts = 1;
