@@ -3,7 +3,8 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{rfc3339, Error};
-use crate::store::{CertRecord, LogEntry, StoredCert};
+use crate::issuer::RenewalWindow;
+use crate::store::{AriState, CertRecord, LogEntry, StoredCert};
 
 /// The date rules of the maintenance cycle.
 ///
@@ -70,6 +71,8 @@ impl RenewalPolicy {
         record.renew_date = self.renew_date(cert.not_before, cert.not_after);
         record.issue_date = Some(now);
         record.attempts = 0;
+        // The window of the certificate replaced does not apply to the new one.
+        record.ari = None;
         record.push_log(LogEntry {
             time: now,
             step: step.to_string(),
@@ -123,4 +126,77 @@ impl RenewalPolicy {
             message: format!("attempt {}: {error}", record.attempts),
         });
     }
+
+    /// Applies the CA's renewal window (ARI, RFC 9773) for the record's
+    /// certificate, asked at `now`: the renew time is a random time inside
+    /// the window (the one picked before while the window still holds it,
+    /// so a window the CA repeats does not move it), never after the
+    /// certificate expires, and `now` once the window has begun; the renew
+    /// date is the earlier of that and when the CA may be asked again. With
+    /// no window (the CA has no ARI), the renew date follows
+    /// [`renew_date`](Self::renew_date). Returns whether the renew time
+    /// changed.
+    pub fn on_renewal_window(
+        &self,
+        record: &mut CertRecord,
+        window: Option<&RenewalWindow>,
+        now: OffsetDateTime,
+    ) -> bool {
+        let Some(cert) = &record.certificate else {
+            return false;
+        };
+        let Some(window) = window else {
+            let had = record.ari.take().is_some();
+            if had || record.attempts == 0 {
+                record.renew_date = self.renew_date(cert.not_before, cert.not_after);
+            }
+            return had;
+        };
+        let end = window.end.min(cert.not_after);
+        let start = window.start.min(end);
+        let kept = record
+            .ari
+            .as_ref()
+            .map(|ari| ari.renew_at)
+            .filter(|at| (start..=end).contains(at));
+        // A window that has begun: renew now.
+        let renew_at = if start <= now {
+            now
+        } else {
+            kept.unwrap_or_else(|| random_between(start, end))
+        };
+        let renew_at = renew_at.replace_nanosecond(0).unwrap_or(renew_at);
+        let retry_after = Duration::try_from(window.retry_after).unwrap_or(Duration::days(1));
+        let next_check = now.checked_add(retry_after).unwrap_or(now);
+        let next_check = next_check.replace_nanosecond(0).unwrap_or(next_check);
+        let changed = record.ari.as_ref().map(|ari| ari.renew_at) != Some(renew_at);
+        record.ari = Some(AriState {
+            window_start: window.start,
+            window_end: window.end,
+            renew_at,
+            next_check,
+            explanation_url: window.explanation_url.clone(),
+        });
+        // A failed attempt's "try again now" stands.
+        if record.attempts == 0 || renew_at < record.renew_date {
+            record.renew_date = renew_at.min(next_check);
+        }
+        changed
+    }
+}
+
+/// A uniformly random time between `start` and `end` (whole seconds).
+fn random_between(start: OffsetDateTime, end: OffsetDateTime) -> OffsetDateTime {
+    let span = (end - start).whole_seconds().max(0) as u64;
+    if span == 0 {
+        return start;
+    }
+    let mut bytes = [0u8; 8];
+    // The provider's generator fails only when the system has no entropy;
+    // then the window's middle is as good a time as any.
+    let offset = match crate::provider::provider().secure_random.fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes) % (span + 1),
+        Err(_) => span / 2,
+    };
+    start + Duration::seconds(offset as i64)
 }

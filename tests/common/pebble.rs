@@ -278,7 +278,12 @@ impl Pebble {
         let _ = self.pebble.wait();
         let log = self.dir.path().join("pebble.log");
         let _ = std::fs::rename(&log, self.dir.path().join("pebble-before-restart.log"));
-        self.pebble = spawn_pebble(&self.pebble_bin, &self.options, self.dir.path(), self.dns_port);
+        self.pebble = spawn_pebble(
+            &self.pebble_bin,
+            &self.options,
+            self.dir.path(),
+            self.dns_port,
+        );
         let deadline = Instant::now() + START_TIMEOUT;
         for port in [self.acme_port, self.management_port] {
             while TcpStream::connect_timeout(
