@@ -5,7 +5,8 @@ mod acme;
 mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
-pub use acme::{AcmeIssuer, AcmeIssuerBuilder, KeyType};
+pub use acme::{AcmeIssuer, AcmeIssuerBuilder, ExternalAccountBinding, KeyType};
+pub(crate) use acme::{EAB_HMAC_KEY_SETTING, EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING};
 /// instant-acme, the ACME client certkeeper builds on, re-exported so that
 /// a client given to [`AcmeIssuerBuilder::http_client`] implements the same
 /// version of its [`HttpClient`](instant_acme::HttpClient) trait.

@@ -92,7 +92,7 @@ mod problem;
 mod renewal;
 pub(crate) mod settings;
 
-pub use settings::KeyType;
+pub use settings::{ExternalAccountBinding, KeyType};
 
 /// Issues certificates from an ACME CA (Let's Encrypt or any RFC 8555 CA),
 /// proving control of each domain with a [`ChallengeSolver`].

@@ -113,6 +113,48 @@ impl FromStr for KeyType {
     }
 }
 
+/// An external account binding (RFC 8555 section 7.3.4) as configured:
+/// the key id and the base64url HMAC key a CA such as ZeroSSL or Google
+/// hands out (`_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY`). Checked when
+/// made; `Debug` shows the key id only, and the key is wiped when dropped.
+#[derive(Clone)]
+pub struct ExternalAccountBinding {
+    key_id: String,
+    hmac_key: zeroize::Zeroizing<String>,
+}
+
+impl ExternalAccountBinding {
+    /// Checks the key id and that the HMAC key is base64url of at least 16
+    /// bytes; an [`Error::Config`] names the setting at fault, never the key.
+    pub fn new(key_id: &str, hmac_key: &str) -> Result<Self> {
+        super::account::Eab::new(key_id, hmac_key)?;
+        Ok(Self {
+            key_id: key_id.trim().to_owned(),
+            hmac_key: zeroize::Zeroizing::new(hmac_key.trim().to_owned()),
+        })
+    }
+
+    /// The key id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The HMAC key as given (base64url), for
+    /// [`AcmeIssuerBuilder::external_account_binding`](crate::issuer::AcmeIssuerBuilder::external_account_binding).
+    pub fn expose_hmac_key(&self) -> &str {
+        &self.hmac_key
+    }
+}
+
+impl fmt::Debug for ExternalAccountBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalAccountBinding")
+            .field("key_id", &self.key_id)
+            .field("hmac_key", &"(redacted)")
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
