@@ -142,9 +142,11 @@ impl Renewer {
         };
         let now = self.inner.clock.now();
         let outcome = match self.store().load(domain).await {
-            // Due only because the CA's renewal window may be asked again.
+            // Due only because the CA's renewal window may be asked again
+            // (after a failed attempt, it is tried again as always).
             Ok(Some(record))
                 if record.is_due(now, self.inner.renewal.max_attempts)
+                    && record.attempts == 0
                     && record.ari.as_ref().is_some_and(|ari| ari.renew_at > now) =>
             {
                 self.check_renewal_window(record).await

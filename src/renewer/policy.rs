@@ -200,3 +200,120 @@ fn random_between(start: OffsetDateTime, end: OffsetDateTime) -> OffsetDateTime 
     };
     start + Duration::seconds(offset as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::cert::IssuerKind;
+    use crate::cipher::Sealed;
+    use crate::Domain;
+
+    const NOT_BEFORE: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
+
+    /// A record holding a 90-day certificate issued at [`NOT_BEFORE`].
+    fn record() -> CertRecord {
+        let mut record = CertRecord::new(Domain::new("a.example.com").unwrap(), NOT_BEFORE);
+        RenewalPolicy::default().on_success(
+            &mut record,
+            StoredCert {
+                chain_pem: String::new(),
+                sealed_key: Sealed::with_header(1, b"sealed"),
+                not_before: NOT_BEFORE,
+                not_after: NOT_BEFORE + Duration::days(90),
+                fingerprint: "00".repeat(32),
+                issuer: IssuerKind::ACME,
+            },
+            NOT_BEFORE,
+            "issue",
+        );
+        record
+    }
+
+    fn window(start_day: i64, end_day: i64, retry_hours: u64) -> RenewalWindow {
+        RenewalWindow::new(
+            NOT_BEFORE + Duration::days(start_day),
+            NOT_BEFORE + Duration::days(end_day),
+            StdDuration::from_secs(retry_hours * 3600),
+        )
+    }
+
+    #[test]
+    fn a_future_window_gives_a_time_inside_it_kept_while_the_window_holds() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        let now = NOT_BEFORE + Duration::hours(1);
+        assert!(policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), now));
+        let ari = r.ari.clone().unwrap();
+        assert!(
+            (NOT_BEFORE + Duration::days(59)..=NOT_BEFORE + Duration::days(61))
+                .contains(&ari.renew_at)
+        );
+        assert_eq!(ari.next_check, now + Duration::hours(6));
+        assert_eq!(r.renew_date, ari.next_check);
+
+        // The same window asked again: the same time.
+        let later = now + Duration::hours(7);
+        assert!(!policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), later));
+        assert_eq!(r.ari.as_ref().unwrap().renew_at, ari.renew_at);
+        assert_eq!(r.renew_date, later + Duration::hours(6));
+
+        // A Retry-After beyond the renew time: the renew time comes first.
+        let mut long = window(59, 61, 6);
+        long.retry_after = StdDuration::from_secs(200 * 86_400);
+        policy.on_renewal_window(&mut r, Some(&long), later);
+        assert_eq!(r.renew_date, ari.renew_at);
+    }
+
+    #[test]
+    fn the_random_time_spreads_over_the_window() {
+        let policy = RenewalPolicy::default();
+        let times: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                let mut r = record();
+                policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), NOT_BEFORE);
+                r.ari.unwrap().renew_at
+            })
+            .collect();
+        assert!(times.len() > 10, "{times:?}");
+    }
+
+    #[test]
+    fn a_window_that_has_begun_renews_now_and_none_after_expiry() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        let now = NOT_BEFORE + Duration::days(10);
+        assert!(policy.on_renewal_window(&mut r, Some(&window(9, 11, 6)), now));
+        assert_eq!(r.ari.as_ref().unwrap().renew_at, now);
+        assert_eq!(r.renew_date, now);
+
+        let mut late = record();
+        policy.on_renewal_window(&mut late, Some(&window(100, 120, 6)), NOT_BEFORE);
+        assert_eq!(
+            late.ari.unwrap().renew_at,
+            NOT_BEFORE + Duration::days(90),
+            "never after expiry"
+        );
+    }
+
+    #[test]
+    fn without_a_window_the_lifetime_rule_applies_and_a_failure_stands() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), NOT_BEFORE);
+        assert!(policy.on_renewal_window(&mut r, None, NOT_BEFORE));
+        assert_eq!(r.ari, None);
+        assert_eq!(r.renew_date, NOT_BEFORE + Duration::days(60));
+
+        // A failed attempt's "try again now" is not pushed back by a window.
+        let failed_at = NOT_BEFORE + Duration::days(60);
+        let mut failed = record();
+        policy.on_failure(&mut failed, &Error::config("x", "y"), failed_at, "renew");
+        policy.on_renewal_window(&mut failed, Some(&window(70, 71, 6)), failed_at);
+        assert_eq!(failed.renew_date, failed_at);
+        assert_eq!(failed.attempts, 1);
+    }
+}
