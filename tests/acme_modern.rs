@@ -104,6 +104,8 @@ async fn the_ca_renewal_window_is_stored_and_the_renewal_replaces_the_certificat
     limited(TEST_LIMIT, async {
         let stage = Stage::start(PebbleOptions {
             validity_seconds: Some(NINETY_DAYS),
+            // The replacing order survives rejected nonces too.
+            nonce_reject_percent: 30,
             ..PebbleOptions::default()
         })
         .await;
