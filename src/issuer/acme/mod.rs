@@ -101,7 +101,14 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// [`CertStore`], its credentials sealed by the [`SecretCipher`] under the
 /// account id (see [`account_id`](Self::account_id)); every later issue, in
 /// this process or another one sharing the store, reuses it. Concurrent
-/// issues share one account.
+/// issues share one account. A CA that no longer knows it
+/// (`accountDoesNotExist`, after its database was reset) gets a new one,
+/// registered once and stored in its place, and the order is sent again.
+///
+/// With a CA that offers ACME Renewal Information (RFC 9773),
+/// [`renewal_window`](Issuer::renewal_window) gives its suggested renewal
+/// window and [`issue_replacing`](Issuer::issue_replacing) names the
+/// replaced certificate in the order (`replaces`).
 ///
 /// Every call to the CA is bounded by the request timeout and a whole
 /// [`issue`](Issuer::issue) by the order timeout, so a CA that stops
