@@ -448,6 +448,9 @@ pub enum SkipReason {
     CaUnavailable,
     /// The cycle stopped ordering: the CA answered `rateLimited`.
     RateLimited,
+    /// The CA's renewal window (ARI, RFC 9773) was checked again and has
+    /// not begun: the renew date moved to the window.
+    RenewalWindowAhead,
 }
 
 impl SkipReason {
@@ -462,6 +465,7 @@ impl SkipReason {
             Self::KeptChanging => "kept_changing",
             Self::CaUnavailable => "ca_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::RenewalWindowAhead => "renewal_window_ahead",
         }
     }
 }
@@ -477,6 +481,9 @@ impl fmt::Display for SkipReason {
             Self::KeptChanging => "record kept changing while being stored",
             Self::CaUnavailable => "the CA is unavailable; left for the next cycle",
             Self::RateLimited => "the CA asked to slow down; left for the next cycle",
+            Self::RenewalWindowAhead => {
+                "the CA's renewal window was checked again and has not begun"
+            }
         })
     }
 }
@@ -554,6 +561,9 @@ pub enum ProblemKind {
     AccountDoesNotExist,
     /// `alreadyRevoked`
     AlreadyRevoked,
+    /// `alreadyReplaced` (RFC 9773): the certificate an order names in
+    /// `replaces` was replaced already.
+    AlreadyReplaced,
     /// `badCSR`
     BadCsr,
     /// `badNonce`
@@ -613,6 +623,11 @@ const PROBLEM_KINDS: &[(ProblemKind, &str, &str)] = &[
         ProblemKind::AlreadyRevoked,
         "alreadyRevoked",
         "acme_already_revoked",
+    ),
+    (
+        ProblemKind::AlreadyReplaced,
+        "alreadyReplaced",
+        "acme_already_replaced",
     ),
     (ProblemKind::BadCsr, "badCSR", "acme_bad_csr"),
     (ProblemKind::BadNonce, "badNonce", "acme_bad_nonce"),
