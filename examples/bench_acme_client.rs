@@ -15,7 +15,9 @@
 //! cargo run --release --example bench_acme_client -- 20 100 8  # N = 20, C = 100, 8 in flight
 //! ```
 //!
-//! Needs Debian's `pebble` package (`scripts/test` installs it).
+//! Runs Pebble 2.10.0, which `scripts/test` fetches into
+//! `target/pebble-2.10.0/`; `CERTKEEPER_BENCH_PEBBLE=2.4` runs Debian 12's
+//! `pebble` package instead.
 
 #[allow(unreachable_pub)]
 #[path = "../tests/common/pebble.rs"]
@@ -40,7 +42,7 @@ use instant_acme::{
     Account, AuthorizationStatus, BodyWrapper, ChallengeType, Identifier, NewAccount, NewOrder,
     OrderStatus, RetryPolicy,
 };
-use pebble::{Pebble, PebbleOptions};
+use pebble::{Pebble, PebbleOptions, PebbleVersion};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
@@ -184,7 +186,17 @@ async fn main() {
     let cycle = arg(200);
     let in_flight = arg(16);
 
-    let pebble = Pebble::start(PebbleOptions::default()).await;
+    // Pebble 2.10 (as `scripts/test` fetches it), or Debian 12's 2.4 with
+    // `CERTKEEPER_BENCH_PEBBLE=2.4`.
+    let version = match std::env::var("CERTKEEPER_BENCH_PEBBLE").as_deref() {
+        Ok("2.4") => PebbleVersion::V2_4,
+        _ => PebbleVersion::V2_10,
+    };
+    let pebble = Pebble::start(PebbleOptions {
+        version,
+        ..PebbleOptions::default()
+    })
+    .await;
     let solver = Http01Solver::new();
     let _listener = solver
         .serve(SocketAddr::from((
@@ -194,7 +206,7 @@ async fn main() {
         .await
         .expect("bind the HTTP-01 port");
     println!(
-        "bench_acme_client: {n} certificates one at a time each, then a cycle of {cycle} at {in_flight} in flight"
+        "bench_acme_client: Pebble {version:?}, {n} certificates one at a time each, then a cycle of {cycle} at {in_flight} in flight"
     );
 
     // One at a time; both warmed up (account registered, connections open).
