@@ -92,6 +92,7 @@ pub mod email;
 #[cfg(feature = "fs")]
 mod embedded;
 pub mod error;
+pub mod events;
 pub mod issuer;
 mod provider;
 pub mod renewer;
