@@ -94,6 +94,7 @@ mod embedded;
 pub mod error;
 pub mod events;
 pub mod issuer;
+pub mod notify;
 mod provider;
 pub mod renewer;
 pub mod resolver;
