@@ -2,6 +2,7 @@
 //! certificates at the attempt limit and certificates about to expire.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use time::Duration;
@@ -118,9 +119,16 @@ impl Renewer {
             return;
         };
         let key = expiry_notice_key(&record.domain, cert);
-        let id = &self.inner.instance_id;
-        match self.store().put_meta_if_absent(&key, id).await {
-            Ok(winner) if &winner == id => {}
+        // A claim no earlier claim (of this instance too) can equal.
+        static CLAIMS: AtomicU64 = AtomicU64::new(0);
+        let claim = format!(
+            "{} {} {}",
+            self.inner.instance_id,
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+            CLAIMS.fetch_add(1, Ordering::Relaxed)
+        );
+        match self.store().put_meta_if_absent(&key, &claim).await {
+            Ok(winner) if winner == claim => {}
             Ok(_) => return,
             Err(e) => {
                 // Better twice than never: the operator still hears of it.
