@@ -18,6 +18,10 @@
 //! [`Renewer::issue_now`]: crate::Renewer::issue_now
 //! [`RenewerBuilder::subscriber`]: crate::renewer::RenewerBuilder::subscriber
 
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

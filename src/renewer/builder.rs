@@ -177,6 +177,13 @@ impl RenewerBuilder {
             .self_signed
             .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
         let events = EventBus::default();
+        #[cfg(feature = "metrics")]
+        events.add(
+            Arc::new(crate::events::metrics::MetricsSubscriber::new(
+                self.clock.clone(),
+            )),
+            DEFAULT_QUEUE,
+        );
         for (subscriber, capacity) in self.subscribers {
             events.add(subscriber, capacity);
         }
