@@ -25,6 +25,7 @@
 //! | `_APP_SMTP_USERNAME`, `_APP_SMTP_PASSWORD` | unset | sign-in; the password is never logged or shown |
 //! | `_APP_SYSTEM_EMAIL_ADDRESS` | the security address | the sender of notices |
 //! | `_APP_SYSTEM_EMAIL_NAME` | `certkeeper` | the sender's name |
+//! | `_APP_SMTP_CA_ROOT` | unset | PEM file of the roots to trust for the SMTP server's TLS (instead of the system's) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +65,7 @@ const SMTP_USERNAME_VAR: &str = "_APP_SMTP_USERNAME";
 const SMTP_PASSWORD_VAR: &str = "_APP_SMTP_PASSWORD";
 const FROM_ADDRESS_VAR: &str = "_APP_SYSTEM_EMAIL_ADDRESS";
 const FROM_NAME_VAR: &str = "_APP_SYSTEM_EMAIL_NAME";
+const SMTP_CA_ROOT_VAR: &str = "_APP_SMTP_CA_ROOT";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -236,6 +238,7 @@ impl Config {
                 SMTP_PASSWORD_VAR => b.smtp.password = Some(value.clone()),
                 FROM_ADDRESS_VAR => b.smtp.from_address = Some(v.to_string()),
                 FROM_NAME_VAR => b.smtp.from_name = Some(v.to_string()),
+                SMTP_CA_ROOT_VAR => b.smtp.ca_root = Some(PathBuf::from(v)),
                 _ => {}
             }
         }
@@ -475,6 +478,7 @@ struct SmtpVars {
     password: Option<Zeroizing<String>>,
     from_address: Option<String>,
     from_name: Option<String>,
+    ca_root: Option<PathBuf>,
 }
 
 impl SmtpVars {
@@ -496,6 +500,11 @@ impl SmtpVars {
         settings.username = self.username;
         settings.password = self.password;
         settings.from_name = self.from_name.unwrap_or_else(|| DEFAULT_FROM_NAME.into());
+        if let Some(path) = &self.ca_root {
+            // Read now, as _APP_ACME_CA_ROOT is: a bad file stops start-up.
+            acme_settings::read_ca_root(SMTP_CA_ROOT_VAR, path)?;
+        }
+        settings.ca_root = self.ca_root;
         Ok(Some(settings))
     }
 }

@@ -15,7 +15,7 @@ use certkeeper::store::{CertStore, FileStore};
 use certkeeper::{Clock, Config, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
-use common::smtp::{Mail, SmtpServer};
+use common::smtp::{Mail, SmtpMode, SmtpServer};
 use common::{clock_at_now, domain, keyring, limited, CONTACT_EMAIL};
 use time::Duration;
 
@@ -312,4 +312,47 @@ async fn an_unreachable_smtp_server_is_a_typed_error_without_the_password() {
     let shown = format!("{err} {err:?} {notifier:?}");
     assert!(!shown.contains("smtp-password-never-shown"), "{shown}");
     let _ = Clock::now(&certkeeper::SystemClock);
+}
+
+#[tokio::test]
+async fn starttls_and_tls_from_the_start_deliver_and_check_the_server_certificate() {
+    limited(StdDuration::from_secs(60), async {
+        for (mode, secure) in [(SmtpMode::StartTls, "tls"), (SmtpMode::Tls, "ssl")] {
+            let smtp = SmtpServer::start_with(mode);
+            let vars = |root: Option<&std::path::Path>| {
+                let mut vars = vec![
+                    (
+                        "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+                        CONTACT_EMAIL.to_string(),
+                    ),
+                    ("_APP_SMTP_HOST", "127.0.0.1".to_string()),
+                    ("_APP_SMTP_PORT", smtp.port().to_string()),
+                    ("_APP_SMTP_SECURE", secure.to_string()),
+                ];
+                if let Some(root) = root {
+                    vars.push(("_APP_SMTP_CA_ROOT", root.display().to_string()));
+                }
+                Config::from_vars(vars)
+                    .unwrap()
+                    .smtp_notifier()
+                    .unwrap()
+                    .unwrap()
+            };
+            let notice = certkeeper::notify::Notice {
+                subject: format!("over {secure}"),
+                body: "sealed in transit".into(),
+            };
+            // The system's roots do not know the server's CA: refused.
+            let err = vars(None).send(&notice).await.unwrap_err();
+            assert_eq!(err.code(), "notify", "{secure}: {err}");
+            // With the server's root, delivered over TLS.
+            vars(Some(&smtp.ca_root())).send(&notice).await.unwrap();
+            let mail = smtp
+                .wait_for("over TLS", |m| m.subject == notice.subject)
+                .await;
+            assert_eq!(mail.body.trim(), "sealed in transit");
+            assert_eq!(smtp.mails().len(), 1, "{secure}");
+        }
+    })
+    .await;
 }

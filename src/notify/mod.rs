@@ -79,6 +79,10 @@ pub struct SmtpSettings {
     /// Whether every failed attempt is emailed (the reference's behaviour,
     /// the default), or only the last one and expiring certificates.
     pub each_failure: bool,
+    /// A PEM file of the roots to trust for the server's TLS certificate,
+    /// instead of the system's (`_APP_SMTP_CA_ROOT`), for a relay with a
+    /// private CA. Read when the notifier is built.
+    pub ca_root: Option<std::path::PathBuf>,
 }
 
 impl SmtpSettings {
@@ -101,6 +105,7 @@ impl SmtpSettings {
             from_name: DEFAULT_FROM_NAME.into(),
             to,
             each_failure: true,
+            ca_root: None,
         })
     }
 }
@@ -120,6 +125,7 @@ impl fmt::Debug for SmtpSettings {
             .field("from_name", &self.from_name)
             .field("to", &self.to)
             .field("each_failure", &self.each_failure)
+            .field("ca_root", &self.ca_root)
             .finish()
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tracing::{info, warn};
 
@@ -73,7 +73,18 @@ impl SmtpNotifier {
         let tls = match settings.security {
             SmtpSecurity::None => Tls::None,
             SmtpSecurity::StartTls | SmtpSecurity::Tls => {
-                let parameters = TlsParameters::new(settings.host.clone())
+                let mut parameters = TlsParameters::builder(settings.host.clone());
+                if let Some(path) = &settings.ca_root {
+                    let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                    let root = Certificate::from_pem(&pem).map_err(|e| {
+                        Error::config("_APP_SMTP_CA_ROOT", format!("not a PEM certificate: {e}"))
+                    })?;
+                    parameters = parameters
+                        .certificate_store(CertificateStore::None)
+                        .add_root_certificate(root);
+                }
+                let parameters = parameters
+                    .build()
                     .map_err(|e| Error::config("_APP_SMTP_SECURE", format!("TLS setup: {e}")))?;
                 if settings.security == SmtpSecurity::Tls {
                     Tls::Wrapper(parameters)

@@ -57,6 +57,17 @@ pub struct Mail {
     pub body: String,
 }
 
+/// How the test server takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpMode {
+    /// Plain SMTP.
+    Plain,
+    /// STARTTLS, required before mail.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
 /// A running aiosmtpd; killed on drop.
 pub struct SmtpServer {
     child: Child,
@@ -74,9 +85,33 @@ fn python() -> &'static str {
 }
 
 impl SmtpServer {
-    /// Starts aiosmtpd on a free port of 127.0.0.1.
+    /// Starts aiosmtpd on a free port of 127.0.0.1, plain SMTP.
     pub fn start() -> Self {
+        Self::start_with(SmtpMode::Plain)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (for
+    /// 127.0.0.1), when it has TLS.
+    pub fn ca_root(&self) -> PathBuf {
+        self.dir.path().join("smtp-ca.pem")
+    }
+
+    /// Starts aiosmtpd on a free port of 127.0.0.1, in `mode`; with TLS,
+    /// its certificate is for 127.0.0.1, signed by [`ca_root`](Self::ca_root).
+    pub fn start_with(mode: SmtpMode) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let tls_args: Vec<String> = match mode {
+            SmtpMode::Plain => Vec::new(),
+            SmtpMode::StartTls | SmtpMode::Tls => {
+                let (cert, key) = write_certificates(dir.path());
+                let (cert_flag, key_flag) = if mode == SmtpMode::StartTls {
+                    ("--tlscert", "--tlskey")
+                } else {
+                    ("--smtpscert", "--smtpskey")
+                };
+                vec![cert_flag.into(), cert, key_flag.into(), key]
+            }
+        };
         std::fs::write(dir.path().join("certkeeper_test_smtp.py"), HANDLER).unwrap();
         let out = dir.path().join("mail");
         std::fs::create_dir(&out).unwrap();
@@ -88,6 +123,7 @@ impl SmtpServer {
         let log = std::fs::File::create(dir.path().join("aiosmtpd.log")).unwrap();
         let child = Command::new(python())
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(&tls_args)
             .args(["-c", "certkeeper_test_smtp.Handler"])
             .arg(&out)
             .env("PYTHONPATH", dir.path())
@@ -163,4 +199,36 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA (written to `smtp-ca.pem`) and a leaf for 127.0.0.1 signed by it;
+/// returns the leaf's certificate and key paths.
+fn write_certificates(dir: &Path) -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "certkeeper test SMTP CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf_params
+        .signed_by(&leaf_key, &Issuer::new(ca_params, ca_key))
+        .unwrap();
+    std::fs::write(dir.join("smtp-ca.pem"), ca_cert.pem()).unwrap();
+    let cert = dir.join("smtp.pem");
+    let key = dir.join("smtp.key");
+    std::fs::write(&cert, leaf_cert.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    )
 }
