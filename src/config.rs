@@ -22,6 +22,13 @@
 //! | `_APP_CERTIFICATES_PATH` | `./certificates` | the folder of the default file store |
 //! | `_APP_CERTIFICATES_CONCURRENCY` | `8` | certificates issued at once in a cycle |
 //! | `_APP_CERTIFICATES_DATABASE_URL` | unset | a PostgreSQL or MariaDB URL: the store a cluster shares, instead of the file store |
+//! | `_APP_SMTP_HOST` | unset | the SMTP server notices are emailed through (to `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`); unset: no email |
+//! | `_APP_SMTP_PORT` | `25` | its port |
+//! | `_APP_SMTP_SECURE` | empty | empty (no TLS), `tls` (STARTTLS, required) or `ssl` (TLS from the start) |
+//! | `_APP_SMTP_USERNAME`, `_APP_SMTP_PASSWORD` | unset | sign-in; the password is never logged or shown |
+//! | `_APP_SYSTEM_EMAIL_ADDRESS` | the security address | the sender of notices |
+//! | `_APP_SYSTEM_EMAIL_NAME` | `certkeeper` | the sender's name |
+//! | `_APP_SMTP_CA_ROOT` | unset | PEM file of the roots to trust for the SMTP server's TLS (instead of the system's) |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +47,7 @@ use crate::issuer::{
     acme_settings, ExternalAccountBinding, KeyType, EAB_HMAC_KEY_SETTING, EAB_KID_SETTING,
     KEY_TYPE_SETTING, PROFILE_SETTING,
 };
+use crate::notify::{SmtpSecurity, SmtpSettings, DEFAULT_FROM_NAME};
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
@@ -56,6 +64,14 @@ const CHALLENGE_VAR: &str = "_APP_ACME_CHALLENGE_ADDRESS";
 const PATH_VAR: &str = "_APP_CERTIFICATES_PATH";
 const CONCURRENCY_VAR: &str = "_APP_CERTIFICATES_CONCURRENCY";
 const DATABASE_VAR: &str = "_APP_CERTIFICATES_DATABASE_URL";
+const SMTP_HOST_VAR: &str = "_APP_SMTP_HOST";
+const SMTP_PORT_VAR: &str = "_APP_SMTP_PORT";
+const SMTP_SECURE_VAR: &str = "_APP_SMTP_SECURE";
+const SMTP_USERNAME_VAR: &str = "_APP_SMTP_USERNAME";
+const SMTP_PASSWORD_VAR: &str = "_APP_SMTP_PASSWORD";
+const FROM_ADDRESS_VAR: &str = "_APP_SYSTEM_EMAIL_ADDRESS";
+const FROM_NAME_VAR: &str = "_APP_SYSTEM_EMAIL_NAME";
+const SMTP_CA_ROOT_VAR: &str = "_APP_SMTP_CA_ROOT";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -113,6 +129,9 @@ pub struct Config {
     /// The database of a cluster's shared store, instead of the file store
     /// (`_APP_CERTIFICATES_DATABASE_URL`).
     pub database_url: Option<DatabaseUrl>,
+    /// Where notices are emailed, when `_APP_SMTP_HOST` is set (the
+    /// `_APP_SMTP_*` and `_APP_SYSTEM_EMAIL_*` settings).
+    pub smtp: Option<SmtpSettings>,
 }
 
 impl Config {
@@ -223,6 +242,20 @@ impl Config {
                     b.config.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
                 }
+                SMTP_HOST_VAR => b.smtp.host = Some(v.to_string()),
+                SMTP_PORT_VAR => {
+                    b.smtp.port =
+                        Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                            Error::config(&name, format!("{v:?} is not a port (1 to 65535)"))
+                        })?)
+                }
+                SMTP_SECURE_VAR => b.smtp.security = SmtpSecurity::parse(&name, v)?,
+                SMTP_USERNAME_VAR => b.smtp.username = Some(v.to_string()),
+                // Not trimmed: a password may start or end with a space.
+                SMTP_PASSWORD_VAR => b.smtp.password = Some(value.clone()),
+                FROM_ADDRESS_VAR => b.smtp.from_address = Some(v.to_string()),
+                FROM_NAME_VAR => b.smtp.from_name = Some(v.to_string()),
+                SMTP_CA_ROOT_VAR => b.smtp.ca_root = Some(PathBuf::from(v)),
                 _ => {}
             }
         }
@@ -253,6 +286,17 @@ impl Config {
         .with_trusted_proxies(self.console_trusted_proxies.clone())
     }
 
+    /// The email notifier of the `_APP_SMTP_*` settings; `None` when
+    /// `_APP_SMTP_HOST` is unset.
+    #[cfg(feature = "smtp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
+    pub fn smtp_notifier(&self) -> Result<Option<crate::notify::SmtpNotifier>> {
+        self.smtp
+            .clone()
+            .map(crate::notify::SmtpNotifier::new)
+            .transpose()
+    }
+
     /// A typed builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
@@ -276,10 +320,12 @@ impl Config {
                 store_path: PathBuf::from("./certificates"),
                 concurrency: 8,
                 database_url: None,
+                smtp: None,
             },
             keys: BTreeMap::new(),
             eab_kid: None,
             eab_hmac_key: None,
+            smtp: SmtpVars::default(),
         }
     }
 }
@@ -442,6 +488,49 @@ pub struct ConfigBuilder {
     keys: BTreeMap<u32, Zeroizing<String>>,
     eab_kid: Option<String>,
     eab_hmac_key: Option<Zeroizing<String>>,
+    smtp: SmtpVars,
+}
+
+/// The `_APP_SMTP_*` and `_APP_SYSTEM_EMAIL_*` values read, put together
+/// with the security address when the config is built.
+#[derive(Clone, Default)]
+struct SmtpVars {
+    host: Option<String>,
+    port: Option<u16>,
+    security: SmtpSecurity,
+    username: Option<String>,
+    password: Option<Zeroizing<String>>,
+    from_address: Option<String>,
+    from_name: Option<String>,
+    ca_root: Option<PathBuf>,
+}
+
+impl SmtpVars {
+    /// The settings, when a host is set.
+    fn settings(self, security_email: Option<&str>) -> Result<Option<SmtpSettings>> {
+        let Some(host) = self.host else {
+            return Ok(None);
+        };
+        let to = security_email.ok_or_else(|| {
+            Error::config(
+                EMAIL_VAR,
+                format!("{SMTP_HOST_VAR} is set, so notices are emailed: they need this recipient"),
+            )
+        })?;
+        let from = self.from_address.as_deref().unwrap_or(to);
+        let mut settings = SmtpSettings::new(host, from, to)?;
+        settings.port = self.port.unwrap_or(25);
+        settings.security = self.security;
+        settings.username = self.username;
+        settings.password = self.password;
+        settings.from_name = self.from_name.unwrap_or_else(|| DEFAULT_FROM_NAME.into());
+        if let Some(path) = &self.ca_root {
+            // Read now, as _APP_ACME_CA_ROOT is: a bad file stops start-up.
+            acme_settings::read_ca_root(SMTP_CA_ROOT_VAR, path)?;
+        }
+        settings.ca_root = self.ca_root;
+        Ok(Some(settings))
+    }
 }
 
 impl std::fmt::Debug for ConfigBuilder {
@@ -569,6 +658,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Where notices are emailed (replaces the `_APP_SMTP_*` values read).
+    pub fn smtp(mut self, settings: SmtpSettings) -> Self {
+        self.config.smtp = Some(settings);
+        self.smtp = SmtpVars::default();
+        self
+    }
+
     /// Checks the settings and returns the config; an [`Error::Config`] (or
     /// [`Error::WeakKey`]) names the setting at fault.
     pub fn build(self) -> Result<Config> {
@@ -608,6 +704,9 @@ impl ConfigBuilder {
             if zero {
                 return Err(Error::config(name, "must be positive"));
             }
+        }
+        if config.smtp.is_none() {
+            config.smtp = self.smtp.settings(config.security_email.as_deref())?;
         }
         if !self.keys.is_empty() {
             config.keyring = Some(Keyring::from_keys(
@@ -976,6 +1075,68 @@ mod tests {
                 Config::from_vars([("_APP_CERTIFICATES_DATABASE_URL", "mariadb://root@db/certs")])
                     .unwrap();
             assert_eq!(c.database_url.unwrap().kind(), DatabaseKind::MySql);
+        }
+    }
+
+    #[test]
+    fn smtp_settings_read_the_reference_names_and_hide_the_password() {
+        let config = Config::from_vars([
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "Ops@Example.com"),
+            ("_APP_SMTP_HOST", "smtp.example.com"),
+            ("_APP_SMTP_PORT", "465"),
+            ("_APP_SMTP_SECURE", "ssl"),
+            ("_APP_SMTP_USERNAME", "mailer"),
+            ("_APP_SMTP_PASSWORD", " s3cret-smtp-password "),
+            ("_APP_SYSTEM_EMAIL_NAME", "Example Ops"),
+        ])
+        .unwrap();
+        let smtp = config.smtp.as_ref().unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port), ("smtp.example.com", 465));
+        assert_eq!(smtp.security, SmtpSecurity::Tls);
+        assert_eq!(smtp.to, "ops@example.com");
+        // The sender defaults to the security address.
+        assert_eq!(smtp.from_address, "ops@example.com");
+        assert_eq!(smtp.from_name, "Example Ops");
+        assert_eq!(
+            smtp.password.as_deref().map(String::as_str),
+            Some(" s3cret-smtp-password ")
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+
+        let none = Config::from_vars([("_APP_SMTP_PORT", "587")]).unwrap();
+        assert!(none.smtp.is_none());
+
+        for (vars, setting) in [
+            (
+                vec![("_APP_SMTP_HOST", "smtp.example.com")],
+                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+            ),
+            (
+                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_PORT", "0")],
+                "_APP_SMTP_PORT",
+            ),
+            (
+                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_PORT", "70000")],
+                "_APP_SMTP_PORT",
+            ),
+            (
+                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_SECURE", "yes")],
+                "_APP_SMTP_SECURE",
+            ),
+            (
+                vec![
+                    ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@example.com"),
+                    ("_APP_SMTP_HOST", "h"),
+                    ("_APP_SYSTEM_EMAIL_ADDRESS", "not an address"),
+                ],
+                "_APP_SYSTEM_EMAIL_ADDRESS",
+            ),
+        ] {
+            match Config::from_vars(vars.clone()) {
+                Err(Error::Config { name, .. }) => assert_eq!(name, setting, "{vars:?}"),
+                other => panic!("{vars:?}: {other:?}"),
+            }
         }
     }
 }

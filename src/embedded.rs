@@ -22,7 +22,9 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// certificate orders it, see [`OnDemand`]), with the stored
 /// certificates loaded and the main domain (`_APP_DOMAIN`) registered, so
 /// the first cycle of [`spawn_maintenance`](Self::spawn_maintenance) issues
-/// it, and the console's [`ConsoleAccessPolicy`].
+/// it, and the console's [`ConsoleAccessPolicy`]. With the `smtp` feature
+/// and `_APP_SMTP_HOST` set, failures and expiring certificates are emailed
+/// to the security address ([`SmtpNotifier`](crate::notify::SmtpNotifier)).
 ///
 /// Keep it alive: dropping it stops the challenge listener.
 #[derive(Debug)]
@@ -116,6 +118,17 @@ impl Embedded {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }
             builder = builder.acme(Arc::new(acme.build()?));
+        }
+        // Failures and expiring certificates emailed, as the reference does.
+        #[cfg(feature = "smtp")]
+        if let Some(notifier) = config.smtp_notifier()? {
+            builder = builder.subscriber(Arc::new(notifier));
+        }
+        #[cfg(not(feature = "smtp"))]
+        if config.smtp.is_some() {
+            tracing::warn!(
+                "_APP_SMTP_HOST is set, but this build has no `smtp` feature: no notice is emailed"
+            );
         }
         let renewer = builder.build();
         renewer.load().await?;

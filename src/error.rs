@@ -235,6 +235,19 @@ pub enum Error {
         #[source]
         source: rustls::Error,
     },
+
+    /// A notice could not be sent to the operator (the SMTP server refused
+    /// it or could not be reached). Never carries a password.
+    #[error("could not send a notice by {channel}: {message}")]
+    Notify {
+        /// How it was sent (`smtp`).
+        channel: &'static str,
+        /// What went wrong, readable.
+        message: String,
+        /// The client's own error.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 impl Error {
@@ -317,6 +330,7 @@ impl Error {
             Self::Challenge { .. } => "challenge",
             Self::Certificate { .. } => "certificate",
             Self::Tls { .. } => "tls",
+            Self::Notify { .. } => "notify",
         }
     }
 

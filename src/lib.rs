@@ -92,7 +92,9 @@ pub mod email;
 #[cfg(feature = "fs")]
 mod embedded;
 pub mod error;
+pub mod events;
 pub mod issuer;
+pub mod notify;
 mod provider;
 pub mod renewer;
 pub mod resolver;

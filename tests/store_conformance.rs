@@ -1025,6 +1025,8 @@ enum ClusterFlaw {
     FeedMissesDeletes,
     /// `set_meta` keeps the first value.
     SetMetaKeepsFirst,
+    /// `at_attempt_limit` also names the records one attempt short of it.
+    LimitOffByOne,
 }
 
 /// A `MemoryStore` whose optional methods have one deliberate flaw.
@@ -1098,6 +1100,18 @@ cert_store_over_inner!(FlawedCluster {
         }
         Ok(changes)
     }
+    async fn at_attempt_limit(
+        &self,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<certkeeper::store::PassedOver> {
+        let max = if self.flaw == ClusterFlaw::LimitOffByOne {
+            max_attempts - 1
+        } else {
+            max_attempts
+        };
+        self.inner.at_attempt_limit(max, limit).await
+    }
 });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1105,7 +1119,10 @@ async fn the_optional_checks_catch_broken_stores() {
     use std::future::Future;
     use std::pin::Pin;
     type Check = for<'a> fn(&'a dyn CertStore) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-    let cases: [(ClusterFlaw, &str, Check); 4] = [
+    let cases: [(ClusterFlaw, &str, Check); 5] = [
+        (ClusterFlaw::LimitOffByOne, "at_attempt_limit", |s| {
+            Box::pin(conformance::at_attempt_limit(s))
+        }),
         (ClusterFlaw::LeaseAlwaysGranted, "leases", |s| {
             Box::pin(conformance::leases(s))
         }),

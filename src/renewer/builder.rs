@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use super::on_demand::Pending;
 use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
 use crate::clock::{Clock, SystemClock};
+use crate::events::{EventBus, Subscriber, DEFAULT_QUEUE};
 use crate::issuer::{Issuer, SelfSignedIssuer};
 use crate::resolver::CertResolver;
 use crate::vault::Vault;
@@ -29,6 +30,7 @@ pub struct RenewerBuilder {
     pub(super) instance_id: Option<String>,
     pub(super) refresh_interval: StdDuration,
     pub(super) on_demand: Option<OnDemand>,
+    pub(super) subscribers: Vec<(Arc<dyn Subscriber>, usize)>,
 }
 
 impl RenewerBuilder {
@@ -47,6 +49,7 @@ impl RenewerBuilder {
             instance_id: None,
             refresh_interval: StdDuration::from_secs(10),
             on_demand: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -125,6 +128,26 @@ impl RenewerBuilder {
         self
     }
 
+    /// Sends the renewer's [`Event`](crate::events::Event)s to
+    /// `subscriber` (a notifier, a metrics recorder ...), through a queue of
+    /// [`DEFAULT_QUEUE`] events of its own; see [`events`](crate::events).
+    /// Its task starts once a Tokio runtime is there (at build, or at
+    /// [`Renewer::load`] or [`Renewer::run`]).
+    pub fn subscriber(self, subscriber: Arc<dyn Subscriber>) -> Self {
+        self.subscriber_with_queue(subscriber, DEFAULT_QUEUE)
+    }
+
+    /// [`subscriber`](Self::subscriber) with a queue of `capacity` events
+    /// (at least 1).
+    pub fn subscriber_with_queue(
+        mut self,
+        subscriber: Arc<dyn Subscriber>,
+        capacity: usize,
+    ) -> Self {
+        self.subscribers.push((subscriber, capacity));
+        self
+    }
+
     /// Issues on demand: a handshake for an allowed name that has no
     /// certificate (the main domain, a custom domain, or a name `rules`
     /// allow) starts its issuance in the background, within the limits of
@@ -153,6 +176,17 @@ impl RenewerBuilder {
         let self_signed = self
             .self_signed
             .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
+        let events = EventBus::default();
+        #[cfg(feature = "metrics")]
+        events.add(
+            Arc::new(crate::events::metrics::MetricsSubscriber::new(
+                self.clock.clone(),
+            )),
+            DEFAULT_QUEUE,
+        );
+        for (subscriber, capacity) in self.subscribers {
+            events.add(subscriber, capacity);
+        }
         let renewer = Renewer {
             inner: Arc::new(Inner {
                 policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
@@ -173,6 +207,7 @@ impl RenewerBuilder {
                 feed_cursor: tokio::sync::Mutex::new(None),
                 last_local_cycle: Mutex::new(None),
                 on_demand: Mutex::new(on_demand),
+                events,
             }),
         };
         renewer.start_on_demand();

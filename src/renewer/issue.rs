@@ -14,6 +14,7 @@ use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
 use crate::challenge::ChallengeKind;
 use crate::error::{rfc3339, CertProblem};
+use crate::events::{problem_type, Event};
 use crate::issuer::{Issuer, RenewalWindow};
 use crate::resolver::CertResolver;
 use crate::store::{CertRecord, CertStore, StoredCert};
@@ -277,11 +278,12 @@ impl Renewer {
                 Ok(version) => {
                     next.version = version;
                     return match result {
-                        Ok((issued, _, _)) => {
+                        Ok((issued, stored, _)) => {
                             info!(%domain, renew_date = %rfc3339(next.renew_date), "certificate issued and stored");
                             if let Some(resolver) = &self.inner.resolver {
                                 publish_issued(&domain, &issued, resolver);
                             }
+                            self.announce_issued(&current, &stored, step).await;
                             Outcome::Issued(Box::new(next))
                         }
                         Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
@@ -290,6 +292,7 @@ impl Renewer {
                         }
                         Err(e) => {
                             warn!(%domain, attempts = next.attempts, error = %e, code = e.code(), "certificate attempt failed");
+                            self.announce_failed(&next, &e);
                             Outcome::Failed(e)
                         }
                     };
@@ -307,6 +310,64 @@ impl Renewer {
             }
         }
         Outcome::Skipped(SkipReason::KeptChanging)
+    }
+
+    /// Tells subscribers of a certificate stored over `before` (the record
+    /// as it was), and forgets an expiry notice of the one it replaced.
+    async fn announce_issued(&self, before: &CertRecord, stored: &StoredCert, step: &str) {
+        let domain = before.domain.clone();
+        let (issuer, not_after, manual) =
+            (stored.issuer.clone(), stored.not_after, step == "manual");
+        match &before.certificate {
+            Some(old) => {
+                self.forget_expiry_notice(&domain, old).await;
+                self.emit(Event::Renewed {
+                    domain,
+                    issuer,
+                    not_after,
+                    manual,
+                });
+            }
+            None => self.emit(Event::Issued {
+                domain,
+                issuer,
+                not_after,
+                manual,
+            }),
+        }
+    }
+
+    /// Tells subscribers of a failed attempt stored in `record`, and when it
+    /// was the one that reached the attempt limit, that the cycle gives up
+    /// on the certificate.
+    fn announce_failed(&self, record: &CertRecord, error: &Error) {
+        let max_attempts = self.inner.renewal.max_attempts;
+        let problem = problem_type(error);
+        let message = error.to_string();
+        self.emit(Event::Failed {
+            domain: record.domain.clone(),
+            attempt: record.attempts,
+            max_attempts,
+            code: error.code(),
+            problem: problem.clone(),
+            message: message.clone(),
+        });
+        // Saved with compare-and-swap, the step to the limit happens once.
+        if record.attempts == max_attempts {
+            warn!(
+                domain = %record.domain,
+                attempts = record.attempts,
+                "attempt limit reached: the maintenance cycle no longer picks this certificate; manual generation still works"
+            );
+            self.emit(Event::GaveUp {
+                domain: record.domain.clone(),
+                attempts: record.attempts,
+                not_after: record.certificate.as_ref().map(|c| c.not_after),
+                code: error.code(),
+                problem,
+                message,
+            });
+        }
     }
 
     /// Issues for `domain` (replacing `previous`, a chain, if given) and

@@ -9,6 +9,7 @@
 mod builder;
 mod domains;
 mod issue;
+mod notice;
 mod on_demand;
 mod policy;
 mod report;
@@ -16,6 +17,7 @@ mod schedule;
 
 pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
+pub use notice::PASSED_OVER_LISTED;
 pub use on_demand::{Decision, OnDemand};
 pub use policy::RenewalPolicy;
 pub use report::{CycleFailure, CycleReport, SkipReason};
@@ -33,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::cipher::SecretCipher;
 use crate::clock::Clock;
+use crate::events::{Event, EventBus, Subscription};
 use crate::issuer::Issuer;
 use crate::resolver::CertResolver;
 use crate::store::{CertRecord, CertStore, StoredCert};
@@ -79,6 +82,8 @@ struct Inner {
     last_local_cycle: Mutex<Option<time::OffsetDateTime>>,
     /// The on-demand queue and rules, until the on-demand task takes them.
     on_demand: Mutex<Option<on_demand::Pending>>,
+    /// Every event subscriber's queue.
+    events: EventBus,
 }
 
 impl fmt::Debug for Renewer {
@@ -120,6 +125,27 @@ impl Renewer {
     /// The date rules in force.
     pub fn renewal_policy(&self) -> RenewalPolicy {
         self.inner.renewal
+    }
+
+    /// A channel of the renewer's [`Event`]s from now on, with a queue of
+    /// `capacity` events (at least 1); see [`events`](crate::events). The
+    /// renewer never waits for it: when the queue is full, events are
+    /// dropped for this subscription, counted, and told by
+    /// [`Event::Lagged`].
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        self.inner
+            .events
+            .subscribe(capacity, format!("subscription-{capacity}"))
+    }
+
+    /// Events dropped so far, over every subscriber, because a subscriber's
+    /// queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.inner.events.dropped()
+    }
+
+    pub(super) fn emit(&self, event: Event) {
+        self.inner.events.emit(event);
     }
 
     /// Tells the resolver (when there is one) which domains are stored, and
@@ -179,7 +205,17 @@ impl Renewer {
         if let Some(resolver) = &self.inner.resolver {
             resolver.remove(domain);
         }
-        self.store().delete(domain).await
+        let record = self.store().load(domain).await?;
+        let removed = self.store().delete(domain).await?;
+        if removed {
+            if let Some(cert) = record.as_ref().and_then(|r| r.certificate.as_ref()) {
+                self.forget_expiry_notice(domain, cert).await;
+            }
+            self.emit(Event::DomainRemoved {
+                domain: domain.clone(),
+            });
+        }
+        Ok(removed)
     }
 
     /// Tells the renewer a request arrived for `domain` (for example the
@@ -266,6 +302,9 @@ impl Renewer {
             Ok(version) => {
                 record.version = version;
                 info!(%domain, "domain registered for the next maintenance cycle");
+                self.emit(Event::DomainAdded {
+                    domain: domain.clone(),
+                });
                 Ok(record)
             }
             // Someone registered it first: theirs is as good.
@@ -318,14 +357,23 @@ impl Renewer {
             // The store is failing: listing what is due says so below.
             Err(e) => warn!(error = %e, "could not register the main domain"),
         }
+        let started = std::time::Instant::now();
         let now = self.inner.clock.now();
         let renewal = self.inner.renewal;
-        let due = self
+        // A few more than the cap, to name what the cap leaves for later.
+        let mut due = self
             .store()
-            .due(now, renewal.max_attempts, renewal.per_cycle)
+            .due(
+                now,
+                renewal.max_attempts,
+                renewal.per_cycle.saturating_add(PASSED_OVER_LISTED + 1),
+            )
             .await?;
+        let mut report = CycleReport {
+            left_for_later: notice::left_for_later(&mut due, renewal.per_cycle),
+            ..CycleReport::default()
+        };
         info!(due = due.len(), "maintenance cycle started");
-        let mut report = CycleReport::default();
         let semaphore = Arc::new(Semaphore::new(self.inner.concurrency));
         let gate = Arc::new(CaGate::new(renewal.max_ca_failures));
         let mut tasks = JoinSet::new();
@@ -373,7 +421,13 @@ impl Renewer {
         report.issued.sort();
         report.failed.sort_by(|a, b| a.domain.cmp(&b.domain));
         report.skipped.sort();
+        report.at_attempt_limit = self.passed_over_at_limit().await;
+        report.expiring_soon = self.notice_expiring(&report).await;
         info!(%report, "maintenance cycle finished");
+        self.emit(Event::CycleFinished {
+            report: Arc::new(report.clone()),
+            duration: started.elapsed(),
+        });
         Ok(report)
     }
 

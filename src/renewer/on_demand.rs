@@ -144,6 +144,7 @@ impl Renewer {
     /// a Tokio runtime is running. Called when the renewer is built and
     /// again by [`load`](Self::load) and [`run`](Self::run).
     pub(super) fn start_on_demand(&self) {
+        self.inner.events.start();
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use crate::error::SkipReason;
+use crate::store::PassedOver;
 use crate::{Domain, Error};
 
 /// What one maintenance cycle did.
@@ -22,6 +23,19 @@ pub struct CycleReport {
     /// Why the cycle stopped ordering before the end, if it did
     /// ([`SkipReason::CaUnavailable`] or [`SkipReason::RateLimited`]).
     pub stopped: Option<SkipReason>,
+    /// Due certificates the per-cycle cap left for a later cycle: the
+    /// first [`PASSED_OVER_LISTED`](super::PASSED_OVER_LISTED) by renew
+    /// date, and how many at least.
+    pub left_for_later: PassedOver,
+    /// Certificates that used up their attempts, which the cycle no longer
+    /// picks (manual generation still works): how many, and the first
+    /// [`PASSED_OVER_LISTED`](super::PASSED_OVER_LISTED). `None` when the
+    /// store cannot tell ([`CertStore::at_attempt_limit`](crate::store::CertStore::at_attempt_limit)).
+    pub at_attempt_limit: Option<PassedOver>,
+    /// Certificates in force that expire within
+    /// [`EXPIRING_SOON_DAYS`](crate::events::EXPIRING_SOON_DAYS) days and
+    /// were not renewed, among those this cycle tried or passed over.
+    pub expiring_soon: Vec<Domain>,
 }
 
 /// One failed attempt of a cycle.
@@ -45,6 +59,20 @@ impl fmt::Display for CycleReport {
         )?;
         if !self.deferred.is_empty() {
             write!(f, ", {} deferred", self.deferred.len())?;
+        }
+        if self.left_for_later.total > 0 {
+            let more = if self.left_for_later.exact { "" } else { "+" };
+            write!(
+                f,
+                ", {}{more} left for a later cycle",
+                self.left_for_later.total
+            )?;
+        }
+        if let Some(limit) = self.at_attempt_limit.as_ref().filter(|l| l.total > 0) {
+            write!(f, ", {} at the attempt limit", limit.total)?;
+        }
+        if !self.expiring_soon.is_empty() {
+            write!(f, ", {} expiring soon", self.expiring_soon.len())?;
         }
         if let Some(reason) = self.stopped {
             write!(f, " (stopped: {reason})")?;

@@ -123,7 +123,8 @@ impl Renewer {
                 warn!(error = %e, "could not read the store's change feed");
             }
             match self.scheduled_cycle(interval, woken).await {
-                Ok(Some(report)) => debug!(%report, "scheduled cycle done"),
+                // Subscribers got it as `Event::CycleFinished`.
+                Ok(Some(report)) => info!(%report, "scheduled cycle done"),
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, code = e.code(), "maintenance cycle failed"),
             }

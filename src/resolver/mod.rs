@@ -351,6 +351,8 @@ impl CertResolver {
 
     /// What a handshake gets when its name has nothing loaded.
     fn fallback(&self) -> Option<Arc<CertifiedKey>> {
+        #[cfg(feature = "metrics")]
+        metrics::counter!(crate::events::metrics::FALLBACK_HANDSHAKES).increment(1);
         let fallback = self.inner.fallback.load_full();
         if let Some(domain) = &fallback {
             if let Some(key) = self.inner.table.get(domain).and_then(|s| self.served(&s)) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Change, Changes, DueEntry};
+use super::{Change, Changes, DueEntry, PassedOver};
 use crate::Domain;
 
 /// The due index: per attempt count, the records ordered by renew date then
@@ -35,6 +35,22 @@ impl DueIndex {
             if set.is_empty() {
                 self.by_attempts.remove(&entry.attempts);
             }
+        }
+    }
+
+    /// The entries with `max_attempts` attempts or more: their count and
+    /// the first `limit` by attempts, renew date, then domain.
+    pub(crate) fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> PassedOver {
+        let lanes = self.by_attempts.range(max_attempts..);
+        let total = lanes.clone().map(|(_, set)| set.len() as u64).sum();
+        let domains = lanes
+            .flat_map(|(_, set)| set.iter().map(|(_, domain, _)| domain.clone()))
+            .take(limit)
+            .collect();
+        PassedOver {
+            total,
+            exact: true,
+            domains,
         }
     }
 

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::keys::{check_key, check_token, check_version};
 use super::local::{Coordination, DueIndex};
-use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry};
+use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
 use crate::{Domain, Result};
 
 /// A [`CertStore`] that keeps everything in memory and loses it on drop.
@@ -122,6 +122,10 @@ impl CertStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<DueEntry>> {
         Ok(self.state().due_index.due(now, max_attempts, limit))
+    }
+
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
+        Ok(self.state().due_index.at_attempt_limit(max_attempts, limit))
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {

@@ -199,6 +199,17 @@ pub trait CertStore: Debug + Send + Sync + 'static {
         Err(unsupported("challenges"))
     }
 
+    /// The records that used up their attempts (`attempts >= max_attempts`,
+    /// whatever their renew date): how many there are, and the first
+    /// `limit` of them by attempts, renew date, then domain. Answered from
+    /// the same index as [`due`](Self::due), in a time that grows with the
+    /// records at the limit only for the count (an index-only count in SQL),
+    /// never with the others. A cycle reports them as passed over.
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
+        let _ = (max_attempts, limit);
+        Err(unsupported("at_attempt_limit"))
+    }
+
     /// The certificate records saved or deleted after `cursor` (0: from the
     /// start), oldest first, at most `limit`, with the cursor to ask from
     /// next. When the store no longer knows what happened after `cursor`, it
@@ -303,6 +314,13 @@ macro_rules! forward_store {
             async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
                 (**self).changes_since(cursor, limit).await
             }
+            async fn at_attempt_limit(
+                &self,
+                max_attempts: u32,
+                limit: usize,
+            ) -> Result<PassedOver> {
+                (**self).at_attempt_limit(max_attempts, limit).await
+            }
         }
     )*};
 }
@@ -333,6 +351,17 @@ impl DueEntry {
             attempts: record.attempts,
         }
     }
+}
+
+/// Domains a cycle passed over: how many, and the first few by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassedOver {
+    /// How many there are (when `exact` is false: at least this many).
+    pub total: u64,
+    /// Whether `total` is the exact count.
+    pub exact: bool,
+    /// The first of them, at most as many as were asked for.
+    pub domains: Vec<Domain>,
 }
 
 /// One change of a certificate record, from [`CertStore::changes_since`].

@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod pebble;
+pub mod smtp;
 pub mod store;
 pub mod tls;
 

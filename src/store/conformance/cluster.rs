@@ -345,6 +345,7 @@ pub(super) async fn run_optional(store: &dyn CertStore) {
     leases(store).await;
     challenges(store).await;
     change_feed(store).await;
+    super::at_attempt_limit(store).await;
 }
 
 /// Every check that needs two handles of one backend: for a store that

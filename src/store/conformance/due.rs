@@ -223,3 +223,55 @@ pub async fn due_follows_updates(store: &dyn CertStore) {
     due.assert(5, &[&steady], "a deleted record").await;
     cleanup(store, [&steady.domain]).await;
 }
+
+/// [`CertStore::at_attempt_limit`] counts and names the records with
+/// `max_attempts` attempts or more, whatever their renew date, by attempts,
+/// renew date, then domain, and leaves out the others. Skipped when the
+/// store answers [`Error::Unsupported`](crate::Error::Unsupported).
+pub async fn at_attempt_limit(store: &dyn CertStore) {
+    if let Err(crate::Error::Unsupported { .. }) = store.at_attempt_limit(1, 0).await {
+        return;
+    }
+    let scope = Scope::new("at_attempt_limit");
+    // A limit no other record of a shared store is likely to reach.
+    let base =
+        2_000_000_000 + (OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000) as u32;
+    let below = create_due(store, &scope, "below", DUE_NOW, base - 1).await;
+    let later = create_due(store, &scope, "later", super::LATER, base).await;
+    let early = create_due(store, &scope, "early", DUE_NOW, base).await;
+    let more = create_due(store, &scope, "more", DUE_NOW - Duration::days(1), base + 7).await;
+    let answer = ok("at_attempt_limit", store.at_attempt_limit(base, FULL).await);
+    let ours: Vec<&Domain> = answer.domains.iter().filter(|d| scope.owns(d)).collect();
+    assert_eq!(
+        ours,
+        [&early.domain, &later.domain, &more.domain],
+        "conformance: at_attempt_limit({base}) must name the records with {base} attempts or \
+         more, by attempts, renew date, then domain"
+    );
+    assert!(
+        answer.exact && answer.total >= 3 && answer.total >= answer.domains.len() as u64,
+        "conformance: at_attempt_limit({base}) counted {} (exact: {}) for at least 3 records",
+        answer.total,
+        answer.exact
+    );
+    let one = ok("at_attempt_limit", store.at_attempt_limit(base, 1).await);
+    assert_eq!(
+        one.domains.len(),
+        1,
+        "conformance: at_attempt_limit with limit 1 must name exactly one record"
+    );
+    assert_eq!(
+        one.total, answer.total,
+        "conformance: the count must not depend on the limit"
+    );
+    cleanup(
+        store,
+        [&below.domain, &later.domain, &early.domain, &more.domain],
+    )
+    .await;
+    let after = ok("at_attempt_limit", store.at_attempt_limit(base, FULL).await);
+    assert!(
+        !after.domains.iter().any(|d| scope.owns(d)),
+        "conformance: at_attempt_limit must forget deleted records"
+    );
+}

@@ -73,7 +73,7 @@ pub use cluster::{
     shared_change_feed, shared_compare_and_swap, shared_leases,
 };
 pub use concurrency::{concurrent_saves, meta_concurrent_racers};
-pub use due::{due_attempts, due_follows_updates, due_order_and_limit};
+pub use due::{at_attempt_limit, due_attempts, due_follows_updates, due_order_and_limit};
 pub use records::{compare_and_swap, delete, list_sorted, missing_keys, round_trip};
 
 /// The `now` of the checks that call `due`.
@@ -138,7 +138,7 @@ pub fn checks() -> &'static [Check] {
 /// Runs every check on `store`, one after another; panics at the first
 /// failure. Each passed check is logged at `info` level. Then the checks of
 /// the optional methods ([`deletion_and_settings`], [`leases`],
-/// [`challenges`], [`change_feed`]), each skipped when the store answers
+/// [`challenges`], [`change_feed`], [`at_attempt_limit`]), each skipped when the store answers
 /// [`Error::Unsupported`](crate::Error::Unsupported). A store that several
 /// instances share must also pass [`run_shared`] over two handles.
 pub async fn run_all(store: &dyn CertStore) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 use crate::store::local::DueIndex;
-use crate::store::{CertRecord, DueEntry};
+use crate::store::{CertRecord, DueEntry, PassedOver};
 use crate::Domain;
 
 /// The renew date given to a record that cannot be read at open: `due`
@@ -106,6 +106,11 @@ impl Index {
                 self.unreadable.remove(domain);
             }
         }
+    }
+
+    /// The records with `max_attempts` attempts or more, from the index.
+    pub(super) fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> PassedOver {
+        self.due.at_attempt_limit(max_attempts, limit)
     }
 
     /// Up to `limit` records due at `now` with fewer than `max_attempts`

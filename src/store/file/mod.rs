@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::keys::{check_key, check_token, next_version};
 use super::local::Coordination;
-use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry};
+use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
 use crate::{Domain, Error, Result};
 use index::{Entry, Index};
 use io::{
@@ -549,6 +549,10 @@ impl CertStore for FileStore {
         limit: usize,
     ) -> Result<Vec<DueEntry>> {
         Ok(lock(&self.inner.index).due(now, max_attempts, limit))
+    }
+
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
+        Ok(lock(&self.inner.index).at_attempt_limit(max_attempts, limit))
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {

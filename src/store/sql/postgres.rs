@@ -15,7 +15,7 @@ use super::{
     DuePlan, Migration, Retention, MIN_DATE,
 };
 use crate::store::keys::{check_key, check_token, next_version};
-use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
+use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry, PassedOver};
 use crate::{Domain, Error, Result};
 
 const STORE: &str = "postgres";
@@ -339,6 +339,35 @@ impl CertStore for PostgresStore {
                 .await
                 .map_err(|e| db_error(STORE, "listing records", e))?;
         rows.iter().map(|d| column_domain(d)).collect()
+    }
+
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
+        // Both read the (attempts, renew_date, domain) index from
+        // `max_attempts` on: records under the limit are never visited.
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM certkeeper_certificates WHERE attempts >= $1")
+                .bind(i64::from(max_attempts))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "counting records at the attempt limit", e))?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT domain FROM certkeeper_certificates WHERE attempts >= $1 \
+             ORDER BY attempts, renew_date, domain LIMIT $2",
+        )
+        .bind(i64::from(max_attempts))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "listing records at the attempt limit", e))?;
+        let domains = rows
+            .into_iter()
+            .map(|domain| column_domain(&domain))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PassedOver {
+            total: u64::try_from(total).unwrap_or(0),
+            exact: true,
+            domains,
+        })
     }
 
     async fn due(

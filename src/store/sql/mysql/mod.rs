@@ -15,7 +15,7 @@ use super::{
     DuePlan, Retention, MIN_DATE,
 };
 use crate::store::keys::{check_key, check_token, next_version};
-use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry};
+use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry, PassedOver};
 use crate::{Domain, Error, Result};
 
 mod migrate;
@@ -432,6 +432,35 @@ impl CertStore for MySqlStore {
         rows.into_iter()
             .map(|d| column_domain(&ascii(d)?))
             .collect()
+    }
+
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
+        // Both read the (attempts, renew_date, domain) index from
+        // `max_attempts` on: records under the limit are never visited.
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM certkeeper_certificates WHERE attempts >= ?")
+                .bind(i64::from(max_attempts))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "counting records at the attempt limit", e))?;
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT domain FROM certkeeper_certificates WHERE attempts >= ? \
+             ORDER BY attempts, renew_date, domain LIMIT ?",
+        )
+        .bind(i64::from(max_attempts))
+        .bind(sql_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "listing records at the attempt limit", e))?;
+        let domains = rows
+            .into_iter()
+            .map(|domain| column_domain(&ascii(domain)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PassedOver {
+            total: u64::try_from(total).unwrap_or(0),
+            exact: true,
+            domains,
+        })
     }
 
     async fn due(
