@@ -363,6 +363,13 @@ impl Error {
         }
     }
 
+    /// Whether this is a wrong setting ([`Error::Config`]): the operator's
+    /// to fix, not the domain's failure, so the renewer counts no attempt
+    /// and stops the cycle's ordering.
+    pub fn is_settings_error(&self) -> bool {
+        matches!(self, Self::Config { .. })
+    }
+
     /// Whether the CA answered `rateLimited`: not the domain's failure
     /// either, and a reason to stop ordering for now.
     pub fn is_rate_limited(&self) -> bool {
@@ -465,6 +472,10 @@ pub enum SkipReason {
     /// The CA's renewal window (ARI, RFC 9773) was checked again and has
     /// not begun: the renew date moved to the window.
     RenewalWindowAhead,
+    /// The cycle stopped ordering: the issuer's settings are wrong
+    /// ([`Error::Config`], a profile the CA does not offer, say); no
+    /// domain is charged an attempt until they are fixed.
+    Misconfigured,
 }
 
 impl SkipReason {
@@ -480,6 +491,7 @@ impl SkipReason {
             Self::CaUnavailable => "ca_unavailable",
             Self::RateLimited => "rate_limited",
             Self::RenewalWindowAhead => "renewal_window_ahead",
+            Self::Misconfigured => "misconfigured",
         }
     }
 }
@@ -498,6 +510,7 @@ impl fmt::Display for SkipReason {
             Self::RenewalWindowAhead => {
                 "the CA's renewal window was checked again and has not begun"
             }
+            Self::Misconfigured => "the issuer's settings are wrong; left for the next cycle",
         })
     }
 }

@@ -296,6 +296,33 @@ async fn a_profile_the_ca_does_not_offer_is_a_config_error_naming_the_setting() 
             other => panic!("expected a config error, got {other:?}"),
         }
         assert!(!stage.pebble.log("pebble").contains("POST /order-plz"));
+
+        // Through the renewer: a wrong setting is not the domains' fault.
+        // No attempt is counted, the cycle stops ordering at the first
+        // answer, and says why.
+        let renewer = stage.renewer(stage.issuer().profile("tlsserver").build().unwrap());
+        let names = [
+            "a.certkeeper-test.com",
+            "b.certkeeper-test.com",
+            "c.certkeeper-test.com",
+        ];
+        for name in names {
+            renewer.add_domain(&domain(name)).await.unwrap();
+        }
+        for _ in 0..2 {
+            let report = renewer.run_cycle().await.unwrap();
+            assert_eq!(
+                report.stopped,
+                Some(SkipReason::Misconfigured),
+                "{report:?}"
+            );
+            assert!(report.failed.is_empty(), "{report:?}");
+            assert!(report.issued.is_empty(), "{report:?}");
+            for name in names {
+                assert_eq!(record(&*stage.store, name).await.attempts, 0, "{name}");
+            }
+        }
+        assert!(!stage.pebble.log("pebble").contains("POST /order-plz"));
     })
     .await;
 }

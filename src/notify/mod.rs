@@ -143,7 +143,9 @@ pub struct Notice {
 impl Notice {
     /// The notice for `event`, when it is one the operator must hear of:
     /// a failed attempt (when `each_failure`), the attempt that reached the
-    /// limit, a certificate about to expire. `None` for the others.
+    /// limit, a certificate about to expire, a cycle that stopped ordering
+    /// (the CA down or rate limiting, or wrong settings). `None` for the
+    /// others.
     pub fn for_event(event: &Event, each_failure: bool) -> Option<Self> {
         match event {
             Event::Failed {
@@ -198,6 +200,26 @@ impl Notice {
                     last_error.as_deref().unwrap_or("none recorded")
                 ),
             }),
+            Event::CycleFinished { report, .. } => {
+                let reason = report.stopped?;
+                let first = report.deferred.first();
+                Some(Self {
+                    subject: format!("Certificate maintenance stopped: {reason}"),
+                    body: format!(
+                        "The maintenance cycle stopped ordering certificates: {reason}.\n\n\
+                         Issued before it stopped: {}\n\
+                         Left for the next cycle, no attempt counted: {}\n\
+                         {}\n\
+                         The next cycle tries again; nothing is given up meanwhile.\n",
+                        report.issued.len(),
+                        report.deferred.len(),
+                        first.map_or_else(
+                            || "No error recorded.".to_string(),
+                            |f| format!("First error ({}): {}", f.error.code(), f.error)
+                        ),
+                    ),
+                })
+            }
             _ => None,
         }
     }
@@ -254,5 +276,27 @@ mod tests {
         assert!(Notice::for_event(&failed, false).is_none());
         let added = Event::DomainAdded { domain };
         assert!(Notice::for_event(&added, true).is_none());
+    }
+
+    #[test]
+    fn a_cycle_that_stopped_ordering_is_told_and_a_full_one_is_not() {
+        use crate::renewer::SkipReason;
+        use crate::renewer::{CycleFailure, CycleReport};
+        use std::sync::Arc;
+        let mut report = CycleReport::default();
+        let finished = |report: &CycleReport| Event::CycleFinished {
+            report: Arc::new(report.clone()),
+            duration: std::time::Duration::from_secs(3),
+        };
+        assert!(Notice::for_event(&finished(&report), true).is_none());
+        report.stopped = Some(SkipReason::Misconfigured);
+        report.deferred.push(CycleFailure {
+            domain: Domain::new("app.example.com").unwrap(),
+            error: Arc::new(crate::Error::config("_APP_ACME_PROFILE", "not offered")),
+        });
+        let notice = Notice::for_event(&finished(&report), false).unwrap();
+        assert!(notice.subject.contains("settings are wrong"), "{notice:?}");
+        assert!(notice.body.contains("no attempt counted: 1"), "{notice:?}");
+        assert!(notice.body.contains("_APP_ACME_PROFILE"), "{notice:?}");
     }
 }

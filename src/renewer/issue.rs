@@ -269,7 +269,7 @@ impl Renewer {
                         next.push_log(window_log(&next, now));
                     }
                 }
-                Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
+                Err(e) if e.is_ca_unavailable() || e.is_rate_limited() || e.is_settings_error() => {
                     renewal.on_not_attempted(&mut next, e, now, step)
                 }
                 Err(e) => renewal.on_failure(&mut next, e, now, step),
@@ -286,8 +286,12 @@ impl Renewer {
                             self.announce_issued(&current, &stored, step).await;
                             Outcome::Issued(Box::new(next))
                         }
-                        Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
-                            warn!(%domain, error = %e, code = e.code(), "the CA could not issue now; not counted as an attempt");
+                        Err(e)
+                            if e.is_ca_unavailable()
+                                || e.is_rate_limited()
+                                || e.is_settings_error() =>
+                        {
+                            warn!(%domain, error = %e, code = e.code(), "could not issue now (CA unavailable or rate limiting, or wrong settings); not counted as an attempt");
                             Outcome::Deferred(e)
                         }
                         Err(e) => {

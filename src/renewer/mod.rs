@@ -520,6 +520,7 @@ impl CaGate {
         use std::sync::atomic::Ordering;
         match outcome {
             Outcome::Deferred(e) if e.is_rate_limited() => self.stop(SkipReason::RateLimited),
+            Outcome::Deferred(e) if e.is_settings_error() => self.stop(SkipReason::Misconfigured),
             Outcome::Deferred(_) => {
                 let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
                 if in_a_row >= self.max_failures {
