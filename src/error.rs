@@ -216,6 +216,25 @@ pub enum Error {
         message: String,
     },
 
+    /// A DNS-01 record could not be published, seen or removed at the
+    /// zone's authoritative server (RFC 2136 update with TSIG).
+    #[error("DNS {step} at {server} failed{}: {problem}: {message}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    Dns {
+        /// The domain of the challenge, when there is one.
+        domain: Option<Domain>,
+        /// The step (`present`, `propagation`, `cleanup`, `lookup`).
+        step: &'static str,
+        /// The authoritative server.
+        server: std::net::SocketAddr,
+        /// What went wrong, typed.
+        problem: DnsProblem,
+        /// The server's answer or the client's error, readable (never the TSIG secret).
+        message: String,
+        /// The DNS client's own error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// A certificate or key could not be generated, parsed or used.
     #[error("certificate{}: {problem}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
     Certificate {
@@ -315,6 +334,7 @@ impl Error {
             },
             Self::Timeout { .. } => "timeout",
             Self::Challenge { .. } => "challenge",
+            Self::Dns { problem, .. } => problem.code(),
             Self::Certificate { .. } => "certificate",
             Self::Tls { .. } => "tls",
         }
@@ -792,5 +812,55 @@ mod tests {
             "urn:ietf:params:acme:error:compound: several; a.example.com: \
              urn:ietf:params:acme:error:caa: CAA forbids"
         );
+    }
+}
+
+/// What went wrong with a DNS-01 record ([`Error::Dns`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DnsProblem {
+    /// The server could not be reached or did not answer in time.
+    Unreachable,
+    /// The server did not accept the TSIG signature (unknown key, wrong
+    /// secret or algorithm, clocks too far apart): `NOTAUTH`, or an answer
+    /// whose signature did not verify.
+    NotAuthenticated,
+    /// The server refused the update (`REFUSED`: the key may not update
+    /// that name, or updates are off).
+    Refused,
+    /// The name is not in the configured zone (or the server is not
+    /// authoritative for it: `NOTZONE`).
+    NotInZone,
+    /// The record was added but the server did not answer with it within
+    /// the propagation timeout.
+    NotVisible,
+    /// Any other failure or answer code.
+    Failed,
+}
+
+impl DnsProblem {
+    /// The stable code of an [`Error::Dns`] with this problem.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unreachable => "dns_unreachable",
+            Self::NotAuthenticated => "dns_not_authenticated",
+            Self::Refused => "dns_refused",
+            Self::NotInZone => "dns_not_in_zone",
+            Self::NotVisible => "dns_not_visible",
+            Self::Failed => "dns_failed",
+        }
+    }
+}
+
+impl fmt::Display for DnsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "server unreachable",
+            Self::NotAuthenticated => "TSIG authentication failed",
+            Self::Refused => "update refused",
+            Self::NotInZone => "name not in the zone",
+            Self::NotVisible => "record not visible in time",
+            Self::Failed => "DNS failure",
+        })
     }
 }
