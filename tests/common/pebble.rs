@@ -63,6 +63,10 @@ pub struct PebbleOptions {
     /// Marks every challenge valid without fetching it
     /// (`PEBBLE_VA_ALWAYS_VALID`), for benchmarks of the client side.
     pub always_valid: bool,
+    /// An external DNS server Pebble resolves every name through (a
+    /// test's bind9), instead of starting challtestsrv; `dns_ipv4` and
+    /// `dns_ipv6` are then unused.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for PebbleOptions {
@@ -76,6 +80,7 @@ impl Default for PebbleOptions {
             dns_ipv4: Some(Ipv4Addr::LOCALHOST),
             dns_ipv6: None,
             always_valid: false,
+            dns_server: None,
         }
     }
 }
@@ -85,7 +90,7 @@ impl Default for PebbleOptions {
 pub struct Pebble {
     dir: tempfile::TempDir,
     pebble: Child,
-    challtestsrv: Child,
+    challtestsrv: Option<Child>,
     acme_port: u16,
     management_port: u16,
     http_port: u16,
@@ -139,7 +144,10 @@ impl Pebble {
             port => port,
         };
         let challtestsrv_management_port = free_tcp_port();
-        let dns_port = free_dns_port();
+        let dns_port = match options.dns_server {
+            Some(server) => server.port(),
+            None => free_dns_port(),
+        };
         let http_port = match options.http_port {
             0 => free_http_port(),
             port => port,
@@ -166,7 +174,7 @@ impl Pebble {
             .expect("cannot write Pebble's config");
 
         let ip_arg = |ip: Option<String>| ip.unwrap_or_default();
-        let challtestsrv = spawn(
+        let challtestsrv = options.dns_server.is_none().then(|| spawn(
             Command::new(challtestsrv_bin)
                 .arg("-management")
                 .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
@@ -179,14 +187,17 @@ impl Pebble {
                 .arg("-defaultIPv6")
                 .arg(ip_arg(options.dns_ipv6.map(|ip| ip.to_string()))),
             &dir.path().join("challtestsrv.log"),
-        );
+        ));
+        let dns_server = options
+            .dns_server
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)));
 
         let mut pebble_cmd = Command::new(pebble_bin);
         pebble_cmd
             .arg("-config")
             .arg(&config_path)
             .arg("-dnsserver")
-            .arg(format!("127.0.0.1:{dns_port}"))
+            .arg(dns_server.to_string())
             .env_clear()
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env(
@@ -210,22 +221,33 @@ impl Pebble {
             dns_port,
             ca_root_pem_path,
         };
-        this.wait_until_listening(challtestsrv_management_port)
-            .await?;
+        this.wait_until_listening(
+            options
+                .dns_server
+                .is_none()
+                .then_some(challtestsrv_management_port),
+        )
+        .await?;
         Ok(this)
     }
 
-    async fn wait_until_listening(&mut self, challtestsrv_port: u16) -> Result<(), StartError> {
+    async fn wait_until_listening(
+        &mut self,
+        challtestsrv_port: Option<u16>,
+    ) -> Result<(), StartError> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let wanted = [
-            ("pebble", self.acme_port),
-            ("pebble", self.management_port),
-            ("pebble-challtestsrv", challtestsrv_port),
-        ];
+        let mut wanted = vec![("pebble", self.acme_port), ("pebble", self.management_port)];
+        wanted.extend(challtestsrv_port.map(|port| ("pebble-challtestsrv", port)));
         loop {
             let exited = [
                 ("pebble", self.pebble.try_wait()),
-                ("pebble-challtestsrv", self.challtestsrv.try_wait()),
+                (
+                    "pebble-challtestsrv",
+                    match &mut self.challtestsrv {
+                        Some(child) => child.try_wait(),
+                        None => Ok(None),
+                    },
+                ),
             ];
             for (name, status) in exited {
                 if let Ok(Some(status)) = status {
@@ -287,7 +309,8 @@ impl Pebble {
         self.tls_port
     }
 
-    /// The UDP and TCP port challtestsrv answers DNS on.
+    /// The UDP and TCP port challtestsrv (or the external DNS server)
+    /// answers DNS on.
     pub fn dns_port(&self) -> u16 {
         self.dns_port
     }
@@ -416,7 +439,7 @@ impl Pebble {
 
 impl Drop for Pebble {
     fn drop(&mut self) {
-        for child in [&mut self.pebble, &mut self.challtestsrv] {
+        for child in std::iter::once(&mut self.pebble).chain(self.challtestsrv.as_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }
