@@ -461,7 +461,9 @@ impl Dns01Vars {
         let key_name = self
             .key_name
             .ok_or_else(|| required(dns01_settings::KEY_NAME))?;
-        let secret = self.secret.ok_or_else(|| required(dns01_settings::SECRET))?;
+        let secret = self
+            .secret
+            .ok_or_else(|| required(dns01_settings::SECRET))?;
         let mut builder =
             Dns01Solver::builder(server, zone).tsig_key(key_name, secret.as_str(), self.algorithm);
         if let Some(limit) = self.propagation {
@@ -474,7 +476,10 @@ impl Dns01Vars {
 /// `192.0.2.53:53`, `[2001:db8::53]:53`, or an address alone (port 53).
 fn parse_dns_server(name: &str, v: &str) -> Result<SocketAddr> {
     v.parse::<SocketAddr>()
-        .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .or_else(|_| {
+            v.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
         .map_err(|_| {
             Error::config(
                 name,

@@ -73,11 +73,19 @@ async fn a_wildcard_and_its_bare_name_are_issued_through_dns01_and_the_records_r
         // Pebble's only DNS server is bind9, where the solver published.
         let pebble_log = pebble.log("pebble");
         assert!(
-            pebble_log.contains(&format!("custom DNS resolver for ACME challenges: {}", bind.addr())),
+            pebble_log.contains(&format!(
+                "custom DNS resolver for ACME challenges: {}",
+                bind.addr()
+            )),
             "{pebble_log}"
         );
         let log = bind.log();
-        assert_eq!(log.matches("adding an RR at '_acme-challenge.example.test' TXT").count(), 2, "{log}");
+        assert_eq!(
+            log.matches("adding an RR at '_acme-challenge.example.test' TXT")
+                .count(),
+            2,
+            "{log}"
+        );
 
         assert!(
             solver
@@ -114,7 +122,11 @@ async fn a_wrong_tsig_secret_is_a_typed_error_not_a_hang() {
         };
         let started = Instant::now();
         let err = solver.present(&challenge).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(
             matches!(
                 &err,
@@ -146,9 +158,19 @@ async fn a_wrong_tsig_secret_is_a_typed_error_not_a_hang() {
             .issue(&domain("www.example.test"))
             .await
             .unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
         assert!(
-            matches!(&err, Error::Dns { problem: DnsProblem::NotAuthenticated, .. }),
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(
+                &err,
+                Error::Dns {
+                    problem: DnsProblem::NotAuthenticated,
+                    ..
+                }
+            ),
             "{err:?}"
         );
     })
@@ -166,7 +188,16 @@ async fn the_record_is_removed_when_validation_fails() {
             .issue(&domain("www.example.test"))
             .await
             .unwrap_err();
-        assert!(matches!(&err, Error::Acme { step: "validation", .. }), "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                Error::Acme {
+                    step: "validation",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(!err.is_ca_unavailable());
         assert!(solver
             .txt_values("_acme-challenge.www.example.test")
@@ -177,6 +208,126 @@ async fn the_record_is_removed_when_validation_fails() {
         let log = bind.log();
         assert!(log.contains("adding an RR"), "{log}");
         assert!(log.contains("deleting an RR"), "{log}");
+    })
+    .await;
+}
+
+/// The renewer holds `*.certkeeper-test.com` and serves it for any one
+/// label under it, issued through DNS-01, while the main domain goes
+/// through HTTP-01: one issuer, one solver per challenge type, picked per
+/// name. Stored on the file store (a `*` in a file name) and served again
+/// after a restart.
+#[tokio::test]
+async fn the_renewer_issues_a_wildcard_through_dns01_and_other_names_through_http01() {
+    use certkeeper::challenge::Http01Solver;
+    use certkeeper::store::{CertStore, FileStore};
+    use certkeeper::{CertResolver, Renewer};
+
+    limited(TEST_LIMIT, async {
+        let zone = "certkeeper-test.com";
+        let bind = Bind9::start(&[zone]).await;
+        let pebble = Pebble::start(PebbleOptions {
+            dns_server: Some(bind.addr()),
+            ..PebbleOptions::default()
+        })
+        .await;
+        let http01 = Http01Solver::new();
+        let _listener = common::acme::serve_http01(&http01, &pebble).await;
+        let dns01 = Dns01Solver::builder(bind.addr(), zone)
+            .tsig_key(TSIG_KEY_NAME, bind.secret(), TsigAlgorithm::HmacSha256)
+            .propagation_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cipher = keyring(TEST_KEY);
+        let start = || async {
+            let store = Arc::new(FileStore::open(dir.path()).await.unwrap());
+            let issuer = pebble_issuer(
+                &pebble,
+                Arc::new(dns01.clone()),
+                store.clone(),
+                cipher.clone(),
+            )
+            .solver(Arc::new(http01.clone()))
+            .request_timeout(Duration::from_secs(30))
+            .order_timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+            assert_eq!(issuer.challenge(), Some(ChallengeKind::Http01));
+            assert_eq!(
+                issuer.challenge_for(&domain("*.certkeeper-test.com")),
+                Some(ChallengeKind::Dns01)
+            );
+            let resolver = CertResolver::new();
+            let renewer = Renewer::builder(store.clone(), cipher.clone())
+                .acme(Arc::new(issuer))
+                .main_domain(Some(domain(zone)))
+                .resolver(resolver.clone())
+                .build();
+            renewer.load().await.unwrap();
+            (store, resolver, renewer)
+        };
+        let (store, resolver, renewer) = start().await;
+        let wildcard = domain("*.certkeeper-test.com");
+        renewer.add_domain(&domain(zone)).await.unwrap();
+        renewer.add_domain(&wildcard).await.unwrap();
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued.len(), 2, "{report:?}\n{}", pebble.logs());
+
+        // Only the wildcard went through DNS-01: one TXT record, removed since.
+        let log = bind.log();
+        assert_eq!(log.matches("adding an RR").count(), 1, "{log}");
+        assert!(
+            log.contains("adding an RR at '_acme-challenge.certkeeper-test.com' TXT"),
+            "{log}"
+        );
+        assert!(dns01
+            .txt_values("_acme-challenge.certkeeper-test.com")
+            .await
+            .unwrap()
+            .is_empty());
+
+        let stored = store.load(&wildcard).await.unwrap().unwrap();
+        let wildcard_fp = stored.certificate.as_ref().unwrap().fingerprint.clone();
+        let main_fp = store
+            .load(&domain(zone))
+            .await
+            .unwrap()
+            .unwrap()
+            .certificate
+            .unwrap()
+            .fingerprint;
+        let roots = pebble.issuer_roots().await;
+        let handshake = |resolver: CertResolver, name: &'static str| {
+            let roots = roots.clone();
+            async move { round_trip(resolver.server_config(&[]).unwrap(), roots, name).await }
+        };
+        assert_eq!(
+            handshake(resolver.clone(), "foo.certkeeper-test.com").await,
+            wildcard_fp
+        );
+        assert_eq!(
+            handshake(resolver.clone(), "bar.certkeeper-test.com").await,
+            wildcard_fp
+        );
+        assert_eq!(
+            handshake(resolver.clone(), "certkeeper-test.com").await,
+            main_fp
+        );
+        drop((store, resolver, renewer));
+
+        // A restart reads the wildcard's record back from its file and serves it.
+        let (_store, resolver, renewer) = start().await;
+        assert_eq!(
+            handshake(resolver, "baz.certkeeper-test.com").await,
+            wildcard_fp
+        );
+        // Nothing is due: a second cycle orders nothing.
+        let report = renewer.run_cycle().await.unwrap();
+        assert!(
+            report.issued.is_empty() && report.failed.is_empty(),
+            "{report:?}"
+        );
     })
     .await;
 }

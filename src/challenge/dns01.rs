@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use hickory_client::client::{Client, ClientHandle};
+use hickory_client::{ClientError, ClientErrorKind};
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm as HickoryTsigAlgorithm;
 use hickory_proto::dnssec::tsig::TSigner;
 use hickory_proto::op::{MessageFinalizer, ResponseCode};
@@ -18,7 +19,6 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::tcp::TcpClientStream;
 use hickory_proto::xfer::DnsResponse;
-use hickory_client::{ClientError, ClientErrorKind};
 use hickory_proto::ProtoErrorKind;
 use zeroize::Zeroizing;
 
@@ -241,7 +241,12 @@ impl Dns01Solver {
 
     /// A client on a new TCP connection to the server; `signed`: its
     /// requests carry the TSIG signature and the answers are verified.
-    async fn client(&self, domain: Option<&Domain>, step: &'static str, signed: bool) -> Result<Client> {
+    async fn client(
+        &self,
+        domain: Option<&Domain>,
+        step: &'static str,
+        signed: bool,
+    ) -> Result<Client> {
         let inner = &self.inner;
         let (stream, handle) = TcpClientStream::new(
             inner.server,
@@ -303,7 +308,12 @@ impl Dns01Solver {
     }
 
     /// Checks the answer to an update.
-    fn check_update(&self, domain: &Domain, step: &'static str, response: &DnsResponse) -> Result<()> {
+    fn check_update(
+        &self,
+        domain: &Domain,
+        step: &'static str,
+        response: &DnsResponse,
+    ) -> Result<()> {
         let code = response.response_code();
         let problem = match code {
             ResponseCode::NoError => return Ok(()),
@@ -341,7 +351,12 @@ impl Dns01Solver {
         )
         .await
         .map_err(|_| {
-            self.error(domain, "lookup", DnsProblem::Unreachable, "no answer in time")
+            self.error(
+                domain,
+                "lookup",
+                DnsProblem::Unreachable,
+                "no answer in time",
+            )
         })?
         .map_err(|e| self.proto_error(domain, "lookup", false, e))?;
         Ok(response
@@ -367,7 +382,8 @@ impl Dns01Solver {
         let mut wait = Duration::from_millis(50);
         loop {
             let remaining = limit.saturating_sub(started.elapsed());
-            let answered = tokio::time::timeout(remaining, self.query_txt(owner, Some(domain))).await;
+            let answered =
+                tokio::time::timeout(remaining, self.query_txt(owner, Some(domain))).await;
             match answered {
                 Ok(Ok(values)) if values.iter().any(|v| v == value) => return Ok(()),
                 Ok(Ok(_)) => {}
@@ -392,12 +408,7 @@ impl Dns01Solver {
         }
     }
 
-    async fn update(
-        &self,
-        challenge: &Challenge,
-        step: &'static str,
-        add: bool,
-    ) -> Result<Name> {
+    async fn update(&self, challenge: &Challenge, step: &'static str, add: bool) -> Result<Name> {
         let domain = &challenge.domain;
         let owner = self.owner_name(&Self::record_name(domain), Some(domain))?;
         let record = self.record(owner.clone(), &challenge.dns_value);
@@ -410,7 +421,14 @@ impl Dns01Solver {
         };
         let response = tokio::time::timeout(self.inner.request_timeout, sent)
             .await
-            .map_err(|_| self.error(Some(domain), step, DnsProblem::Unreachable, "no answer in time"))?
+            .map_err(|_| {
+                self.error(
+                    Some(domain),
+                    step,
+                    DnsProblem::Unreachable,
+                    "no answer in time",
+                )
+            })?
             .map_err(|e| self.proto_error(Some(domain), step, true, e))?;
         self.check_update(domain, step, &response)?;
         Ok(owner)
@@ -594,8 +612,11 @@ mod tests {
                 settings::PROPAGATION_TIMEOUT,
             ),
             (
-                Dns01Solver::builder("127.0.0.1:53".parse().unwrap(), "")
-                    .tsig_key("k", SECRET, TsigAlgorithm::HmacSha256),
+                Dns01Solver::builder("127.0.0.1:53".parse().unwrap(), "").tsig_key(
+                    "k",
+                    SECRET,
+                    TsigAlgorithm::HmacSha256,
+                ),
                 settings::ZONE,
             ),
         ];
@@ -617,7 +638,9 @@ mod tests {
         let shown = format!("{solver:?}");
         assert!(shown.contains("certkeeper-key") && shown.contains("HmacSha512"));
         assert!(!shown.contains(SECRET));
-        let raw = base64::engine::general_purpose::STANDARD.decode(SECRET).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(SECRET)
+            .unwrap();
         assert!(!shown.contains(&String::from_utf8_lossy(&raw).to_string()));
     }
 
@@ -628,7 +651,10 @@ mod tests {
             TsigAlgorithm::HmacSha384,
             TsigAlgorithm::HmacSha512,
         ] {
-            assert_eq!(TsigAlgorithm::parse("x", algorithm.as_str()).unwrap(), algorithm);
+            assert_eq!(
+                TsigAlgorithm::parse("x", algorithm.as_str()).unwrap(),
+                algorithm
+            );
         }
         assert!(matches!(
             TsigAlgorithm::parse("_APP_DNS01_TSIG_ALGORITHM", "hmac-md5"),
@@ -650,7 +676,13 @@ mod tests {
         };
         let err = solver.present(&challenge).await.unwrap_err();
         assert!(
-            matches!(&err, Error::Dns { problem: DnsProblem::NotInZone, .. }),
+            matches!(
+                &err,
+                Error::Dns {
+                    problem: DnsProblem::NotInZone,
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

@@ -7,8 +7,8 @@ mod dns01;
 mod http01;
 mod tls_alpn01;
 
-pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};
 pub(crate) use dns01::settings as dns01_settings;
+pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};
 pub use http01::{Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX};
 pub use tls_alpn01::TlsAlpn01Solver;
 

@@ -41,4 +41,13 @@ pub trait Issuer: Debug + Send + Sync + 'static {
     fn challenge(&self) -> Option<ChallengeKind> {
         None
     }
+
+    /// The challenge type this issuer would prove control of `domain`
+    /// with (an issuer with solvers of several types picks one per name:
+    /// DNS-01 for a wildcard when it has a DNS-01 solver). The default is
+    /// [`challenge`](Self::challenge) for every name.
+    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
+        let _ = domain;
+        self.challenge()
+    }
 }

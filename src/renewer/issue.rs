@@ -274,7 +274,7 @@ impl Renewer {
                 ),
             )
         })?;
-        match acme.challenge() {
+        match acme.challenge_for(domain) {
             Some(challenge) if domain.is_wildcard() && challenge != ChallengeKind::Dns01 => {
                 Err(Error::WildcardNeedsDns01 {
                     domain: domain.clone(),

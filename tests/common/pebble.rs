@@ -174,20 +174,22 @@ impl Pebble {
             .expect("cannot write Pebble's config");
 
         let ip_arg = |ip: Option<String>| ip.unwrap_or_default();
-        let challtestsrv = options.dns_server.is_none().then(|| spawn(
-            Command::new(challtestsrv_bin)
-                .arg("-management")
-                .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
-                .arg("-dns01")
-                .arg(format!("127.0.0.1:{dns_port}"))
-                // Its own challenge listeners are off: the solver under test answers.
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .arg("-defaultIPv4")
-                .arg(ip_arg(options.dns_ipv4.map(|ip| ip.to_string())))
-                .arg("-defaultIPv6")
-                .arg(ip_arg(options.dns_ipv6.map(|ip| ip.to_string()))),
-            &dir.path().join("challtestsrv.log"),
-        ));
+        let challtestsrv = options.dns_server.is_none().then(|| {
+            spawn(
+                Command::new(challtestsrv_bin)
+                    .arg("-management")
+                    .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
+                    .arg("-dns01")
+                    .arg(format!("127.0.0.1:{dns_port}"))
+                    // Its own challenge listeners are off: the solver under test answers.
+                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                    .arg("-defaultIPv4")
+                    .arg(ip_arg(options.dns_ipv4.map(|ip| ip.to_string())))
+                    .arg("-defaultIPv6")
+                    .arg(ip_arg(options.dns_ipv6.map(|ip| ip.to_string()))),
+                &dir.path().join("challtestsrv.log"),
+            )
+        });
         let dns_server = options
             .dns_server
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)));

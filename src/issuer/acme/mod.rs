@@ -122,7 +122,7 @@ pub struct AcmeIssuer {
     directory_url: String,
     contact: String,
     ca_root: Option<PathBuf>,
-    solver: Arc<dyn ChallengeSolver>,
+    solvers: Solvers,
     vault: Vault,
     request_timeout: Duration,
     order_timeout: Duration,
@@ -137,7 +137,8 @@ pub struct AcmeIssuerBuilder {
     directory_url: String,
     contact_email: Option<String>,
     ca_root: Option<PathBuf>,
-    solver: Option<Arc<dyn ChallengeSolver>>,
+    solvers: Vec<Arc<dyn ChallengeSolver>>,
+    preference: Vec<ChallengeKind>,
     store: Option<Arc<dyn CertStore>>,
     cipher: Option<Arc<dyn SecretCipher>>,
     request_timeout: Duration,
@@ -158,7 +159,8 @@ impl AcmeIssuer {
             directory_url: directory_url.into(),
             contact_email: None,
             ca_root: None,
-            solver: None,
+            solvers: Vec::new(),
+            preference: DEFAULT_PREFERENCE.to_vec(),
             store: None,
             cipher: None,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
@@ -182,14 +184,8 @@ impl AcmeIssuer {
 #[async_trait]
 impl Issuer for AcmeIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
-        let challenge = self.solver.kind();
-        if domain.is_wildcard() && challenge != ChallengeKind::Dns01 {
-            return Err(Error::WildcardNeedsDns01 {
-                domain: domain.clone(),
-                challenge: challenge.as_str(),
-            });
-        }
-        let mut presented = Presented::new(self.solver.clone(), self.request_timeout);
+        let solver = self.solvers.for_domain(domain)?;
+        let mut presented = Presented::new(solver, self.request_timeout);
         let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
         // Whatever happened, nothing stays presented.
         presented.clean_up().await;
@@ -215,7 +211,14 @@ impl Issuer for AcmeIssuer {
     }
 
     fn challenge(&self) -> Option<ChallengeKind> {
-        Some(self.solver.kind())
+        Some(self.solvers.preferred().kind())
+    }
+
+    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
+        Some(match self.solvers.for_domain(domain) {
+            Ok(solver) => solver.kind(),
+            Err(_) => self.solvers.preferred().kind(),
+        })
     }
 }
 
@@ -226,7 +229,8 @@ impl Debug for AcmeIssuer {
             .field("account_id", &self.account_id)
             .field("contact", &self.contact)
             .field("ca_root", &self.ca_root)
-            .field("solver", &self.solver)
+            .field("solvers", &self.solvers.list)
+            .field("preference", &self.solvers.preference)
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .field("account_loaded", &self.account.initialized())
@@ -250,10 +254,25 @@ impl AcmeIssuerBuilder {
         self
     }
 
-    /// The solver that answers the CA's challenges; required. Its
-    /// [`kind`](ChallengeSolver::kind) is the challenge type asked for.
+    /// A solver that answers the CA's challenges of its
+    /// [`kind`](ChallengeSolver::kind); at least one is required. One
+    /// solver per challenge type: a second of the same type replaces the
+    /// first. Each name is proven with one of them: a wildcard always with
+    /// the DNS-01 solver (without one, a wildcard fails with
+    /// [`Error::WildcardNeedsDns01`]), any other name with the first type
+    /// of [`prefer_challenges`](Self::prefer_challenges) that has a solver.
     pub fn solver(mut self, solver: Arc<dyn ChallengeSolver>) -> Self {
-        self.solver = Some(solver);
+        self.solvers.retain(|s| s.kind() != solver.kind());
+        self.solvers.push(solver);
+        self
+    }
+
+    /// The order in which challenge types are tried for names that are not
+    /// wildcards, when solvers of several types are set (default: HTTP-01,
+    /// TLS-ALPN-01, DNS-01). A type without a solver is passed over; a
+    /// solver whose type is not listed comes after the listed ones.
+    pub fn prefer_challenges(mut self, order: impl IntoIterator<Item = ChallengeKind>) -> Self {
+        self.preference = order.into_iter().collect();
         self
     }
 
@@ -315,8 +334,7 @@ impl AcmeIssuerBuilder {
             .cipher
             .ok_or_else(|| required("AcmeIssuerBuilder::cipher"))?;
         Ok(AcmeIssuer {
-            solver: self
-                .solver
+            solvers: Solvers::new(self.solvers, self.preference)
                 .ok_or_else(|| required("AcmeIssuerBuilder::solver"))?,
             vault: Vault::new(store, cipher),
             directory_url,
@@ -330,6 +348,61 @@ impl AcmeIssuerBuilder {
     }
 }
 
+/// The default order of challenge types for names that are not wildcards.
+const DEFAULT_PREFERENCE: [ChallengeKind; 3] = [
+    ChallengeKind::Http01,
+    ChallengeKind::TlsAlpn01,
+    ChallengeKind::Dns01,
+];
+
+/// The issuer's solvers, one per challenge type, in the order they are
+/// preferred for names that are not wildcards (never empty).
+struct Solvers {
+    list: Vec<Arc<dyn ChallengeSolver>>,
+    preference: Vec<ChallengeKind>,
+}
+
+impl Solvers {
+    /// `None` without any solver.
+    fn new(
+        mut list: Vec<Arc<dyn ChallengeSolver>>,
+        preference: Vec<ChallengeKind>,
+    ) -> Option<Self> {
+        if list.is_empty() {
+            return None;
+        }
+        // Stable: listed types first, in the preferred order; others after.
+        list.sort_by_key(|solver| {
+            preference
+                .iter()
+                .position(|kind| *kind == solver.kind())
+                .unwrap_or(usize::MAX)
+        });
+        Some(Self { list, preference })
+    }
+
+    /// The solver for names that are not wildcards.
+    fn preferred(&self) -> &Arc<dyn ChallengeSolver> {
+        &self.list[0]
+    }
+
+    /// The solver that proves `domain`: DNS-01 for a wildcard (the only
+    /// challenge a CA validates one with), else the preferred one.
+    fn for_domain(&self, domain: &Domain) -> Result<Arc<dyn ChallengeSolver>> {
+        if !domain.is_wildcard() {
+            return Ok(self.preferred().clone());
+        }
+        self.list
+            .iter()
+            .find(|solver| solver.kind() == ChallengeKind::Dns01)
+            .cloned()
+            .ok_or_else(|| Error::WildcardNeedsDns01 {
+                domain: domain.clone(),
+                challenge: self.preferred().kind().as_str(),
+            })
+    }
+}
+
 impl Debug for AcmeIssuerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AcmeIssuerBuilder")
@@ -339,5 +412,78 @@ impl Debug for AcmeIssuerBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::Challenge;
+
+    /// A solver that only names its type: the rule under test picks one.
+    #[derive(Debug)]
+    struct Kind(ChallengeKind);
+
+    #[async_trait]
+    impl ChallengeSolver for Kind {
+        fn kind(&self) -> ChallengeKind {
+            self.0
+        }
+        async fn present(&self, _: &Challenge) -> Result<()> {
+            Ok(())
+        }
+        async fn cleanup(&self, _: &Challenge) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn solvers(kinds: &[ChallengeKind], preference: &[ChallengeKind]) -> Solvers {
+        let list = kinds
+            .iter()
+            .map(|kind| Arc::new(Kind(*kind)) as Arc<dyn ChallengeSolver>)
+            .collect();
+        Solvers::new(list, preference.to_vec()).unwrap()
+    }
+
+    fn picked(solvers: &Solvers, name: &str) -> Result<ChallengeKind> {
+        solvers
+            .for_domain(&Domain::new(name).unwrap())
+            .map(|solver| solver.kind())
+    }
+
+    #[test]
+    fn wildcards_go_to_dns01_and_other_names_to_the_preferred_type() {
+        use ChallengeKind::*;
+        let both = solvers(&[Dns01, Http01], &DEFAULT_PREFERENCE);
+        assert_eq!(picked(&both, "*.example.com").unwrap(), Dns01);
+        assert_eq!(picked(&both, "www.example.com").unwrap(), Http01);
+
+        let dns_first = solvers(&[Http01, Dns01], &[Dns01, Http01]);
+        assert_eq!(picked(&dns_first, "www.example.com").unwrap(), Dns01);
+
+        // A type the preference does not list comes after the listed ones.
+        let unlisted = solvers(&[TlsAlpn01, Http01], &[Http01]);
+        assert_eq!(picked(&unlisted, "www.example.com").unwrap(), Http01);
+
+        let http_only = solvers(&[Http01], &DEFAULT_PREFERENCE);
+        assert_eq!(picked(&http_only, "www.example.com").unwrap(), Http01);
+        assert!(matches!(
+            picked(&http_only, "*.example.com"),
+            Err(Error::WildcardNeedsDns01 {
+                challenge: "http-01",
+                ..
+            })
+        ));
+        assert!(Solvers::new(Vec::new(), DEFAULT_PREFERENCE.to_vec()).is_none());
+    }
+
+    #[test]
+    fn a_second_solver_of_a_type_replaces_the_first() {
+        let builder = AcmeIssuer::builder("https://ca.example.com/dir")
+            .solver(Arc::new(Kind(ChallengeKind::Http01)))
+            .solver(Arc::new(Kind(ChallengeKind::Dns01)))
+            .solver(Arc::new(Kind(ChallengeKind::Http01)));
+        let kinds: Vec<_> = builder.solvers.iter().map(|s| s.kind()).collect();
+        assert_eq!(kinds, [ChallengeKind::Dns01, ChallengeKind::Http01]);
     }
 }
