@@ -1,11 +1,13 @@
-//! Where certificates come from: the [`Issuer`] trait, the ACME issuer and the
-//! self-signed issuer.
+//! Where certificates come from: the [`Issuer`] trait, the ACME issuer, the
+//! self-signed issuer, and the [`FallbackIssuer`] made of issuers.
 
 mod acme;
+mod fallback;
 mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
 pub use acme::{AcmeIssuer, AcmeIssuerBuilder};
+pub use fallback::FallbackIssuer;
 pub use self_signed::SelfSignedIssuer;
 
 use std::fmt::Debug;
@@ -33,6 +35,15 @@ pub trait Issuer: Debug + Send + Sync + 'static {
 
     /// What kind of issuer this is.
     fn kind(&self) -> IssuerKind;
+
+    /// Issues like [`issue`](Self::issue) and names the issuer that did:
+    /// [`kind`](Self::kind) by default; an issuer made of issuers
+    /// ([`FallbackIssuer`]) names the one that issued. The renewer stores
+    /// that name in the record.
+    async fn issue_with_kind(&self, domain: &Domain) -> Result<(IssuedCert, IssuerKind)> {
+        let issued = self.issue(domain).await?;
+        Ok((issued, self.kind()))
+    }
 
     /// The ACME challenge type this issuer proves control of a name with;
     /// `None` (the default) for an issuer that needs none (self-signed, a

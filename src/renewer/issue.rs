@@ -233,7 +233,7 @@ impl Renewer {
     async fn issue_sealed(&self, domain: &Domain) -> Result<(IssuedCert, StoredCert)> {
         let issuer = self.issuer_for(domain)?;
         let timeout = self.inner.issue_timeout;
-        let issued = tokio::time::timeout(timeout, issuer.issue(domain))
+        let (issued, kind) = tokio::time::timeout(timeout, issuer.issue_with_kind(domain))
             .await
             .map_err(|_| Error::Timeout {
                 step: "issue",
@@ -251,10 +251,7 @@ impl Renewer {
                 },
             ));
         }
-        let stored = self
-            .inner
-            .vault
-            .seal_issued(domain, &issued, issuer.kind())?;
+        let stored = self.inner.vault.seal_issued(domain, &issued, kind)?;
         Ok((issued, stored))
     }
 

@@ -128,6 +128,7 @@ pub struct AcmeIssuer {
     order_timeout: Duration,
     account_id: String,
     account: OnceCell<Account>,
+    kind: IssuerKind,
 }
 
 /// Builds an [`AcmeIssuer`]; get one from [`AcmeIssuer::builder`].
@@ -143,6 +144,7 @@ pub struct AcmeIssuerBuilder {
     cipher: Option<Arc<dyn SecretCipher>>,
     request_timeout: Duration,
     order_timeout: Duration,
+    kind: IssuerKind,
 }
 
 impl AcmeIssuer {
@@ -165,6 +167,7 @@ impl AcmeIssuer {
             cipher: None,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             order_timeout: Self::DEFAULT_ORDER_TIMEOUT,
+            kind: IssuerKind::ACME,
         }
     }
 
@@ -207,7 +210,7 @@ impl Issuer for AcmeIssuer {
     }
 
     fn kind(&self) -> IssuerKind {
-        IssuerKind::ACME
+        self.kind.clone()
     }
 
     fn challenge(&self) -> Option<ChallengeKind> {
@@ -233,6 +236,7 @@ impl Debug for AcmeIssuer {
             .field("preference", &self.solvers.preference)
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
+            .field("kind", &self.kind)
             .field("account_loaded", &self.account.initialized())
             .finish_non_exhaustive()
     }
@@ -285,6 +289,15 @@ impl AcmeIssuerBuilder {
     /// The cipher that seals the account credentials; required.
     pub fn cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
         self.cipher = Some(cipher);
+        self
+    }
+
+    /// The name the stored records give this CA (default
+    /// [`IssuerKind::ACME`], `acme`): a name per CA (`letsencrypt`,
+    /// `zerossl` ...) tells which one issued a certificate when a
+    /// [`FallbackIssuer`](super::FallbackIssuer) holds several.
+    pub fn kind(mut self, kind: IssuerKind) -> Self {
+        self.kind = kind;
         self
     }
 
@@ -344,6 +357,7 @@ impl AcmeIssuerBuilder {
             order_timeout: self.order_timeout,
             account_id,
             account: OnceCell::new(),
+            kind: self.kind,
         })
     }
 }
