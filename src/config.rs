@@ -19,6 +19,8 @@
 //! | `_APP_CERTIFICATES_PATH` | `./certificates` | the folder of the default file store |
 //! | `_APP_CERTIFICATES_CONCURRENCY` | `8` | certificates issued at once in a cycle |
 //! | `_APP_CERTIFICATES_DATABASE_URL` | unset | a PostgreSQL or MariaDB URL: the store a cluster shares, instead of the file store |
+//! | `_APP_ACME_ORDER_BUDGET` | `300` | new orders per ACME account per 3 hours (the CA's limit), counted in the store and shared by the instances sharing it; a cycle leaves the rest for later |
+//! | `_APP_ACME_FAILED_VALIDATION_BUDGET` | `5` | failed validations per name per hour before the name waits (the CA's limit) |
 //! | `_APP_DNS01_SERVER` | unset | the authoritative DNS server (`192.0.2.53` or `192.0.2.53:53`) that takes RFC 2136 updates: setting it turns DNS-01 on |
 //! | `_APP_DNS01_ZONE` | unset | the zone the `_acme-challenge` records go to (`example.com`); required with the server |
 //! | `_APP_DNS01_TSIG_KEY_NAME` | unset | the name of the TSIG key that signs the updates; required with the server |
@@ -40,7 +42,7 @@ use crate::access::{
 use crate::challenge::{dns01_settings, Dns01Solver, TsigAlgorithm};
 use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
 use crate::email::parse_email;
-use crate::issuer::acme_settings;
+use crate::issuer::{acme_settings, CaBudgets};
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
@@ -57,6 +59,8 @@ const CHALLENGE_VAR: &str = "_APP_ACME_CHALLENGE_ADDRESS";
 const PATH_VAR: &str = "_APP_CERTIFICATES_PATH";
 const CONCURRENCY_VAR: &str = "_APP_CERTIFICATES_CONCURRENCY";
 const DATABASE_VAR: &str = "_APP_CERTIFICATES_DATABASE_URL";
+const ORDER_BUDGET_VAR: &str = "_APP_ACME_ORDER_BUDGET";
+const FAILED_VALIDATION_BUDGET_VAR: &str = "_APP_ACME_FAILED_VALIDATION_BUDGET";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -110,6 +114,9 @@ pub struct Config {
     /// The DNS-01 solver from the `_APP_DNS01_*` settings, checked; `None`
     /// when `_APP_DNS01_SERVER` is unset. Its `Debug` never shows the secret.
     pub dns01: Option<Dns01Solver>,
+    /// The CA's limits the ACME issuer keeps within
+    /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
+    pub acme_budgets: CaBudgets,
 }
 
 impl Config {
@@ -217,6 +224,14 @@ impl Config {
                     b.config.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
                 }
+                ORDER_BUDGET_VAR => {
+                    b.config.acme_budgets.orders =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
+                FAILED_VALIDATION_BUDGET_VAR => {
+                    b.config.acme_budgets.failed_validations =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
                 dns01_settings::SERVER => dns01.server = Some(parse_dns_server(&name, v)?),
                 dns01_settings::ZONE => dns01.zone = Some(v.to_string()),
                 dns01_settings::KEY_NAME => dns01.key_name = Some(v.to_string()),
@@ -277,6 +292,7 @@ impl Config {
                 concurrency: 8,
                 database_url: None,
                 dns01: None,
+                acme_budgets: CaBudgets::default(),
             },
             keys: BTreeMap::new(),
         }
@@ -600,6 +616,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// The CA's limits the ACME issuer keeps within.
+    pub fn acme_budgets(mut self, budgets: CaBudgets) -> Self {
+        self.config.acme_budgets = budgets;
+        self
+    }
+
     /// The DNS-01 solver (see [`Dns01Solver::builder`]).
     pub fn dns01(mut self, solver: Dns01Solver) -> Self {
         self.config.dns01 = Some(solver);
@@ -628,6 +650,11 @@ impl ConfigBuilder {
             (INTERVAL_VAR, config.maintenance_interval.is_zero()),
             (TIMEOUT_VAR, config.acme_timeout.is_zero()),
             (CONCURRENCY_VAR, config.concurrency == 0),
+            (ORDER_BUDGET_VAR, config.acme_budgets.orders == 0),
+            (
+                FAILED_VALIDATION_BUDGET_VAR,
+                config.acme_budgets.failed_validations == 0,
+            ),
         ] {
             if zero {
                 return Err(Error::config(name, "must be positive"));
@@ -711,6 +738,26 @@ mod tests {
         assert_eq!(c.store_path, PathBuf::from("/var/lib/certs"));
         assert_eq!(c.concurrency, 16);
         assert!(c.dns01.is_none());
+        assert_eq!(c.acme_budgets, CaBudgets::default());
+        let c = Config::from_vars([
+            ("_APP_ACME_ORDER_BUDGET", "50"),
+            ("_APP_ACME_FAILED_VALIDATION_BUDGET", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.acme_budgets.orders, 50);
+        assert_eq!(c.acme_budgets.failed_validations, 2);
+        for var in [
+            "_APP_ACME_ORDER_BUDGET",
+            "_APP_ACME_FAILED_VALIDATION_BUDGET",
+        ] {
+            for bad in ["0", "lots"] {
+                let err = Config::from_vars([(var, bad)]).unwrap_err();
+                assert!(
+                    matches!(&err, Error::Config { name, .. } if name == var),
+                    "{err:?}"
+                );
+            }
+        }
     }
 
     const TSIG_SECRET: &str = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";

@@ -105,7 +105,8 @@ impl Embedded {
                 .solver(Arc::new(solver.clone()))
                 .store(store.clone())
                 .cipher(keyring.clone())
-                .request_timeout(config.acme_timeout);
+                .request_timeout(config.acme_timeout)
+                .budgets(config.acme_budgets);
             if let Some(root) = &config.acme_ca_root {
                 acme = acme.ca_root_pem_file(root);
             }

@@ -235,6 +235,20 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// A budget of the CA's limits is spent: ordering now would exceed
+    /// it, so nothing was sent; it frees up as its window slides.
+    #[error("the CA's {budget} budget ({limit} per {}s) is spent{}; left for later", window.as_secs(), domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    BudgetSpent {
+        /// Which budget.
+        budget: Budget,
+        /// The name being ordered.
+        domain: Option<Domain>,
+        /// The budget's limit.
+        limit: u32,
+        /// Its sliding window.
+        window: Duration,
+    },
+
     /// A certificate or key could not be generated, parsed or used.
     #[error("certificate{}: {problem}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
     Certificate {
@@ -335,6 +349,7 @@ impl Error {
             Self::Timeout { .. } => "timeout",
             Self::Challenge { .. } => "challenge",
             Self::Dns { problem, .. } => problem.code(),
+            Self::BudgetSpent { budget, .. } => budget.code(),
             Self::Certificate { .. } => "certificate",
             Self::Tls { .. } => "tls",
         }
@@ -468,6 +483,12 @@ pub enum SkipReason {
     CaUnavailable,
     /// The cycle stopped ordering: the CA answered `rateLimited`.
     RateLimited,
+    /// The cycle stopped ordering: the account's order budget is spent
+    /// ([`Budget::Orders`]); the rest waits until it frees up.
+    OrderBudget,
+    /// The name failed validation as often as its budget allows
+    /// ([`Budget::FailedValidations`]); it waits until that frees up.
+    FailedValidationBudget,
 }
 
 impl SkipReason {
@@ -482,6 +503,8 @@ impl SkipReason {
             Self::KeptChanging => "kept_changing",
             Self::CaUnavailable => "ca_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::OrderBudget => "order_budget",
+            Self::FailedValidationBudget => "failed_validation_budget",
         }
     }
 }
@@ -497,6 +520,10 @@ impl fmt::Display for SkipReason {
             Self::KeptChanging => "record kept changing while being stored",
             Self::CaUnavailable => "the CA is unavailable; left for the next cycle",
             Self::RateLimited => "the CA asked to slow down; left for the next cycle",
+            Self::OrderBudget => "the CA's order budget is spent; left for later",
+            Self::FailedValidationBudget => {
+                "the name's failed-validation budget is spent; left for later"
+            }
         })
     }
 }
@@ -861,6 +888,43 @@ impl fmt::Display for DnsProblem {
             Self::NotInZone => "name not in the zone",
             Self::NotVisible => "record not visible in time",
             Self::Failed => "DNS failure",
+        })
+    }
+}
+
+/// A budget of the CA's limits ([`Error::BudgetSpent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Budget {
+    /// New orders per account (Let's Encrypt: 300 per 3 hours).
+    Orders,
+    /// Failed validations per name (Let's Encrypt: 5 per hour).
+    FailedValidations,
+}
+
+impl Budget {
+    /// The stable code of an [`Error::BudgetSpent`] for this budget.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Orders => "budget_orders",
+            Self::FailedValidations => "budget_failed_validations",
+        }
+    }
+
+    /// The reason a cycle reports for a name left for later.
+    pub fn skip_reason(self) -> SkipReason {
+        match self {
+            Self::Orders => SkipReason::OrderBudget,
+            Self::FailedValidations => SkipReason::FailedValidationBudget,
+        }
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Orders => "order",
+            Self::FailedValidations => "failed-validation",
         })
     }
 }

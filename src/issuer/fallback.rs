@@ -81,6 +81,11 @@ impl FallbackIssuer {
         match error {
             // This issuer cannot prove a wildcard; another may.
             Error::WildcardNeedsDns01 { .. } => true,
+            // This CA's account has no order left; another CA's may.
+            Error::BudgetSpent {
+                budget: crate::error::Budget::Orders,
+                ..
+            } => true,
             Error::Acme {
                 problem: Some(problem),
                 ..

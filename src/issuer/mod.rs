@@ -2,11 +2,14 @@
 //! self-signed issuer, and the [`FallbackIssuer`] made of issuers.
 
 mod acme;
+mod budget;
 mod fallback;
 mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
 pub use acme::{AcmeIssuer, AcmeIssuerBuilder};
+pub(crate) use budget::BudgetCounter;
+pub use budget::CaBudgets;
 pub use fallback::FallbackIssuer;
 pub use self_signed::SelfSignedIssuer;
 

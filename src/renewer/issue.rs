@@ -166,6 +166,11 @@ impl Renewer {
             "issue"
         };
         let result = self.issue_sealed(&domain).await;
+        // Nothing was asked of the CA: the record stays as it is.
+        if let Err(e @ Error::BudgetSpent { budget, .. }) = &result {
+            info!(%domain, error = %e, "left for later: a budget of the CA is spent");
+            return Outcome::Skipped(budget.skip_reason());
+        }
         self.store_outcome(record, result, step).await
     }
 

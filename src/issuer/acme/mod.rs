@@ -17,9 +17,11 @@ use instant_acme::Account;
 use tokio::sync::OnceCell;
 use tokio::time::timeout;
 
+use super::{BudgetCounter, CaBudgets};
 use super::{IssuedCert, Issuer, IssuerKind};
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
+use crate::clock::{Clock, SystemClock};
 use crate::email::parse_email;
 use crate::store::CertStore;
 use crate::vault::Vault;
@@ -129,6 +131,7 @@ pub struct AcmeIssuer {
     account_id: String,
     account: OnceCell<Account>,
     kind: IssuerKind,
+    budgets: BudgetCounter,
 }
 
 /// Builds an [`AcmeIssuer`]; get one from [`AcmeIssuer::builder`].
@@ -145,6 +148,8 @@ pub struct AcmeIssuerBuilder {
     request_timeout: Duration,
     order_timeout: Duration,
     kind: IssuerKind,
+    budgets: CaBudgets,
+    clock: Arc<dyn Clock>,
 }
 
 impl AcmeIssuer {
@@ -168,6 +173,8 @@ impl AcmeIssuer {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             order_timeout: Self::DEFAULT_ORDER_TIMEOUT,
             kind: IssuerKind::ACME,
+            budgets: CaBudgets::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -188,8 +195,25 @@ impl AcmeIssuer {
 impl Issuer for AcmeIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
         let solver = self.solvers.for_domain(domain)?;
+        // Within the CA's limits, counted before anything is sent.
+        self.budgets
+            .check_failed_validations(&self.account_id, domain)
+            .await?;
+        self.budgets.take_order(&self.account_id, domain).await?;
         let mut presented = Presented::new(solver, self.request_timeout);
         let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
+        if let Ok(Err(
+            e @ Error::Acme {
+                step: "validation", ..
+            },
+        )) = &outcome
+        {
+            if !e.is_ca_unavailable() {
+                self.budgets
+                    .record_failed_validation(&self.account_id, domain)
+                    .await;
+            }
+        }
         // Whatever happened, nothing stays presented.
         presented.clean_up().await;
         match outcome {
@@ -301,6 +325,23 @@ impl AcmeIssuerBuilder {
         self
     }
 
+    /// The CA's limits to keep within (default [`CaBudgets::default`],
+    /// Let's Encrypt's): an issue that would exceed one fails with
+    /// [`Error::BudgetSpent`] before anything is sent, and the renewer
+    /// leaves the name for later. Counted in the store, so instances
+    /// sharing it share the budgets (in this process alone when the store
+    /// does not keep budgets).
+    pub fn budgets(mut self, budgets: CaBudgets) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The clock the budgets are counted on (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Time limit of every single call to the CA (default 30 s).
     pub fn request_timeout(mut self, limit: Duration) -> Self {
         self.request_timeout = limit;
@@ -347,6 +388,7 @@ impl AcmeIssuerBuilder {
             .cipher
             .ok_or_else(|| required("AcmeIssuerBuilder::cipher"))?;
         Ok(AcmeIssuer {
+            budgets: BudgetCounter::new(store.clone(), self.clock, self.budgets),
             solvers: Solvers::new(self.solvers, self.preference)
                 .ok_or_else(|| required("AcmeIssuerBuilder::solver"))?,
             vault: Vault::new(store, cipher),

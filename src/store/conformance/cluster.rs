@@ -345,6 +345,7 @@ pub(super) async fn run_optional(store: &dyn CertStore) {
     leases(store).await;
     challenges(store).await;
     change_feed(store).await;
+    super::budgets(store).await;
 }
 
 /// Every check that needs two handles of one backend: for a store that
@@ -381,5 +382,7 @@ pub async fn run_shared(a: &dyn CertStore, b: &dyn CertStore) {
     shared_leases(a, b).await;
     shared_challenges(a, b).await;
     shared_change_feed(a, b).await;
+    // Optional: without it, each instance counts the CA's budgets alone.
+    super::shared_budgets(a, b).await;
     tracing::info!("store conformance checks over two handles passed");
 }
