@@ -30,13 +30,18 @@ fn instance(
     budgets: CaBudgets,
     main: &str,
 ) -> Renewer {
-    let issuer = pebble_issuer(pebble, Arc::new(solver.clone()), store.clone(), keyring(TEST_KEY))
-        .budgets(budgets)
-        .clock(Arc::new(clock.clone()))
-        .request_timeout(StdDuration::from_secs(30))
-        .order_timeout(StdDuration::from_secs(120))
-        .build()
-        .unwrap();
+    let issuer = pebble_issuer(
+        pebble,
+        Arc::new(solver.clone()),
+        store.clone(),
+        keyring(TEST_KEY),
+    )
+    .budgets(budgets)
+    .clock(Arc::new(clock.clone()))
+    .request_timeout(StdDuration::from_secs(30))
+    .order_timeout(StdDuration::from_secs(120))
+    .build()
+    .unwrap();
     Renewer::builder(store, keyring(TEST_KEY))
         .acme(Arc::new(issuer))
         .main_domain(Some(domain(main)))
@@ -84,7 +89,10 @@ async fn instances_sharing_a_store_share_the_order_budget_and_leave_the_rest_for
         clock.advance(Duration::hours(1));
         let report = b.run_cycle().await.unwrap();
         assert!(report.issued.is_empty(), "{report:?}");
-        assert_eq!(report.skipped, vec![(left.clone(), SkipReason::OrderBudget)]);
+        assert_eq!(
+            report.skipped,
+            vec![(left.clone(), SkipReason::OrderBudget)]
+        );
         assert_eq!(orders(), 2, "no order was sent over the budget");
 
         // Three hours after the first orders, the window has room again.
@@ -134,8 +142,14 @@ async fn a_name_that_keeps_failing_validation_waits_once_its_budget_is_spent() {
             vec![(domain(main), SkipReason::FailedValidationBudget)],
             "{report:?}"
         );
-        assert_eq!(report.stopped, None, "one name's budget does not stop the cycle");
-        assert_eq!(store.load(&domain(main)).await.unwrap().unwrap().attempts, 2);
+        assert_eq!(
+            report.stopped, None,
+            "one name's budget does not stop the cycle"
+        );
+        assert_eq!(
+            store.load(&domain(main)).await.unwrap().unwrap().attempts,
+            2
+        );
         assert_eq!(orders(), 2);
 
         // An hour after the first failure, the name is tried again.

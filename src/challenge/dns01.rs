@@ -9,17 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use hickory_client::client::{Client, ClientHandle};
-use hickory_client::{ClientError, ClientErrorKind};
-use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm as HickoryTsigAlgorithm;
-use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{MessageFinalizer, ResponseCode};
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::{DnsError, DnsMultiplexer, NetError};
+use hickory_proto::op::{DnsResponse, ResponseCode};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryTsigAlgorithm;
 use hickory_proto::rr::rdata::TXT;
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::runtime::TokioRuntimeProvider;
-use hickory_proto::tcp::TcpClientStream;
-use hickory_proto::xfer::DnsResponse;
-use hickory_proto::ProtoErrorKind;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use zeroize::Zeroizing;
 
 use super::{Challenge, ChallengeKind, ChallengeSolver};
@@ -246,17 +243,15 @@ impl Dns01Solver {
         domain: Option<&Domain>,
         step: &'static str,
         signed: bool,
-    ) -> Result<Client> {
+    ) -> Result<Client<TokioRuntimeProvider>> {
         let inner = &self.inner;
-        let (stream, handle) = TcpClientStream::new(
+        let (connect, handle) = TcpClientStream::new(
             inner.server,
             None,
             Some(inner.request_timeout),
             TokioRuntimeProvider::new(),
         );
-        let signer = signed.then(|| Arc::new(inner.signer.clone()) as Arc<dyn MessageFinalizer>);
-        let connect = Client::with_timeout(stream, handle, inner.request_timeout, signer);
-        let (client, background) = tokio::time::timeout(inner.request_timeout, connect)
+        let stream = tokio::time::timeout(inner.request_timeout, connect)
             .await
             .map_err(|_| {
                 self.error(
@@ -267,6 +262,12 @@ impl Dns01Solver {
                 )
             })?
             .map_err(|e| self.proto_error(domain, step, false, e))?;
+        let mut multiplexer =
+            DnsMultiplexer::new(stream, handle).with_timeout(inner.request_timeout);
+        if signed {
+            multiplexer = multiplexer.with_signer(inner.signer.clone());
+        }
+        let (client, background) = Client::<TokioRuntimeProvider>::from_sender(multiplexer);
         tokio::spawn(background);
         Ok(client)
     }
@@ -279,23 +280,15 @@ impl Dns01Solver {
         domain: Option<&Domain>,
         step: &'static str,
         signed: bool,
-        e: impl Into<ClientError>,
+        e: NetError,
     ) -> Error {
-        let e = e.into();
-        let network = match e.kind() {
-            ClientErrorKind::Io(_) | ClientErrorKind::Timeout => true,
-            ClientErrorKind::Proto(proto) => matches!(
-                proto.kind(),
-                ProtoErrorKind::Io(_) | ProtoErrorKind::Timeout | ProtoErrorKind::Busy
-            ),
-            _ => false,
-        };
-        let problem = if network {
-            DnsProblem::Unreachable
-        } else if signed {
-            DnsProblem::NotAuthenticated
-        } else {
-            DnsProblem::Failed
+        let problem = match &e {
+            NetError::Io(_) | NetError::Timeout | NetError::Busy | NetError::NoConnections => {
+                DnsProblem::Unreachable
+            }
+            NetError::Dns(DnsError::ResponseCode(code)) => response_problem(*code),
+            _ if signed => DnsProblem::NotAuthenticated,
+            _ => DnsProblem::Failed,
         };
         Error::Dns {
             domain: domain.cloned(),
@@ -314,14 +307,11 @@ impl Dns01Solver {
         step: &'static str,
         response: &DnsResponse,
     ) -> Result<()> {
-        let code = response.response_code();
-        let problem = match code {
-            ResponseCode::NoError => return Ok(()),
-            ResponseCode::NotAuth => DnsProblem::NotAuthenticated,
-            ResponseCode::Refused => DnsProblem::Refused,
-            ResponseCode::NotZone => DnsProblem::NotInZone,
-            _ => DnsProblem::Failed,
-        };
+        let code = response.response_code;
+        if code == ResponseCode::NoError {
+            return Ok(());
+        }
+        let problem = response_problem(code);
         Err(self.error(
             Some(domain),
             step,
@@ -339,7 +329,7 @@ impl Dns01Solver {
             self.inner.ttl,
             RData::TXT(TXT::new(vec![value.to_owned()])),
         );
-        record.set_dns_class(DNSClass::IN);
+        record.dns_class = DNSClass::IN;
         record
     }
 
@@ -360,11 +350,11 @@ impl Dns01Solver {
         })?
         .map_err(|e| self.proto_error(domain, "lookup", false, e))?;
         Ok(response
-            .answers()
+            .answers
             .iter()
-            .filter_map(|record| match record.data() {
+            .filter_map(|record| match &record.data {
                 RData::TXT(txt) => Some(
-                    txt.txt_data()
+                    txt.txt_data
                         .iter()
                         .map(|part| String::from_utf8_lossy(part))
                         .collect::<String>(),
@@ -453,6 +443,19 @@ impl ChallengeSolver for Dns01Solver {
         let owner = self.update(challenge, "cleanup", false).await?;
         tracing::debug!(domain = %challenge.domain, record = %owner, "TXT record removed");
         Ok(())
+    }
+}
+
+/// The problem an update's answer code names.
+fn response_problem(code: ResponseCode) -> DnsProblem {
+    match code {
+        ResponseCode::NotAuth
+        | ResponseCode::BADSIG
+        | ResponseCode::BADKEY
+        | ResponseCode::BADTIME => DnsProblem::NotAuthenticated,
+        ResponseCode::Refused => DnsProblem::Refused,
+        ResponseCode::NotZone => DnsProblem::NotInZone,
+        _ => DnsProblem::Failed,
     }
 }
 
