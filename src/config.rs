@@ -16,6 +16,9 @@
 //! | `_APP_ACME_CA_ROOT` | unset | PEM file of a root to trust for the CA's own HTTPS (instead of the system roots) |
 //! | `_APP_ACME_TIMEOUT` | `30` | seconds any single call to the CA may take |
 //! | `_APP_ACME_CHALLENGE_ADDRESS` | `[::]:80` | where the HTTP-01 listener binds; `off` when the embedding server answers challenges itself |
+//! | `_APP_ACME_PROFILE` | unset (the CA's default) | the certificate profile to order, one the CA's directory lists (Let's Encrypt: `classic`, `tlsserver`, `shortlived`) |
+//! | `_APP_ACME_KEY_TYPE` | `ecdsa-p256` | the certificate key type: `ecdsa-p256` or `ecdsa-p384` |
+//! | `_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY` | unset | external account binding (ZeroSSL, Google ...): the key id and the base64url HMAC key the CA gave; both or neither |
 //! | `_APP_CERTIFICATES_PATH` | `./certificates` | the folder of the default file store |
 //! | `_APP_CERTIFICATES_CONCURRENCY` | `8` | certificates issued at once in a cycle |
 //! | `_APP_CERTIFICATES_DATABASE_URL` | unset | a PostgreSQL or MariaDB URL: the store a cluster shares, instead of the file store |
@@ -42,7 +45,10 @@ use crate::access::{
 use crate::challenge::{dns01_settings, Dns01Solver, TsigAlgorithm};
 use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
 use crate::email::parse_email;
-use crate::issuer::{acme_settings, CaBudgets};
+use crate::issuer::{
+    acme_settings, CaBudgets, ExternalAccountBinding, KeyType, EAB_HMAC_KEY_SETTING,
+    EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING,
+};
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
@@ -104,6 +110,13 @@ pub struct Config {
     pub acme_timeout: Duration,
     /// Where the HTTP-01 listener binds; `None` when off (`_APP_ACME_CHALLENGE_ADDRESS`).
     pub challenge_address: Option<SocketAddr>,
+    /// The certificate profile to order; `None`: the CA's default (`_APP_ACME_PROFILE`).
+    pub acme_profile: Option<String>,
+    /// The certificate key type (`_APP_ACME_KEY_TYPE`).
+    pub acme_key_type: KeyType,
+    /// External account binding (`_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY`);
+    /// its `Debug` hides the key.
+    pub acme_eab: Option<ExternalAccountBinding>,
     /// The file store's folder (`_APP_CERTIFICATES_PATH`).
     pub store_path: PathBuf,
     /// Certificates issued at once (`_APP_CERTIFICATES_CONCURRENCY`).
@@ -218,6 +231,10 @@ impl Config {
                         })?)
                     };
                 }
+                PROFILE_SETTING => b.config.acme_profile = Some(v.to_string()),
+                KEY_TYPE_SETTING => b.config.acme_key_type = v.parse()?,
+                EAB_KID_SETTING => b.eab_kid = Some(v.to_string()),
+                EAB_HMAC_KEY_SETTING => b.eab_hmac_key = Some(Zeroizing::new(v.to_string())),
                 PATH_VAR => b.config.store_path = PathBuf::from(v),
                 DATABASE_VAR => b.config.database_url = Some(DatabaseUrl::parse(&name, v)?),
                 CONCURRENCY_VAR => {
@@ -288,6 +305,9 @@ impl Config {
                 acme_ca_root: None,
                 acme_timeout: Duration::from_secs(30),
                 challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
+                acme_profile: None,
+                acme_key_type: KeyType::default(),
+                acme_eab: None,
                 store_path: PathBuf::from("./certificates"),
                 concurrency: 8,
                 database_url: None,
@@ -295,6 +315,8 @@ impl Config {
                 acme_budgets: CaBudgets::default(),
             },
             keys: BTreeMap::new(),
+            eab_kid: None,
+            eab_hmac_key: None,
         }
     }
 }
@@ -517,6 +539,8 @@ fn parse_positive(name: &str, v: &str) -> Result<u64> {
 pub struct ConfigBuilder {
     config: Config,
     keys: BTreeMap<u32, Zeroizing<String>>,
+    eab_kid: Option<String>,
+    eab_hmac_key: Option<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for ConfigBuilder {
@@ -598,6 +622,28 @@ impl ConfigBuilder {
         self
     }
 
+    /// The certificate profile to order (`_APP_ACME_PROFILE`); checked
+    /// against the CA's directory at the first issue.
+    pub fn acme_profile(mut self, profile: impl Into<String>) -> Self {
+        self.config.acme_profile = Some(profile.into());
+        self
+    }
+
+    /// The certificate key type (`_APP_ACME_KEY_TYPE`).
+    pub fn acme_key_type(mut self, key_type: KeyType) -> Self {
+        self.config.acme_key_type = key_type;
+        self
+    }
+
+    /// External account binding: the key id and base64url HMAC key the CA
+    /// gave (`_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY`); checked when
+    /// the config is built.
+    pub fn acme_external_account_binding(mut self, key_id: &str, hmac_key: &str) -> Self {
+        self.eab_kid = Some(key_id.to_owned());
+        self.eab_hmac_key = Some(Zeroizing::new(hmac_key.to_owned()));
+        self
+    }
+
     /// Where the HTTP-01 listener binds (`None`: the embedding server answers).
     pub fn challenge_address(mut self, address: Option<SocketAddr>) -> Self {
         self.config.challenge_address = address;
@@ -646,6 +692,25 @@ impl ConfigBuilder {
         if let Some(path) = &config.acme_ca_root {
             acme_settings::read_ca_root(CA_ROOT_VAR, path)?;
         }
+        if let Some(profile) = &config.acme_profile {
+            config.acme_profile = Some(acme_settings::profile(PROFILE_SETTING, profile)?);
+        }
+        config.acme_eab = match (&self.eab_kid, &self.eab_hmac_key) {
+            (Some(kid), Some(key)) => Some(ExternalAccountBinding::new(kid, key)?),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::config(
+                    EAB_HMAC_KEY_SETTING,
+                    format!("required with {EAB_KID_SETTING}: the HMAC key the CA gave with the key id"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::config(
+                    EAB_KID_SETTING,
+                    format!("required with {EAB_HMAC_KEY_SETTING}: the key id the CA gave with the HMAC key"),
+                ))
+            }
+        };
         for (name, zero) in [
             (INTERVAL_VAR, config.maintenance_interval.is_zero()),
             (TIMEOUT_VAR, config.acme_timeout.is_zero()),
@@ -683,6 +748,74 @@ mod tests {
         assert_eq!(c.acme_directory_url, LETS_ENCRYPT_DIRECTORY);
         assert_eq!(c.challenge_address, Some("[::]:80".parse().unwrap()));
         assert!(c.main_domain.is_none());
+    }
+
+    const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+    #[test]
+    fn reads_the_acme_profile_key_type_and_external_account_binding() {
+        let c = Config::from_vars([
+            ("_APP_ACME_PROFILE", " shortlived "),
+            ("_APP_ACME_KEY_TYPE", "ecdsa-p384"),
+            ("_APP_ACME_EAB_KID", "kid-1"),
+            ("_APP_ACME_EAB_HMAC_KEY", EAB_KEY),
+        ])
+        .unwrap();
+        assert_eq!(c.acme_profile.as_deref(), Some("shortlived"));
+        assert_eq!(c.acme_key_type, KeyType::EcdsaP384);
+        let eab = c.acme_eab.as_ref().unwrap();
+        assert_eq!(eab.key_id(), "kid-1");
+        assert_eq!(eab.expose_hmac_key(), EAB_KEY);
+        // The key never shows in Debug.
+        let shown = format!(
+            "{c:?} {:?}",
+            Config::builder().acme_external_account_binding("kid-1", EAB_KEY)
+        );
+        assert!(
+            shown.contains("kid-1") && !shown.contains(&EAB_KEY[..12]),
+            "{shown}"
+        );
+
+        let defaults = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(defaults.acme_profile, None);
+        assert_eq!(defaults.acme_key_type, KeyType::EcdsaP256);
+        assert!(defaults.acme_eab.is_none());
+    }
+
+    #[test]
+    fn bad_acme_profile_key_type_or_binding_names_the_setting() {
+        for (vars, setting) in [
+            (
+                vec![("_APP_ACME_PROFILE", "two words")],
+                "_APP_ACME_PROFILE",
+            ),
+            (
+                vec![("_APP_ACME_KEY_TYPE", "rsa4096")],
+                "_APP_ACME_KEY_TYPE",
+            ),
+            (
+                vec![("_APP_ACME_EAB_KID", "kid-1")],
+                "_APP_ACME_EAB_HMAC_KEY",
+            ),
+            (
+                vec![("_APP_ACME_EAB_HMAC_KEY", EAB_KEY)],
+                "_APP_ACME_EAB_KID",
+            ),
+            (
+                vec![
+                    ("_APP_ACME_EAB_KID", "kid-1"),
+                    ("_APP_ACME_EAB_HMAC_KEY", "not base64!"),
+                ],
+                "_APP_ACME_EAB_HMAC_KEY",
+            ),
+        ] {
+            let err = Config::from_vars(vars.clone()).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == setting),
+                "{vars:?}: {err:?}"
+            );
+            assert!(!err.to_string().contains(&EAB_KEY[..12]));
+        }
     }
 
     /// A PEM file with a certificate, as `_APP_ACME_CA_ROOT` names.

@@ -114,6 +114,13 @@ impl Embedded {
             if let Some(dns01) = &config.dns01 {
                 acme = acme.solver(Arc::new(dns01.clone()));
             }
+            acme = acme.key_type(config.acme_key_type);
+            if let Some(profile) = &config.acme_profile {
+                acme = acme.profile(profile);
+            }
+            if let Some(eab) = &config.acme_eab {
+                acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
+            }
             builder = builder.acme(Arc::new(acme.build()?));
         }
         let renewer = builder.build();

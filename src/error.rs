@@ -489,6 +489,9 @@ pub enum SkipReason {
     /// The name failed validation as often as its budget allows
     /// ([`Budget::FailedValidations`]); it waits until that frees up.
     FailedValidationBudget,
+    /// The CA's renewal window (ARI, RFC 9773) was checked again and has
+    /// not begun: the renew date moved to the window.
+    RenewalWindowAhead,
 }
 
 impl SkipReason {
@@ -505,6 +508,7 @@ impl SkipReason {
             Self::RateLimited => "rate_limited",
             Self::OrderBudget => "order_budget",
             Self::FailedValidationBudget => "failed_validation_budget",
+            Self::RenewalWindowAhead => "renewal_window_ahead",
         }
     }
 }
@@ -523,6 +527,9 @@ impl fmt::Display for SkipReason {
             Self::OrderBudget => "the CA's order budget is spent; left for later",
             Self::FailedValidationBudget => {
                 "the name's failed-validation budget is spent; left for later"
+            }
+            Self::RenewalWindowAhead => {
+                "the CA's renewal window was checked again and has not begun"
             }
         })
     }
@@ -601,6 +608,9 @@ pub enum ProblemKind {
     AccountDoesNotExist,
     /// `alreadyRevoked`
     AlreadyRevoked,
+    /// `alreadyReplaced` (RFC 9773): the certificate an order names in
+    /// `replaces` was replaced already.
+    AlreadyReplaced,
     /// `badCSR`
     BadCsr,
     /// `badNonce`
@@ -660,6 +670,11 @@ const PROBLEM_KINDS: &[(ProblemKind, &str, &str)] = &[
         ProblemKind::AlreadyRevoked,
         "alreadyRevoked",
         "acme_already_revoked",
+    ),
+    (
+        ProblemKind::AlreadyReplaced,
+        "alreadyReplaced",
+        "acme_already_replaced",
     ),
     (ProblemKind::BadCsr, "badCSR", "acme_bad_csr"),
     (ProblemKind::BadNonce, "badNonce", "acme_bad_nonce"),

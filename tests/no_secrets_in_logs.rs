@@ -1,6 +1,7 @@
 //! No private key, account key, encryption key or passphrase appears in any
 //! log line or `Debug`/`Display` output of a full run: issue from a real
-//! Pebble CA, renew, fail, rotate the encryption key, reload.
+//! Pebble CA, renew, fail, rotate the encryption key, reload; and register
+//! with an external account binding on a Pebble 2.10 that requires one.
 
 mod common;
 
@@ -14,11 +15,12 @@ use certkeeper::store::{CertStore, FileStore};
 use certkeeper::vault::{account_aad, rotate};
 use certkeeper::{CertResolver, Clock, Config, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
-use common::pebble::{Pebble, PebbleOptions};
+use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, CONTACT_EMAIL};
 
 const KEY_V1: &str = "first-passphrase-for-log-test-7f3a9c";
 const KEY_V2: &str = "second-passphrase-for-log-test-b21e4d";
+const EAB_HMAC_KEY: &str = "HjudV5qnbreN-n9WyFSH-t4HXuEx_XFen45zuxY-G1h6fr74V3cUM_dVlwQZBWmc";
 
 /// Collects everything the tracing subscriber writes.
 #[derive(Clone, Default)]
@@ -155,6 +157,36 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
     assert!(err.to_string().contains("_APP_OPENSSL_KEY_V2"), "{err}");
     shown += &format!("{err}\n{err:?}\n{reloaded:?}\n{:?}\n", clock.now());
 
+    // External account binding: from the settings to a registration.
+    let eab_pebble = Pebble::start(PebbleOptions {
+        version: PebbleVersion::V2_10,
+        eab_keys: vec![("kid-log-test".into(), EAB_HMAC_KEY.into())],
+        ..PebbleOptions::default()
+    })
+    .await;
+    let eab_solver = Http01Solver::new();
+    let _eab_listener = serve_http01(&eab_solver, &eab_pebble).await;
+    let eab_config = Config::from_vars([
+        ("_APP_OPENSSL_KEY_V1", KEY_V1),
+        ("_APP_ACME_EAB_KID", "kid-log-test"),
+        ("_APP_ACME_EAB_HMAC_KEY", EAB_HMAC_KEY),
+    ])
+    .unwrap();
+    let eab = eab_config.acme_eab.clone().unwrap();
+    let eab_issuer = pebble_issuer(
+        &eab_pebble,
+        Arc::new(eab_solver.clone()),
+        Arc::new(certkeeper::store::MemoryStore::new()),
+        v1.clone(),
+    )
+    .external_account_binding(eab.key_id(), eab.expose_hmac_key())
+    .build()
+    .unwrap();
+    let issued = certkeeper::issuer::Issuer::issue(&eab_issuer, &main)
+        .await
+        .unwrap();
+    shown += &format!("{eab_config:?}\n{eab:?}\n{eab_issuer:?}\n{issued:?}\n");
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(
         logs.contains("certificate issued and stored"),
@@ -178,6 +210,7 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
                 pem_body(&second_key)[48..96].to_string(),
             ),
             ("the ACME account key", account_key[48..96].to_string()),
+            ("the EAB HMAC key", EAB_HMAC_KEY[..24].to_string()),
         ] {
             assert!(!text.contains(&needle), "the {what} shows {secret}");
         }

@@ -538,6 +538,80 @@ mod file_store {
     }
 
     #[tokio::test]
+    async fn a_group_commit_whose_renames_never_landed_is_corrected_at_open() {
+        // A crash after journaling a whole group of saves (concurrent saves
+        // share one journal flush) but before their records were renamed
+        // into place: every line of the group is ahead of the records.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = three_due_records(&tmp).await;
+        let next_year = (NOW + Duration::days(365)).unix_timestamp_nanos();
+        let mut group = String::new();
+        for name in ["a.example.com", "b.example.com", "c.example.com"] {
+            group.push_str(&journal_line(&format!("P {name} {next_year} 0 2")));
+        }
+        group.push_str(&journal_line("D b.example.com"));
+        append(&dir.join("index.log"), &group);
+        assert_three_due(&dir).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_saves_commit_together_and_keep_compare_and_swap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        // 100 new records at once: more than one group.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let r = record(&format!("n{i:03}.example.com"), NOW - Duration::days(1), 0);
+                store.save(&r).await
+            });
+        }
+        while let Some(saved) = tasks.join_next().await {
+            assert_eq!(saved.unwrap().unwrap(), 1);
+        }
+        // Eight writers racing on one record at the same version: one wins,
+        // the others get a conflict naming the version they expected.
+        let shared = create(&store, &record("shared.example.com", NOW, 0)).await;
+        for _ in 0..5 {
+            let current = store.load(&shared.domain).await.unwrap().unwrap();
+            let mut tasks = tokio::task::JoinSet::new();
+            for attempt in 0..8 {
+                let (store, mut r) = (store.clone(), current.clone());
+                r.attempts = attempt % 3;
+                tasks.spawn(async move { store.save(&r).await });
+            }
+            let (mut won, mut lost) = (0, 0);
+            while let Some(saved) = tasks.join_next().await {
+                match saved.unwrap() {
+                    Ok(version) => {
+                        assert_eq!(version, current.version + 1);
+                        won += 1;
+                    }
+                    Err(Error::Conflict { expected, .. }) => {
+                        assert_eq!(expected, current.version);
+                        lost += 1;
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            assert_eq!((won, lost), (1, 7));
+        }
+        assert!(temp_files(&dir.join("certs")).is_empty());
+        drop(store);
+        let store = FileStore::open(&dir).await.unwrap();
+        // The 100 new records and the shared one, each at its last version.
+        let due = store.due(NOW, 5, 200).await.unwrap();
+        assert_eq!(due.len(), 101);
+        let shared = store.load(&shared.domain).await.unwrap().unwrap();
+        assert_eq!(shared.version, 6);
+        assert!(due
+            .iter()
+            .any(|e| e.domain == shared.domain && e.version == 6 && e.attempts == shared.attempts));
+    }
+
+    #[tokio::test]
     async fn no_temporary_file_is_left_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");

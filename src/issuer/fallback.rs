@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{IssuedCert, Issuer, IssuerKind};
+use super::{IssuedCert, Issuer, IssuerKind, RenewalWindow};
 use crate::challenge::ChallengeKind;
 use crate::error::ProblemKind;
 use crate::{Domain, Error, Result};
@@ -109,13 +109,33 @@ impl FallbackIssuer {
 #[async_trait]
 impl Issuer for FallbackIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
-        self.issue_with_kind(domain).await.map(|(issued, _)| issued)
+        self.issue_with_kind(domain, None)
+            .await
+            .map(|(issued, _)| issued)
     }
 
-    async fn issue_with_kind(&self, domain: &Domain) -> Result<(IssuedCert, IssuerKind)> {
+    /// A replacement goes to the first issuer with `replaces` (the renewer
+    /// passes the previous chain only when the record names this issuer's
+    /// [`kind`](Issuer::kind), the first's), to the next ones without it.
+    async fn issue_replacing(
+        &self,
+        domain: &Domain,
+        previous_chain_pem: &str,
+    ) -> Result<IssuedCert> {
+        self.issue_with_kind(domain, Some(previous_chain_pem))
+            .await
+            .map(|(issued, _)| issued)
+    }
+
+    async fn issue_with_kind(
+        &self,
+        domain: &Domain,
+        previous_chain_pem: Option<&str>,
+    ) -> Result<(IssuedCert, IssuerKind)> {
         let mut last = None;
         for (index, issuer) in self.issuers.iter().enumerate() {
-            match issuer.issue_with_kind(domain).await {
+            let previous = if index == 0 { previous_chain_pem } else { None };
+            match issuer.issue_with_kind(domain, previous).await {
                 Ok(issued) => return Ok(issued),
                 Err(e) if Self::tries_next(&e) && index + 1 < self.issuers.len() => {
                     tracing::warn!(
@@ -132,6 +152,23 @@ impl Issuer for FallbackIssuer {
             }
         }
         Err(last.unwrap_or_else(|| Error::config("FallbackIssuer::new", "no issuer")))
+    }
+
+    /// The renewal window (ARI) of the first issuer that has one for this
+    /// certificate: the CA that issued it knows it, the others do not.
+    async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>> {
+        let mut last_error = None;
+        for issuer in &self.issuers {
+            match issuer.renewal_window(chain_pem).await {
+                Ok(Some(window)) => return Ok(Some(window)),
+                Ok(None) => {}
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match last_error {
+            Some(e) if self.issuers.len() == 1 => Err(e),
+            _ => Ok(None),
+        }
     }
 
     /// The first issuer's kind; the record names the one that issued.

@@ -14,7 +14,7 @@ use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
 use crate::challenge::ChallengeKind;
 use crate::error::{rfc3339, CertProblem};
-use crate::issuer::Issuer;
+use crate::issuer::{Issuer, RenewalWindow};
 use crate::resolver::CertResolver;
 use crate::store::{CertRecord, CertStore, StoredCert};
 use crate::{Domain, Error, Result};
@@ -140,10 +140,18 @@ impl Renewer {
             Ok(None) => return Outcome::Skipped(SkipReason::AlreadyBeingIssued),
             Err(e) => return not_attempted(domain, e),
         };
+        let now = self.inner.clock.now();
         let outcome = match self.store().load(domain).await {
+            // Due only because the CA's renewal window may be asked again
+            // (after a failed attempt, it is tried again as always).
             Ok(Some(record))
-                if record.is_due(self.inner.clock.now(), self.inner.renewal.max_attempts) =>
+                if record.is_due(now, self.inner.renewal.max_attempts)
+                    && record.attempts == 0
+                    && record.ari.as_ref().is_some_and(|ari| ari.renew_at > now) =>
             {
+                self.check_renewal_window(record).await
+            }
+            Ok(Some(record)) if record.is_due(now, self.inner.renewal.max_attempts) => {
                 self.issue_leased(record, false).await
             }
             Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
@@ -165,7 +173,14 @@ impl Renewer {
         } else {
             "issue"
         };
-        let result = self.issue_sealed(&domain).await;
+        let issuer_kind = self.issuer_for(&domain).map(|issuer| issuer.kind());
+        // The certificate it replaces, for a CA that takes `replaces` (ARI).
+        let previous = record
+            .certificate
+            .as_ref()
+            .filter(|cert| issuer_kind.as_ref().is_ok_and(|kind| *kind == cert.issuer))
+            .map(|cert| cert.chain_pem.clone());
+        let result = self.issue_sealed(&domain, previous.as_deref()).await;
         // Nothing was asked of the CA: the record stays as it is.
         if let Err(e @ Error::BudgetSpent { budget, .. }) = &result {
             info!(%domain, error = %e, "left for later: a budget of the CA is spent");
@@ -174,13 +189,73 @@ impl Renewer {
         self.store_outcome(record, result, step).await
     }
 
+    /// Asks the CA again for its renewal window (ARI) of `record`'s
+    /// certificate, whose lease the caller holds, and stores what it says;
+    /// issues at once when the window has begun. A CA that does not answer
+    /// leaves the record as it was (not an attempt), so the next cycle asks
+    /// again.
+    async fn check_renewal_window(&self, record: CertRecord) -> Outcome {
+        let domain = record.domain.clone();
+        let Some(chain_pem) = record.certificate.as_ref().map(|c| c.chain_pem.clone()) else {
+            return self.issue_leased(record, false).await;
+        };
+        let issuer = match self.issuer_for(&domain) {
+            Ok(issuer) => issuer.clone(),
+            Err(e) => return self.issue_leased_failed(record, e).await,
+        };
+        let limit = self.inner.issue_timeout;
+        let window = match tokio::time::timeout(limit, issuer.renewal_window(&chain_pem)).await {
+            Ok(Ok(window)) => window,
+            Ok(Err(e)) => {
+                warn!(%domain, error = %e, "could not ask the CA for the renewal window; asking again next cycle");
+                return Outcome::Deferred(e);
+            }
+            Err(_) => {
+                let e = Error::Timeout {
+                    step: "renewal-info",
+                    after: limit,
+                };
+                warn!(%domain, error = %e, "could not ask the CA for the renewal window; asking again next cycle");
+                return Outcome::Deferred(e);
+            }
+        };
+        let now = self.inner.clock.now();
+        let mut next = record.clone();
+        if self
+            .inner
+            .renewal
+            .on_renewal_window(&mut next, window.as_ref(), now)
+        {
+            next.push_log(window_log(&next, now));
+        }
+        match self.store().save(&next).await {
+            Ok(version) => next.version = version,
+            Err(Error::Conflict { .. }) => return Outcome::Skipped(SkipReason::KeptChanging),
+            Err(e) => return store_failed(&domain, e),
+        }
+        if next.is_due(now, self.inner.renewal.max_attempts)
+            && next.ari.as_ref().is_none_or(|ari| ari.renew_at <= now)
+        {
+            info!(%domain, "the CA's renewal window has begun; renewing");
+            self.issue_leased(next, false).await
+        } else {
+            debug!(%domain, renew_date = %rfc3339(next.renew_date), "renewal window checked; not begun");
+            Outcome::Skipped(SkipReason::RenewalWindowAhead)
+        }
+    }
+
+    /// Records a failure that happened before the issuer was called.
+    async fn issue_leased_failed(&self, record: CertRecord, e: Error) -> Outcome {
+        self.store_outcome(record, Err(e), "renew").await
+    }
+
     /// Compare-and-swap against the version read. On a lost race the
     /// outcome is applied to the newer record, unless that one carries a
     /// certificate stored by someone else meanwhile: theirs stands.
     async fn store_outcome(
         &self,
         record: CertRecord,
-        result: Result<(IssuedCert, StoredCert)>,
+        result: Result<(IssuedCert, StoredCert, Option<RenewalWindow>)>,
         step: &str,
     ) -> Outcome {
         let domain = record.domain.clone();
@@ -191,7 +266,13 @@ impl Renewer {
         for _ in 0..3 {
             let mut next = current.clone();
             match &result {
-                Ok((_, cert)) => renewal.on_success(&mut next, cert.clone(), now, step),
+                Ok((_, cert, window)) => {
+                    renewal.on_success(&mut next, cert.clone(), now, step);
+                    if window.is_some() {
+                        renewal.on_renewal_window(&mut next, window.as_ref(), now);
+                        next.push_log(window_log(&next, now));
+                    }
+                }
                 Err(e) if e.is_ca_unavailable() || e.is_rate_limited() => {
                     renewal.on_not_attempted(&mut next, e, now, step)
                 }
@@ -201,7 +282,7 @@ impl Renewer {
                 Ok(version) => {
                     next.version = version;
                     return match result {
-                        Ok((issued, _)) => {
+                        Ok((issued, _, _)) => {
                             info!(%domain, renew_date = %rfc3339(next.renew_date), "certificate issued and stored");
                             if let Some(resolver) = &self.inner.resolver {
                                 publish_issued(&domain, &issued, resolver);
@@ -233,17 +314,23 @@ impl Renewer {
         Outcome::Skipped(SkipReason::KeptChanging)
     }
 
-    /// Issues for `domain` and seals the key: the certificate in clear (to
-    /// serve at once) and as it is stored.
-    async fn issue_sealed(&self, domain: &Domain) -> Result<(IssuedCert, StoredCert)> {
+    /// Issues for `domain` (replacing `previous`, a chain, if given) and
+    /// seals the key: the certificate in clear (to serve at once), as it is
+    /// stored, and the CA's renewal window for it (ARI), if it has one.
+    async fn issue_sealed(
+        &self,
+        domain: &Domain,
+        previous: Option<&str>,
+    ) -> Result<(IssuedCert, StoredCert, Option<RenewalWindow>)> {
         let issuer = self.issuer_for(domain)?;
         let timeout = self.inner.issue_timeout;
-        let (issued, kind) = tokio::time::timeout(timeout, issuer.issue_with_kind(domain))
-            .await
-            .map_err(|_| Error::Timeout {
-                step: "issue",
-                after: timeout,
-            })??;
+        let (issued, kind) =
+            tokio::time::timeout(timeout, issuer.issue_with_kind(domain, previous))
+                .await
+                .map_err(|_| Error::Timeout {
+                    step: "issue",
+                    after: timeout,
+                })??;
         // An issuer (a CA, or a user's own) that hands out a certificate that
         // is not valid now must not replace a working one.
         let now = self.inner.clock.now();
@@ -257,7 +344,22 @@ impl Renewer {
             ));
         }
         let stored = self.inner.vault.seal_issued(domain, &issued, kind)?;
-        Ok((issued, stored))
+        // The certificate stands whatever this says: without a window, the
+        // lifetime rule applies.
+        let window = match tokio::time::timeout(timeout, issuer.renewal_window(&issued.chain_pem))
+            .await
+        {
+            Ok(Ok(window)) => window,
+            Ok(Err(e)) => {
+                warn!(%domain, error = %e, "could not ask the CA for the new certificate's renewal window");
+                None
+            }
+            Err(_) => {
+                warn!(%domain, "the CA did not give the new certificate's renewal window in time");
+                None
+            }
+        };
+        Ok((issued, stored, window))
     }
 
     /// The issuer for `domain`: self-signed for local names and in
@@ -310,6 +412,32 @@ impl Renewer {
 fn publish_issued(domain: &Domain, issued: &IssuedCert, resolver: &CertResolver) {
     if let Err(e) = resolver.insert_stored(domain, &issued.chain_pem, issued.key_pem.as_bytes()) {
         warn!(%domain, error = %e, "issued certificate could not be loaded for serving");
+    }
+}
+
+/// The log line of a renew time set from the CA's renewal window.
+fn window_log(record: &CertRecord, now: time::OffsetDateTime) -> crate::store::LogEntry {
+    let message = match &record.ari {
+        Some(ari) => format!(
+            "the CA's renewal window (ARI) runs from {} to {}; renew at {}{}",
+            rfc3339(ari.window_start),
+            rfc3339(ari.window_end),
+            rfc3339(ari.renew_at),
+            ari.explanation_url
+                .as_deref()
+                .map(|url| format!(" (explanation: {url})"))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "the CA gives no renewal window (ARI) any more; renew from {}",
+            rfc3339(record.renew_date)
+        ),
+    };
+    crate::store::LogEntry {
+        time: now,
+        step: "renewal-window".into(),
+        success: true,
+        message,
     }
 }
 

@@ -3,7 +3,8 @@
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{rfc3339, Error};
-use crate::store::{CertRecord, LogEntry, StoredCert};
+use crate::issuer::RenewalWindow;
+use crate::store::{AriState, CertRecord, LogEntry, StoredCert};
 
 /// The date rules of the maintenance cycle.
 ///
@@ -70,6 +71,8 @@ impl RenewalPolicy {
         record.renew_date = self.renew_date(cert.not_before, cert.not_after);
         record.issue_date = Some(now);
         record.attempts = 0;
+        // The window of the certificate replaced does not apply to the new one.
+        record.ari = None;
         record.push_log(LogEntry {
             time: now,
             step: step.to_string(),
@@ -122,5 +125,195 @@ impl RenewalPolicy {
             success: false,
             message: format!("attempt {}: {error}", record.attempts),
         });
+    }
+
+    /// Applies the CA's renewal window (ARI, RFC 9773) for the record's
+    /// certificate, asked at `now`: the renew time is a random time inside
+    /// the window (the one picked before while the window still holds it,
+    /// so a window the CA repeats does not move it), never after the
+    /// certificate expires, and `now` once the window has begun; the renew
+    /// date is the earlier of that and when the CA may be asked again. With
+    /// no window (the CA has no ARI), the renew date follows
+    /// [`renew_date`](Self::renew_date). Returns whether the renew time
+    /// changed.
+    pub fn on_renewal_window(
+        &self,
+        record: &mut CertRecord,
+        window: Option<&RenewalWindow>,
+        now: OffsetDateTime,
+    ) -> bool {
+        let Some(cert) = &record.certificate else {
+            return false;
+        };
+        let Some(window) = window else {
+            let had = record.ari.take().is_some();
+            if had || record.attempts == 0 {
+                record.renew_date = self.renew_date(cert.not_before, cert.not_after);
+            }
+            return had;
+        };
+        let end = window.end.min(cert.not_after);
+        let start = window.start.min(end);
+        let kept = record
+            .ari
+            .as_ref()
+            .map(|ari| ari.renew_at)
+            .filter(|at| (start..=end).contains(at));
+        // A window that has begun: renew now.
+        let renew_at = if start <= now {
+            now
+        } else {
+            kept.unwrap_or_else(|| random_between(start, end))
+        };
+        let renew_at = renew_at.replace_nanosecond(0).unwrap_or(renew_at);
+        let retry_after = Duration::try_from(window.retry_after).unwrap_or(Duration::days(1));
+        let next_check = now.checked_add(retry_after).unwrap_or(now);
+        let next_check = next_check.replace_nanosecond(0).unwrap_or(next_check);
+        let changed = record.ari.as_ref().map(|ari| ari.renew_at) != Some(renew_at);
+        record.ari = Some(AriState {
+            window_start: window.start,
+            window_end: window.end,
+            renew_at,
+            next_check,
+            explanation_url: window.explanation_url.clone(),
+        });
+        // A failed attempt's "try again now" stands.
+        if record.attempts == 0 || renew_at < record.renew_date {
+            record.renew_date = renew_at.min(next_check);
+        }
+        changed
+    }
+}
+
+/// A uniformly random time between `start` and `end` (whole seconds).
+fn random_between(start: OffsetDateTime, end: OffsetDateTime) -> OffsetDateTime {
+    let span = (end - start).whole_seconds().max(0) as u64;
+    if span == 0 {
+        return start;
+    }
+    let mut bytes = [0u8; 8];
+    // The provider's generator fails only when the system has no entropy;
+    // then the window's middle is as good a time as any.
+    let offset = match crate::provider::provider().secure_random.fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes) % (span + 1),
+        Err(_) => span / 2,
+    };
+    start + Duration::seconds(offset as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::cert::IssuerKind;
+    use crate::cipher::Sealed;
+    use crate::Domain;
+
+    const NOT_BEFORE: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
+
+    /// A record holding a 90-day certificate issued at [`NOT_BEFORE`].
+    fn record() -> CertRecord {
+        let mut record = CertRecord::new(Domain::new("a.example.com").unwrap(), NOT_BEFORE);
+        RenewalPolicy::default().on_success(
+            &mut record,
+            StoredCert {
+                chain_pem: String::new(),
+                sealed_key: Sealed::with_header(1, b"sealed"),
+                not_before: NOT_BEFORE,
+                not_after: NOT_BEFORE + Duration::days(90),
+                fingerprint: "00".repeat(32),
+                issuer: IssuerKind::ACME,
+            },
+            NOT_BEFORE,
+            "issue",
+        );
+        record
+    }
+
+    fn window(start_day: i64, end_day: i64, retry_hours: u64) -> RenewalWindow {
+        RenewalWindow::new(
+            NOT_BEFORE + Duration::days(start_day),
+            NOT_BEFORE + Duration::days(end_day),
+            StdDuration::from_secs(retry_hours * 3600),
+        )
+    }
+
+    #[test]
+    fn a_future_window_gives_a_time_inside_it_kept_while_the_window_holds() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        let now = NOT_BEFORE + Duration::hours(1);
+        assert!(policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), now));
+        let ari = r.ari.clone().unwrap();
+        assert!(
+            (NOT_BEFORE + Duration::days(59)..=NOT_BEFORE + Duration::days(61))
+                .contains(&ari.renew_at)
+        );
+        assert_eq!(ari.next_check, now + Duration::hours(6));
+        assert_eq!(r.renew_date, ari.next_check);
+
+        // The same window asked again: the same time.
+        let later = now + Duration::hours(7);
+        assert!(!policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), later));
+        assert_eq!(r.ari.as_ref().unwrap().renew_at, ari.renew_at);
+        assert_eq!(r.renew_date, later + Duration::hours(6));
+
+        // A Retry-After beyond the renew time: the renew time comes first.
+        let mut long = window(59, 61, 6);
+        long.retry_after = StdDuration::from_secs(200 * 86_400);
+        policy.on_renewal_window(&mut r, Some(&long), later);
+        assert_eq!(r.renew_date, ari.renew_at);
+    }
+
+    #[test]
+    fn the_random_time_spreads_over_the_window() {
+        let policy = RenewalPolicy::default();
+        let times: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                let mut r = record();
+                policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), NOT_BEFORE);
+                r.ari.unwrap().renew_at
+            })
+            .collect();
+        assert!(times.len() > 10, "{times:?}");
+    }
+
+    #[test]
+    fn a_window_that_has_begun_renews_now_and_none_after_expiry() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        let now = NOT_BEFORE + Duration::days(10);
+        assert!(policy.on_renewal_window(&mut r, Some(&window(9, 11, 6)), now));
+        assert_eq!(r.ari.as_ref().unwrap().renew_at, now);
+        assert_eq!(r.renew_date, now);
+
+        let mut late = record();
+        policy.on_renewal_window(&mut late, Some(&window(100, 120, 6)), NOT_BEFORE);
+        assert_eq!(
+            late.ari.unwrap().renew_at,
+            NOT_BEFORE + Duration::days(90),
+            "never after expiry"
+        );
+    }
+
+    #[test]
+    fn without_a_window_the_lifetime_rule_applies_and_a_failure_stands() {
+        let policy = RenewalPolicy::default();
+        let mut r = record();
+        policy.on_renewal_window(&mut r, Some(&window(59, 61, 6)), NOT_BEFORE);
+        assert!(policy.on_renewal_window(&mut r, None, NOT_BEFORE));
+        assert_eq!(r.ari, None);
+        assert_eq!(r.renew_date, NOT_BEFORE + Duration::days(60));
+
+        // A failed attempt's "try again now" is not pushed back by a window.
+        let failed_at = NOT_BEFORE + Duration::days(60);
+        let mut failed = record();
+        policy.on_failure(&mut failed, &Error::config("x", "y"), failed_at, "renew");
+        policy.on_renewal_window(&mut failed, Some(&window(70, 71, 6)), failed_at);
+        assert_eq!(failed.renew_date, failed_at);
+        assert_eq!(failed.attempts, 1);
     }
 }

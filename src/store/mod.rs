@@ -420,6 +420,35 @@ pub struct CertRecord {
     pub attempts: u32,
     /// The latest attempts, oldest first, at most [`MAX_LOG_ENTRIES`].
     pub log: Vec<LogEntry>,
+    /// The CA's renewal window for the certificate in force (ACME Renewal
+    /// Information, RFC 9773), when its CA offers one. The renew date is
+    /// then the earlier of [`AriState::renew_at`] and
+    /// [`AriState::next_check`]. Absent in records stored before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ari: Option<AriState>,
+}
+
+/// The CA's suggested renewal window for a certificate (RFC 9773) and the
+/// time picked inside it, stored on the record so that every instance
+/// sharing the store renews at the same time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AriState {
+    /// The window's start, as the CA last said.
+    #[serde(with = "time::serde::rfc3339")]
+    pub window_start: OffsetDateTime,
+    /// The window's end, as the CA last said.
+    #[serde(with = "time::serde::rfc3339")]
+    pub window_end: OffsetDateTime,
+    /// When to renew: a random time inside the window, kept while the
+    /// window still holds it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub renew_at: OffsetDateTime,
+    /// When the CA may be asked again (its `Retry-After`).
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_check: OffsetDateTime,
+    /// The CA's explanation of the window, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
 }
 
 impl CertRecord {
@@ -433,6 +462,7 @@ impl CertRecord {
             renew_date: now,
             attempts: 0,
             log: Vec::new(),
+            ari: None,
         }
     }
 

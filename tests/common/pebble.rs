@@ -14,6 +14,10 @@
 //!
 //! Pebble's in-memory store deadlocks under many concurrent orders: keep at
 //! most 16 orders in flight against one instance.
+//!
+//! Two versions: Debian 12's 2.4.0 (on PATH, the default) and Debian
+//! unstable's 2.10.0 ([`PebbleVersion::V2_10`]: ARI, profiles, `replaces`),
+//! which `scripts/test` unpacks into `target/pebble-2.10.0/`.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -63,10 +67,31 @@ pub struct PebbleOptions {
     /// Marks every challenge valid without fetching it
     /// (`PEBBLE_VA_ALWAYS_VALID`), for benchmarks of the client side.
     pub always_valid: bool,
-    /// An external DNS server Pebble resolves every name through (a
-    /// test's bind9), instead of starting challtestsrv; `dns_ipv4` and
-    /// `dns_ipv6` are then unused.
+    /// An external DNS server on 127.0.0.1 that Pebble resolves every name
+    /// through (a test's bind9), instead of starting challtestsrv;
+    /// `dns_ipv4` and `dns_ipv6` are then unused.
     pub dns_server: Option<SocketAddr>,
+    /// Which Pebble to run: Debian 12's 2.4.0 (the default) or 2.10.0.
+    pub version: PebbleVersion,
+    /// Certificate profiles offered in the directory (`profiles`, 2.10
+    /// only): name and validity in seconds.
+    pub profiles: Vec<(String, u64)>,
+    /// External account bindings (`externalAccountMACKeys`): key id and
+    /// base64url HMAC key. Registration then requires one of them
+    /// (`externalAccountBindingRequired`).
+    pub eab_keys: Vec<(String, String)>,
+}
+
+/// Which Pebble binary runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PebbleVersion {
+    /// Debian 12's `pebble` package, found on PATH (or `PEBBLE_BIN`).
+    #[default]
+    V2_4,
+    /// Debian unstable's 2.10.0, which `scripts/test` unpacks into
+    /// `target/pebble-2.10.0/` (or the folder `CERTKEEPER_PEBBLE_2_10_DIR`
+    /// names): ARI (`renewalInfo`), profiles, `replaces`.
+    V2_10,
 }
 
 impl Default for PebbleOptions {
@@ -81,6 +106,9 @@ impl Default for PebbleOptions {
             dns_ipv6: None,
             always_valid: false,
             dns_server: None,
+            version: PebbleVersion::V2_4,
+            profiles: Vec::new(),
+            eab_keys: Vec::new(),
         }
     }
 }
@@ -97,6 +125,8 @@ pub struct Pebble {
     tls_port: u16,
     dns_port: u16,
     ca_root_pem_path: PathBuf,
+    pebble_bin: PathBuf,
+    options: PebbleOptions,
 }
 
 impl Pebble {
@@ -112,8 +142,13 @@ impl Pebble {
             "nonce_reject_percent is a percentage, got {}",
             options.nonce_reject_percent
         );
-        let pebble_bin = find_binary("PEBBLE_BIN", "pebble");
-        let challtestsrv_bin = find_binary("PEBBLE_CHALLTESTSRV_BIN", "pebble-challtestsrv");
+        let (pebble_bin, challtestsrv_bin) = match options.version {
+            PebbleVersion::V2_4 => (
+                find_binary("PEBBLE_BIN", "pebble"),
+                find_binary("PEBBLE_CHALLTESTSRV_BIN", "pebble-challtestsrv"),
+            ),
+            PebbleVersion::V2_10 => pebble_2_10_binaries(),
+        };
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
             match Self::try_start(&options, &pebble_bin, &challtestsrv_bin).await {
@@ -162,10 +197,32 @@ impl Pebble {
                 "httpPort": http_port,
                 "tlsPort": tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": !options.eab_keys.is_empty(),
                 "domainBlocklist": options.domain_blocklist,
             }
         });
+        if !options.eab_keys.is_empty() {
+            let keys: serde_json::Map<_, _> = options
+                .eab_keys
+                .iter()
+                .map(|(kid, key)| (kid.clone(), key.clone().into()))
+                .collect();
+            config["pebble"]["externalAccountMACKeys"] = keys.into();
+        }
+        if !options.profiles.is_empty() {
+            let profiles: serde_json::Map<_, _> = options
+                .profiles
+                .iter()
+                .map(|(name, seconds)| {
+                    let profile = serde_json::json!({
+                        "description": format!("the {name} profile"),
+                        "validityPeriod": seconds,
+                    });
+                    (name.clone(), profile)
+                })
+                .collect();
+            config["pebble"]["profiles"] = profiles.into();
+        }
         if let Some(seconds) = options.validity_seconds {
             config["pebble"]["certificateValidityPeriod"] = seconds.into();
         }
@@ -174,13 +231,23 @@ impl Pebble {
             .expect("cannot write Pebble's config");
 
         let ip_arg = |ip: Option<String>| ip.unwrap_or_default();
+        // An external DNS server (a test's bind9) replaces challtestsrv.
         let challtestsrv = options.dns_server.is_none().then(|| {
             spawn(
                 Command::new(challtestsrv_bin)
                     .arg("-management")
                     .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
-                    .arg("-dns01")
+                    // 2.10 renamed the DNS listener's flag.
+                    .arg(match options.version {
+                        PebbleVersion::V2_4 => "-dns01",
+                        PebbleVersion::V2_10 => "-dnsserver",
+                    })
                     .arg(format!("127.0.0.1:{dns_port}"))
+                    .args(match options.version {
+                        // 2.10 also serves DNS over HTTPS by default.
+                        PebbleVersion::V2_4 => &[][..],
+                        PebbleVersion::V2_10 => &["-doh", ""][..],
+                    })
                     // Its own challenge listeners are off: the solver under test answers.
                     .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
                     .arg("-defaultIPv4")
@@ -190,27 +257,8 @@ impl Pebble {
                 &dir.path().join("challtestsrv.log"),
             )
         });
-        let dns_server = options
-            .dns_server
-            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, dns_port)));
 
-        let mut pebble_cmd = Command::new(pebble_bin);
-        pebble_cmd
-            .arg("-config")
-            .arg(&config_path)
-            .arg("-dnsserver")
-            .arg(dns_server.to_string())
-            .env_clear()
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env(
-                "PEBBLE_WFE_NONCEREJECT",
-                options.nonce_reject_percent.to_string(),
-            )
-            .env("PEBBLE_AUTHZREUSE", "0");
-        if options.always_valid {
-            pebble_cmd.env("PEBBLE_VA_ALWAYS_VALID", "1");
-        }
-        let pebble = spawn(&mut pebble_cmd, &dir.path().join("pebble.log"));
+        let pebble = spawn_pebble(pebble_bin, options, dir.path(), dns_port);
 
         let mut this = Pebble {
             dir,
@@ -222,6 +270,8 @@ impl Pebble {
             tls_port,
             dns_port,
             ca_root_pem_path,
+            pebble_bin: pebble_bin.to_owned(),
+            options: options.clone(),
         };
         this.wait_until_listening(
             options
@@ -231,6 +281,41 @@ impl Pebble {
         )
         .await?;
         Ok(this)
+    }
+
+    /// Kills the CA (not its DNS server) and starts a new one on the same
+    /// ports with the same config: a CA that forgot every account, order
+    /// and certificate, and has a new root.
+    ///
+    /// # Panics
+    /// When the new CA does not listen within 30 s.
+    pub async fn restart(&mut self) {
+        let _ = self.pebble.kill();
+        let _ = self.pebble.wait();
+        let log = self.dir.path().join("pebble.log");
+        let _ = std::fs::rename(&log, self.dir.path().join("pebble-before-restart.log"));
+        self.pebble = spawn_pebble(
+            &self.pebble_bin,
+            &self.options,
+            self.dir.path(),
+            self.dns_port,
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        for port in [self.acme_port, self.management_port] {
+            while TcpStream::connect_timeout(
+                &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                Duration::from_millis(200),
+            )
+            .is_err()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the restarted pebble did not listen on 127.0.0.1:{port}; its log:\n{}",
+                    self.log("pebble")
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     async fn wait_until_listening(
@@ -476,6 +561,47 @@ fn find_binary(env: &str, name: &str) -> PathBuf {
              (`apt-get install pebble`) or set {env} to the binary"
         )
     })
+}
+
+/// Pebble 2.10.0's two binaries: from `CERTKEEPER_PEBBLE_2_10_DIR` (set by
+/// `scripts/test`), else from `target/pebble-2.10.0/usr/bin`.
+fn pebble_2_10_binaries() -> (PathBuf, PathBuf) {
+    let dir = std::env::var_os("CERTKEEPER_PEBBLE_2_10_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pebble-2.10.0/usr/bin")
+        });
+    let binaries = (dir.join("pebble"), dir.join("pebble-challtestsrv"));
+    for binary in [&binaries.0, &binaries.1] {
+        assert!(
+            binary.is_file(),
+            "this test needs Pebble 2.10.0, and {} is missing: run scripts/test once \
+             (it fetches Debian unstable's pebble 2.10.0 into target/pebble-2.10.0/), \
+             or set CERTKEEPER_PEBBLE_2_10_DIR to the folder holding its binaries",
+            binary.display()
+        );
+    }
+    binaries
+}
+
+fn spawn_pebble(bin: &Path, options: &PebbleOptions, dir: &Path, dns_port: u16) -> Child {
+    let mut command = Command::new(bin);
+    command
+        .arg("-config")
+        .arg(dir.join("pebble-config.json"))
+        .arg("-dnsserver")
+        .arg(format!("127.0.0.1:{dns_port}"))
+        .env_clear()
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env(
+            "PEBBLE_WFE_NONCEREJECT",
+            options.nonce_reject_percent.to_string(),
+        )
+        .env("PEBBLE_AUTHZREUSE", "0");
+    if options.always_valid {
+        command.env("PEBBLE_VA_ALWAYS_VALID", "1");
+    }
+    spawn(&mut command, &dir.join("pebble.log"))
 }
 
 fn spawn(command: &mut Command, log_path: &Path) -> Child {

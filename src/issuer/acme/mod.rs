@@ -6,6 +6,7 @@
 //! - `order.rs`: one order, from new-order to the checked chain.
 //! - `problem.rs`: the CA's answers as typed errors.
 //! - `settings.rs`: the checks shared with [`Config`](crate::Config).
+//! - `renewal.rs`: ACME Renewal Information (RFC 9773) and revocation.
 
 use std::fmt::{self, Debug};
 use std::path::PathBuf;
@@ -13,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use instant_acme::Account;
-use tokio::sync::OnceCell;
+use instant_acme::HttpClient;
 use tokio::time::timeout;
+use zeroize::Zeroizing;
 
 use super::{BudgetCounter, CaBudgets};
-use super::{IssuedCert, Issuer, IssuerKind};
+use super::{IssuedCert, Issuer, IssuerKind, RenewalWindow};
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
 use crate::clock::{Clock, SystemClock};
@@ -34,6 +35,14 @@ const EMAIL_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
 const DIRECTORY_SETTING: &str = "_APP_ACME_DIRECTORY_URL";
 /// The setting that holds the extra trusted root.
 const CA_ROOT_SETTING: &str = "_APP_ACME_CA_ROOT";
+/// The setting that names the certificate profile.
+pub(crate) const PROFILE_SETTING: &str = "_APP_ACME_PROFILE";
+/// The setting that names the certificate key type.
+pub(crate) const KEY_TYPE_SETTING: &str = "_APP_ACME_KEY_TYPE";
+/// The setting that holds the external account binding's key id.
+pub(crate) const EAB_KID_SETTING: &str = "_APP_ACME_EAB_KID";
+/// The setting that holds the external account binding's HMAC key.
+pub(crate) const EAB_HMAC_KEY_SETTING: &str = "_APP_ACME_EAB_HMAC_KEY";
 
 /// Tries of one call whose nonce the CA keeps rejecting. instant-acme sends
 /// each request up to three times with fresh nonces; a CA that rejects half
@@ -82,7 +91,10 @@ mod account;
 mod client;
 mod order;
 mod problem;
+mod renewal;
 pub(crate) mod settings;
+
+pub use settings::{ExternalAccountBinding, KeyType};
 
 /// Issues certificates from an ACME CA (Let's Encrypt or any RFC 8555 CA),
 /// proving control of each domain with a [`ChallengeSolver`].
@@ -91,7 +103,14 @@ pub(crate) mod settings;
 /// [`CertStore`], its credentials sealed by the [`SecretCipher`] under the
 /// account id (see [`account_id`](Self::account_id)); every later issue, in
 /// this process or another one sharing the store, reuses it. Concurrent
-/// issues share one account.
+/// issues share one account. A CA that no longer knows it
+/// (`accountDoesNotExist`, after its database was reset) gets a new one,
+/// registered once and stored in its place, and the order is sent again.
+///
+/// With a CA that offers ACME Renewal Information (RFC 9773),
+/// [`renewal_window`](Issuer::renewal_window) gives its suggested renewal
+/// window and [`issue_replacing`](Issuer::issue_replacing) names the
+/// replaced certificate in the order (`replaces`).
 ///
 /// Every call to the CA is bounded by the request timeout and a whole
 /// [`issue`](Issuer::issue) by the order timeout, so a CA that stops
@@ -125,11 +144,17 @@ pub struct AcmeIssuer {
     contact: String,
     ca_root: Option<PathBuf>,
     solvers: Solvers,
+    http: Option<Arc<dyn HttpClient>>,
+    profile: Option<String>,
+    key_type: KeyType,
+    eab: Option<account::Eab>,
     vault: Vault,
     request_timeout: Duration,
     order_timeout: Duration,
     account_id: String,
-    account: OnceCell<Account>,
+    account: tokio::sync::Mutex<Option<account::Current>>,
+    /// Whether the CA offers ARI, as learned (`renewal::ARI_*`).
+    ari: std::sync::atomic::AtomicU8,
     kind: IssuerKind,
     budgets: BudgetCounter,
 }
@@ -143,6 +168,10 @@ pub struct AcmeIssuerBuilder {
     ca_root: Option<PathBuf>,
     solvers: Vec<Arc<dyn ChallengeSolver>>,
     preference: Vec<ChallengeKind>,
+    http: Option<Arc<dyn HttpClient>>,
+    profile: Option<String>,
+    key_type: KeyType,
+    eab: Option<(String, Zeroizing<String>)>,
     store: Option<Arc<dyn CertStore>>,
     cipher: Option<Arc<dyn SecretCipher>>,
     request_timeout: Duration,
@@ -168,6 +197,10 @@ impl AcmeIssuer {
             ca_root: None,
             solvers: Vec::new(),
             preference: DEFAULT_PREFERENCE.to_vec(),
+            http: None,
+            profile: None,
+            key_type: KeyType::default(),
+            eab: None,
             store: None,
             cipher: None,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
@@ -189,11 +222,68 @@ impl AcmeIssuer {
     pub fn directory_url(&self) -> &str {
         &self.directory_url
     }
+
+    /// The certificate profile asked for (`_APP_ACME_PROFILE`), if any.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_deref()
+    }
+
+    /// The type of the certificate keys generated (`_APP_ACME_KEY_TYPE`).
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// certkeeper's own HTTP client to the CA, the one an issuer uses when
+    /// [`AcmeIssuerBuilder::http_client`] is not set: HTTPS only, HTTP/1.1
+    /// and HTTP/2, `TCP_NODELAY`, on certkeeper's crypto provider, trusting
+    /// the root in the PEM file `ca_root` or else the system's roots. A
+    /// client of one's own can wrap it (to count, log or add headers).
+    ///
+    /// Fails with [`Error::Config`] naming `_APP_ACME_CA_ROOT` when that
+    /// file holds no usable certificate.
+    pub fn default_http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn HttpClient>> {
+        client::http_client(ca_root).map_err(|e| Error::config(CA_ROOT_SETTING, e.to_string()))
+    }
 }
 
 #[async_trait]
 impl Issuer for AcmeIssuer {
     async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
+        self.issue_order(domain, None).await
+    }
+
+    fn kind(&self) -> IssuerKind {
+        self.kind.clone()
+    }
+
+    fn challenge(&self) -> Option<ChallengeKind> {
+        Some(self.solvers.preferred().kind())
+    }
+
+    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
+        Some(match self.solvers.for_domain(domain) {
+            Ok(solver) => solver.kind(),
+            Err(_) => self.solvers.preferred().kind(),
+        })
+    }
+
+    async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>> {
+        self.fetch_renewal_window(chain_pem).await
+    }
+
+    async fn issue_replacing(
+        &self,
+        domain: &Domain,
+        previous_chain_pem: &str,
+    ) -> Result<IssuedCert> {
+        self.issue_order(domain, Some(previous_chain_pem)).await
+    }
+}
+
+impl AcmeIssuer {
+    /// One issue, bounded by the order timeout; `replaces` is the chain of
+    /// the certificate it replaces (RFC 9773), if any.
+    async fn issue_order(&self, domain: &Domain, replaces: Option<&str>) -> Result<IssuedCert> {
         let solver = self.solvers.for_domain(domain)?;
         // Within the CA's limits, counted before anything is sent.
         self.budgets
@@ -201,7 +291,11 @@ impl Issuer for AcmeIssuer {
             .await?;
         self.budgets.take_order(&self.account_id, domain).await?;
         let mut presented = Presented::new(solver, self.request_timeout);
-        let outcome = timeout(self.order_timeout, self.run_order(domain, &mut presented)).await;
+        let outcome = timeout(
+            self.order_timeout,
+            self.run_order(domain, replaces, &mut presented),
+        )
+        .await;
         if let Ok(Err(
             e @ Error::Acme {
                 step: "validation", ..
@@ -232,21 +326,6 @@ impl Issuer for AcmeIssuer {
             }
         }
     }
-
-    fn kind(&self) -> IssuerKind {
-        self.kind.clone()
-    }
-
-    fn challenge(&self) -> Option<ChallengeKind> {
-        Some(self.solvers.preferred().kind())
-    }
-
-    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
-        Some(match self.solvers.for_domain(domain) {
-            Ok(solver) => solver.kind(),
-            Err(_) => self.solvers.preferred().kind(),
-        })
-    }
 }
 
 impl Debug for AcmeIssuer {
@@ -256,12 +335,15 @@ impl Debug for AcmeIssuer {
             .field("account_id", &self.account_id)
             .field("contact", &self.contact)
             .field("ca_root", &self.ca_root)
+            .field("http_client", &self.http.as_ref().map(|_| "custom"))
+            .field("profile", &self.profile)
+            .field("key_type", &self.key_type)
+            .field("eab", &self.eab)
             .field("solvers", &self.solvers.list)
             .field("preference", &self.solvers.preference)
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .field("kind", &self.kind)
-            .field("account_loaded", &self.account.initialized())
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +361,45 @@ impl AcmeIssuerBuilder {
     /// trusted **instead of** the system roots for the connection to the CA.
     pub fn ca_root_pem_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_root = Some(path.into());
+        self
+    }
+
+    /// The HTTP client that carries every request to the CA, instead of
+    /// certkeeper's own (see [`AcmeIssuer::default_http_client`]): for a
+    /// proxy, custom roots or instrumentation. It is instant-acme's
+    /// [`HttpClient`] trait (re-exported as
+    /// [`certkeeper::issuer::instant_acme`](crate::issuer::instant_acme)).
+    /// The client is then in charge of trusting the CA, so
+    /// [`ca_root_pem_file`](Self::ca_root_pem_file) cannot be set with it.
+    pub fn http_client(mut self, client: impl HttpClient) -> Self {
+        self.http = Some(Arc::new(client));
+        self
+    }
+
+    /// The certificate profile to order (`_APP_ACME_PROFILE`), one of those
+    /// the CA's directory lists (Let's Encrypt: `classic`, `tlsserver`,
+    /// `shortlived`). Unset: the CA's default. A name the CA does not offer
+    /// fails every issue with [`Error::Config`] naming `_APP_ACME_PROFILE`
+    /// and the profiles it does offer.
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// The type of the certificate keys generated (`_APP_ACME_KEY_TYPE`):
+    /// ECDSA P-256 (the default) or P-384.
+    pub fn key_type(mut self, key_type: KeyType) -> Self {
+        self.key_type = key_type;
+        self
+    }
+
+    /// External account binding (RFC 8555 section 7.3.4), which CAs such
+    /// as ZeroSSL and Google require to register an account: the key id
+    /// (`_APP_ACME_EAB_KID`) and the HMAC key, base64url as CAs hand it out
+    /// (`_APP_ACME_EAB_HMAC_KEY`). The key is only used to sign the
+    /// registration; it is never logged, never in `Debug`, never stored.
+    pub fn external_account_binding(mut self, key_id: impl Into<String>, hmac_key: &str) -> Self {
+        self.eab = Some((key_id.into(), Zeroizing::new(hmac_key.to_owned())));
         self
     }
 
@@ -370,7 +491,21 @@ impl AcmeIssuerBuilder {
         let directory_url = settings::directory_url(DIRECTORY_SETTING, &self.directory_url)?;
         if let Some(path) = &self.ca_root {
             settings::read_ca_root(CA_ROOT_SETTING, path)?;
+            if self.http.is_some() {
+                return Err(Error::config(
+                    CA_ROOT_SETTING,
+                    "cannot be set with AcmeIssuerBuilder::http_client: that client decides which roots it trusts",
+                ));
+            }
         }
+        let profile = match &self.profile {
+            Some(profile) => Some(settings::profile(PROFILE_SETTING, profile)?),
+            None => None,
+        };
+        let eab = match &self.eab {
+            Some((kid, key)) => Some(account::Eab::new(kid, key)?),
+            None => None,
+        };
         for (name, limit) in [
             ("AcmeIssuerBuilder::request_timeout", self.request_timeout),
             ("AcmeIssuerBuilder::order_timeout", self.order_timeout),
@@ -395,10 +530,15 @@ impl AcmeIssuerBuilder {
             directory_url,
             contact,
             ca_root: self.ca_root,
+            http: self.http,
+            profile,
+            key_type: self.key_type,
+            eab,
             request_timeout: self.request_timeout,
             order_timeout: self.order_timeout,
             account_id,
-            account: OnceCell::new(),
+            account: tokio::sync::Mutex::new(None),
+            ari: std::sync::atomic::AtomicU8::new(renewal::ARI_UNKNOWN),
             kind: self.kind,
         })
     }
@@ -465,6 +605,13 @@ impl Debug for AcmeIssuerBuilder {
             .field("directory_url", &self.directory_url)
             .field("contact_email", &self.contact_email)
             .field("ca_root", &self.ca_root)
+            .field("http_client", &self.http.as_ref().map(|_| "custom"))
+            .field("profile", &self.profile)
+            .field("key_type", &self.key_type)
+            .field(
+                "eab_key_id",
+                &self.eab.as_ref().map(|(kid, _)| kid.as_str()),
+            )
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .finish_non_exhaustive()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus, Problem,
-    RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, Identifier, NewOrder,
+    Order, OrderStatus, Problem, RetryPolicy,
 };
 use tokio::time::timeout;
 use zeroize::Zeroizing;
@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::cert::{leaf_der, IssuedCert};
 use crate::challenge::{Challenge, ChallengeKind, ChallengeSolver};
-use crate::error::CertProblem;
+use crate::error::{CertProblem, ProblemKind};
 use crate::{Domain, Error, Result};
 
 /// The first wait before polling an order, growing by [`POLL_BACKOFF`].
@@ -40,10 +40,23 @@ impl AcmeIssuer {
     pub(super) async fn run_order(
         &self,
         domain: &Domain,
+        replaces: Option<&str>,
         presented: &mut Presented,
     ) -> Result<IssuedCert> {
-        let account = self.account().await?;
-        let mut order = self.new_order(account, domain).await?;
+        let (account, generation) = self.account().await?;
+        self.check_profile(&account)?;
+        let replaces = match replaces {
+            Some(chain_pem) => self.replaces_id(chain_pem).await,
+            None => None,
+        };
+        let mut order = match self.new_order(&account, domain, replaces.as_ref()).await {
+            // The CA forgot the account (a reset CA): a new account, once.
+            Err(e) if is_unknown_account(&e) => {
+                let (account, _) = self.replace_account(generation).await?;
+                self.new_order(&account, domain, replaces.as_ref()).await?
+            }
+            other => other?,
+        };
         let order_url = order.url().to_owned();
         tracing::info!(%domain, %order_url, "ACME order created");
 
@@ -60,7 +73,7 @@ impl AcmeIssuer {
         tracing::debug!(%domain, %order_url, "challenges validated");
         presented.clean_up().await;
 
-        let key = rcgen::KeyPair::generate()
+        let key = rcgen::KeyPair::generate_for(self.key_type.algorithm())
             .map_err(|e| Error::certificate(Some(domain), CertProblem::KeyGeneration, e))?;
         let csr = csr_der(domain, &key)?;
         retry!(self, "finalize", Some(domain), order.finalize_csr(&csr))?;
@@ -85,18 +98,85 @@ impl AcmeIssuer {
         Ok(issued)
     }
 
-    async fn new_order(&self, account: &Account, domain: &Domain) -> Result<Order> {
+    /// A new order, with the profile and the replaced certificate's id.
+    /// A CA that refuses the `replaces` field (the certificate is unknown
+    /// to it, or was replaced already) gets the order again without it.
+    async fn new_order(
+        &self,
+        account: &Account,
+        domain: &Domain,
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<Order> {
         let identifiers = [match domain.ip() {
             Some(ip) => Identifier::Ip(ip),
             None => Identifier::Dns(domain.to_string()),
         }];
-        let new_order = NewOrder::new(&identifiers);
-        retry!(
+        let plain = || {
+            let order = NewOrder::new(&identifiers);
+            match &self.profile {
+                Some(profile) => order.profile(profile),
+                None => order,
+            }
+        };
+        let new_order = plain();
+        let Some(replaces) = replaces else {
+            return retry!(
+                self,
+                "new-order",
+                Some(domain),
+                account.new_order(&new_order)
+            );
+        };
+        let replacing = plain().replaces(replaces.clone());
+        match retry!(
             self,
             "new-order",
             Some(domain),
-            account.new_order(&new_order)
-        )
+            account.new_order(&replacing)
+        ) {
+            Err(e) if refused_replaces(&e) => {
+                tracing::info!(%domain, error = %e, "the CA refused the replaced certificate's id; ordering without it");
+                retry!(
+                    self,
+                    "new-order",
+                    Some(domain),
+                    account.new_order(&new_order)
+                )
+            }
+            other => {
+                if other.is_ok() {
+                    tracing::debug!(%domain, %replaces, "order replaces the previous certificate");
+                }
+                other
+            }
+        }
+    }
+
+    /// The profile asked for must be one the CA's directory lists.
+    fn check_profile(&self, account: &Account) -> Result<()> {
+        let Some(profile) = &self.profile else {
+            return Ok(());
+        };
+        let mut offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
+        if offered.contains(&profile.as_str()) {
+            return Ok(());
+        }
+        offered.sort_unstable();
+        Err(Error::config(
+            super::PROFILE_SETTING,
+            if offered.is_empty() {
+                format!(
+                    "the CA at {} offers no certificate profiles, so {profile:?} cannot be ordered",
+                    self.directory_url
+                )
+            } else {
+                format!(
+                    "the CA at {} offers no profile {profile:?}; it offers: {}",
+                    self.directory_url,
+                    offered.join(", ")
+                )
+            },
+        ))
     }
 
     /// Every authorization of the order, with the challenge of the solver's
@@ -392,6 +472,23 @@ impl Presented {
     fn push(&mut self, challenge: Challenge) {
         self.challenges.push(challenge);
     }
+}
+
+/// The CA no longer knows the account that signed the request.
+fn is_unknown_account(e: &Error) -> bool {
+    e.acme_problem()
+        .is_some_and(|problem| problem.is(ProblemKind::AccountDoesNotExist))
+}
+
+/// The CA refused an order for its `replaces` field: the certificate is not
+/// one it knows for this account, or it was replaced already (RFC 9773
+/// section 5: `malformed`, `unauthorized`, or `alreadyReplaced`).
+fn refused_replaces(e: &Error) -> bool {
+    e.acme_problem().is_some_and(|problem| {
+        problem.is(ProblemKind::Malformed)
+            || problem.is(ProblemKind::AlreadyReplaced)
+            || problem.is(ProblemKind::Unauthorized)
+    })
 }
 
 fn challenge_type(kind: ChallengeKind) -> ChallengeType {

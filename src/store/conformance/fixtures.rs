@@ -7,7 +7,7 @@ use super::expect::ok;
 use super::scope::Scope;
 use crate::cert::IssuerKind;
 use crate::cipher::Sealed;
-use crate::store::{CertRecord, CertStore, LogEntry, StoredCert};
+use crate::store::{AriState, CertRecord, CertStore, LogEntry, StoredCert};
 use crate::Domain;
 
 pub(super) fn sealed(seed: u8) -> Sealed {
@@ -47,6 +47,13 @@ pub(super) fn full_record(domain: Domain, renew_date: OffsetDateTime) -> CertRec
                 message: String::new(),
             },
         ],
+        ari: Some(AriState {
+            window_start: not_before + Duration::days(59),
+            window_end: not_before + Duration::days(61),
+            renew_at: datetime!(2030-03-03 04:05:06 UTC),
+            next_check: datetime!(2030-01-02 09:04:05 UTC),
+            explanation_url: Some("https://ca.example/why".into()),
+        }),
         ..CertRecord::new(domain, renew_date)
     }
 }

@@ -2,6 +2,7 @@
 //! or delete, appended and flushed before the record is renamed into place,
 //! replayed at open and rewritten once it grows.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ const INDEX_HEADER: &str = "certkeeper-index 1";
 /// Journal lines allowed beyond twice the number of records before the
 /// journal is rewritten, so that a small store is not rewritten on every save.
 const COMPACT_SLACK: usize = 64;
+/// The most saves one group commit writes: after a crash, at most this many
+/// last lines of the journal can be ahead of the record files, and opening
+/// re-reads their records.
+pub(super) const GROUP_MAX: usize = 32;
 
 /// The append-only journal of the index.
 pub(super) struct Journal {
@@ -45,14 +50,15 @@ impl Journal {
         self.root.join(INDEX)
     }
 
-    pub(super) fn append(&mut self, line: &str) -> Result<()> {
+    /// Appends `text`, holding `count` lines, and flushes it to disk.
+    pub(super) fn append(&mut self, text: &str, count: usize) -> Result<()> {
         let path = self.path();
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(open_append(&path)?),
         };
         if let Err(e) = file
-            .write_all(line.as_bytes())
+            .write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
         {
             // Part of the line may be on disk.
@@ -60,7 +66,7 @@ impl Journal {
             self.file = None;
             return Err(Error::io(path, e));
         }
-        self.lines += 1;
+        self.lines += count;
         Ok(())
     }
 
@@ -144,11 +150,21 @@ fn parse_line(line: &str) -> Option<Op> {
 pub(super) struct Replay {
     pub(super) index: Index,
     pub(super) lines: usize,
-    /// The domain of the last valid line: the one write a crash may have cut
-    /// short after its line was written.
-    pub(super) last: Option<Domain>,
+    /// The domains of the last [`GROUP_MAX`] valid lines, oldest first: the
+    /// writes of the last group commit, which a crash may have cut short after
+    /// their lines were written.
+    pub(super) tail: VecDeque<Domain>,
     /// The end of the journal was torn or damaged.
     pub(super) torn_tail: bool,
+}
+
+impl Replay {
+    fn push_tail(&mut self, domain: Domain) {
+        if self.tail.len() == GROUP_MAX {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(domain);
+    }
 }
 
 /// Replays the journal; `None` when it cannot be trusted (damaged before its
@@ -162,7 +178,7 @@ pub(super) fn replay(text: &str) -> Option<Replay> {
     let mut replay = Replay {
         index: Index::default(),
         lines: 0,
-        last: None,
+        tail: VecDeque::with_capacity(GROUP_MAX),
         torn_tail: false,
     };
     for (i, raw) in lines.iter().enumerate() {
@@ -171,11 +187,11 @@ pub(super) fn replay(text: &str) -> Option<Replay> {
         match op {
             Some(Op::Put(domain, entry)) => {
                 replay.index.insert(domain.clone(), entry);
-                replay.last = Some(domain);
+                replay.push_tail(domain);
             }
             Some(Op::Delete(domain)) => {
                 replay.index.remove(&domain);
-                replay.last = Some(domain);
+                replay.push_tail(domain);
             }
             // A write cut short leaves at most its own line damaged.
             None if i + 1 == lines.len() => replay.torn_tail = true,
@@ -212,6 +228,30 @@ mod tests {
     }
 
     #[test]
+    fn replay_keeps_the_domains_of_the_last_group_of_lines() {
+        let entry = Entry {
+            renew: 5,
+            attempts: 0,
+            version: 1,
+        };
+        let mut text = format!("{INDEX_HEADER}\n");
+        for i in 0..GROUP_MAX + 10 {
+            text.push_str(&put_line(
+                &Domain::new(&format!("n{i}.example.com")).unwrap(),
+                &entry,
+            ));
+        }
+        let replayed = replay(&text).unwrap();
+        assert_eq!(replayed.lines, GROUP_MAX + 10);
+        assert_eq!(replayed.tail.len(), GROUP_MAX);
+        assert_eq!(replayed.tail[0].as_str(), "n10.example.com");
+        assert_eq!(
+            replayed.tail[GROUP_MAX - 1].as_str(),
+            format!("n{}.example.com", GROUP_MAX + 9)
+        );
+    }
+
+    #[test]
     fn replay_ignores_a_torn_tail_but_not_damage_before_it() {
         let a = Domain::new("a.example.com").unwrap();
         let b = Domain::new("b.example.com").unwrap();
@@ -229,7 +269,7 @@ mod tests {
         let replayed = replay(&good).unwrap();
         assert_eq!(replayed.index.entries.keys().collect::<Vec<_>>(), [&b]);
         assert_eq!(replayed.lines, 3);
-        assert_eq!(replayed.last, Some(a.clone()));
+        assert_eq!(replayed.tail, [a.clone(), b.clone(), a.clone()]);
         assert!(!replayed.torn_tail);
 
         let torn = format!("{good}P b.example.com 9");

@@ -1,5 +1,6 @@
 //! Recovery at open: the due index replayed from its journal and reconciled
-//! with the record files, the one write a crash may have cut short re-read.
+//! with the record files, the writes of the last group commit (which a crash
+//! may have cut short) re-read.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -41,7 +42,7 @@ pub(super) fn recover(root: &Path) -> Result<(Mutex<Index>, Journal)> {
         Some(Replay {
             mut index,
             lines,
-            last,
+            tail,
             torn_tail,
         }) => {
             if torn_tail {
@@ -64,8 +65,8 @@ pub(super) fn recover(root: &Path) -> Result<(Mutex<Index>, Journal)> {
             for domain in unindexed {
                 changed |= index_file(&mut index, &certs, domain)?;
             }
-            if let Some(domain) = last {
-                changed |= index_file(&mut index, &certs, &domain)?;
+            for domain in &tail {
+                changed |= index_file(&mut index, &certs, domain)?;
             }
             (index, lines, changed)
         }
