@@ -29,6 +29,14 @@
 //! | `_APP_SYSTEM_EMAIL_ADDRESS` | the security address | the sender of notices |
 //! | `_APP_SYSTEM_EMAIL_NAME` | `certkeeper` | the sender's name |
 //! | `_APP_SMTP_CA_ROOT` | unset | PEM file of the roots to trust for the SMTP server's TLS (instead of the system's) |
+//! | `_APP_ACME_ORDER_BUDGET` | `300` | new orders per ACME account per 3 hours (the CA's limit), counted in the store and shared by the instances sharing it; a cycle leaves the rest for later |
+//! | `_APP_ACME_FAILED_VALIDATION_BUDGET` | `5` | failed validations per name per hour before the name waits (the CA's limit) |
+//! | `_APP_DNS01_SERVER` | unset | the authoritative DNS server (`192.0.2.53` or `192.0.2.53:53`) that takes RFC 2136 updates: setting it turns DNS-01 on |
+//! | `_APP_DNS01_ZONE` | unset | the zone the `_acme-challenge` records go to (`example.com`); required with the server |
+//! | `_APP_DNS01_TSIG_KEY_NAME` | unset | the name of the TSIG key that signs the updates; required with the server |
+//! | `_APP_DNS01_TSIG_SECRET` | unset | that key's secret, base64 (as `tsig-keygen` prints it); required with the server; never logged |
+//! | `_APP_DNS01_TSIG_ALGORITHM` | `hmac-sha256` | `hmac-sha256`, `hmac-sha384` or `hmac-sha512` |
+//! | `_APP_DNS01_PROPAGATION_TIMEOUT` | `120` | seconds a DNS-01 record gets to be visible at the server before the attempt fails |
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,11 +49,12 @@ use crate::access::{
     parse_switch, ConsoleAccessPolicy, EmailWhitelist, IpWhitelist, TrustedProxies,
     TRUSTED_PROXIES_VAR, WHITELIST_EMAILS_VAR, WHITELIST_IPS_VAR, WHITELIST_ROOT_VAR,
 };
+use crate::challenge::{dns01_settings, Dns01Solver, TsigAlgorithm};
 use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
 use crate::email::parse_email;
 use crate::issuer::{
-    acme_settings, ExternalAccountBinding, KeyType, EAB_HMAC_KEY_SETTING, EAB_KID_SETTING,
-    KEY_TYPE_SETTING, PROFILE_SETTING,
+    acme_settings, CaBudgets, ExternalAccountBinding, KeyType, EAB_HMAC_KEY_SETTING,
+    EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING,
 };
 use crate::notify::{SmtpSecurity, SmtpSettings, DEFAULT_FROM_NAME};
 use crate::{Domain, Error, Result};
@@ -72,6 +81,8 @@ const SMTP_PASSWORD_VAR: &str = "_APP_SMTP_PASSWORD";
 const FROM_ADDRESS_VAR: &str = "_APP_SYSTEM_EMAIL_ADDRESS";
 const FROM_NAME_VAR: &str = "_APP_SYSTEM_EMAIL_NAME";
 const SMTP_CA_ROOT_VAR: &str = "_APP_SMTP_CA_ROOT";
+const ORDER_BUDGET_VAR: &str = "_APP_ACME_ORDER_BUDGET";
+const FAILED_VALIDATION_BUDGET_VAR: &str = "_APP_ACME_FAILED_VALIDATION_BUDGET";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -132,6 +143,12 @@ pub struct Config {
     /// Where notices are emailed, when `_APP_SMTP_HOST` is set (the
     /// `_APP_SMTP_*` and `_APP_SYSTEM_EMAIL_*` settings).
     pub smtp: Option<SmtpSettings>,
+    /// The DNS-01 solver from the `_APP_DNS01_*` settings, checked; `None`
+    /// when `_APP_DNS01_SERVER` is unset. Its `Debug` never shows the secret.
+    pub dns01: Option<Dns01Solver>,
+    /// The CA's limits the ACME issuer keeps within
+    /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
+    pub acme_budgets: CaBudgets,
 }
 
 impl Config {
@@ -161,6 +178,7 @@ impl Config {
         V: Into<String>,
     {
         let mut b = Self::builder();
+        let mut dns01 = Dns01Vars::default();
         for (name, value) in vars {
             let (name, value) = (name.into(), Zeroizing::new(value.into()));
             if let Some(version) = key_variable_version(&name) {
@@ -256,9 +274,26 @@ impl Config {
                 FROM_ADDRESS_VAR => b.smtp.from_address = Some(v.to_string()),
                 FROM_NAME_VAR => b.smtp.from_name = Some(v.to_string()),
                 SMTP_CA_ROOT_VAR => b.smtp.ca_root = Some(PathBuf::from(v)),
+                ORDER_BUDGET_VAR => {
+                    b.config.acme_budgets.orders =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
+                FAILED_VALIDATION_BUDGET_VAR => {
+                    b.config.acme_budgets.failed_validations =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
+                dns01_settings::SERVER => dns01.server = Some(parse_dns_server(&name, v)?),
+                dns01_settings::ZONE => dns01.zone = Some(v.to_string()),
+                dns01_settings::KEY_NAME => dns01.key_name = Some(v.to_string()),
+                dns01_settings::SECRET => dns01.secret = Some(Zeroizing::new(v.to_string())),
+                dns01_settings::ALGORITHM => dns01.algorithm = TsigAlgorithm::parse(&name, v)?,
+                dns01_settings::PROPAGATION_TIMEOUT => {
+                    dns01.propagation = Some(Duration::from_secs(parse_positive(&name, v)?))
+                }
                 _ => {}
             }
         }
+        b.config.dns01 = dns01.solver()?;
         b.build()
     }
 
@@ -321,6 +356,8 @@ impl Config {
                 concurrency: 8,
                 database_url: None,
                 smtp: None,
+                dns01: None,
+                acme_budgets: CaBudgets::default(),
             },
             keys: BTreeMap::new(),
             eab_kid: None,
@@ -471,6 +508,68 @@ impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "DatabaseUrl({self})")
     }
+}
+
+/// The `_APP_DNS01_*` values read so far.
+#[derive(Default)]
+struct Dns01Vars {
+    server: Option<SocketAddr>,
+    zone: Option<String>,
+    key_name: Option<String>,
+    secret: Option<Zeroizing<String>>,
+    algorithm: TsigAlgorithm,
+    propagation: Option<Duration>,
+}
+
+impl Dns01Vars {
+    /// The solver, when the server is set; every other setting of it is
+    /// then required, and without the server none may be set.
+    fn solver(self) -> Result<Option<Dns01Solver>> {
+        let Some(server) = self.server else {
+            for (name, set) in [
+                (dns01_settings::ZONE, self.zone.is_some()),
+                (dns01_settings::KEY_NAME, self.key_name.is_some()),
+                (dns01_settings::SECRET, self.secret.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(
+                        name,
+                        format!("set without {}", dns01_settings::SERVER),
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let required = |name: &str| Error::config(name, "required with _APP_DNS01_SERVER");
+        let zone = self.zone.ok_or_else(|| required(dns01_settings::ZONE))?;
+        let key_name = self
+            .key_name
+            .ok_or_else(|| required(dns01_settings::KEY_NAME))?;
+        let secret = self
+            .secret
+            .ok_or_else(|| required(dns01_settings::SECRET))?;
+        let mut builder =
+            Dns01Solver::builder(server, zone).tsig_key(key_name, secret.as_str(), self.algorithm);
+        if let Some(limit) = self.propagation {
+            builder = builder.propagation_timeout(limit);
+        }
+        builder.build().map(Some)
+    }
+}
+
+/// `192.0.2.53:53`, `[2001:db8::53]:53`, or an address alone (port 53).
+fn parse_dns_server(name: &str, v: &str) -> Result<SocketAddr> {
+    v.parse::<SocketAddr>()
+        .or_else(|_| {
+            v.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            Error::config(
+                name,
+                format!("{v:?} is not an IP address, with or without a port"),
+            )
+        })
 }
 
 fn parse_positive(name: &str, v: &str) -> Result<u64> {
@@ -652,6 +751,18 @@ impl ConfigBuilder {
         self
     }
 
+    /// The CA's limits the ACME issuer keeps within.
+    pub fn acme_budgets(mut self, budgets: CaBudgets) -> Self {
+        self.config.acme_budgets = budgets;
+        self
+    }
+
+    /// The DNS-01 solver (see [`Dns01Solver::builder`]).
+    pub fn dns01(mut self, solver: Dns01Solver) -> Self {
+        self.config.dns01 = Some(solver);
+        self
+    }
+
     /// Certificates issued at once in a cycle.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.config.concurrency = n;
@@ -700,6 +811,11 @@ impl ConfigBuilder {
             (INTERVAL_VAR, config.maintenance_interval.is_zero()),
             (TIMEOUT_VAR, config.acme_timeout.is_zero()),
             (CONCURRENCY_VAR, config.concurrency == 0),
+            (ORDER_BUDGET_VAR, config.acme_budgets.orders == 0),
+            (
+                FAILED_VALIDATION_BUDGET_VAR,
+                config.acme_budgets.failed_validations == 0,
+            ),
         ] {
             if zero {
                 return Err(Error::config(name, "must be positive"));
@@ -853,6 +969,107 @@ mod tests {
         assert_eq!(c.challenge_address, None);
         assert_eq!(c.store_path, PathBuf::from("/var/lib/certs"));
         assert_eq!(c.concurrency, 16);
+        assert!(c.dns01.is_none());
+        assert_eq!(c.acme_budgets, CaBudgets::default());
+        let c = Config::from_vars([
+            ("_APP_ACME_ORDER_BUDGET", "50"),
+            ("_APP_ACME_FAILED_VALIDATION_BUDGET", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.acme_budgets.orders, 50);
+        assert_eq!(c.acme_budgets.failed_validations, 2);
+        for var in [
+            "_APP_ACME_ORDER_BUDGET",
+            "_APP_ACME_FAILED_VALIDATION_BUDGET",
+        ] {
+            for bad in ["0", "lots"] {
+                let err = Config::from_vars([(var, bad)]).unwrap_err();
+                assert!(
+                    matches!(&err, Error::Config { name, .. } if name == var),
+                    "{err:?}"
+                );
+            }
+        }
+    }
+
+    const TSIG_SECRET: &str = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
+
+    #[test]
+    fn reads_the_dns01_settings_and_never_shows_the_secret() {
+        let c = Config::from_vars([
+            ("_APP_DNS01_SERVER", "192.0.2.53"),
+            ("_APP_DNS01_ZONE", "example.com"),
+            ("_APP_DNS01_TSIG_KEY_NAME", "certkeeper-key"),
+            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
+            ("_APP_DNS01_TSIG_ALGORITHM", "HMAC-SHA512"),
+            ("_APP_DNS01_PROPAGATION_TIMEOUT", "30"),
+        ])
+        .unwrap();
+        let solver = c.dns01.as_ref().unwrap();
+        assert_eq!(solver.server(), "192.0.2.53:53".parse().unwrap());
+        assert_eq!(solver.zone(), "example.com");
+        assert_eq!(solver.key_name(), "certkeeper-key");
+        assert_eq!(solver.algorithm(), TsigAlgorithm::HmacSha512);
+        assert_eq!(solver.propagation_timeout(), Duration::from_secs(30));
+        assert!(!format!("{c:?}").contains(TSIG_SECRET));
+
+        let c = Config::from_vars([
+            ("_APP_DNS01_SERVER", "[::1]:5353"),
+            ("_APP_DNS01_ZONE", "example.com"),
+            ("_APP_DNS01_TSIG_KEY_NAME", "k"),
+            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
+        ])
+        .unwrap();
+        let solver = c.dns01.unwrap();
+        assert_eq!(solver.server(), "[::1]:5353".parse().unwrap());
+        assert_eq!(solver.algorithm(), TsigAlgorithm::HmacSha256);
+        assert_eq!(
+            solver.propagation_timeout(),
+            Dns01Solver::DEFAULT_PROPAGATION_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn incomplete_or_bad_dns01_settings_name_the_variable() {
+        let full = [
+            ("_APP_DNS01_SERVER", "192.0.2.53"),
+            ("_APP_DNS01_ZONE", "example.com"),
+            ("_APP_DNS01_TSIG_KEY_NAME", "k"),
+            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
+        ];
+        // Each required one missing.
+        for missing in 1..full.len() {
+            let vars: Vec<_> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != missing)
+                .map(|(_, v)| *v)
+                .collect();
+            let err = Config::from_vars(vars).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == full[missing].0),
+                "{err:?}"
+            );
+        }
+        // Set without the server.
+        let err = Config::from_vars(full[1..].to_vec()).unwrap_err();
+        assert!(matches!(&err, Error::Config { name, .. } if name == "_APP_DNS01_ZONE"));
+        for (var, bad) in [
+            ("_APP_DNS01_SERVER", "ns1.example.com"),
+            ("_APP_DNS01_TSIG_SECRET", "not base64!"),
+            ("_APP_DNS01_TSIG_ALGORITHM", "hmac-md5"),
+            ("_APP_DNS01_PROPAGATION_TIMEOUT", "0"),
+        ] {
+            let mut vars = full.to_vec();
+            vars.retain(|(name, _)| *name != var);
+            vars.push((var, bad));
+            let err = Config::from_vars(vars).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == var),
+                "{var}: {err:?}"
+            );
+            assert!(!err.to_string().contains(TSIG_SECRET));
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// `_APP_CERTIFICATES_PATH` (or, with `_APP_CERTIFICATES_DATABASE_URL`, the
 /// cluster's PostgreSQL or MariaDB store), a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
-/// when the ACME issuer is in use, unless that is `off`), an [`AcmeIssuer`] for
+/// when the ACME issuer is in use, unless that is `off`), the DNS-01 solver
+/// of the `_APP_DNS01_*` settings for wildcard names, an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
 /// set), a [`CertResolver`] and the [`Renewer`] over them (issuing on demand:
 /// the first handshake for the main domain or a custom domain without a
@@ -106,9 +107,14 @@ impl Embedded {
                 .solver(Arc::new(solver.clone()))
                 .store(store.clone())
                 .cipher(keyring.clone())
-                .request_timeout(config.acme_timeout);
+                .request_timeout(config.acme_timeout)
+                .budgets(config.acme_budgets);
             if let Some(root) = &config.acme_ca_root {
                 acme = acme.ca_root_pem_file(root);
+            }
+            // Wildcard names, through DNS-01 (RFC 2136 + TSIG), when set up.
+            if let Some(dns01) = &config.dns01 {
+                acme = acme.solver(Arc::new(dns01.clone()));
             }
             acme = acme.key_type(config.acme_key_type);
             if let Some(profile) = &config.acme_profile {

@@ -216,6 +216,39 @@ pub enum Error {
         message: String,
     },
 
+    /// A DNS-01 record could not be published, seen or removed at the
+    /// zone's authoritative server (RFC 2136 update with TSIG).
+    #[error("DNS {step} at {server} failed{}: {problem}: {message}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    Dns {
+        /// The domain of the challenge, when there is one.
+        domain: Option<Domain>,
+        /// The step (`present`, `propagation`, `cleanup`, `lookup`).
+        step: &'static str,
+        /// The authoritative server.
+        server: std::net::SocketAddr,
+        /// What went wrong, typed.
+        problem: DnsProblem,
+        /// The server's answer or the client's error, readable (never the TSIG secret).
+        message: String,
+        /// The DNS client's own error.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A budget of the CA's limits is spent: ordering now would exceed
+    /// it, so nothing was sent; it frees up as its window slides.
+    #[error("the CA's {budget} budget ({limit} per {}s) is spent{}; left for later", window.as_secs(), domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
+    BudgetSpent {
+        /// Which budget.
+        budget: Budget,
+        /// The name being ordered.
+        domain: Option<Domain>,
+        /// The budget's limit.
+        limit: u32,
+        /// Its sliding window.
+        window: Duration,
+    },
+
     /// A certificate or key could not be generated, parsed or used.
     #[error("certificate{}: {problem}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
     Certificate {
@@ -328,6 +361,8 @@ impl Error {
             },
             Self::Timeout { .. } => "timeout",
             Self::Challenge { .. } => "challenge",
+            Self::Dns { problem, .. } => problem.code(),
+            Self::BudgetSpent { budget, .. } => budget.code(),
             Self::Certificate { .. } => "certificate",
             Self::Tls { .. } => "tls",
             Self::Notify { .. } => "notify",
@@ -469,6 +504,12 @@ pub enum SkipReason {
     CaUnavailable,
     /// The cycle stopped ordering: the CA answered `rateLimited`.
     RateLimited,
+    /// The cycle stopped ordering: the account's order budget is spent
+    /// ([`Budget::Orders`]); the rest waits until it frees up.
+    OrderBudget,
+    /// The name failed validation as often as its budget allows
+    /// ([`Budget::FailedValidations`]); it waits until that frees up.
+    FailedValidationBudget,
     /// The CA's renewal window (ARI, RFC 9773) was checked again and has
     /// not begun: the renew date moved to the window.
     RenewalWindowAhead,
@@ -490,6 +531,8 @@ impl SkipReason {
             Self::KeptChanging => "kept_changing",
             Self::CaUnavailable => "ca_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::OrderBudget => "order_budget",
+            Self::FailedValidationBudget => "failed_validation_budget",
             Self::RenewalWindowAhead => "renewal_window_ahead",
             Self::Misconfigured => "misconfigured",
         }
@@ -507,6 +550,10 @@ impl fmt::Display for SkipReason {
             Self::KeptChanging => "record kept changing while being stored",
             Self::CaUnavailable => "the CA is unavailable; left for the next cycle",
             Self::RateLimited => "the CA asked to slow down; left for the next cycle",
+            Self::OrderBudget => "the CA's order budget is spent; left for later",
+            Self::FailedValidationBudget => {
+                "the name's failed-validation budget is spent; left for later"
+            }
             Self::RenewalWindowAhead => {
                 "the CA's renewal window was checked again and has not begun"
             }
@@ -834,5 +881,92 @@ mod tests {
             "urn:ietf:params:acme:error:compound: several; a.example.com: \
              urn:ietf:params:acme:error:caa: CAA forbids"
         );
+    }
+}
+
+/// What went wrong with a DNS-01 record ([`Error::Dns`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DnsProblem {
+    /// The server could not be reached or did not answer in time.
+    Unreachable,
+    /// The server did not accept the TSIG signature (unknown key, wrong
+    /// secret or algorithm, clocks too far apart): `NOTAUTH`, or an answer
+    /// whose signature did not verify.
+    NotAuthenticated,
+    /// The server refused the update (`REFUSED`: the key may not update
+    /// that name, or updates are off).
+    Refused,
+    /// The name is not in the configured zone (or the server is not
+    /// authoritative for it: `NOTZONE`).
+    NotInZone,
+    /// The record was added but the server did not answer with it within
+    /// the propagation timeout.
+    NotVisible,
+    /// Any other failure or answer code.
+    Failed,
+}
+
+impl DnsProblem {
+    /// The stable code of an [`Error::Dns`] with this problem.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unreachable => "dns_unreachable",
+            Self::NotAuthenticated => "dns_not_authenticated",
+            Self::Refused => "dns_refused",
+            Self::NotInZone => "dns_not_in_zone",
+            Self::NotVisible => "dns_not_visible",
+            Self::Failed => "dns_failed",
+        }
+    }
+}
+
+impl fmt::Display for DnsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "server unreachable",
+            Self::NotAuthenticated => "TSIG authentication failed",
+            Self::Refused => "update refused",
+            Self::NotInZone => "name not in the zone",
+            Self::NotVisible => "record not visible in time",
+            Self::Failed => "DNS failure",
+        })
+    }
+}
+
+/// A budget of the CA's limits ([`Error::BudgetSpent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Budget {
+    /// New orders per account (Let's Encrypt: 300 per 3 hours).
+    Orders,
+    /// Failed validations per name (Let's Encrypt: 5 per hour).
+    FailedValidations,
+}
+
+impl Budget {
+    /// The stable code of an [`Error::BudgetSpent`] for this budget.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Orders => "budget_orders",
+            Self::FailedValidations => "budget_failed_validations",
+        }
+    }
+
+    /// The reason a cycle reports for a name left for later.
+    pub fn skip_reason(self) -> SkipReason {
+        match self {
+            Self::Orders => SkipReason::OrderBudget,
+            Self::FailedValidations => SkipReason::FailedValidationBudget,
+        }
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Orders => "order",
+            Self::FailedValidations => "failed-validation",
+        })
     }
 }

@@ -72,11 +72,11 @@
 //! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
 //! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
 //! | [`resolver`] | serving certificates by SNI with rustls: wildcards, loading on first use from a [`CertSource`](resolver::CertSource), the self-signed fallback, TLS-ALPN-01 certificates | `cert`, `vault`, `provider` |
-//! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait, the HTTP-01 and TLS-ALPN-01 solvers | `domain`, `resolver` (TLS-ALPN-01 certificates) |
-//! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME and self-signed issuers | `vault`, `challenge`, `cert`, `email`, `clock`, `provider` |
+//! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait, the HTTP-01, TLS-ALPN-01 and DNS-01 (RFC 2136 + TSIG) solvers | `domain`, `resolver` (TLS-ALPN-01 certificates) |
+//! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME, self-signed and fallback issuers, the CA's budgets | `vault`, `store` (budgets), `challenge`, `cert`, `email`, `clock`, `provider` |
 //! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
 //! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
-//! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `issuer` (its setting checks), `email` |
+//! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `challenge` (the DNS-01 solver), `issuer` (its setting checks), `email` |
 //! | `serve` (feature `axum`) | the port 80 router and the TLS listener for `axum::serve` | `challenge`, `resolver`, `domain` |
 //! | `Embedded` | the whole default stack from a [`Config`] | everything |
 #![cfg_attr(docsrs, feature(doc_cfg))]

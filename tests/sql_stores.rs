@@ -399,6 +399,49 @@ async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
 /// The login throttle's counters through two instances' backends: every
 /// hit counted once, refunds and resets seen by both, a window that ends
 /// starts again, and the per-email limit holds across instances.
+/// The CA's order budget through two instances sharing one database: the
+/// first issuer takes the only order of the window (its CA is not even up,
+/// so that order fails as the CA's fault), and the second, on another
+/// connection pool, is refused with `Error::BudgetSpent` before anything is
+/// sent.
+async fn ca_order_budget_is_shared(a: Arc<dyn CertStore>, b: Arc<dyn CertStore>) {
+    use certkeeper::error::Budget;
+    use certkeeper::issuer::{AcmeIssuer, CaBudgets, Issuer};
+    // A port nothing listens on: the order after the budget fails fast.
+    let directory = "https://127.0.0.1:9/dir";
+    let issuer = |store: Arc<dyn CertStore>| {
+        AcmeIssuer::builder(directory)
+            .contact_email("ops@certkeeper-test.com")
+            .solver(Arc::new(certkeeper::challenge::Http01Solver::new()))
+            .store(store)
+            .cipher(Arc::new(
+                Keyring::from_keys(true, [(1, "Zq4uT9pLw2nX7cVb5mKr8sHd3fJg6yEa")]).unwrap(),
+            ))
+            .budgets(CaBudgets {
+                orders: 1,
+                ..CaBudgets::default()
+            })
+            .request_timeout(StdDuration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let name = Domain::new(&format!("budget-{}.certkeeper-test.com", unique())).unwrap();
+    let first = issuer(a).issue(&name).await.unwrap_err();
+    assert!(first.is_ca_unavailable(), "{first:?}");
+    let second = issuer(b).issue(&name).await.unwrap_err();
+    assert!(
+        matches!(
+            second,
+            Error::BudgetSpent {
+                budget: Budget::Orders,
+                limit: 1,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+}
+
 async fn login_throttle_is_shared(
     a: Arc<dyn certkeeper::access::ThrottleBackend>,
     b: Arc<dyn certkeeper::access::ThrottleBackend>,
@@ -534,6 +577,13 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_ca_order_budget_is_shared_by_every_instance() {
+        let schema = Schema::new().await;
+        let (a, b) = (schema.store().await, schema.store().await);
+        ca_order_budget_is_shared(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_login_throttle_is_shared_by_every_instance() {
         let schema = Schema::new().await;
         let (a, b) = (schema.store().await, schema.store().await);
@@ -577,7 +627,7 @@ mod postgres {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2], "each migration applied once");
+        assert_eq!(applied, [1, 2, 3], "each migration applied once");
         let record = CertRecord::new(domain("a.example.com"), T);
         assert_eq!(stores[0].save(&record).await.unwrap(), 1);
         assert_eq!(stores[3].list().await.unwrap(), [domain("a.example.com")]);
@@ -783,6 +833,13 @@ mod mysql {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_ca_order_budget_is_shared_by_every_instance() {
+        let db = Database::new().await;
+        let (a, b) = (db.store().await, db.store().await);
+        ca_order_budget_is_shared(Arc::new(a), Arc::new(b)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_login_throttle_is_shared_by_every_instance() {
         let db = Database::new().await;
         let (a, b) = (db.store().await, db.store().await);
@@ -826,7 +883,7 @@ mod mysql {
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
-        assert_eq!(applied, [1, 2], "each migration applied once");
+        assert_eq!(applied, [1, 2, 3], "each migration applied once");
         let seq_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM certkeeper_change_seq")
             .fetch_one(&mut conn)
             .await

@@ -1027,6 +1027,10 @@ enum ClusterFlaw {
     SetMetaKeepsFirst,
     /// `at_attempt_limit` also names the records one attempt short of it.
     LimitOffByOne,
+    /// A budget grants a unit past its limit.
+    BudgetIgnoresLimit,
+    /// A budget never frees the units that left its window.
+    BudgetNeverForgets,
 }
 
 /// A `MemoryStore` whose optional methods have one deliberate flaw.
@@ -1112,6 +1116,28 @@ cert_store_over_inner!(FlawedCluster {
         };
         self.inner.at_attempt_limit(max, limit).await
     }
+    async fn take_budget(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+        limit: u32,
+    ) -> Result<bool> {
+        let (window, limit) = match self.flaw {
+            ClusterFlaw::BudgetIgnoresLimit => (window, u32::MAX),
+            ClusterFlaw::BudgetNeverForgets => (std::time::Duration::from_secs(u32::MAX.into()), limit),
+            _ => (window, limit),
+        };
+        self.inner.take_budget(key, now, window, limit).await
+    }
+    async fn budget_used(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<u32> {
+        self.inner.budget_used(key, now, window).await
+    }
 });
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1119,7 +1145,7 @@ async fn the_optional_checks_catch_broken_stores() {
     use std::future::Future;
     use std::pin::Pin;
     type Check = for<'a> fn(&'a dyn CertStore) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-    let cases: [(ClusterFlaw, &str, Check); 5] = [
+    let cases: [(ClusterFlaw, &str, Check); 7] = [
         (ClusterFlaw::LimitOffByOne, "at_attempt_limit", |s| {
             Box::pin(conformance::at_attempt_limit(s))
         }),
@@ -1137,6 +1163,12 @@ async fn the_optional_checks_catch_broken_stores() {
             "deletion_and_settings",
             |s| Box::pin(conformance::deletion_and_settings(s)),
         ),
+        (ClusterFlaw::BudgetIgnoresLimit, "budgets", |s| {
+            Box::pin(conformance::budgets(s))
+        }),
+        (ClusterFlaw::BudgetNeverForgets, "budgets", |s| {
+            Box::pin(conformance::budgets(s))
+        }),
     ];
     for (flaw, name, check) in cases {
         for (flaw, should_pass) in [(ClusterFlaw::None, true), (flaw, false)] {

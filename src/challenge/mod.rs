@@ -1,10 +1,14 @@
 //! Proving control of a domain to the CA: the [`ChallengeSolver`] trait, the
-//! default [`Http01Solver`], and the [`TlsAlpn01Solver`] for servers that
-//! only have port 443.
+//! default [`Http01Solver`], the [`TlsAlpn01Solver`] for servers that
+//! only have port 443, and the [`Dns01Solver`] (RFC 2136 updates with TSIG)
+//! for wildcard names and servers the CA cannot reach.
 
+mod dns01;
 mod http01;
 mod tls_alpn01;
 
+pub(crate) use dns01::settings as dns01_settings;
+pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};
 pub use http01::{Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX};
 pub use tls_alpn01::TlsAlpn01Solver;
 

@@ -1,12 +1,17 @@
-//! Where certificates come from: the [`Issuer`] trait, the ACME issuer and the
-//! self-signed issuer.
+//! Where certificates come from: the [`Issuer`] trait, the ACME issuer, the
+//! self-signed issuer, and the [`FallbackIssuer`] made of issuers.
 
 mod acme;
+mod budget;
+mod fallback;
 mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
 pub use acme::{AcmeIssuer, AcmeIssuerBuilder, ExternalAccountBinding, KeyType};
 pub(crate) use acme::{EAB_HMAC_KEY_SETTING, EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING};
+pub(crate) use budget::BudgetCounter;
+pub use budget::CaBudgets;
+pub use fallback::FallbackIssuer;
 /// instant-acme, the ACME client certkeeper builds on, re-exported so that
 /// a client given to [`AcmeIssuerBuilder::http_client`] implements the same
 /// version of its [`HttpClient`](instant_acme::HttpClient) trait.
@@ -41,12 +46,40 @@ pub trait Issuer: Debug + Send + Sync + 'static {
     /// What kind of issuer this is.
     fn kind(&self) -> IssuerKind;
 
+    /// Issues like [`issue`](Self::issue) and names the issuer that did:
+    /// [`kind`](Self::kind) by default; an issuer made of issuers
+    /// ([`FallbackIssuer`]) names the one that issued. The renewer stores
+    /// that name in the record.
+    ///
+    /// With `previous_chain_pem`, the certificate it replaces (ARI's
+    /// `replaces`), through [`issue_replacing`](Self::issue_replacing).
+    async fn issue_with_kind(
+        &self,
+        domain: &Domain,
+        previous_chain_pem: Option<&str>,
+    ) -> Result<(IssuedCert, IssuerKind)> {
+        let issued = match previous_chain_pem {
+            Some(previous) => self.issue_replacing(domain, previous).await?,
+            None => self.issue(domain).await?,
+        };
+        Ok((issued, self.kind()))
+    }
+
     /// The ACME challenge type this issuer proves control of a name with;
     /// `None` (the default) for an issuer that needs none (self-signed, a
     /// private CA). The renewer reads it to refuse, before ordering, what
     /// the challenge cannot validate: a wildcard name needs DNS-01.
     fn challenge(&self) -> Option<ChallengeKind> {
         None
+    }
+
+    /// The challenge type this issuer would prove control of `domain`
+    /// with (an issuer with solvers of several types picks one per name:
+    /// DNS-01 for a wildcard when it has a DNS-01 solver). The default is
+    /// [`challenge`](Self::challenge) for every name.
+    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
+        let _ = domain;
+        self.challenge()
     }
 
     /// The CA's suggested renewal window for the certificate whose chain

@@ -182,6 +182,11 @@ impl Renewer {
             .filter(|cert| issuer_kind.as_ref().is_ok_and(|kind| *kind == cert.issuer))
             .map(|cert| cert.chain_pem.clone());
         let result = self.issue_sealed(&domain, previous.as_deref()).await;
+        // Nothing was asked of the CA: the record stays as it is.
+        if let Err(e @ Error::BudgetSpent { budget, .. }) = &result {
+            info!(%domain, error = %e, "left for later: a budget of the CA is spent");
+            return Outcome::Skipped(budget.skip_reason());
+        }
         self.store_outcome(record, result, step).await
     }
 
@@ -384,18 +389,13 @@ impl Renewer {
     ) -> Result<(IssuedCert, StoredCert, Option<RenewalWindow>)> {
         let issuer = self.issuer_for(domain)?;
         let timeout = self.inner.issue_timeout;
-        let issue = async {
-            match previous {
-                Some(previous) => issuer.issue_replacing(domain, previous).await,
-                None => issuer.issue(domain).await,
-            }
-        };
-        let issued = tokio::time::timeout(timeout, issue)
-            .await
-            .map_err(|_| Error::Timeout {
-                step: "issue",
-                after: timeout,
-            })??;
+        let (issued, kind) =
+            tokio::time::timeout(timeout, issuer.issue_with_kind(domain, previous))
+                .await
+                .map_err(|_| Error::Timeout {
+                    step: "issue",
+                    after: timeout,
+                })??;
         // An issuer (a CA, or a user's own) that hands out a certificate that
         // is not valid now must not replace a working one.
         let now = self.inner.clock.now();
@@ -408,10 +408,7 @@ impl Renewer {
                 },
             ));
         }
-        let stored = self
-            .inner
-            .vault
-            .seal_issued(domain, &issued, issuer.kind())?;
+        let stored = self.inner.vault.seal_issued(domain, &issued, kind)?;
         // The certificate stands whatever this says: without a window, the
         // lifetime rule applies.
         let window = match tokio::time::timeout(timeout, issuer.renewal_window(&issued.chain_pem))
@@ -446,7 +443,7 @@ impl Renewer {
                 ),
             )
         })?;
-        match acme.challenge() {
+        match acme.challenge_for(domain) {
             Some(challenge) if domain.is_wildcard() && challenge != ChallengeKind::Dns01 => {
                 Err(Error::WildcardNeedsDns01 {
                     domain: domain.clone(),

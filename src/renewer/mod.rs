@@ -531,6 +531,8 @@ impl CaGate {
             Outcome::Issued(_) | Outcome::Failed(_) => {
                 self.failures_in_a_row.store(0, Ordering::SeqCst)
             }
+            // The account's order budget is spent: the rest waits too.
+            Outcome::Skipped(SkipReason::OrderBudget) => self.stop(SkipReason::OrderBudget),
             Outcome::Skipped(_) => {}
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::budget::{check_budget_key, Window};
 use super::keys::{check_key, check_token, check_version};
 use super::local::{Coordination, DueIndex};
 use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
@@ -52,6 +53,7 @@ struct State {
     accounts: BTreeMap<String, AccountRecord>,
     meta: BTreeMap<String, String>,
     coordination: Coordination,
+    budgets: BTreeMap<String, Window>,
 }
 
 impl MemoryStore {
@@ -225,6 +227,28 @@ impl CertStore for MemoryStore {
 
     async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
         Ok(self.state().coordination.changes_since(cursor, limit))
+    }
+
+    async fn take_budget(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: Duration,
+        limit: u32,
+    ) -> Result<bool> {
+        check_budget_key(key)?;
+        let mut state = self.state();
+        let budget = state.budgets.entry(key.to_owned()).or_default();
+        Ok(budget.take(now, window, limit))
+    }
+
+    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+        check_budget_key(key)?;
+        Ok(self
+            .state()
+            .budgets
+            .get(key)
+            .map_or(0, |budget| budget.used(now, window)))
     }
 }
 

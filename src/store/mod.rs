@@ -1,6 +1,7 @@
 //! Where certificates, ACME accounts and settings live: the [`CertStore`]
 //! trait, its records, and the built-in stores.
 
+pub(crate) mod budget;
 #[cfg(feature = "fs")]
 mod file;
 mod keys;
@@ -223,6 +224,31 @@ pub trait CertStore: Debug + Send + Sync + 'static {
         let _ = (cursor, limit);
         Err(unsupported("changes"))
     }
+
+    /// Takes one unit of the budget `key` (a CA's orders for an account,
+    /// its failed validations for a name ...) at `now`, when fewer than
+    /// `limit` units were taken in the sliding window `(now - window,
+    /// now]`; `false` (nothing taken) when the budget is spent. Atomic
+    /// across every instance sharing the store, so they share the budget.
+    /// Units older than the window may be forgotten. `key` follows the
+    /// key rules (at most 120 characters here).
+    async fn take_budget(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: Duration,
+        limit: u32,
+    ) -> Result<bool> {
+        let _ = (key, now, window, limit);
+        Err(unsupported("budgets"))
+    }
+
+    /// How many units of the budget `key` were taken in the sliding window
+    /// ending at `now`.
+    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+        let _ = (key, now, window);
+        Err(unsupported("budgets"))
+    }
 }
 
 fn unsupported(operation: &'static str) -> Error {
@@ -320,6 +346,23 @@ macro_rules! forward_store {
                 limit: usize,
             ) -> Result<PassedOver> {
                 (**self).at_attempt_limit(max_attempts, limit).await
+            }
+            async fn take_budget(
+                &self,
+                key: &str,
+                now: OffsetDateTime,
+                window: Duration,
+                limit: u32,
+            ) -> Result<bool> {
+                (**self).take_budget(key, now, window, limit).await
+            }
+            async fn budget_used(
+                &self,
+                key: &str,
+                now: OffsetDateTime,
+                window: Duration,
+            ) -> Result<u32> {
+                (**self).budget_used(key, now, window).await
             }
         }
     )*};

@@ -5,6 +5,7 @@
 #![allow(unreachable_pub)]
 
 pub mod acme;
+pub mod bind9;
 pub mod pebble;
 pub mod smtp;
 pub mod store;

@@ -67,6 +67,10 @@ pub struct PebbleOptions {
     /// Marks every challenge valid without fetching it
     /// (`PEBBLE_VA_ALWAYS_VALID`), for benchmarks of the client side.
     pub always_valid: bool,
+    /// An external DNS server on 127.0.0.1 that Pebble resolves every name
+    /// through (a test's bind9), instead of starting challtestsrv;
+    /// `dns_ipv4` and `dns_ipv6` are then unused.
+    pub dns_server: Option<SocketAddr>,
     /// Which Pebble to run: Debian 12's 2.4.0 (the default) or 2.10.0.
     pub version: PebbleVersion,
     /// Certificate profiles offered in the directory (`profiles`, 2.10
@@ -101,6 +105,7 @@ impl Default for PebbleOptions {
             dns_ipv4: Some(Ipv4Addr::LOCALHOST),
             dns_ipv6: None,
             always_valid: false,
+            dns_server: None,
             version: PebbleVersion::V2_4,
             profiles: Vec::new(),
             eab_keys: Vec::new(),
@@ -113,7 +118,7 @@ impl Default for PebbleOptions {
 pub struct Pebble {
     dir: tempfile::TempDir,
     pebble: Child,
-    challtestsrv: Child,
+    challtestsrv: Option<Child>,
     acme_port: u16,
     management_port: u16,
     http_port: u16,
@@ -174,7 +179,10 @@ impl Pebble {
             port => port,
         };
         let challtestsrv_management_port = free_tcp_port();
-        let dns_port = free_dns_port();
+        let dns_port = match options.dns_server {
+            Some(server) => server.port(),
+            None => free_dns_port(),
+        };
         let http_port = match options.http_port {
             0 => free_http_port(),
             port => port,
@@ -223,29 +231,32 @@ impl Pebble {
             .expect("cannot write Pebble's config");
 
         let ip_arg = |ip: Option<String>| ip.unwrap_or_default();
-        let challtestsrv = spawn(
-            Command::new(challtestsrv_bin)
-                .arg("-management")
-                .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
-                // 2.10 renamed the DNS listener's flag.
-                .arg(match options.version {
-                    PebbleVersion::V2_4 => "-dns01",
-                    PebbleVersion::V2_10 => "-dnsserver",
-                })
-                .arg(format!("127.0.0.1:{dns_port}"))
-                .args(match options.version {
-                    // 2.10 also serves DNS over HTTPS by default.
-                    PebbleVersion::V2_4 => &[][..],
-                    PebbleVersion::V2_10 => &["-doh", ""][..],
-                })
-                // Its own challenge listeners are off: the solver under test answers.
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .arg("-defaultIPv4")
-                .arg(ip_arg(options.dns_ipv4.map(|ip| ip.to_string())))
-                .arg("-defaultIPv6")
-                .arg(ip_arg(options.dns_ipv6.map(|ip| ip.to_string()))),
-            &dir.path().join("challtestsrv.log"),
-        );
+        // An external DNS server (a test's bind9) replaces challtestsrv.
+        let challtestsrv = options.dns_server.is_none().then(|| {
+            spawn(
+                Command::new(challtestsrv_bin)
+                    .arg("-management")
+                    .arg(format!("127.0.0.1:{challtestsrv_management_port}"))
+                    // 2.10 renamed the DNS listener's flag.
+                    .arg(match options.version {
+                        PebbleVersion::V2_4 => "-dns01",
+                        PebbleVersion::V2_10 => "-dnsserver",
+                    })
+                    .arg(format!("127.0.0.1:{dns_port}"))
+                    .args(match options.version {
+                        // 2.10 also serves DNS over HTTPS by default.
+                        PebbleVersion::V2_4 => &[][..],
+                        PebbleVersion::V2_10 => &["-doh", ""][..],
+                    })
+                    // Its own challenge listeners are off: the solver under test answers.
+                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                    .arg("-defaultIPv4")
+                    .arg(ip_arg(options.dns_ipv4.map(|ip| ip.to_string())))
+                    .arg("-defaultIPv6")
+                    .arg(ip_arg(options.dns_ipv6.map(|ip| ip.to_string()))),
+                &dir.path().join("challtestsrv.log"),
+            )
+        });
 
         let pebble = spawn_pebble(pebble_bin, options, dir.path(), dns_port);
 
@@ -262,8 +273,13 @@ impl Pebble {
             pebble_bin: pebble_bin.to_owned(),
             options: options.clone(),
         };
-        this.wait_until_listening(challtestsrv_management_port)
-            .await?;
+        this.wait_until_listening(
+            options
+                .dns_server
+                .is_none()
+                .then_some(challtestsrv_management_port),
+        )
+        .await?;
         Ok(this)
     }
 
@@ -302,17 +318,23 @@ impl Pebble {
         }
     }
 
-    async fn wait_until_listening(&mut self, challtestsrv_port: u16) -> Result<(), StartError> {
+    async fn wait_until_listening(
+        &mut self,
+        challtestsrv_port: Option<u16>,
+    ) -> Result<(), StartError> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let wanted = [
-            ("pebble", self.acme_port),
-            ("pebble", self.management_port),
-            ("pebble-challtestsrv", challtestsrv_port),
-        ];
+        let mut wanted = vec![("pebble", self.acme_port), ("pebble", self.management_port)];
+        wanted.extend(challtestsrv_port.map(|port| ("pebble-challtestsrv", port)));
         loop {
             let exited = [
                 ("pebble", self.pebble.try_wait()),
-                ("pebble-challtestsrv", self.challtestsrv.try_wait()),
+                (
+                    "pebble-challtestsrv",
+                    match &mut self.challtestsrv {
+                        Some(child) => child.try_wait(),
+                        None => Ok(None),
+                    },
+                ),
             ];
             for (name, status) in exited {
                 if let Ok(Some(status)) = status {
@@ -374,7 +396,8 @@ impl Pebble {
         self.tls_port
     }
 
-    /// The UDP and TCP port challtestsrv answers DNS on.
+    /// The UDP and TCP port challtestsrv (or the external DNS server)
+    /// answers DNS on.
     pub fn dns_port(&self) -> u16 {
         self.dns_port
     }
@@ -503,7 +526,7 @@ impl Pebble {
 
 impl Drop for Pebble {
     fn drop(&mut self) {
-        for child in [&mut self.pebble, &mut self.challtestsrv] {
+        for child in std::iter::once(&mut self.pebble).chain(self.challtestsrv.as_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }

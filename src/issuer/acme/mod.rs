@@ -18,9 +18,11 @@ use instant_acme::HttpClient;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
+use super::{BudgetCounter, CaBudgets};
 use super::{IssuedCert, Issuer, IssuerKind, RenewalWindow};
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
+use crate::clock::{Clock, SystemClock};
 use crate::email::parse_email;
 use crate::store::CertStore;
 use crate::vault::Vault;
@@ -141,11 +143,11 @@ pub struct AcmeIssuer {
     directory_url: String,
     contact: String,
     ca_root: Option<PathBuf>,
+    solvers: Solvers,
     http: Option<Arc<dyn HttpClient>>,
     profile: Option<String>,
     key_type: KeyType,
     eab: Option<account::Eab>,
-    solver: Arc<dyn ChallengeSolver>,
     vault: Vault,
     request_timeout: Duration,
     order_timeout: Duration,
@@ -153,6 +155,8 @@ pub struct AcmeIssuer {
     account: tokio::sync::Mutex<Option<account::Current>>,
     /// Whether the CA offers ARI, as learned (`renewal::ARI_*`).
     ari: std::sync::atomic::AtomicU8,
+    kind: IssuerKind,
+    budgets: BudgetCounter,
 }
 
 /// Builds an [`AcmeIssuer`]; get one from [`AcmeIssuer::builder`].
@@ -162,15 +166,19 @@ pub struct AcmeIssuerBuilder {
     directory_url: String,
     contact_email: Option<String>,
     ca_root: Option<PathBuf>,
+    solvers: Vec<Arc<dyn ChallengeSolver>>,
+    preference: Vec<ChallengeKind>,
     http: Option<Arc<dyn HttpClient>>,
     profile: Option<String>,
     key_type: KeyType,
     eab: Option<(String, Zeroizing<String>)>,
-    solver: Option<Arc<dyn ChallengeSolver>>,
     store: Option<Arc<dyn CertStore>>,
     cipher: Option<Arc<dyn SecretCipher>>,
     request_timeout: Duration,
     order_timeout: Duration,
+    kind: IssuerKind,
+    budgets: CaBudgets,
+    clock: Arc<dyn Clock>,
 }
 
 impl AcmeIssuer {
@@ -187,15 +195,19 @@ impl AcmeIssuer {
             directory_url: directory_url.into(),
             contact_email: None,
             ca_root: None,
+            solvers: Vec::new(),
+            preference: DEFAULT_PREFERENCE.to_vec(),
             http: None,
             profile: None,
             key_type: KeyType::default(),
             eab: None,
-            solver: None,
             store: None,
             cipher: None,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             order_timeout: Self::DEFAULT_ORDER_TIMEOUT,
+            kind: IssuerKind::ACME,
+            budgets: CaBudgets::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -241,11 +253,18 @@ impl Issuer for AcmeIssuer {
     }
 
     fn kind(&self) -> IssuerKind {
-        IssuerKind::ACME
+        self.kind.clone()
     }
 
     fn challenge(&self) -> Option<ChallengeKind> {
-        Some(self.solver.kind())
+        Some(self.solvers.preferred().kind())
+    }
+
+    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
+        Some(match self.solvers.for_domain(domain) {
+            Ok(solver) => solver.kind(),
+            Err(_) => self.solvers.preferred().kind(),
+        })
     }
 
     async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>> {
@@ -265,19 +284,30 @@ impl AcmeIssuer {
     /// One issue, bounded by the order timeout; `replaces` is the chain of
     /// the certificate it replaces (RFC 9773), if any.
     async fn issue_order(&self, domain: &Domain, replaces: Option<&str>) -> Result<IssuedCert> {
-        let challenge = self.solver.kind();
-        if domain.is_wildcard() && challenge != ChallengeKind::Dns01 {
-            return Err(Error::WildcardNeedsDns01 {
-                domain: domain.clone(),
-                challenge: challenge.as_str(),
-            });
-        }
-        let mut presented = Presented::new(self.solver.clone(), self.request_timeout);
+        let solver = self.solvers.for_domain(domain)?;
+        // Within the CA's limits, counted before anything is sent.
+        self.budgets
+            .check_failed_validations(&self.account_id, domain)
+            .await?;
+        self.budgets.take_order(&self.account_id, domain).await?;
+        let mut presented = Presented::new(solver, self.request_timeout);
         let outcome = timeout(
             self.order_timeout,
             self.run_order(domain, replaces, &mut presented),
         )
         .await;
+        if let Ok(Err(
+            e @ Error::Acme {
+                step: "validation", ..
+            },
+        )) = &outcome
+        {
+            if !e.is_ca_unavailable() {
+                self.budgets
+                    .record_failed_validation(&self.account_id, domain)
+                    .await;
+            }
+        }
         // Whatever happened, nothing stays presented.
         presented.clean_up().await;
         match outcome {
@@ -309,9 +339,11 @@ impl Debug for AcmeIssuer {
             .field("profile", &self.profile)
             .field("key_type", &self.key_type)
             .field("eab", &self.eab)
-            .field("solver", &self.solver)
+            .field("solvers", &self.solvers.list)
+            .field("preference", &self.solvers.preference)
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -371,10 +403,25 @@ impl AcmeIssuerBuilder {
         self
     }
 
-    /// The solver that answers the CA's challenges; required. Its
-    /// [`kind`](ChallengeSolver::kind) is the challenge type asked for.
+    /// A solver that answers the CA's challenges of its
+    /// [`kind`](ChallengeSolver::kind); at least one is required. One
+    /// solver per challenge type: a second of the same type replaces the
+    /// first. Each name is proven with one of them: a wildcard always with
+    /// the DNS-01 solver (without one, a wildcard fails with
+    /// [`Error::WildcardNeedsDns01`]), any other name with the first type
+    /// of [`prefer_challenges`](Self::prefer_challenges) that has a solver.
     pub fn solver(mut self, solver: Arc<dyn ChallengeSolver>) -> Self {
-        self.solver = Some(solver);
+        self.solvers.retain(|s| s.kind() != solver.kind());
+        self.solvers.push(solver);
+        self
+    }
+
+    /// The order in which challenge types are tried for names that are not
+    /// wildcards, when solvers of several types are set (default: HTTP-01,
+    /// TLS-ALPN-01, DNS-01). A type without a solver is passed over; a
+    /// solver whose type is not listed comes after the listed ones.
+    pub fn prefer_challenges(mut self, order: impl IntoIterator<Item = ChallengeKind>) -> Self {
+        self.preference = order.into_iter().collect();
         self
     }
 
@@ -387,6 +434,32 @@ impl AcmeIssuerBuilder {
     /// The cipher that seals the account credentials; required.
     pub fn cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
         self.cipher = Some(cipher);
+        self
+    }
+
+    /// The name the stored records give this CA (default
+    /// [`IssuerKind::ACME`], `acme`): a name per CA (`letsencrypt`,
+    /// `zerossl` ...) tells which one issued a certificate when a
+    /// [`FallbackIssuer`](super::FallbackIssuer) holds several.
+    pub fn kind(mut self, kind: IssuerKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The CA's limits to keep within (default [`CaBudgets::default`],
+    /// Let's Encrypt's): an issue that would exceed one fails with
+    /// [`Error::BudgetSpent`] before anything is sent, and the renewer
+    /// leaves the name for later. Counted in the store, so instances
+    /// sharing it share the budgets (in this process alone when the store
+    /// does not keep budgets).
+    pub fn budgets(mut self, budgets: CaBudgets) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// The clock the budgets are counted on (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -450,8 +523,8 @@ impl AcmeIssuerBuilder {
             .cipher
             .ok_or_else(|| required("AcmeIssuerBuilder::cipher"))?;
         Ok(AcmeIssuer {
-            solver: self
-                .solver
+            budgets: BudgetCounter::new(store.clone(), self.clock, self.budgets),
+            solvers: Solvers::new(self.solvers, self.preference)
                 .ok_or_else(|| required("AcmeIssuerBuilder::solver"))?,
             vault: Vault::new(store, cipher),
             directory_url,
@@ -466,7 +539,63 @@ impl AcmeIssuerBuilder {
             account_id,
             account: tokio::sync::Mutex::new(None),
             ari: std::sync::atomic::AtomicU8::new(renewal::ARI_UNKNOWN),
+            kind: self.kind,
         })
+    }
+}
+
+/// The default order of challenge types for names that are not wildcards.
+const DEFAULT_PREFERENCE: [ChallengeKind; 3] = [
+    ChallengeKind::Http01,
+    ChallengeKind::TlsAlpn01,
+    ChallengeKind::Dns01,
+];
+
+/// The issuer's solvers, one per challenge type, in the order they are
+/// preferred for names that are not wildcards (never empty).
+struct Solvers {
+    list: Vec<Arc<dyn ChallengeSolver>>,
+    preference: Vec<ChallengeKind>,
+}
+
+impl Solvers {
+    /// `None` without any solver.
+    fn new(
+        mut list: Vec<Arc<dyn ChallengeSolver>>,
+        preference: Vec<ChallengeKind>,
+    ) -> Option<Self> {
+        if list.is_empty() {
+            return None;
+        }
+        // Stable: listed types first, in the preferred order; others after.
+        list.sort_by_key(|solver| {
+            preference
+                .iter()
+                .position(|kind| *kind == solver.kind())
+                .unwrap_or(usize::MAX)
+        });
+        Some(Self { list, preference })
+    }
+
+    /// The solver for names that are not wildcards.
+    fn preferred(&self) -> &Arc<dyn ChallengeSolver> {
+        &self.list[0]
+    }
+
+    /// The solver that proves `domain`: DNS-01 for a wildcard (the only
+    /// challenge a CA validates one with), else the preferred one.
+    fn for_domain(&self, domain: &Domain) -> Result<Arc<dyn ChallengeSolver>> {
+        if !domain.is_wildcard() {
+            return Ok(self.preferred().clone());
+        }
+        self.list
+            .iter()
+            .find(|solver| solver.kind() == ChallengeKind::Dns01)
+            .cloned()
+            .ok_or_else(|| Error::WildcardNeedsDns01 {
+                domain: domain.clone(),
+                challenge: self.preferred().kind().as_str(),
+            })
     }
 }
 
@@ -486,5 +615,78 @@ impl Debug for AcmeIssuerBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("order_timeout", &self.order_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::Challenge;
+
+    /// A solver that only names its type: the rule under test picks one.
+    #[derive(Debug)]
+    struct Kind(ChallengeKind);
+
+    #[async_trait]
+    impl ChallengeSolver for Kind {
+        fn kind(&self) -> ChallengeKind {
+            self.0
+        }
+        async fn present(&self, _: &Challenge) -> Result<()> {
+            Ok(())
+        }
+        async fn cleanup(&self, _: &Challenge) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn solvers(kinds: &[ChallengeKind], preference: &[ChallengeKind]) -> Solvers {
+        let list = kinds
+            .iter()
+            .map(|kind| Arc::new(Kind(*kind)) as Arc<dyn ChallengeSolver>)
+            .collect();
+        Solvers::new(list, preference.to_vec()).unwrap()
+    }
+
+    fn picked(solvers: &Solvers, name: &str) -> Result<ChallengeKind> {
+        solvers
+            .for_domain(&Domain::new(name).unwrap())
+            .map(|solver| solver.kind())
+    }
+
+    #[test]
+    fn wildcards_go_to_dns01_and_other_names_to_the_preferred_type() {
+        use ChallengeKind::*;
+        let both = solvers(&[Dns01, Http01], &DEFAULT_PREFERENCE);
+        assert_eq!(picked(&both, "*.example.com").unwrap(), Dns01);
+        assert_eq!(picked(&both, "www.example.com").unwrap(), Http01);
+
+        let dns_first = solvers(&[Http01, Dns01], &[Dns01, Http01]);
+        assert_eq!(picked(&dns_first, "www.example.com").unwrap(), Dns01);
+
+        // A type the preference does not list comes after the listed ones.
+        let unlisted = solvers(&[TlsAlpn01, Http01], &[Http01]);
+        assert_eq!(picked(&unlisted, "www.example.com").unwrap(), Http01);
+
+        let http_only = solvers(&[Http01], &DEFAULT_PREFERENCE);
+        assert_eq!(picked(&http_only, "www.example.com").unwrap(), Http01);
+        assert!(matches!(
+            picked(&http_only, "*.example.com"),
+            Err(Error::WildcardNeedsDns01 {
+                challenge: "http-01",
+                ..
+            })
+        ));
+        assert!(Solvers::new(Vec::new(), DEFAULT_PREFERENCE.to_vec()).is_none());
+    }
+
+    #[test]
+    fn a_second_solver_of_a_type_replaces_the_first() {
+        let builder = AcmeIssuer::builder("https://ca.example.com/dir")
+            .solver(Arc::new(Kind(ChallengeKind::Http01)))
+            .solver(Arc::new(Kind(ChallengeKind::Dns01)))
+            .solver(Arc::new(Kind(ChallengeKind::Http01)));
+        let kinds: Vec<_> = builder.solvers.iter().map(|s| s.kind()).collect();
+        assert_eq!(kinds, [ChallengeKind::Dns01, ChallengeKind::Http01]);
     }
 }

@@ -60,7 +60,7 @@ impl AcmeIssuer {
         let order_url = order.url().to_owned();
         tracing::info!(%domain, %order_url, "ACME order created");
 
-        let wanted = challenge_type(self.solver.kind());
+        let wanted = challenge_type(presented.solver.kind());
         for authz in self.authorizations(&mut order, domain, &wanted).await? {
             let Some(authz_url) = self.present(domain, authz, presented).await? else {
                 continue;
@@ -248,14 +248,15 @@ impl AcmeIssuer {
                 "authorization",
                 format!(
                     "the CA offers no {} challenge, only: {}",
-                    self.solver.kind().as_str(),
+                    presented.solver.kind().as_str(),
                     authz.offered.join(", ")
                 ),
             )
         })?;
         presented.push(challenge.clone());
-        self.solver.present(&challenge).await?;
-        tracing::debug!(%domain, kind = self.solver.kind().as_str(), "challenge presented");
+        let solver = presented.solver.clone();
+        solver.present(&challenge).await?;
+        tracing::debug!(%domain, kind = solver.kind().as_str(), "challenge presented");
         Ok(Some(authz.url))
     }
 

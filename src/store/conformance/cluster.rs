@@ -346,6 +346,7 @@ pub(super) async fn run_optional(store: &dyn CertStore) {
     challenges(store).await;
     change_feed(store).await;
     super::at_attempt_limit(store).await;
+    super::budgets(store).await;
 }
 
 /// Every check that needs two handles of one backend: for a store that
@@ -382,5 +383,7 @@ pub async fn run_shared(a: &dyn CertStore, b: &dyn CertStore) {
     shared_leases(a, b).await;
     shared_challenges(a, b).await;
     shared_change_feed(a, b).await;
+    // Optional: without it, each instance counts the CA's budgets alone.
+    super::shared_budgets(a, b).await;
     tracing::info!("store conformance checks over two handles passed");
 }

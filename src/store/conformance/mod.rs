@@ -51,6 +51,7 @@
 //!   own work (blocking file IO, database round trips) runs in parallel.
 
 mod accounts;
+mod budgets;
 mod cluster;
 mod concurrency;
 mod due;
@@ -68,6 +69,7 @@ use time::OffsetDateTime;
 use super::CertStore;
 
 pub use accounts::{accounts, meta_first_writer_wins};
+pub use budgets::{budgets, shared_budgets};
 pub use cluster::{
     challenges, change_feed, deletion_and_settings, leases, run_shared, shared_challenges,
     shared_change_feed, shared_compare_and_swap, shared_leases,
@@ -138,7 +140,7 @@ pub fn checks() -> &'static [Check] {
 /// Runs every check on `store`, one after another; panics at the first
 /// failure. Each passed check is logged at `info` level. Then the checks of
 /// the optional methods ([`deletion_and_settings`], [`leases`],
-/// [`challenges`], [`change_feed`], [`at_attempt_limit`]), each skipped when the store answers
+/// [`challenges`], [`change_feed`], [`at_attempt_limit`], [`budgets`]), each skipped when the store answers
 /// [`Error::Unsupported`](crate::Error::Unsupported). A store that several
 /// instances share must also pass [`run_shared`] over two handles.
 pub async fn run_all(store: &dyn CertStore) {

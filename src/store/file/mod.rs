@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
+use super::budget::{check_budget_key, Window};
 use super::keys::{check_key, check_token, next_version};
 use super::local::Coordination;
 use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
@@ -659,6 +660,43 @@ impl CertStore for FileStore {
         check_key("lease name", name)?;
         check_key("lease holder", holder)?;
         Ok(lock(&self.inner.coordination).acquire_lease(name, holder, now, ttl))
+    }
+
+    /// Kept on disk in `meta/` (as `budget.<key>`), so a restart keeps
+    /// counting; written under the store's write lock.
+    async fn take_budget(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: Duration,
+        limit: u32,
+    ) -> Result<bool> {
+        check_budget_key(key)?;
+        let journal = self.write_lock().await;
+        let meta = self.inner.root.join(META);
+        let key = format!("budget.{key}");
+        blocking(move || {
+            let _held = journal;
+            let mut budget = match read_meta(&meta, &key)? {
+                Some(text) => Window::parse(&key, &text)?,
+                None => Window::default(),
+            };
+            let taken = budget.take(now, window, limit);
+            write_atomic(&meta, &key, budget.encode().as_bytes())?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+        check_budget_key(key)?;
+        let meta = self.inner.root.join(META);
+        let key = format!("budget.{key}");
+        blocking(move || match read_meta(&meta, &key)? {
+            Some(text) => Ok(Window::parse(&key, &text)?.used(now, window)),
+            None => Ok(0),
+        })
+        .await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {

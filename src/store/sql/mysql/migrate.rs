@@ -21,6 +21,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "the console's login throttle",
         sql: include_str!("../../../../migrations/mysql/0002_login_throttle.sql"),
     },
+    Migration {
+        version: 3,
+        description: "the CA's budgets",
+        sql: include_str!("../../../../migrations/mysql/0003_ca_budgets.sql"),
+    },
 ];
 
 /// How long a starting instance waits for another one's migrations.

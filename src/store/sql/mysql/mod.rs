@@ -14,6 +14,7 @@ use super::{
     from_column_version, lease_expiry, retry_transient, sql_limit, to_column_version, DueBind,
     DuePlan, Retention, MIN_DATE,
 };
+use crate::store::budget::{check_budget_key, Window};
 use crate::store::keys::{check_key, check_token, next_version};
 use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry, PassedOver};
 use crate::{Domain, Error, Result};
@@ -604,6 +605,57 @@ impl CertStore for MySqlStore {
         let expires_at = datetime(lease_expiry(now, ttl));
         let now = datetime(clamp_date(now));
         retry_transient(|| self.try_acquire_lease(name, holder, now, expires_at)).await
+    }
+
+    async fn take_budget(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: Duration,
+        limit: u32,
+    ) -> Result<bool> {
+        check_budget_key(key)?;
+        // The row first, on its own: the transaction below then only locks it.
+        sqlx::query("INSERT IGNORE INTO certkeeper_budgets (budget_key, taken) VALUES (?, '')")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "creating a budget", e))?;
+        retry_transient(|| async {
+            let mut tx = self.begin().await?;
+            let text: String = sqlx::query_scalar(
+                "SELECT taken FROM certkeeper_budgets WHERE budget_key = ? FOR UPDATE",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "reading a budget", e))?;
+            let mut budget = Window::parse(key, &text)?;
+            let taken = budget.take(now, window, limit);
+            sqlx::query("UPDATE certkeeper_budgets SET taken = ? WHERE budget_key = ?")
+                .bind(budget.encode())
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error(STORE, "updating a budget", e))?;
+            commit(tx).await?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+        check_budget_key(key)?;
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT taken FROM certkeeper_budgets WHERE budget_key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "reading a budget", e))?;
+        match text {
+            Some(text) => Ok(Window::parse(key, &text)?.used(now, window)),
+            None => Ok(0),
+        }
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {

@@ -1,0 +1,190 @@
+//! A real authoritative DNS server for tests: Debian's `bind9` (`named`),
+//! started in a temporary folder on a free port (UDP and TCP, 127.0.0.1),
+//! serving the given zones, each with a wildcard A record to 127.0.0.1 (so
+//! every name in it resolves, for HTTP-01 too), and taking RFC 2136 updates
+//! of TXT records signed with one TSIG key (hmac-sha256). Killed on drop.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The TSIG key name `named` knows.
+pub const TSIG_KEY_NAME: &str = "certkeeper-test-key";
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `named`.
+#[derive(Debug)]
+pub struct Bind9 {
+    dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+    secret: String,
+}
+
+impl Bind9 {
+    /// Starts `named` serving `zones` (`example.test` ...).
+    ///
+    /// # Panics
+    /// When `named` is missing (install Debian's `bind9`), or does not
+    /// answer within 30 s; the message carries its log.
+    pub async fn start(zones: &[&str]) -> Bind9 {
+        let bin = find_named();
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(&bin, zones).await {
+                Ok(server) => return server,
+                Err(log) => last = log,
+            }
+        }
+        panic!("named did not start after 3 attempts; its last log:\n{last}");
+    }
+
+    async fn try_start(bin: &Path, zones: &[&str]) -> Result<Bind9, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("certkeeper-bind9-")
+            .tempdir()
+            .expect("cannot create a temporary directory for named");
+        let port = free_dns_port();
+        let secret = random_secret();
+        let d = dir.path().display();
+        let mut conf = format!(
+            r#"options {{
+  directory "{d}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  pid-file "{d}/named.pid";
+  session-keyfile "{d}/session.key";
+  managed-keys-directory "{d}";
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+"#
+        );
+        for zone in zones {
+            let file = dir.path().join(format!("{zone}.zone"));
+            std::fs::write(
+                &file,
+                format!(
+                    "$TTL 60\n\
+                     @ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 60\n\
+                     @ IN NS ns1.{zone}.\n\
+                     ns1 IN A 127.0.0.1\n\
+                     @ IN A 127.0.0.1\n\
+                     * IN A 127.0.0.1\n"
+                ),
+            )
+            .expect("cannot write a zone file");
+            conf.push_str(&format!(
+                "zone \"{zone}\" {{ type primary; file \"{}\"; \
+                 update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }}; }};\n",
+                file.display()
+            ));
+        }
+        let conf_path = dir.path().join("named.conf");
+        std::fs::write(&conf_path, conf).expect("cannot write named.conf");
+        let log_path = dir.path().join("named.log");
+        let log = File::create(&log_path).expect("cannot create named's log");
+        let child = Command::new(bin)
+            // Foreground, logging to stderr; no privileges dropped, none needed.
+            .arg("-g")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut server = Bind9 {
+            dir,
+            child,
+            port,
+            secret,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("named exited ({status}):\n{}", server.log()));
+            }
+            if server.log().contains("running")
+                && TcpStream::connect_timeout(&server.addr(), Duration::from_millis(200)).is_ok()
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                panic!("named did not start within 30 s:\n{}", server.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Where `named` answers (UDP and TCP).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The TSIG secret (base64) that `named` accepts updates with.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// `named`'s log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// The temporary folder (config, zones, journals, log).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl Drop for Bind9 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- named log ---\n{}", self.log());
+        }
+    }
+}
+
+fn find_named() -> PathBuf {
+    for candidate in ["/usr/sbin/named", "/usr/local/sbin/named"] {
+        if Path::new(candidate).is_file() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("`named` was not found: install Debian's bind9 package (scripts/test does)");
+}
+
+/// 32 random bytes, base64.
+fn random_secret() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = std::array::from_fn(|_| rand_byte());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn rand_byte() -> u8 {
+    // The secret only has to differ between runs; the OS's hasher seed is random.
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    RandomState::new().hash_one(Instant::now()) as u8
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+fn free_dns_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind a UDP port");
+        let port = udp.local_addr().expect("UDP socket has an address").port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("cannot find a port free for both UDP and TCP");
+}
