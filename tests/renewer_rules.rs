@@ -736,14 +736,19 @@ async fn a_public_name_in_production_without_an_acme_issuer_fails_naming_the_set
     let report = renewer.run_cycle().await.unwrap();
     // Local names still get self-signed certificates in production.
     assert_eq!(report.issued, vec![local], "{report:?}");
-    assert_eq!(report.failed.len(), 1, "{report:?}");
+    // The missing setting is the operator's to fix: no attempt is charged
+    // to the domain, and the cycle stops ordering until it is set.
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.deferred.len(), 1, "{report:?}");
     assert!(
         matches!(
-            &*report.failed[0].error,
+            &*report.deferred[0].error,
             Error::Config { name, .. } if name == "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"
         ),
         "{report:?}"
     );
+    assert_eq!(report.stopped, Some(SkipReason::Misconfigured), "{report:?}");
+    assert_eq!(store.load(&public).await.unwrap().unwrap().attempts, 0);
 }
 
 #[tokio::test]
