@@ -747,7 +747,11 @@ async fn a_public_name_in_production_without_an_acme_issuer_fails_naming_the_set
         ),
         "{report:?}"
     );
-    assert_eq!(report.stopped, Some(SkipReason::Misconfigured), "{report:?}");
+    assert_eq!(
+        report.stopped,
+        Some(SkipReason::Misconfigured),
+        "{report:?}"
+    );
     assert_eq!(store.load(&public).await.unwrap().unwrap().attempts, 0);
 }
 
