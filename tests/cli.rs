@@ -188,7 +188,11 @@ async fn list_and_show_read_a_store_a_running_renewer_holds_and_writes_are_refus
 
         let missing = certkeeper(&vars, &["show", "nobody.certkeeper-test.com"]).await;
         assert_exit(&missing, 4);
-        assert!(stderr(&missing).contains("not found"), "{}", stderr(&missing));
+        assert!(
+            stderr(&missing).contains("not found"),
+            "{}",
+            stderr(&missing)
+        );
         let invalid = certkeeper(&vars, &["show", "not a name"]).await;
         assert_exit(&invalid, 2);
 
@@ -327,11 +331,7 @@ async fn issue_orders_from_a_real_ca_and_reports_its_refusals() {
         for name in [MAIN, "api.certkeeper-test.com"] {
             assert_eq!(entry(&list, name)["issuer"], "acme");
             let record = store.load(&domain(name)).await.unwrap().unwrap();
-            verify_chain(
-                &record.certificate.unwrap().chain_pem,
-                roots.clone(),
-                name,
-            );
+            verify_chain(&record.certificate.unwrap().chain_pem, roots.clone(), name);
         }
     })
     .await;
@@ -356,7 +356,10 @@ async fn rotate_keys_reseals_every_secret_from_v1_to_v2() {
         assert_exit(&first, 7);
         let report = json(&first);
         assert_eq!(
-            (report["target_version"].as_u64(), report["resealed"].as_u64()),
+            (
+                report["target_version"].as_u64(),
+                report["resealed"].as_u64()
+            ),
             (Some(2), Some(1)),
             "{report}"
         );
@@ -390,7 +393,13 @@ async fn rotate_keys_reseals_every_secret_from_v1_to_v2() {
         );
         for name in [MAIN, "api.certkeeper-test.com"] {
             let name = domain(name);
-            let cert = store.load(&name).await.unwrap().unwrap().certificate.unwrap();
+            let cert = store
+                .load(&name)
+                .await
+                .unwrap()
+                .unwrap()
+                .certificate
+                .unwrap();
             let key = new.open_cert_key(&name, &cert).unwrap();
             assert!(String::from_utf8_lossy(&key).contains("PRIVATE KEY"));
             assert!(matches!(
@@ -497,7 +506,10 @@ async fn list_show_and_remove_work_on_a_postgres_store_a_server_uses() {
         let list = json(&list);
         assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
         assert_eq!(entry(&list, "broken.certkeeper-test.com")["attempts"], 5);
-        assert_eq!(entry(&list, "new.certkeeper-test.com")["issuer"], Value::Null);
+        assert_eq!(
+            entry(&list, "new.certkeeper-test.com")["issuer"],
+            Value::Null
+        );
 
         let check = certkeeper(&vars, &["check"]).await;
         assert_exit(&check, 0);

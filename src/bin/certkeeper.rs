@@ -357,7 +357,14 @@ async fn list(config: &Config) -> Outcome {
     Ok(Output {
         json,
         text: table(
-            ["DOMAIN", "ISSUER", "EXPIRES", "RENEW", "ATTEMPTS", "LAST ERROR"],
+            [
+                "DOMAIN",
+                "ISSUER",
+                "EXPIRES",
+                "RENEW",
+                "ATTEMPTS",
+                "LAST ERROR",
+            ],
             &rows,
         ),
     })
@@ -585,10 +592,10 @@ async fn check(config: &Config) -> Outcome {
     });
     text += &format!(
         "main domain: {}\n",
-        config
-            .main_domain
-            .as_ref()
-            .map_or("unset: the first domain seen becomes the main domain", |d| d.as_str())
+        config.main_domain.as_ref().map_or(
+            "unset: the first domain seen becomes the main domain",
+            |d| d.as_str()
+        )
     );
     report["main_domain"] = json!(config.main_domain.as_ref().map(Domain::as_str));
 
@@ -602,10 +609,7 @@ async fn check(config: &Config) -> Outcome {
             .due(now, policy.max_attempts, policy.per_cycle)
             .await
             .map_err(fail)?;
-        let every = store
-            .due(now, u32::MAX, usize::MAX)
-            .await
-            .map_err(fail)?;
+        let every = store.due(now, u32::MAX, usize::MAX).await.map_err(fail)?;
         let given_up: Vec<&str> = every
             .iter()
             .filter(|e| e.attempts >= policy.max_attempts)

@@ -314,7 +314,10 @@ async fn a_read_only_open_reads_a_held_store_and_refuses_every_write() {
     let store = FileStore::open(&dir).await.unwrap();
     store.save(&record("a.example.com", -1, 0)).await.unwrap();
     store.save(&record("b.example.com", 10, 2)).await.unwrap();
-    store.set_meta("main-domain", "a.example.com").await.unwrap();
+    store
+        .set_meta("main-domain", "a.example.com")
+        .await
+        .unwrap();
     assert_eq!(FileStore::holder(&dir), Some(std::process::id()));
 
     let reader = FileStore::open_read_only(&dir).await.unwrap();
@@ -326,7 +329,11 @@ async fn a_read_only_open_reads_a_held_store_and_refuses_every_write() {
     let due = reader.due(NOW, 5, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].domain, domain("a.example.com"));
-    let b = reader.load(&domain("b.example.com")).await.unwrap().unwrap();
+    let b = reader
+        .load(&domain("b.example.com"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((b.attempts, b.version), (2, 1));
     assert_eq!(
         reader.get_meta("main-domain").await.unwrap().as_deref(),
@@ -346,12 +353,18 @@ async fn a_read_only_open_reads_a_held_store_and_refuses_every_write() {
         "delete",
     );
     refused(reader.set_meta("k", "v").await, "set_meta");
-    refused(reader.delete_meta("main-domain").await.map(drop), "delete_meta");
+    refused(
+        reader.delete_meta("main-domain").await.map(drop),
+        "delete_meta",
+    );
     refused(
         reader.put_meta_if_absent("k", "v").await.map(drop),
         "put_meta_if_absent",
     );
-    refused(reader.save_account(&account("acct")).await.map(drop), "save_account");
+    refused(
+        reader.save_account(&account("acct")).await.map(drop),
+        "save_account",
+    );
     refused(
         reader
             .acquire_lease("cycle", "cli", NOW, Duration::from_secs(5))
@@ -397,7 +410,10 @@ async fn read_only_opens_while_the_holder_writes_always_see_whole_records() {
                     store.save(&r).await.unwrap();
                 }
                 let extra = domain(&format!("extra{round}.example.com"));
-                store.save(&CertRecord::new(extra.clone(), NOW)).await.unwrap();
+                store
+                    .save(&CertRecord::new(extra.clone(), NOW))
+                    .await
+                    .unwrap();
                 if round % 2 == 0 {
                     store.delete(&extra).await.unwrap();
                 }
@@ -421,7 +437,13 @@ async fn read_only_opens_while_the_holder_writes_always_see_whole_records() {
     let reader = FileStore::open_read_only(&dir).await.unwrap();
     assert_eq!(reader.list().await.unwrap(), store.list().await.unwrap());
     assert_eq!(
-        reader.due(NOW + time::Duration::days(30), 5, 100).await.unwrap(),
-        store.due(NOW + time::Duration::days(30), 5, 100).await.unwrap()
+        reader
+            .due(NOW + time::Duration::days(30), 5, 100)
+            .await
+            .unwrap(),
+        store
+            .due(NOW + time::Duration::days(30), 5, 100)
+            .await
+            .unwrap()
     );
 }
