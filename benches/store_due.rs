@@ -58,7 +58,7 @@ fn record(i: usize, now: OffsetDateTime) -> CertRecord {
     x ^= x >> 31;
     x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x ^= x >> 29;
-    let (attempts, renew_date) = if i % 10 == 0 {
+    let (attempts, renew_date) = if i.is_multiple_of(10) {
         let age = time::Duration::seconds(65 * 86_400 + (x % (300 * 86_400)) as i64);
         (5 + (x % 5) as u32, now - age)
     } else {
