@@ -609,7 +609,10 @@ async fn check(config: &Config) -> Outcome {
             .due(now, policy.max_attempts, policy.per_cycle)
             .await
             .map_err(fail)?;
-        let every = store.due(now, u32::MAX, usize::MAX).await.map_err(fail)?;
+        // Due records at the attempt limit: a bounded look, for an operator.
+        const SCAN: usize = 100_000;
+        const SHOWN: usize = 20;
+        let every = store.due(now, u32::MAX, SCAN).await.map_err(fail)?;
         let given_up: Vec<&str> = every
             .iter()
             .filter(|e| e.attempts >= policy.max_attempts)
@@ -617,11 +620,15 @@ async fn check(config: &Config) -> Outcome {
             .collect();
         let total = store.list().await.map_err(fail)?.len();
         text += &format!(
-            "certificates: {total} stored, {} due now (the next cycle issues at most {})\n",
+            "certificates: {total} stored, {} picked by the next cycle (at most {}), {}{} passed \
+             over at the attempt limit ({})\n",
             due.len(),
-            policy.per_cycle
+            policy.per_cycle,
+            given_up.len(),
+            if every.len() == SCAN { "+" } else { "" },
+            policy.max_attempts
         );
-        for entry in &due {
+        for entry in due.iter().take(SHOWN) {
             text += &format!(
                 "  due: {} (renew date {}, {} failed attempts)\n",
                 entry.domain,
@@ -629,11 +636,15 @@ async fn check(config: &Config) -> Outcome {
                 entry.attempts
             );
         }
-        for domain in &given_up {
-            text += &format!(
-                "  passed over: {domain} ({} failed attempts; only `certkeeper issue` retries it)\n",
-                policy.max_attempts
-            );
+        if due.len() > SHOWN {
+            text += &format!("  ... and {} more due\n", due.len() - SHOWN);
+        }
+        for domain in given_up.iter().take(SHOWN) {
+            text +=
+                &format!("  passed over: {domain} (only `certkeeper issue {domain}` retries it)\n");
+        }
+        if given_up.len() > SHOWN {
+            text += &format!("  ... and {} more passed over\n", given_up.len() - SHOWN);
         }
         report["certificates"] = json!(total);
         report["due"] = due.iter().map(|e| json!(e.domain.as_str())).collect();
