@@ -14,7 +14,8 @@ fuzz_target!(|data: &[u8]| {
         let name = domain.as_str();
         assert!(name.len() <= 253, "{name:?}");
         assert!(
-            name.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()),
+            name.bytes()
+                .all(|b| b.is_ascii() && !b.is_ascii_uppercase()),
             "{name:?}"
         );
         let again = Domain::new(name).unwrap_or_else(|e| panic!("{name:?} reparsed: {e}"));

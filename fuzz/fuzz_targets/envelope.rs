@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use certkeeper::cipher::{Keyring, SecretCipher, Sealed};
+use certkeeper::cipher::{Keyring, Sealed, SecretCipher};
 use libfuzzer_sys::fuzz_target;
 
 fn keyring() -> &'static Keyring {

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use certkeeper::challenge::{
-    ChallengeSolver, Challenge, Http01Responder, Http01Solver, CHALLENGE_PATH_PREFIX,
+    Challenge, ChallengeSolver, Http01Responder, Http01Solver, CHALLENGE_PATH_PREFIX,
 };
 use certkeeper::Domain;
 use libfuzzer_sys::fuzz_target;
