@@ -135,6 +135,31 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The store's folder is held by another process (a running server):
+    /// a [`FileStore`](crate::store::FileStore) belongs to one process at a
+    /// time. Read it with [`FileStore::open_read_only`](crate::store::FileStore::open_read_only),
+    /// or do the write inside the process that holds it, or stop that process.
+    #[error("{} is in use by another process ({}holds the lock {}): stop that process, or do this work inside it", path.display(), holder.map(|pid| format!("process {pid} ")).unwrap_or_default(), lock.display())]
+    StoreInUse {
+        /// The store's folder.
+        path: PathBuf,
+        /// The lock file the holder keeps locked.
+        lock: PathBuf,
+        /// The holder's process id, as it wrote it into the lock file.
+        holder: Option<u32>,
+    },
+
+    /// A write was asked of a store opened read-only.
+    #[error("the {store} store at {} is open read-only: {operation} refused", path.display())]
+    ReadOnly {
+        /// The backend (`file`).
+        store: &'static str,
+        /// The store's location.
+        path: PathBuf,
+        /// The refused operation (`save`, `delete` ...).
+        operation: &'static str,
+    },
+
     /// The store does not implement an optional operation (a custom store
     /// written before the operation existed, or a single-instance store).
     #[error("the {store} store does not support {operation}")]
@@ -350,6 +375,8 @@ impl Error {
             Self::Corrupt { .. } => "corrupt",
             Self::Store { .. } => "store",
             Self::Io { .. } => "io",
+            Self::StoreInUse { .. } => "store_in_use",
+            Self::ReadOnly { .. } => "read_only",
             Self::Unsupported { .. } => "unsupported",
             Self::Envelope(_) => "envelope",
             Self::Decrypt => "decrypt",

@@ -907,8 +907,15 @@ mod file_store {
         assert!(held, "the child process did not open the store");
 
         match FileStore::open(&dir).await {
-            Err(Error::Store { message, .. }) => {
+            Err(e @ Error::StoreInUse { .. }) => {
+                let message = e.to_string();
                 assert!(message.contains("in use by another process"), "{message}");
+                assert_eq!(e.code(), "store_in_use");
+                let Error::StoreInUse { holder, lock, .. } = e else {
+                    unreachable!()
+                };
+                assert_eq!(holder, Some(child.id()), "{message}");
+                assert!(lock.ends_with("lock"), "{message}");
             }
             other => panic!("opened a folder another process holds: {other:?}"),
         }

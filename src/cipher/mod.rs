@@ -70,6 +70,11 @@ impl Sealed {
         &self.0
     }
 
+    /// The envelope bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// Builds an envelope header followed by a cipher's payload.
     pub fn with_header(key_version: u32, payload: &[u8]) -> Self {
         let mut bytes = Vec::with_capacity(ENVELOPE_HEADER_LEN + payload.len());

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::STORE;
 use crate::{Error, Result};
 
-const TEMP_PREFIX: &str = ".tmp-";
+pub(super) const TEMP_PREFIX: &str = ".tmp-";
 
 /// What reading a record file gave.
 pub(super) enum Read<T> {

@@ -146,6 +146,16 @@ fn parse_line(line: &str) -> Option<Op> {
     }
 }
 
+/// The domains named by the valid lines of a piece of the journal.
+pub(super) fn line_domains(text: &str) -> Vec<Domain> {
+    text.lines()
+        .filter_map(parse_line)
+        .map(|op| match op {
+            Op::Put(domain, _) | Op::Delete(domain) => domain,
+        })
+        .collect()
+}
+
 /// What replaying the journal found.
 pub(super) struct Replay {
     pub(super) index: Index,

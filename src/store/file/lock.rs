@@ -53,18 +53,33 @@ pub(super) fn lock_directory(root: &Path) -> Result<File> {
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::store(
-            STORE,
-            format!(
-                "{} is in use by another process (it holds {}): stop that process, or do \
-                 this work inside it",
-                root.display(),
-                path.display()
-            ),
-        )),
+        Ok(()) => {
+            // Names the holder for whoever is refused; the lock, not this
+            // text, is what keeps them out.
+            if let Err(e) = write_holder(&file) {
+                tracing::debug!(error = %e, path = %path.display(), "could not write the holder's process id into the lock file");
+            }
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreInUse {
+            path: root.to_path_buf(),
+            holder: read_holder(&path),
+            lock: path,
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
+}
+
+fn write_holder(mut file: &File) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())
+}
+
+/// The process id the holder wrote into the lock file, if it is there.
+pub(super) fn read_holder(lock: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock).ok()?.trim().parse().ok()
 }
 
 /// Narrows a directory that exists with wider permissions to `0700`.

@@ -132,8 +132,11 @@ const LOCK: &str = "lock";
 /// the `FileStore`, or share it in an `Arc`, instead). Across processes, the
 /// store holds an exclusive advisory lock (`flock` on Unix, `LockFileEx` on
 /// Windows) on the file `lock` from `open` until the last clone is dropped:
-/// a second process opening the directory gets an [`Error::Store`] saying it
-/// is in use by another process. So a tool such as the `rotate_keys`
+/// a second process opening the directory gets an [`Error::StoreInUse`]
+/// naming the lock file and the holder's process id (written into it). A
+/// program that only reads, such as the `certkeeper` command's `list`,
+/// opens the directory with [`open_read_only`](FileStore::open_read_only),
+/// which takes no lock. So a tool such as the `rotate_keys`
 /// example refuses to run while a server has the directory open: rotate
 /// inside the server ([`rotate`](crate::vault::rotate) over the server's
 /// own store) or stop the server first. Run several instances of a server
@@ -173,9 +176,10 @@ struct Inner {
     // Saves written to temporary files, waiting for the next group commit.
     pending: Arc<Mutex<Vec<PendingSave>>>,
     // Keeps other processes out until the store is dropped; the lock goes
-    // with the file handle.
-    _process_lock: File,
-    _registration: Registration,
+    // with the file handle. `None` when opened read-only.
+    _process_lock: Option<File>,
+    _registration: Option<Registration>,
+    read_only: bool,
 }
 
 /// A save waiting for its group commit: the record (at the version it
@@ -225,6 +229,58 @@ impl FileStore {
         blocking(move || open_blocking(&dir)).await
     }
 
+    /// Opens the store in `dir` for reading only, while another process (a
+    /// running server) may hold it: takes no lock, writes nothing, creates
+    /// nothing, and never blocks or disturbs the holder.
+    ///
+    /// The due index is built as [`open`](Self::open) builds it, from the
+    /// journal reconciled with the record files, and the records written
+    /// by the holder while it was being built are read again, so it is the
+    /// store as it was at one moment during the opening. `list` and `due`
+    /// answer from that snapshot (open again to see later writes); `load`,
+    /// `load_account` and `get_meta` read the files as they are now (every
+    /// file is replaced by an atomic rename, so a read sees the old file or
+    /// the new one, never a mix). The leases, HTTP-01 answers and change
+    /// feed of the holder live in its memory and are not visible here.
+    ///
+    /// Every write is refused with [`Error::ReadOnly`]; to write while a
+    /// server holds the directory, do it in the server (the lock names its
+    /// process id, see [`Error::StoreInUse`]). Fails with [`Error::Io`] if
+    /// `dir` is not a store directory that can be read.
+    pub async fn open_read_only(dir: impl AsRef<Path>) -> Result<FileStore> {
+        let dir = dir.as_ref().to_path_buf();
+        blocking(move || open_read_only_blocking(&dir)).await
+    }
+
+    /// Whether the store was opened with [`open_read_only`](Self::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// The process id of the process holding the lock of the store in
+    /// `dir`, as it wrote it there, if the directory is locked now. A
+    /// read-only store never holds the lock.
+    pub fn holder(dir: impl AsRef<Path>) -> Option<u32> {
+        let path = dir.as_ref().join(LOCK);
+        let file = std::fs::File::open(&path).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => lock::read_holder(&path),
+        }
+    }
+
+    /// Refuses `operation` on a read-only store.
+    fn writable(&self, operation: &'static str) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly {
+                store: STORE,
+                path: self.inner.root.clone(),
+                operation,
+            });
+        }
+        Ok(())
+    }
+
     /// The store's directory (absolute).
     pub fn path(&self) -> &Path {
         &self.inner.root
@@ -262,16 +318,44 @@ fn open_blocking(dir: &Path) -> Result<FileStore> {
         remove_temps(&sub)?;
     }
 
-    let (index, journal) = recovery::recover(&root)?;
+    let (index, journal) = recovery::recover(&root, false)?;
     Ok(FileStore {
         inner: Arc::new(Inner {
             root,
             index,
             coordination: Mutex::default(),
             writer: Arc::new(AsyncMutex::new(journal)),
+            _process_lock: Some(process_lock),
+            _registration: Some(registration),
             pending: Arc::default(),
-            _process_lock: process_lock,
-            _registration: registration,
+            read_only: false,
+        }),
+    })
+}
+
+/// Reads the due index of an existing directory without writing anything.
+fn open_read_only_blocking(dir: &Path) -> Result<FileStore> {
+    let root = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    for sub in [CERTS, ACCOUNTS, META] {
+        let path = root.join(sub);
+        if !path.is_dir() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(ErrorKind::NotFound, "not a certkeeper store directory"),
+            ));
+        }
+    }
+    let (index, journal) = recovery::recover(&root, true)?;
+    Ok(FileStore {
+        inner: Arc::new(Inner {
+            root,
+            index,
+            coordination: Mutex::default(),
+            writer: Arc::new(AsyncMutex::new(journal)),
+            _process_lock: None,
+            _registration: None,
+            pending: Arc::default(),
+            read_only: true,
         }),
     })
 }
@@ -281,6 +365,7 @@ impl fmt::Debug for FileStore {
         f.debug_struct("FileStore")
             .field("path", &self.inner.root)
             .field("records", &lock(&self.inner.index).entries.len())
+            .field("read_only", &self.inner.read_only)
             .finish()
     }
 }
@@ -468,6 +553,7 @@ impl CertStore for FileStore {
     }
 
     async fn save(&self, record: &CertRecord) -> Result<u64> {
+        self.writable("save")?;
         let new_version = next_version(STORE, record.domain.as_str(), record.version)?;
         let mut stored = record.clone();
         stored.version = new_version;
@@ -533,6 +619,7 @@ impl CertStore for FileStore {
     }
 
     async fn delete(&self, domain: &Domain) -> Result<bool> {
+        self.writable("delete")?;
         let mut journal = self.write_lock().await;
         let inner = self.inner.clone();
         let domain = domain.clone();
@@ -564,6 +651,7 @@ impl CertStore for FileStore {
     }
 
     async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        self.writable("save_account")?;
         check_key("account id", &record.id)?;
         let journal = self.write_lock().await;
         let inner = self.inner.clone();
@@ -601,6 +689,7 @@ impl CertStore for FileStore {
     }
 
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        self.writable("put_meta_if_absent")?;
         check_key("meta key", key)?;
         let journal = self.write_lock().await;
         let inner = self.inner.clone();
@@ -613,6 +702,7 @@ impl CertStore for FileStore {
     }
 
     async fn delete_account(&self, id: &str) -> Result<bool> {
+        self.writable("delete_account")?;
         check_key("account id", id)?;
         let journal = self.write_lock().await;
         let accounts = self.inner.root.join(ACCOUNTS);
@@ -625,6 +715,7 @@ impl CertStore for FileStore {
     }
 
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.writable("set_meta")?;
         check_key("meta key", key)?;
         // Under the write lock, so that it never lands between the read and
         // the write of a `put_meta_if_absent`.
@@ -639,6 +730,7 @@ impl CertStore for FileStore {
     }
 
     async fn delete_meta(&self, key: &str) -> Result<bool> {
+        self.writable("delete_meta")?;
         check_key("meta key", key)?;
         let journal = self.write_lock().await;
         let meta = self.inner.root.join(META);
@@ -658,6 +750,7 @@ impl CertStore for FileStore {
         ttl: Duration,
     ) -> Result<bool> {
         check_key("lease name", name)?;
+        self.writable("acquire_lease")?;
         check_key("lease holder", holder)?;
         Ok(lock(&self.inner.coordination).acquire_lease(name, holder, now, ttl))
     }
@@ -700,6 +793,7 @@ impl CertStore for FileStore {
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.writable("release_lease")?;
         check_key("lease name", name)?;
         Ok(lock(&self.inner.coordination).release_lease(name, holder))
     }
@@ -711,6 +805,7 @@ impl CertStore for FileStore {
         expires_at: OffsetDateTime,
     ) -> Result<()> {
         check_token(token)?;
+        self.writable("put_challenge")?;
         lock(&self.inner.coordination).put_challenge(token, key_authorization, expires_at);
         Ok(())
     }
@@ -721,6 +816,7 @@ impl CertStore for FileStore {
     }
 
     async fn delete_challenge(&self, token: &str) -> Result<()> {
+        self.writable("delete_challenge")?;
         check_token(token)?;
         lock(&self.inner.coordination).delete_challenge(token);
         Ok(())

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::Path;
 
-use super::io::{read_json, Read};
+use super::io::{read_json, Read, TEMP_PREFIX};
 use crate::store::{AccountRecord, CertRecord};
 use crate::{Domain, Error, Result};
 
@@ -85,6 +85,9 @@ pub(super) fn record_files(certs: &Path) -> Result<BTreeSet<Domain>> {
             Some(domain) => {
                 domains.insert(domain);
             }
+            // A write in progress (by the process holding the store, when
+            // this one reads it read-only).
+            None if name.to_string_lossy().starts_with(TEMP_PREFIX) => {}
             None => tracing::warn!(
                 file = %entry.path().display(),
                 "ignoring a file that is not a certificate record"

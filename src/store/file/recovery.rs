@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::index::{Entry, Index};
 use super::io::Read;
-use super::journal::{replay, Journal, Replay};
+use super::journal::{line_domains, replay, Journal, Replay};
 use super::records::{read_record, record_files};
 use super::{CERTS, INDEX};
 use crate::{Domain, Error, Result};
@@ -28,15 +28,15 @@ fn index_file(index: &mut Index, certs: &Path, domain: &Domain) -> Result<bool> 
 
 /// The due index of the store in `root` and its journal: replays the journal
 /// and reconciles it with the record files (see [`FileStore`](super::FileStore)),
-/// rewriting the journal when it disagreed with them.
-pub(super) fn recover(root: &Path) -> Result<(Mutex<Index>, Journal)> {
+/// rewriting the journal when it disagreed with them, unless `read_only`:
+/// then nothing is written, and the journal may be appended to or replaced
+/// (by an atomic rename) by the process that holds the store while it is
+/// read: a torn last line is ignored and its record re-read, records
+/// written after the journal was read are found in `certs/`.
+pub(super) fn recover(root: &Path, read_only: bool) -> Result<(Mutex<Index>, Journal)> {
     let certs = root.join(CERTS);
     let journal_path = root.join(INDEX);
-    let text = match fs::read(&journal_path) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(journal_path, e)),
-    };
+    let text = read_journal(&journal_path)?;
     let files = record_files(&certs)?;
     let (index, lines, rewrite) = match text.as_deref().and_then(replay) {
         Some(Replay {
@@ -45,7 +45,7 @@ pub(super) fn recover(root: &Path) -> Result<(Mutex<Index>, Journal)> {
             tail,
             torn_tail,
         }) => {
-            if torn_tail {
+            if torn_tail && !read_only {
                 tracing::warn!(path = %journal_path.display(), "ignoring the torn last line of the due index journal");
             }
             let mut changed = torn_tail;
@@ -82,10 +82,47 @@ pub(super) fn recover(root: &Path) -> Result<(Mutex<Index>, Journal)> {
         }
     };
 
+    let mut index = index;
+    if read_only {
+        catch_up(&mut index, &certs, &journal_path, text.as_deref())?;
+    }
     let index = Mutex::new(index);
     let mut journal = Journal::new(root.to_path_buf(), lines, rewrite);
-    if journal.needs_compaction(&index) {
+    if !read_only && journal.needs_compaction(&index) {
         journal.compact(&index)?;
     }
     Ok((index, journal))
+}
+
+fn read_journal(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Read-only opening: the process holding the store may have written while
+/// the journal and the record files were read. The records named by the
+/// journal lines appended since are re-read; a journal rewritten (or
+/// created) meanwhile makes every record file be read.
+fn catch_up(index: &mut Index, certs: &Path, path: &Path, before: Option<&str>) -> Result<()> {
+    let after = read_journal(path)?;
+    // The complete lines read before; a torn last line may have grown since.
+    let complete = before.map(|b| &b[..b.rfind('\n').map_or(0, |i| i + 1)]);
+    match (complete, after.as_deref()) {
+        (None, None) => {}
+        (Some(complete), Some(after)) if !complete.is_empty() && after.starts_with(complete) => {
+            for domain in line_domains(&after[complete.len()..]) {
+                index_file(index, certs, &domain)?;
+            }
+        }
+        _ => {
+            *index = Index::default();
+            for domain in &record_files(certs)? {
+                index_file(index, certs, domain)?;
+            }
+        }
+    }
+    Ok(())
 }

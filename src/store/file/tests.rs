@@ -302,3 +302,148 @@ async fn due_leaves_out_exhausted_and_unreadable_records_after_reopening() {
     assert!(store.delete(&domain("broken.example.com")).await.unwrap());
     assert_eq!(store.list().await.unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn a_read_only_open_reads_a_held_store_and_refuses_every_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    assert!(matches!(
+        FileStore::open_read_only(&dir).await,
+        Err(Error::Io { .. })
+    ));
+    let store = FileStore::open(&dir).await.unwrap();
+    store.save(&record("a.example.com", -1, 0)).await.unwrap();
+    store.save(&record("b.example.com", 10, 2)).await.unwrap();
+    store
+        .set_meta("main-domain", "a.example.com")
+        .await
+        .unwrap();
+    assert_eq!(FileStore::holder(&dir), Some(std::process::id()));
+
+    let reader = FileStore::open_read_only(&dir).await.unwrap();
+    assert!(reader.is_read_only() && !store.is_read_only());
+    assert_eq!(
+        reader.list().await.unwrap(),
+        [domain("a.example.com"), domain("b.example.com")]
+    );
+    let due = reader.due(NOW, 5, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].domain, domain("a.example.com"));
+    let b = reader
+        .load(&domain("b.example.com"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b.attempts, b.version), (2, 1));
+    assert_eq!(
+        reader.get_meta("main-domain").await.unwrap().as_deref(),
+        Some("a.example.com")
+    );
+
+    let refused = |r: crate::Result<()>, op: &str| match r {
+        Err(e @ Error::ReadOnly { .. }) => {
+            assert!(e.to_string().contains(op), "{e}");
+            assert_eq!(e.code(), "read_only");
+        }
+        other => panic!("{op}: {other:?}"),
+    };
+    refused(reader.save(&b).await.map(drop), "save");
+    refused(
+        reader.delete(&domain("a.example.com")).await.map(drop),
+        "delete",
+    );
+    refused(reader.set_meta("k", "v").await, "set_meta");
+    refused(
+        reader.delete_meta("main-domain").await.map(drop),
+        "delete_meta",
+    );
+    refused(
+        reader.put_meta_if_absent("k", "v").await.map(drop),
+        "put_meta_if_absent",
+    );
+    refused(
+        reader.save_account(&account("acct")).await.map(drop),
+        "save_account",
+    );
+    refused(
+        reader
+            .acquire_lease("cycle", "cli", NOW, Duration::from_secs(5))
+            .await
+            .map(drop),
+        "acquire_lease",
+    );
+    // Nothing changed under the holder, which keeps writing.
+    assert_eq!(store.list().await.unwrap().len(), 2);
+    store.save(&record("c.example.com", -2, 0)).await.unwrap();
+    assert_eq!(
+        store.load(&domain("b.example.com")).await.unwrap().unwrap(),
+        b
+    );
+    // A new read-only open sees the new record.
+    let again = FileStore::open_read_only(&dir).await.unwrap();
+    assert_eq!(again.due(NOW, 5, 10).await.unwrap().len(), 2);
+    drop(store);
+    assert_eq!(FileStore::holder(&dir), None);
+}
+
+#[tokio::test]
+async fn read_only_opens_while_the_holder_writes_always_see_whole_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = FileStore::open(&dir).await.unwrap();
+    for i in 0..20 {
+        store
+            .save(&record(&format!("d{i}.example.com"), i, 0))
+            .await
+            .unwrap();
+    }
+    // The holder replaces records, deletes and adds others, and rewrites
+    // its journal (it compacts past 2 x records + 64 lines) meanwhile.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for round in 0..15u32 {
+                for i in 0..20 {
+                    let d = domain(&format!("d{i}.example.com"));
+                    let mut r = store.load(&d).await.unwrap().unwrap();
+                    r.attempts = round % 5;
+                    store.save(&r).await.unwrap();
+                }
+                let extra = domain(&format!("extra{round}.example.com"));
+                store
+                    .save(&CertRecord::new(extra.clone(), NOW))
+                    .await
+                    .unwrap();
+                if round % 2 == 0 {
+                    store.delete(&extra).await.unwrap();
+                }
+            }
+        })
+    };
+    let mut opens = 0;
+    while !writer.is_finished() {
+        let reader = FileStore::open_read_only(&dir).await.unwrap();
+        for d in reader.list().await.unwrap() {
+            // A record listed may be deleted since, never torn.
+            if let Some(r) = reader.load(&d).await.unwrap() {
+                assert_eq!(r.domain, d);
+            }
+        }
+        opens += 1;
+    }
+    writer.await.unwrap();
+    assert!(opens > 0);
+    // Once the holder is quiet, a read-only open agrees with it exactly.
+    let reader = FileStore::open_read_only(&dir).await.unwrap();
+    assert_eq!(reader.list().await.unwrap(), store.list().await.unwrap());
+    assert_eq!(
+        reader
+            .due(NOW + time::Duration::days(30), 5, 100)
+            .await
+            .unwrap(),
+        store
+            .due(NOW + time::Duration::days(30), 5, 100)
+            .await
+            .unwrap()
+    );
+}
