@@ -24,6 +24,11 @@ pub(crate) fn check_budget_key(key: &str) -> Result<()> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Window(Vec<i64>);
 
+// Stored as text by the file and SQL stores only.
+#[cfg_attr(
+    not(any(feature = "fs", feature = "postgres", feature = "mysql")),
+    allow(dead_code)
+)]
 impl Window {
     /// Reads a value written by [`encode`](Self::encode); `key` names it in
     /// the error for a value that is not one.
