@@ -611,6 +611,33 @@ mod file_store {
             .any(|e| e.domain == shared.domain && e.version == 6 && e.attempts == shared.attempts));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_whose_caller_goes_away_is_carried_out_whole() {
+        // Each save is polled once (its record file being written), then
+        // dropped: the write still ends as a whole save, never as a stray
+        // temporary file.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = FileStore::open(&dir).await.unwrap();
+        for i in 0..20 {
+            let r = record(&format!("gone{i:02}.example.com"), NOW, 0);
+            tokio::select! {
+                biased;
+                saved = store.save(&r) => panic!("a save ended on its first poll: {saved:?}"),
+                () = std::future::ready(()) => {}
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.list().await.unwrap().len() < 20 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.list().await.unwrap().len(), 20);
+        assert!(temp_files(&dir.join("certs")).is_empty());
+        drop(store);
+        let store = FileStore::open(&dir).await.unwrap();
+        assert_eq!(store.due(NOW, 5, 200).await.unwrap().len(), 20);
+    }
+
     #[tokio::test]
     async fn no_temporary_file_is_left_behind() {
         let tmp = tempfile::tempdir().unwrap();

@@ -559,30 +559,36 @@ impl CertStore for FileStore {
         stored.version = new_version;
         let entry = Entry::of(&stored);
         let certs = self.certs_dir();
-        // The record is written and flushed before the writer lock, so
-        // concurrent saves flush their files in parallel; a save refused
-        // later removes its temporary file.
         let bytes = to_json(&stored)?;
-        let temp = blocking(move || write_temp(&certs, &bytes)).await?;
+        let record = record.clone();
         let (reply, answer) = oneshot::channel();
-        lock(&self.inner.pending).push(PendingSave {
-            record: record.clone(),
-            new_version,
-            entry,
-            temp,
-            reply,
-        });
-        // The commit runs as a task of its own: a cancelled caller cannot
-        // cut a write short or let another writer in before it ends.
-        // Whichever task takes the writer lock first commits every save
-        // queued by then (up to GROUP_MAX); a task that finds the queue empty
-        // ends without touching the store. The task holds the store only
-        // while it commits, and answers after letting go of it, so a caller
-        // that drops its store after `save` returns has closed it.
+        // The save runs as a task of its own, so a cancelled caller can
+        // neither cut it short nor leave a stray temporary file. The record
+        // is written and flushed before the writer lock, so concurrent saves
+        // flush their files in parallel (a save refused later removes its
+        // file). Whichever task takes the writer lock first commits every
+        // save queued by then (up to GROUP_MAX); a task that finds the queue
+        // empty ends without touching the store. The task holds the store
+        // only while it commits, and answers after letting go of it, so a
+        // caller that drops its store after `save` returns has closed it.
         let pending = self.inner.pending.clone();
         let writer = self.inner.writer.clone();
         let store = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
+            let temp = match blocking(move || write_temp(&certs, &bytes)).await {
+                Ok(temp) => temp,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            lock(&pending).push(PendingSave {
+                record,
+                new_version,
+                entry,
+                temp,
+                reply,
+            });
             let mut journal = writer.lock_owned().await;
             let group: Vec<PendingSave> = {
                 let mut pending = lock(&pending);
