@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -17,34 +16,13 @@ use certkeeper::store::MemoryStore;
 use certkeeper::Config;
 use common::acme::pebble_issuer;
 use common::bind9::{Bind9, TSIG_KEY_NAME};
+use common::logs::Captured;
 use common::pebble::{Pebble, PebbleOptions};
 use common::{domain, keyring, TEST_KEY};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_dns01_run_logs_no_tsig_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .unwrap();
+    let captured = Captured::install();
 
     let bind = Bind9::start(&["example.test"]).await;
     let pebble = Pebble::start(PebbleOptions {
@@ -98,7 +76,7 @@ async fn a_dns01_run_logs_no_tsig_secret() {
     let err = refused.unwrap_err();
     shown += &format!("{debug}\n{err}\n{err:?}\n");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("TXT record added"),
         "the run was not logged at debug level"

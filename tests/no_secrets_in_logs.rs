@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use certkeeper::challenge::Http01Solver;
@@ -15,26 +14,13 @@ use certkeeper::store::{CertStore, FileStore};
 use certkeeper::vault::{account_aad, rotate};
 use certkeeper::{CertResolver, Clock, Config, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
+use common::logs::Captured;
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, CONTACT_EMAIL};
 
 const KEY_V1: &str = "first-passphrase-for-log-test-7f3a9c";
 const KEY_V2: &str = "second-passphrase-for-log-test-b21e4d";
 const EAB_HMAC_KEY: &str = "HjudV5qnbreN-n9WyFSH-t4HXuEx_XFen45zuxY-G1h6fr74V3cUM_dVlwQZBWmc";
-
-/// Collects everything the tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The base64 body of a PEM block, without its armour and line breaks. The
 /// checks below look for characters 48..96 of it: the first 48 encode the
@@ -45,16 +31,7 @@ fn pem_body(pem: &str) -> String {
 
 #[tokio::test]
 async fn a_full_issue_renew_rotate_run_logs_no_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .unwrap();
+    let captured = Captured::install();
 
     let mut shown = String::new(); // every Debug and Display produced below
     let pebble = Pebble::start(PebbleOptions {
@@ -187,7 +164,7 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
         .unwrap();
     shown += &format!("{eab_config:?}\n{eab:?}\n{eab_issuer:?}\n{issued:?}\n");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("certificate issued and stored"),
         "the capture saw the run"
