@@ -432,6 +432,12 @@ impl Error {
         matches!(self, Self::Config { .. })
     }
 
+    /// Whether the renewer leaves the domain's attempts alone for this
+    /// failure: the CA unavailable or rate limiting, or a wrong setting.
+    pub(crate) fn counts_no_attempt(&self) -> bool {
+        self.is_ca_unavailable() || self.is_rate_limited() || self.is_settings_error()
+    }
+
     /// Whether the CA answered `rateLimited`: not the domain's failure
     /// either, and a reason to stop ordering for now.
     pub fn is_rate_limited(&self) -> bool {

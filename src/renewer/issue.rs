@@ -274,7 +274,7 @@ impl Renewer {
                         next.push_log(window_log(&next, now));
                     }
                 }
-                Err(e) if e.is_ca_unavailable() || e.is_rate_limited() || e.is_settings_error() => {
+                Err(e) if e.counts_no_attempt() => {
                     renewal.on_not_attempted(&mut next, e, now, step)
                 }
                 Err(e) => renewal.on_failure(&mut next, e, now, step),
@@ -291,11 +291,7 @@ impl Renewer {
                             self.announce_issued(&current, &stored, step).await;
                             Outcome::Issued(Box::new(next))
                         }
-                        Err(e)
-                            if e.is_ca_unavailable()
-                                || e.is_rate_limited()
-                                || e.is_settings_error() =>
-                        {
+                        Err(e) if e.counts_no_attempt() => {
                             warn!(%domain, error = %e, code = e.code(), "could not issue now (CA unavailable or rate limiting, or wrong settings); not counted as an attempt");
                             Outcome::Deferred(e)
                         }
