@@ -1,227 +1,241 @@
 //! Your own `CertStore`, checked by certkeeper's conformance suite.
 //!
-//! The store below keeps everything in one ordered key-value map, the way a
-//! store over Redis, sled, DynamoDB or etcd would: records as JSON values,
-//! and the due index as keys that sort by renew date, so `due` reads a range
-//! of keys instead of every record.
+//! `MapStore` is a store that one process uses alone, with the required
+//! methods only: records, accounts and settings in maps, and the due index
+//! that certkeeper exports (`DueIndex`), so `due` never reads a record it
+//! does not return. A store over a key-value service (Redis, sled, etcd,
+//! DynamoDB) has the same shape: its calls replace the maps, its
+//! conditional write replaces the lock around compare-and-swap.
+//!
+//! `SharedStore` is the same store offering a cluster (`CertStore::cluster`):
+//! here the in-process `LocalCluster`, fed with each save and delete, so
+//! several renewers of one process coordinate through it. A store over a
+//! networked backend implements the four cluster traits (`Leases`,
+//! `ChallengeAnswers`, `ChangeFeed`, `Budgets`) over that backend instead,
+//! on its clock, and also passes `conformance::run_shared` over two
+//! connections.
 //!
 //! ```sh
-//! cargo run --example custom_store
+//! cargo run --features conformance --example custom_store
 //! ```
 //!
-//! It runs every conformance check (each panics on a broken rule) and prints
-//! the rules the store follows.
+//! It runs every conformance check on both (each panics on a broken rule)
+//! and prints the rules they follow.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, DueEntry};
-use certkeeper::{Domain, Error, Result};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use certkeeper::store::{
+    check_key, check_version, conformance, AccountRecord, CertRecord, CertStore, ClusterStore,
+    DueEntry, DueIndex, LocalCluster, PassedOver,
+};
+use certkeeper::{Domain, Result};
 use time::OffsetDateTime;
 
-/// An ordered map of keys to bytes, standing in for a real key-value store.
+/// Records, accounts and settings of one process.
 #[derive(Debug, Default)]
-struct KvStore {
-    kv: Mutex<BTreeMap<String, Vec<u8>>>,
+struct MapStore {
+    maps: Mutex<Maps>,
 }
 
-fn cert_key(domain: &Domain) -> String {
-    format!("cert/{domain}")
+#[derive(Debug, Default)]
+struct Maps {
+    records: BTreeMap<Domain, CertRecord>,
+    // One entry per record, updated with it.
+    due: DueIndex,
+    accounts: BTreeMap<String, AccountRecord>,
+    meta: BTreeMap<String, String>,
 }
 
-fn account_key(id: &str) -> String {
-    format!("account/{id}")
-}
-
-fn meta_key(key: &str) -> String {
-    format!("meta/{key}")
-}
-
-/// A renew date as 39 digits that sort like the date (flipping the sign bit
-/// maps i128 onto u128 in order).
-fn sortable(date: OffsetDateTime) -> u128 {
-    (date.unix_timestamp_nanos() as u128) ^ (1 << 127)
-}
-
-/// The index key of a record: `due/<renew date>/<domain>`, ordered by renew
-/// date then domain, which is the order `due` must answer in.
-fn due_key(record: &CertRecord) -> String {
-    format!("due/{:039}/{}", sortable(record.renew_date), record.domain)
-}
-
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
-        key: key.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::store("kv", e.to_string()))
-}
-
-fn next_version(version: u64) -> Result<u64> {
-    version
-        .checked_add(1)
-        .ok_or_else(|| Error::store("kv", "version overflow"))
-}
-
-impl KvStore {
-    fn kv(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.kv.lock().unwrap_or_else(|e| e.into_inner())
+impl MapStore {
+    fn maps(&self) -> MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 #[async_trait]
-impl CertStore for KvStore {
+impl CertStore for MapStore {
     async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
-        let key = cert_key(domain);
-        self.kv()
-            .get(&key)
-            .map(|bytes| decode(&key, bytes))
-            .transpose()
+        Ok(self.maps().records.get(domain).cloned())
     }
 
     async fn save(&self, record: &CertRecord) -> Result<u64> {
-        let key = cert_key(&record.domain);
-        // One lock around read, compare and write: that is the whole
-        // compare-and-swap. A networked store would use its own
-        // transaction or conditional write here.
-        let mut kv = self.kv();
-        let old: Option<CertRecord> = kv.get(&key).map(|b| decode(&key, b)).transpose()?;
-        let found = old.as_ref().map_or(0, |r| r.version);
-        if found != record.version {
-            return Err(Error::Conflict {
-                key: record.domain.to_string(),
-                expected: record.version,
-                found,
-            });
+        // One lock around read, compare and write: the compare-and-swap.
+        let mut maps = self.maps();
+        let found = maps.records.get(&record.domain).map_or(0, |r| r.version);
+        let version = check_version("map", record.domain.as_str(), found, record.version)?;
+        let stored = CertRecord {
+            version,
+            ..record.clone()
+        };
+        maps.due.insert(&DueEntry::of(&stored));
+        if let Some(old) = maps.records.insert(stored.domain.clone(), stored) {
+            maps.due.remove(&DueEntry::of(&old));
         }
-        let mut stored = record.clone();
-        stored.version = next_version(record.version)?;
-        kv.insert(key, encode(&stored)?);
-        if let Some(old) = old {
-            kv.remove(&due_key(&old));
-        }
-        kv.insert(due_key(&stored), Vec::new());
-        Ok(stored.version)
+        Ok(version)
     }
 
     async fn delete(&self, domain: &Domain) -> Result<bool> {
-        let key = cert_key(domain);
-        let mut kv = self.kv();
-        let Some(bytes) = kv.remove(&key) else {
-            return Ok(false);
-        };
-        let old: CertRecord = decode(&key, &bytes)?;
-        kv.remove(&due_key(&old));
-        Ok(true)
+        let mut maps = self.maps();
+        let old = maps.records.remove(domain);
+        if let Some(old) = &old {
+            maps.due.remove(&DueEntry::of(old));
+        }
+        Ok(old.is_some())
     }
 
     async fn list(&self) -> Result<Vec<Domain>> {
-        self.kv()
-            .range("cert/".to_owned().."cert0".to_owned())
-            .map(|(key, _)| Domain::new(&key["cert/".len()..]))
-            .collect()
+        Ok(self.maps().records.keys().cloned().collect())
     }
 
-    async fn due(
-        &self,
-        now: OffsetDateTime,
-        max_attempts: u32,
-        limit: usize,
-    ) -> Result<Vec<DueEntry>> {
-        let kv = self.kv();
-        // Every key of a record due at `now` sorts before this one.
-        let end = format!("due/{:039}", sortable(now).saturating_add(1));
-        let mut due = Vec::new();
-        for (key, _) in kv.range("due/".to_owned()..end) {
-            if due.len() == limit {
-                break;
-            }
-            let domain = key.rsplit('/').next().unwrap_or_default();
-            let cert = format!("cert/{domain}");
-            let Some(bytes) = kv.get(&cert) else {
-                continue;
-            };
-            let record: CertRecord = decode(&cert, bytes)?;
-            if record.attempts < max_attempts {
-                due.push(DueEntry::of(&record));
-            }
-        }
-        Ok(due)
+    async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<DueEntry>> {
+        Ok(self.maps().due.due(now, max, limit))
+    }
+
+    async fn at_attempt_limit(&self, max: u32, limit: usize) -> Result<PassedOver> {
+        Ok(self.maps().due.at_attempt_limit(max, limit))
     }
 
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
-        let key = account_key(id);
-        self.kv()
-            .get(&key)
-            .map(|bytes| decode(&key, bytes))
-            .transpose()
+        check_key("account id", id)?;
+        Ok(self.maps().accounts.get(id).cloned())
     }
 
     async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
-        let key = account_key(&record.id);
-        let mut kv = self.kv();
-        let found = match kv.get(&key) {
-            Some(bytes) => decode::<AccountRecord>(&key, bytes)?.version,
-            None => 0,
+        check_key("account id", &record.id)?;
+        let mut maps = self.maps();
+        let found = maps.accounts.get(&record.id).map_or(0, |r| r.version);
+        let version = check_version("map", &record.id, found, record.version)?;
+        let stored = AccountRecord {
+            version,
+            ..record.clone()
         };
-        if found != record.version {
-            return Err(Error::Conflict {
-                key: record.id.clone(),
-                expected: record.version,
-                found,
-            });
-        }
-        let mut stored = record.clone();
-        stored.version = next_version(record.version)?;
-        kv.insert(key, encode(&stored)?);
-        Ok(stored.version)
+        maps.accounts.insert(stored.id.clone(), stored);
+        Ok(version)
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        check_key("account id", id)?;
+        Ok(self.maps().accounts.remove(id).is_some())
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        Ok(self
-            .kv()
-            .range("account/".to_owned().."account0".to_owned())
-            .map(|(key, _)| key["account/".len()..].to_owned())
-            .collect())
+        Ok(self.maps().accounts.keys().cloned().collect())
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        let key = meta_key(key);
-        self.kv()
-            .get(&key)
-            .map(|bytes| decode(&key, bytes))
-            .transpose()
+        check_key("meta key", key)?;
+        Ok(self.maps().meta.get(key).cloned())
     }
 
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
-        let key = meta_key(key);
-        let mut kv = self.kv();
-        match kv.get(&key) {
-            Some(bytes) => decode(&key, bytes),
-            None => {
-                kv.insert(key, encode(&value)?);
-                Ok(value.to_owned())
-            }
+        check_key("meta key", key)?;
+        let mut maps = self.maps();
+        Ok(maps.meta.entry(key.into()).or_insert(value.into()).clone())
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        check_key("meta key", key)?;
+        self.maps().meta.insert(key.into(), value.into());
+        Ok(())
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        check_key("meta key", key)?;
+        Ok(self.maps().meta.remove(key).is_some())
+    }
+}
+
+/// A [`MapStore`] that offers a cluster: what several renewers sharing it
+/// coordinate through.
+#[derive(Debug, Default)]
+struct SharedStore {
+    records: MapStore,
+    cluster: LocalCluster,
+}
+
+#[async_trait]
+impl CertStore for SharedStore {
+    async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+        self.records.load(domain).await
+    }
+
+    async fn save(&self, record: &CertRecord) -> Result<u64> {
+        let version = self.records.save(record).await?;
+        // The change feed tells the other renewers to serve it.
+        self.cluster.record_change(&record.domain, false);
+        Ok(version)
+    }
+
+    async fn delete(&self, domain: &Domain) -> Result<bool> {
+        let deleted = self.records.delete(domain).await?;
+        if deleted {
+            self.cluster.record_change(domain, true);
         }
+        Ok(deleted)
+    }
+
+    async fn list(&self) -> Result<Vec<Domain>> {
+        self.records.list().await
+    }
+
+    async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<DueEntry>> {
+        self.records.due(now, max, limit).await
+    }
+
+    async fn at_attempt_limit(&self, max: u32, limit: usize) -> Result<PassedOver> {
+        self.records.at_attempt_limit(max, limit).await
+    }
+
+    async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+        self.records.load_account(id).await
+    }
+
+    async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+        self.records.save_account(record).await
+    }
+
+    async fn delete_account(&self, id: &str) -> Result<bool> {
+        self.records.delete_account(id).await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        self.records.list_accounts().await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        self.records.get_meta(key).await
+    }
+
+    async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        self.records.put_meta_if_absent(key, value).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.records.set_meta(key, value).await
+    }
+
+    async fn delete_meta(&self, key: &str) -> Result<bool> {
+        self.records.delete_meta(key).await
+    }
+
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(&self.cluster)
     }
 }
 
 #[tokio::main]
 async fn main() {
-    let store = KvStore::default();
-    // Panics, naming the broken rule, if the store gets anything wrong.
-    conformance::run_all(&store).await;
+    // Each panics, naming the broken rule, if the store gets anything wrong.
+    conformance::run_all(&MapStore::default()).await;
+    conformance::run_all(&SharedStore::default()).await;
     for check in conformance::checks() {
         println!("passed  {:<24} {}", check.name, check.description);
     }
     println!(
-        "KvStore follows the CertStore contract ({} checks).",
+        "MapStore and SharedStore follow the CertStore contract ({} checks), \
+         and SharedStore's cluster passed conformance::run_cluster.",
         conformance::checks().len()
     );
 }

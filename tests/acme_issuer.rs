@@ -306,6 +306,25 @@ impl CertStore for LateLooker {
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> certkeeper::Result<String> {
         self.shared.put_meta_if_absent(key, value).await
     }
+    async fn at_attempt_limit(
+        &self,
+        max_attempts: u32,
+        limit: usize,
+    ) -> certkeeper::Result<certkeeper::store::PassedOver> {
+        self.shared.at_attempt_limit(max_attempts, limit).await
+    }
+    async fn delete_account(&self, id: &str) -> certkeeper::Result<bool> {
+        self.shared.delete_account(id).await
+    }
+    async fn set_meta(&self, key: &str, value: &str) -> certkeeper::Result<()> {
+        self.shared.set_meta(key, value).await
+    }
+    async fn delete_meta(&self, key: &str) -> certkeeper::Result<bool> {
+        self.shared.delete_meta(key).await
+    }
+    fn cluster(&self) -> Option<&dyn certkeeper::store::ClusterStore> {
+        self.shared.cluster()
+    }
 }
 
 #[tokio::test]

@@ -59,8 +59,9 @@ async fn instances_sharing_a_store_share_the_order_budget_and_leave_the_rest_for
         .await;
         let solver = Http01Solver::new();
         let _listener = serve_http01(&solver, &pebble).await;
-        let store = Arc::new(MemoryStore::new());
         let clock = clock_at_now();
+        // The budgets follow the store's clock.
+        let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
         let budgets = CaBudgets {
             orders: 2,
             ..CaBudgets::default()
@@ -115,8 +116,9 @@ async fn a_name_that_keeps_failing_validation_waits_once_its_budget_is_spent() {
         .await;
         let solver = Http01Solver::new();
         let _listener = serve_http01(&solver, &pebble).await;
-        let store = Arc::new(MemoryStore::new());
         let clock = clock_at_now();
+        // The budgets follow the store's clock.
+        let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
         let budgets = CaBudgets {
             failed_validations: 2,
             ..CaBudgets::default()

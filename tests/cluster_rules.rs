@@ -196,19 +196,15 @@ async fn a_cycle_while_another_instance_holds_the_cycle_lease_is_refused() {
     let store = Arc::new(MemoryStore::new());
     let issuer = Arc::new(CountingIssuer::default());
     let a = renewer(&store, &issuer, "node-a");
-    assert!(store
-        .acquire_lease(
-            "maintenance-cycle",
-            "node-b",
-            time::OffsetDateTime::now_utc(),
-            StdDuration::from_secs(60)
-        )
+    let cluster = store.cluster().unwrap();
+    assert!(cluster
+        .acquire_lease("maintenance-cycle", "node-b", StdDuration::from_secs(60))
         .await
         .unwrap());
     let err = a.run_cycle().await.unwrap_err();
     assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
     assert_eq!(err.code(), "lease_held");
-    store
+    cluster
         .release_lease("maintenance-cycle", "node-b")
         .await
         .unwrap();

@@ -44,8 +44,8 @@ use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use certkeeper::challenge::{Challenge, ChallengeKind, ChallengeSolver, Http01Solver};
 use certkeeper::issuer::{AcmeIssuer, IssuedCert, Issuer, IssuerKind};
-use certkeeper::renewer::LAST_CYCLE_META_KEY;
-use certkeeper::store::{CertRecord, CertStore, PostgresStore};
+use certkeeper::renewer::CYCLE_MARK;
+use certkeeper::store::{CertRecord, CertStore, ChallengeAnswers, Leases, PostgresStore};
 use certkeeper::vault::Vault;
 use certkeeper::{CertResolver, Domain, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
@@ -57,7 +57,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnection, PgPoolOptions};
 use sqlx::{Connection, Executor};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The key every instance seals with: they all read what the others stored.
@@ -637,12 +636,7 @@ async fn three_processes_share_the_cap_and_never_order_a_name_twice() {
         // The first cycle goes to node-b, which does not listen: the lease is
         // its own before it starts, and the listener is up before it does.
         assert!(store
-            .acquire_lease(
-                CYCLE_LEASE,
-                "node-b",
-                OffsetDateTime::now_utc(),
-                StdDuration::from_secs(600)
-            )
+            .acquire_lease(CYCLE_LEASE, "node-b", StdDuration::from_secs(600))
             .await
             .unwrap());
         let mut a = cluster.start("node-a", true);
@@ -659,8 +653,11 @@ async fn three_processes_share_the_cap_and_never_order_a_name_twice() {
             for node in [&mut a, &mut b, &mut c] {
                 node.check_alive();
             }
-            if let Some(text) = store.get_meta(LAST_CYCLE_META_KEY).await.unwrap() {
-                let start = OffsetDateTime::parse(&text, &Rfc3339).unwrap();
+            // The store keeps the mark as its own clock's unix microseconds.
+            let mark = format!("mark.{CYCLE_MARK}");
+            if let Some(text) = store.get_meta(&mark).await.unwrap() {
+                let micros: i128 = text.parse().unwrap();
+                let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
                 if cycle_starts.last() != Some(&start) {
                     cycle_starts.push(start);
                 }
@@ -860,10 +857,7 @@ async fn the_validation_request_reaches_another_instance_and_succeeds() {
         );
         // The answers are gone from the store once the order is done.
         for token in &presented {
-            let left = store
-                .get_challenge(token, OffsetDateTime::now_utc())
-                .await
-                .unwrap();
+            let left = store.get_challenge(token).await.unwrap();
             assert_eq!(left, None, "the answer to {token} is still stored");
         }
         eprintln!(
@@ -915,12 +909,7 @@ async fn an_instance_killed_holding_the_cycle_lease_is_taken_over_after_the_leas
         };
         // node-x runs the first cycle: the lease is its own before it starts.
         assert!(store
-            .acquire_lease(
-                CYCLE_LEASE,
-                "node-x",
-                OffsetDateTime::now_utc(),
-                StdDuration::from_secs(600)
-            )
+            .acquire_lease(CYCLE_LEASE, "node-x", StdDuration::from_secs(600))
             .await
             .unwrap());
         let mut y = cluster.start("node-y", true);

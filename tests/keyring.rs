@@ -275,6 +275,16 @@ cert_store_over_inner!(Faulty {
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         self.inner.put_meta_if_absent(key, value).await
     }
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.inner.set_meta(key, value).await
+    }
+    async fn at_attempt_limit(
+        &self,
+        max: u32,
+        limit: usize,
+    ) -> Result<certkeeper::store::PassedOver> {
+        self.inner.at_attempt_limit(max, limit).await
+    }
 });
 
 /// A [`Faulty`] store over a new `FileStore` in `dir`, faulty for `domain`.

@@ -606,9 +606,8 @@ async fn two_instances_sharing_a_store_with_leases_order_a_record_once() {
     assert_eq!(s.issuer.calls.load(Ordering::SeqCst), 1, "ordered once");
 }
 
-/// A store that keeps no leases, HTTP-01 answers or change feed: the
-/// required methods of a `MemoryStore`, the optional ones left to their
-/// defaults.
+/// A store that one process uses alone: a `MemoryStore`'s records,
+/// accounts and settings, and no cluster (the default).
 #[derive(Debug)]
 struct NoLeases(Arc<MemoryStore>);
 
@@ -657,6 +656,22 @@ impl CertStore for NoLeases {
     }
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> certkeeper::Result<String> {
         self.0.put_meta_if_absent(key, value).await
+    }
+    async fn at_attempt_limit(
+        &self,
+        max_attempts: u32,
+        limit: usize,
+    ) -> certkeeper::Result<certkeeper::store::PassedOver> {
+        self.0.at_attempt_limit(max_attempts, limit).await
+    }
+    async fn delete_account(&self, id: &str) -> certkeeper::Result<bool> {
+        self.0.delete_account(id).await
+    }
+    async fn set_meta(&self, key: &str, value: &str) -> certkeeper::Result<()> {
+        self.0.set_meta(key, value).await
+    }
+    async fn delete_meta(&self, key: &str) -> certkeeper::Result<bool> {
+        self.0.delete_meta(key).await
     }
 }
 

@@ -5,8 +5,12 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
-use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, DueEntry, MemoryStore};
+use certkeeper::store::{
+    conformance, AccountRecord, Budgets, CertRecord, CertStore, ChallengeAnswers, ChangeFeed,
+    ClusterStore, DueEntry, Leases, MemoryStore,
+};
 use certkeeper::{Domain, Result};
 use common::store::cert_store_over_inner;
 use time::macros::datetime;
@@ -163,10 +167,22 @@ cert_store_over_inner!(Flawed {
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         if self.flaw == Flaw::MetaOverwrites {
             // Every caller is told its own value won, as with a plain write.
-            self.inner.put_meta_if_absent(key, value).await?;
+            self.inner.set_meta(key, value).await?;
             return Ok(value.to_owned());
         }
         self.inner.put_meta_if_absent(key, value).await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.inner.set_meta(key, value).await
+    }
+
+    async fn at_attempt_limit(
+        &self,
+        max_attempts: u32,
+        limit: usize,
+    ) -> Result<certkeeper::store::PassedOver> {
+        self.inner.at_attempt_limit(max_attempts, limit).await
     }
 });
 
@@ -634,7 +650,18 @@ mod file_store {
         assert_eq!(store.list().await.unwrap().len(), 20);
         assert!(temp_files(&dir.join("certs")).is_empty());
         drop(store);
-        let store = FileStore::open(&dir).await.unwrap();
+        // The saves' own tasks may hold the store a moment longer (their
+        // group commit ends after the records are in place).
+        let store = loop {
+            match FileStore::open(&dir).await {
+                Ok(store) => break store,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the store is still open after its saves ended: {e}"),
+            }
+        };
         assert_eq!(store.due(NOW, 5, 200).await.unwrap().len(), 20);
     }
 
@@ -1046,13 +1073,16 @@ mod file_store {
 }
 
 // ---------------------------------------------------------------------------
-// The checks of the optional methods catch broken ones too.
+// The checks of settings, the attempt limit and the cluster catch broken
+// ones too.
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum ClusterFlaw {
     None,
     /// Every holder is granted the lease.
     LeaseAlwaysGranted,
+    /// A mark forgets the `ago` it is given.
+    MarkIgnoresAgo,
     /// Answers are given after they expire.
     ChallengesNeverExpire,
     /// Deletions are missing from the change feed.
@@ -1067,11 +1097,39 @@ enum ClusterFlaw {
     BudgetNeverForgets,
 }
 
-/// A `MemoryStore` whose optional methods have one deliberate flaw.
+/// A `MemoryStore` whose settings, attempt limit or cluster have one
+/// deliberate flaw.
 #[derive(Debug)]
 struct FlawedCluster {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
+    parts: FlawedParts,
+}
+
+/// The cluster of a [`FlawedCluster`]: the memory store's own, with the flaw.
+#[derive(Debug)]
+struct FlawedParts {
+    inner: Arc<MemoryStore>,
     flaw: ClusterFlaw,
+    /// Every answer ever put, for a store whose answers never expire.
+    kept: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl FlawedParts {
+    fn cluster(&self) -> &dyn ClusterStore {
+        self.inner.cluster().expect("a memory store has a cluster")
+    }
+}
+
+fn flawed_cluster(flaw: ClusterFlaw) -> FlawedCluster {
+    let inner = Arc::new(MemoryStore::new());
+    FlawedCluster {
+        inner: inner.clone(),
+        parts: FlawedParts {
+            inner,
+            flaw,
+            kept: Default::default(),
+        },
+    }
 }
 
 cert_store_over_inner!(FlawedCluster {
@@ -1093,101 +1151,123 @@ cert_store_over_inner!(FlawedCluster {
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
         self.inner.put_meta_if_absent(key, value).await
     }
-    async fn delete_account(&self, id: &str) -> Result<bool> {
-        self.inner.delete_account(id).await
-    }
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        if self.flaw == ClusterFlaw::SetMetaKeepsFirst {
+        if self.parts.flaw == ClusterFlaw::SetMetaKeepsFirst {
             return self.inner.put_meta_if_absent(key, value).await.map(drop);
         }
         self.inner.set_meta(key, value).await
-    }
-    async fn delete_meta(&self, key: &str) -> Result<bool> {
-        self.inner.delete_meta(key).await
-    }
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: std::time::Duration,
-    ) -> Result<bool> {
-        let granted = self.inner.acquire_lease(name, holder, now, ttl).await?;
-        Ok(granted || self.flaw == ClusterFlaw::LeaseAlwaysGranted)
-    }
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-        self.inner.release_lease(name, holder).await
-    }
-    async fn put_challenge(&self, token: &str, answer: &str, expires: OffsetDateTime) -> Result<()> {
-        self.inner.put_challenge(token, answer, expires).await
-    }
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
-        let now = match self.flaw {
-            ClusterFlaw::ChallengesNeverExpire => OffsetDateTime::UNIX_EPOCH,
-            _ => now,
-        };
-        self.inner.get_challenge(token, now).await
-    }
-    async fn delete_challenge(&self, token: &str) -> Result<()> {
-        self.inner.delete_challenge(token).await
-    }
-    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<certkeeper::store::Changes> {
-        let mut changes = self.inner.changes_since(cursor, limit).await?;
-        if self.flaw == ClusterFlaw::FeedMissesDeletes {
-            changes.changes.retain(|c| !c.deleted);
-        }
-        Ok(changes)
     }
     async fn at_attempt_limit(
         &self,
         max_attempts: u32,
         limit: usize,
     ) -> Result<certkeeper::store::PassedOver> {
-        let max = if self.flaw == ClusterFlaw::LimitOffByOne {
+        let max = if self.parts.flaw == ClusterFlaw::LimitOffByOne {
             max_attempts - 1
         } else {
             max_attempts
         };
         self.inner.at_attempt_limit(max, limit).await
     }
-    async fn take_budget(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: std::time::Duration,
-        limit: u32,
-    ) -> Result<bool> {
-        let (window, limit) = match self.flaw {
-            ClusterFlaw::BudgetIgnoresLimit => (window, u32::MAX),
-            ClusterFlaw::BudgetNeverForgets => (std::time::Duration::from_secs(u32::MAX.into()), limit),
-            _ => (window, limit),
-        };
-        self.inner.take_budget(key, now, window, limit).await
-    }
-    async fn budget_used(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: std::time::Duration,
-    ) -> Result<u32> {
-        self.inner.budget_used(key, now, window).await
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(&self.parts)
     }
 });
 
+#[async_trait::async_trait]
+impl Leases for FlawedParts {
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: StdDuration) -> Result<bool> {
+        let granted = self.cluster().acquire_lease(name, holder, ttl).await?;
+        Ok(granted || self.flaw == ClusterFlaw::LeaseAlwaysGranted)
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.cluster().release_lease(name, holder).await
+    }
+    async fn mark_age(&self, name: &str) -> Result<Option<StdDuration>> {
+        self.cluster().mark_age(name).await
+    }
+    async fn set_mark(&self, name: &str, ago: StdDuration) -> Result<()> {
+        let ago = if self.flaw == ClusterFlaw::MarkIgnoresAgo {
+            StdDuration::ZERO
+        } else {
+            ago
+        };
+        self.cluster().set_mark(name, ago).await
+    }
+}
+
+#[async_trait::async_trait]
+impl ChallengeAnswers for FlawedParts {
+    async fn put_challenge(&self, token: &str, answer: &str, ttl: StdDuration) -> Result<()> {
+        self.kept
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), answer.to_owned());
+        self.cluster().put_challenge(token, answer, ttl).await
+    }
+    async fn get_challenge(&self, token: &str) -> Result<Option<String>> {
+        let found = self.cluster().get_challenge(token).await?;
+        if self.flaw == ClusterFlaw::ChallengesNeverExpire && found.is_none() {
+            return Ok(self.kept.lock().unwrap().get(token).cloned());
+        }
+        Ok(found)
+    }
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        self.kept.lock().unwrap().remove(token);
+        self.cluster().delete_challenge(token).await
+    }
+    async fn purge_expired_challenges(&self) -> Result<u64> {
+        self.cluster().purge_expired_challenges().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeFeed for FlawedParts {
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<certkeeper::store::Changes> {
+        let mut changes = self.cluster().changes_since(cursor, limit).await?;
+        if self.flaw == ClusterFlaw::FeedMissesDeletes {
+            changes.changes.retain(|c| !c.deleted);
+        }
+        Ok(changes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Budgets for FlawedParts {
+    async fn take_budget(&self, key: &str, window: StdDuration, limit: u32) -> Result<bool> {
+        let (window, limit) = match self.flaw {
+            ClusterFlaw::BudgetIgnoresLimit => (window, u32::MAX),
+            ClusterFlaw::BudgetNeverForgets => (StdDuration::from_secs(u32::MAX.into()), limit),
+            _ => (window, limit),
+        };
+        self.cluster().take_budget(key, window, limit).await
+    }
+    async fn budget_used(&self, key: &str, window: StdDuration) -> Result<u32> {
+        let window = match self.flaw {
+            ClusterFlaw::BudgetNeverForgets => StdDuration::from_secs(u32::MAX.into()),
+            _ => window,
+        };
+        self.cluster().budget_used(key, window).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_optional_checks_catch_broken_stores() {
+async fn the_settings_limit_and_cluster_checks_catch_broken_stores() {
     use std::future::Future;
     use std::pin::Pin;
-    type Check = for<'a> fn(&'a dyn CertStore) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
-    let cases: [(ClusterFlaw, &str, Check); 7] = [
+    type Check = for<'a> fn(&'a FlawedCluster) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    let cases: [(ClusterFlaw, &str, Check); 8] = [
         (ClusterFlaw::LimitOffByOne, "at_attempt_limit", |s| {
             Box::pin(conformance::at_attempt_limit(s))
         }),
         (ClusterFlaw::LeaseAlwaysGranted, "leases", |s| {
-            Box::pin(conformance::leases(s))
+            Box::pin(conformance::leases(&s.parts))
+        }),
+        (ClusterFlaw::MarkIgnoresAgo, "marks", |s| {
+            Box::pin(conformance::marks(&s.parts))
         }),
         (ClusterFlaw::ChallengesNeverExpire, "challenges", |s| {
-            Box::pin(conformance::challenges(s))
+            Box::pin(conformance::challenges(&s.parts))
         }),
         (ClusterFlaw::FeedMissesDeletes, "change_feed", |s| {
             Box::pin(conformance::change_feed(s))
@@ -1198,22 +1278,25 @@ async fn the_optional_checks_catch_broken_stores() {
             |s| Box::pin(conformance::deletion_and_settings(s)),
         ),
         (ClusterFlaw::BudgetIgnoresLimit, "budgets", |s| {
-            Box::pin(conformance::budgets(s))
+            Box::pin(conformance::budgets(&s.parts))
         }),
         (ClusterFlaw::BudgetNeverForgets, "budgets", |s| {
-            Box::pin(conformance::budgets(s))
+            Box::pin(conformance::budgets(&s.parts))
         }),
     ];
+    let mut runs = tokio::task::JoinSet::new();
     for (flaw, name, check) in cases {
         for (flaw, should_pass) in [(ClusterFlaw::None, true), (flaw, false)] {
-            let store = Arc::new(FlawedCluster {
-                inner: MemoryStore::new(),
-                flaw,
+            runs.spawn(async move {
+                let store = Arc::new(flawed_cluster(flaw));
+                let passed = tokio::spawn(async move { check(&store).await })
+                    .await
+                    .is_ok();
+                assert_eq!(passed, should_pass, "{name} with {flaw:?}");
             });
-            let passed = tokio::spawn(async move { check(&*store).await })
-                .await
-                .is_ok();
-            assert_eq!(passed, should_pass, "{name} with {flaw:?}");
         }
+    }
+    while let Some(run) = runs.join_next().await {
+        run.unwrap();
     }
 }

@@ -20,8 +20,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
-use time::OffsetDateTime;
-
 use super::{Challenge, ChallengeKind, ChallengeSolver};
 use crate::store::CertStore;
 use crate::{Error, Result};
@@ -84,15 +82,20 @@ pub struct Http01Solver {
 /// the instance that presented it die before cleaning it up.
 const SHARED_ANSWER_LIFETIME: Duration = Duration::from_secs(3600);
 
+/// How long [`Http01Responder::answer`] waits for the shared store, retries
+/// of a failed read included, before answering 404.
+pub const SHARED_ANSWER_PATIENCE: Duration = Duration::from_millis(500);
+
 impl Http01Solver {
     /// A solver with no challenge presented.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Keeps every answer in `store` too, for the other instances that share
-    /// it. A store without HTTP-01 answers
-    /// ([`Error::Unsupported`](crate::Error::Unsupported)) is ignored.
+    /// Keeps every answer in `store`'s [`ClusterStore`](crate::store::ClusterStore)
+    /// too, for the other instances that share it. A store that offers no
+    /// cluster (one process alone) keeps nothing: the answers this solver
+    /// presented are all there is.
     pub fn with_store(mut self, store: Arc<dyn CertStore>) -> Self {
         self.shared = Some(store);
         self
@@ -167,15 +170,14 @@ impl ChallengeSolver for Http01Solver {
             ));
         }
         write(&self.answers).insert(challenge.token.clone(), challenge.key_authorization.clone());
-        if let Some(store) = &self.shared {
-            let expires = OffsetDateTime::now_utc() + SHARED_ANSWER_LIFETIME;
-            match store
-                .put_challenge(&challenge.token, &challenge.key_authorization, expires)
-                .await
-            {
-                Ok(()) | Err(Error::Unsupported { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(cluster) = self.shared.as_ref().and_then(|store| store.cluster()) {
+            cluster
+                .put_challenge(
+                    &challenge.token,
+                    &challenge.key_authorization,
+                    SHARED_ANSWER_LIFETIME,
+                )
+                .await?;
         }
         tracing::debug!(domain = %challenge.domain, token = %challenge.token, "HTTP-01 challenge presented");
         Ok(())
@@ -185,11 +187,8 @@ impl ChallengeSolver for Http01Solver {
         if write(&self.answers).remove(&challenge.token).is_some() {
             tracing::debug!(domain = %challenge.domain, token = %challenge.token, "HTTP-01 challenge removed");
         }
-        if let Some(store) = &self.shared {
-            match store.delete_challenge(&challenge.token).await {
-                Ok(()) | Err(Error::Unsupported { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        if let Some(cluster) = self.shared.as_ref().and_then(|store| store.cluster()) {
+            cluster.delete_challenge(&challenge.token).await?;
         }
         Ok(())
     }
@@ -223,20 +222,42 @@ impl Http01Responder {
 
     /// [`respond`](Self::respond), then, for a token this instance did not
     /// present, the answer kept in the shared store (see
-    /// [`Http01Solver::with_store`]). A store that fails is logged and the
+    /// [`Http01Solver::with_store`]). It only reads the store. A store that
+    /// fails is asked again within [`SHARED_ANSWER_PATIENCE`] (a CA waits
+    /// a few seconds at most); one that still fails is logged and the
     /// request answered 404, so the CA tries again.
     pub async fn answer(&self, path: &str) -> Option<String> {
         if let Some(found) = self.lookup(path) {
             return Some(found);
         }
-        let store = self.shared.as_ref()?;
         let token = token_of(path)?;
-        match store.get_challenge(token, OffsetDateTime::now_utc()).await {
-            Ok(found) => found,
-            Err(Error::Unsupported { .. }) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "the shared store could not answer an HTTP-01 challenge");
-                None
+        let cluster = self.shared.as_ref()?.cluster()?;
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let asked = tokio::time::timeout(
+                SHARED_ANSWER_PATIENCE.saturating_sub(started.elapsed()),
+                cluster.get_challenge(token),
+            )
+            .await;
+            match asked {
+                Ok(Ok(found)) => return found,
+                Ok(Err(e)) if started.elapsed() + pause < SHARED_ANSWER_PATIENCE => {
+                    tracing::debug!(error = %e, "the shared store failed to answer an HTTP-01 challenge; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "the shared store could not answer an HTTP-01 challenge");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "the shared store did not answer an HTTP-01 challenge in {} ms",
+                        SHARED_ANSWER_PATIENCE.as_millis()
+                    );
+                    return None;
+                }
             }
         }
     }

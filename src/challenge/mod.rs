@@ -9,7 +9,9 @@ mod tls_alpn01;
 
 pub(crate) use dns01::settings as dns01_settings;
 pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};
-pub use http01::{Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX};
+pub use http01::{
+    Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX, SHARED_ANSWER_PATIENCE,
+};
 pub use tls_alpn01::TlsAlpn01Solver;
 
 use std::fmt::{self, Debug};

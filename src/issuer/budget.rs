@@ -2,16 +2,14 @@
 //! and failed validations per name, counted in the store so that the
 //! instances sharing it share them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::error::Budget;
-use crate::store::budget::Window;
-use crate::store::CertStore;
+use crate::store::{CertStore, Coordinator};
 use crate::{Domain, Error, Result};
 
 /// The limits of a CA that an [`AcmeIssuer`](super::AcmeIssuer) keeps
@@ -44,13 +42,11 @@ impl Default for CaBudgets {
     }
 }
 
-/// Counts the budgets in the store ([`CertStore::take_budget`]), or in
-/// this process when the store does not keep budgets.
+/// Counts the budgets in the store's [`Budgets`](crate::store::Budgets),
+/// or in this process when the store offers no cluster.
 pub(crate) struct BudgetCounter {
-    store: Arc<dyn CertStore>,
-    clock: Arc<dyn Clock>,
+    shared: Coordinator,
     limits: CaBudgets,
-    local: Mutex<HashMap<String, Window>>,
 }
 
 impl std::fmt::Debug for BudgetCounter {
@@ -64,10 +60,8 @@ impl std::fmt::Debug for BudgetCounter {
 impl BudgetCounter {
     pub(crate) fn new(store: Arc<dyn CertStore>, clock: Arc<dyn Clock>, limits: CaBudgets) -> Self {
         Self {
-            store,
-            clock,
+            shared: Coordinator::new(store, clock),
             limits,
-            local: Mutex::default(),
         }
     }
 
@@ -122,28 +116,11 @@ impl BudgetCounter {
     }
 
     async fn take(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
-        let now = self.clock.now();
-        match self.store.take_budget(key, now, window, limit).await {
-            Err(Error::Unsupported { .. }) => {
-                let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(local
-                    .entry(key.to_owned())
-                    .or_default()
-                    .take(now, window, limit))
-            }
-            other => other,
-        }
+        self.shared.get().take_budget(key, window, limit).await
     }
 
     async fn used(&self, key: &str, window: Duration) -> Result<u32> {
-        let now = self.clock.now();
-        match self.store.budget_used(key, now, window).await {
-            Err(Error::Unsupported { .. }) => {
-                let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(local.get(key).map_or(0, |w| w.used(now, window)))
-            }
-            other => other,
-        }
+        self.shared.get().budget_used(key, window).await
     }
 }
 
@@ -158,51 +135,8 @@ fn failed_key(account_id: &str, domain: &Domain) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{testing::Alone, MemoryStore};
     use crate::TestClock;
-
-    /// A store without budgets: the counter falls back to its own memory.
-    #[derive(Debug)]
-    struct NoBudgets(MemoryStore);
-
-    #[async_trait::async_trait]
-    impl CertStore for NoBudgets {
-        async fn load(&self, d: &Domain) -> Result<Option<crate::store::CertRecord>> {
-            self.0.load(d).await
-        }
-        async fn save(&self, r: &crate::store::CertRecord) -> Result<u64> {
-            self.0.save(r).await
-        }
-        async fn delete(&self, d: &Domain) -> Result<bool> {
-            self.0.delete(d).await
-        }
-        async fn list(&self) -> Result<Vec<Domain>> {
-            self.0.list().await
-        }
-        async fn due(
-            &self,
-            now: time::OffsetDateTime,
-            max: u32,
-            limit: usize,
-        ) -> Result<Vec<crate::store::DueEntry>> {
-            self.0.due(now, max, limit).await
-        }
-        async fn load_account(&self, id: &str) -> Result<Option<crate::store::AccountRecord>> {
-            self.0.load_account(id).await
-        }
-        async fn save_account(&self, r: &crate::store::AccountRecord) -> Result<u64> {
-            self.0.save_account(r).await
-        }
-        async fn list_accounts(&self) -> Result<Vec<String>> {
-            self.0.list_accounts().await
-        }
-        async fn get_meta(&self, k: &str) -> Result<Option<String>> {
-            self.0.get_meta(k).await
-        }
-        async fn put_meta_if_absent(&self, k: &str, v: &str) -> Result<String> {
-            self.0.put_meta_if_absent(k, v).await
-        }
-    }
 
     fn limits() -> CaBudgets {
         CaBudgets {
@@ -213,10 +147,7 @@ mod tests {
         }
     }
 
-    async fn rules_hold(store: Arc<dyn CertStore>) {
-        let clock = TestClock::new(time::macros::datetime!(2030-01-01 00:00:00 UTC));
-        let counter = BudgetCounter::new(store.clone(), Arc::new(clock.clone()), limits());
-        let other = BudgetCounter::new(store, Arc::new(clock.clone()), limits());
+    async fn rules_hold(counter: BudgetCounter, other: BudgetCounter, clock: TestClock) {
         let d = Domain::new("www.example.com").unwrap();
 
         // Orders: 3 per 3 hours per account, whoever takes them.
@@ -271,22 +202,33 @@ mod tests {
             .unwrap();
     }
 
+    fn clock() -> TestClock {
+        TestClock::new(time::macros::datetime!(2030-01-01 00:00:00 UTC))
+    }
+
     #[tokio::test]
     async fn budgets_are_shared_through_a_store_that_keeps_them() {
-        rules_hold(Arc::new(MemoryStore::new())).await;
+        let clock = clock();
+        let store: Arc<dyn CertStore> = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+        // The counters' own clock is not the store's: the store's counts.
+        let elsewhere = Arc::new(TestClock::new(time::macros::datetime!(2001-01-01 0:00 UTC)));
+        let counter = BudgetCounter::new(store.clone(), elsewhere.clone(), limits());
+        let other = BudgetCounter::new(store, elsewhere, limits());
+        rules_hold(counter, other, clock).await;
     }
 
     #[tokio::test]
     async fn budgets_are_counted_per_process_without_one() {
-        let store = Arc::new(NoBudgets(MemoryStore::new()));
-        let clock = Arc::new(TestClock::new(
-            time::macros::datetime!(2030-01-01 00:00:00 UTC),
-        ));
-        let counter = BudgetCounter::new(store, clock, limits());
+        let store = Arc::new(Alone(MemoryStore::new()));
+        let clock = clock();
+        let counter = BudgetCounter::new(store.clone(), Arc::new(clock.clone()), limits());
         let d = Domain::new("www.example.com").unwrap();
         for _ in 0..3 {
             counter.take_order("acme-a", &d).await.unwrap();
         }
         assert!(counter.take_order("acme-a", &d).await.is_err());
+        // Another counter (another process) counts on its own.
+        let other = BudgetCounter::new(store, Arc::new(clock), limits());
+        other.take_order("acme-a", &d).await.unwrap();
     }
 }

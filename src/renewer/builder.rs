@@ -11,6 +11,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::events::{EventBus, Subscriber, DEFAULT_QUEUE};
 use crate::issuer::{Issuer, SelfSignedIssuer};
 use crate::resolver::CertResolver;
+use crate::store::Coordinator;
 use crate::vault::Vault;
 use crate::Domain;
 
@@ -187,6 +188,7 @@ impl RenewerBuilder {
         for (subscriber, capacity) in self.subscribers {
             events.add(subscriber, capacity);
         }
+        let cluster = Coordinator::new(self.vault.store().clone(), self.clock.clone());
         let renewer = Renewer {
             inner: Arc::new(Inner {
                 policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
@@ -205,7 +207,7 @@ impl RenewerBuilder {
                 instance_id: self.instance_id.unwrap_or_else(random_instance_id),
                 refresh_interval: self.refresh_interval,
                 feed_cursor: tokio::sync::Mutex::new(None),
-                last_local_cycle: Mutex::new(None),
+                cluster,
                 on_demand: Mutex::new(on_demand),
                 events,
             }),

@@ -17,7 +17,7 @@ use crate::error::{rfc3339, CertProblem};
 use crate::events::{problem_type, Event};
 use crate::issuer::{Issuer, RenewalWindow};
 use crate::resolver::CertResolver;
-use crate::store::{CertRecord, CertStore, StoredCert};
+use crate::store::{CertRecord, Coordinator, StoredCert};
 use crate::{Domain, Error, Result};
 
 /// How one issuance ended.
@@ -40,16 +40,21 @@ pub(super) struct Lease<'a> {
     shared: Option<SharedLease>,
 }
 
-/// A lease held in the store.
+/// A lease held in the store's cluster (or this process's).
 pub(super) struct SharedLease {
-    pub(super) store: Arc<dyn CertStore>,
+    pub(super) cluster: Coordinator,
     pub(super) name: String,
     pub(super) holder: String,
 }
 
 impl SharedLease {
     pub(super) async fn release(self) {
-        if let Err(e) = self.store.release_lease(&self.name, &self.holder).await {
+        if let Err(e) = self
+            .cluster
+            .get()
+            .release_lease(&self.name, &self.holder)
+            .await
+        {
             warn!(lease = %self.name, error = %e, "could not release a lease; it expires by itself");
         }
     }
@@ -107,28 +112,20 @@ impl Renewer {
             domain: domain.clone(),
             shared: None,
         };
-        let store = self.store().clone();
+        let cluster = self.inner.cluster.clone();
         let name = domain_lease_name(domain);
         let holder = self.inner.instance_id.clone();
         let ttl = self.inner.issue_timeout + StdDuration::from_secs(60);
-        match store
-            .acquire_lease(&name, &holder, self.inner.clock.now(), ttl)
-            .await
-        {
-            Ok(true) => {
-                lease.shared = Some(SharedLease {
-                    store,
-                    name,
-                    holder,
-                });
-                Ok(Some(lease))
-            }
-            Ok(false) => {
-                debug!(%domain, "being issued by another instance");
-                Ok(None)
-            }
-            Err(Error::Unsupported { .. }) => Ok(Some(lease)),
-            Err(e) => Err(e),
+        if cluster.get().acquire_lease(&name, &holder, ttl).await? {
+            lease.shared = Some(SharedLease {
+                cluster,
+                name,
+                holder,
+            });
+            Ok(Some(lease))
+        } else {
+            debug!(%domain, "being issued by another instance");
+            Ok(None)
         }
     }
 

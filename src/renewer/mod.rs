@@ -21,7 +21,7 @@ pub use notice::PASSED_OVER_LISTED;
 pub use on_demand::{Decision, OnDemand};
 pub use policy::RenewalPolicy;
 pub use report::{CycleFailure, CycleReport, SkipReason};
-pub use schedule::{CYCLE_LEASE_TTL, LAST_CYCLE_META_KEY};
+pub use schedule::{CYCLE_LEASE_TTL, CYCLE_MARK};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -38,7 +38,7 @@ use crate::clock::Clock;
 use crate::events::{Event, EventBus, Subscription};
 use crate::issuer::Issuer;
 use crate::resolver::CertResolver;
-use crate::store::{CertRecord, CertStore, StoredCert};
+use crate::store::{CertRecord, CertStore, ClusterStore, Coordinator, StoredCert};
 use crate::vault::Vault;
 use crate::{Domain, Error, Result};
 use issue::Outcome;
@@ -77,9 +77,8 @@ struct Inner {
     /// Where this renewer stands in the store's change feed (`None`: the
     /// store has none, or nothing was loaded yet).
     feed_cursor: tokio::sync::Mutex<Option<u64>>,
-    /// When this renewer last started a scheduled cycle, for stores
-    /// without leases.
-    last_local_cycle: Mutex<Option<time::OffsetDateTime>>,
+    /// The store's cluster, or this process's when it has none.
+    cluster: Coordinator,
     /// The on-demand queue and rules, until the on-demand task takes them.
     on_demand: Mutex<Option<on_demand::Pending>>,
     /// Every event subscriber's queue.
@@ -110,6 +109,13 @@ impl Renewer {
     /// The store.
     pub fn store(&self) -> &Arc<dyn CertStore> {
         self.inner.vault.store()
+    }
+
+    /// What this renewer coordinates through: the store's
+    /// [`ClusterStore`], or the [`LocalCluster`](crate::store::LocalCluster)
+    /// it plugged in when the store offers none.
+    pub fn cluster(&self) -> &dyn ClusterStore {
+        self.inner.cluster.get()
     }
 
     /// The vault (store and cipher).
@@ -169,12 +175,8 @@ impl Renewer {
         let store = self.store();
         // Where the change feed stands, before reading: what changes while
         // loading is replayed by the next refresh.
-        let head = match store.changes_since(u64::MAX, 0).await {
-            Ok(page) => Some(page.cursor),
-            Err(Error::Unsupported { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        *self.inner.feed_cursor.lock().await = head;
+        let head = self.cluster().changes_since(u64::MAX, 0).await?.cursor;
+        *self.inner.feed_cursor.lock().await = Some(head);
         if let Some(e) = self.ensure_main_record().await? {
             warn!(error = %e, "the main domain cannot get a certificate");
         }

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::{CycleReport, Renewer};
 use crate::events::{Event, EXPIRING_SOON_DAYS};
 use crate::store::{CertRecord, DueEntry, PassedOver, StoredCert};
-use crate::{Domain, Error};
+use crate::Domain;
 
 /// How many domains a [`CycleReport`] names per kind of passed-over
 /// certificate (left for later by the cap, at the attempt limit); the
@@ -65,13 +65,12 @@ pub(super) fn is_expiring_unrenewed(record: &CertRecord, now: time::OffsetDateTi
 }
 
 impl Renewer {
-    /// The certificates at the attempt limit; `None` when the store cannot
-    /// tell.
+    /// The certificates at the attempt limit; `None` when the store failed
+    /// to tell.
     pub(super) async fn passed_over_at_limit(&self) -> Option<PassedOver> {
         let max = self.inner.renewal.max_attempts;
         match self.store().at_attempt_limit(max, PASSED_OVER_LISTED).await {
             Ok(limit) => Some(limit),
-            Err(Error::Unsupported { .. }) => None,
             Err(e) => {
                 warn!(error = %e, "could not count the certificates at the attempt limit");
                 None
@@ -167,7 +166,7 @@ impl Renewer {
             .delete_meta(&expiry_notice_key(domain, cert))
             .await
         {
-            Ok(_) | Err(Error::Unsupported { .. }) => {}
+            Ok(_) => {}
             Err(e) => warn!(%domain, error = %e, "could not forget an expiry notice"),
         }
     }

@@ -1,34 +1,33 @@
 //! When cycles run across a cluster, and how an instance learns what the
 //! others stored.
 //!
-//! With a store that keeps leases, one instance at a time holds the cycle
-//! lease ([`CYCLE_LEASE`], renewed while the cycle runs, so an instance that
-//! dies loses it after [`CYCLE_LEASE_TTL`]), and the store remembers when
-//! the last completed scheduled cycle started ([`LAST_CYCLE_META_KEY`]), so
-//! the cluster runs one cycle per maintenance interval, however many
-//! instances call [`Renewer::run`]. With a store that has a change feed,
-//! each instance reads it every refresh interval and serves what the others
+//! Through the store's cluster (or this process's, when the store has
+//! none), one instance at a time holds the cycle lease ([`CYCLE_LEASE`],
+//! renewed while the cycle runs, so an instance that dies loses it after
+//! [`CYCLE_LEASE_TTL`]), and the cluster marks when the last completed
+//! scheduled cycle started ([`CYCLE_MARK`], on the store's clock), so the
+//! cluster runs one cycle per maintenance interval, however many instances
+//! call [`Renewer::run`] and whatever their clocks say. Each instance reads
+//! the change feed every refresh interval and serves what the others
 //! stored, and stops serving what they removed.
 
 use std::time::Duration as StdDuration;
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::issue::SharedLease;
 use super::{CycleReport, Renewer};
-use crate::{Error, Result};
+use crate::Result;
 
 /// The store's lease of the maintenance cycle.
 pub(super) const CYCLE_LEASE: &str = "maintenance-cycle";
 /// How long the cycle lease lasts without renewal; the holder renews it
 /// every third of that while its cycle runs.
 pub const CYCLE_LEASE_TTL: StdDuration = StdDuration::from_secs(60);
-/// The store setting holding when the last completed scheduled cycle
-/// started (RFC 3339).
-pub const LAST_CYCLE_META_KEY: &str = "maintenance-last-cycle";
+/// The cluster's mark ([`Leases::mark_age`](crate::store::Leases::mark_age))
+/// of when the last completed scheduled cycle started.
+pub const CYCLE_MARK: &str = "maintenance-cycle";
 /// Changes read from the feed in one call.
 const FEED_PAGE: usize = 1000;
 
@@ -58,28 +57,25 @@ impl Drop for CycleLease {
 }
 
 impl Renewer {
-    /// The cycle lease: `None` when another instance holds it; without
-    /// store leases, a lease of this process only.
+    /// The cycle lease: `None` when another instance holds it.
     pub(super) async fn cycle_lease(&self) -> Result<Option<CycleLease>> {
-        let store = self.store().clone();
+        let cluster = self.inner.cluster.clone();
         let holder = self.inner.instance_id.clone();
-        let clock = self.inner.clock.clone();
-        match store
-            .acquire_lease(CYCLE_LEASE, &holder, clock.now(), CYCLE_LEASE_TTL)
-            .await
+        if !cluster
+            .get()
+            .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
+            .await?
         {
-            Ok(true) => {}
-            Ok(false) => return Ok(None),
-            Err(Error::Unsupported { .. }) => return Ok(Some(CycleLease { shared: None })),
-            Err(e) => return Err(e),
+            return Ok(None);
         }
         let renewal = {
-            let (store, holder) = (store.clone(), holder.clone());
+            let (cluster, holder) = (cluster.clone(), holder.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(CYCLE_LEASE_TTL / 3).await;
-                    match store
-                        .acquire_lease(CYCLE_LEASE, &holder, clock.now(), CYCLE_LEASE_TTL)
+                    match cluster
+                        .get()
+                        .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
                         .await
                     {
                         Ok(true) => {}
@@ -93,7 +89,7 @@ impl Renewer {
             })
         };
         let shared = SharedLease {
-            store,
+            cluster,
             name: CYCLE_LEASE.into(),
             holder,
         };
@@ -151,71 +147,36 @@ impl Renewer {
             return Ok(None);
         };
         let started = self.inner.clock.now();
-        let last = match self.last_cycle(lease.shared.is_some()).await {
-            Ok(last) => last,
+        let last_age = match self.cluster().mark_age(CYCLE_MARK).await {
+            Ok(age) => age,
             Err(e) => {
                 lease.release().await;
                 return Err(e);
             }
         };
-        let spaced = last.is_none_or(|last| started >= last + interval);
+        let spaced = last_age.is_none_or(|age| age >= interval);
         if !spaced && !now {
             lease.release().await;
             return Ok(None);
         }
+        // Answers left by instances that died before cleaning up; the
+        // validation path itself never writes.
+        match self.cluster().purge_expired_challenges().await {
+            Ok(0) => {}
+            Ok(purged) => debug!(purged, "expired HTTP-01 answers purged"),
+            Err(e) => warn!(error = %e, "could not purge expired HTTP-01 answers"),
+        }
         let report = self.cycle_body().await;
         if report.is_ok() && spaced {
-            if let Err(e) = self.remember_cycle(lease.shared.is_some(), started).await {
+            // The mark is the cluster's clock at the cycle's start: the
+            // store's now less how long this instance saw the cycle take.
+            let took = StdDuration::try_from(self.inner.clock.now() - started).unwrap_or_default();
+            if let Err(e) = self.cluster().set_mark(CYCLE_MARK, took).await {
                 warn!(error = %e, "could not record the start of the cycle");
             }
         }
         lease.release().await;
         report.map(Some)
-    }
-
-    /// When the last completed scheduled cycle started: in the store when it
-    /// keeps leases, else in this process.
-    async fn last_cycle(&self, shared: bool) -> Result<Option<OffsetDateTime>> {
-        if !shared {
-            return Ok(*self
-                .inner
-                .last_local_cycle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()));
-        }
-        let stored = self.store().get_meta(LAST_CYCLE_META_KEY).await?;
-        Ok(stored.and_then(|text| match OffsetDateTime::parse(&text, &Rfc3339) {
-            Ok(date) => Some(date),
-            Err(_) => {
-                warn!(value = %text, "the stored start of the last cycle is not a date; ignored");
-                None
-            }
-        }))
-    }
-
-    async fn remember_cycle(&self, shared: bool, started: OffsetDateTime) -> Result<()> {
-        if !shared {
-            *self
-                .inner
-                .last_local_cycle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(started);
-            return Ok(());
-        }
-        let text = started
-            .format(&Rfc3339)
-            .map_err(|e| Error::store("renewer", format!("cannot format a date: {e}")))?;
-        match self.store().set_meta(LAST_CYCLE_META_KEY, &text).await {
-            Err(Error::Unsupported { .. }) => {
-                *self
-                    .inner
-                    .last_local_cycle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = Some(started);
-                Ok(())
-            }
-            other => other,
-        }
     }
 
     /// Reads the store's change feed since the last call (or since
@@ -234,11 +195,7 @@ impl Renewer {
         };
         let mut applied = 0;
         loop {
-            let page = match self.store().changes_since(cursor, FEED_PAGE).await {
-                Ok(page) => page,
-                Err(Error::Unsupported { .. }) => return Ok(0),
-                Err(e) => return Err(e),
-            };
+            let page = self.cluster().changes_since(cursor, FEED_PAGE).await?;
             if page.reset {
                 info!("the change feed moved past this instance; reloading every certificate");
                 drop(cursor_slot);

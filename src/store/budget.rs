@@ -1,5 +1,6 @@
 //! A budget's sliding window, as every built-in store keeps it: the times
 //! (unix seconds) units were taken, newest last, as one short text value.
+//! Public, so a custom store keeps budgets the same way.
 
 use std::time::Duration;
 
@@ -7,8 +8,9 @@ use time::OffsetDateTime;
 
 use crate::{Error, Result};
 
-/// Checks a budget key: the key rules, at most 120 characters.
-pub(crate) fn check_budget_key(key: &str) -> Result<()> {
+/// Checks a budget key: the key rules ([`check_key`](super::check_key)),
+/// at most 120 characters; anything else is an [`Error::InvalidKey`].
+pub fn check_budget_key(key: &str) -> Result<()> {
     super::keys::check_key("budget key", key)?;
     if key.len() > 120 {
         return Err(Error::InvalidKey {
@@ -20,19 +22,18 @@ pub(crate) fn check_budget_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// The times units of one budget were taken, oldest first.
+/// The times (unix seconds) the units of one budget were taken, oldest
+/// first: what [`Budgets`](super::Budgets) keeps per key. A store keeps it
+/// as the text of [`encode`](Self::encode) and reads it back with
+/// [`parse`](Self::parse), under a lock or in a transaction, with the
+/// store's own `now`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Window(Vec<i64>);
+pub struct BudgetWindow(Vec<i64>);
 
-// Stored as text by the file and SQL stores only.
-#[cfg_attr(
-    not(any(feature = "fs", feature = "postgres", feature = "mysql")),
-    allow(dead_code)
-)]
-impl Window {
+impl BudgetWindow {
     /// Reads a value written by [`encode`](Self::encode); `key` names it in
-    /// the error for a value that is not one.
-    pub(crate) fn parse(key: &str, text: &str) -> Result<Self> {
+    /// the error ([`Error::Corrupt`]) for a value that is not one.
+    pub fn parse(key: &str, text: &str) -> Result<Self> {
         let mut times = Vec::new();
         for part in text.split(',').filter(|p| !p.is_empty()) {
             times.push(part.parse::<i64>().map_err(|_| Error::Corrupt {
@@ -45,7 +46,7 @@ impl Window {
     }
 
     /// The value to store.
-    pub(crate) fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let parts: Vec<String> = self.0.iter().map(i64::to_string).collect();
         parts.join(",")
     }
@@ -58,7 +59,7 @@ impl Window {
 
     /// The units taken in the window ending at `now` (later ones included:
     /// a clock that went back still sees them).
-    pub(crate) fn used(&self, now: OffsetDateTime, window: Duration) -> u32 {
+    pub fn used(&self, now: OffsetDateTime, window: Duration) -> u32 {
         let mut pruned = self.clone();
         pruned.prune(now, window);
         u32::try_from(pruned.0.len()).unwrap_or(u32::MAX)
@@ -66,7 +67,7 @@ impl Window {
 
     /// Takes one unit at `now` when fewer than `limit` were taken in the
     /// window; forgets the units that left the window either way.
-    pub(crate) fn take(&mut self, now: OffsetDateTime, window: Duration, limit: u32) -> bool {
+    pub fn take(&mut self, now: OffsetDateTime, window: Duration, limit: u32) -> bool {
         self.prune(now, window);
         if u32::try_from(self.0.len()).unwrap_or(u32::MAX) >= limit {
             return false;
@@ -89,7 +90,7 @@ mod tests {
     #[test]
     fn a_window_takes_up_to_its_limit_and_frees_units_as_they_leave_it() {
         let hour = Duration::from_secs(3600);
-        let mut window = Window::default();
+        let mut window = BudgetWindow::default();
         assert!(window.take(at(0), hour, 2));
         assert!(window.take(at(10), hour, 2));
         assert!(!window.take(at(20), hour, 2));
@@ -98,12 +99,15 @@ mod tests {
         assert!(!window.take(at(3599), hour, 2));
         assert!(window.take(at(3600), hour, 2));
         assert_eq!(window.used(at(3600), hour), 2);
-        let read = Window::parse("k", &window.encode()).unwrap();
+        let read = BudgetWindow::parse("k", &window.encode()).unwrap();
         assert_eq!(read, window);
         assert!(matches!(
-            Window::parse("k", "1,x"),
+            BudgetWindow::parse("k", "1,x"),
             Err(Error::Corrupt { .. })
         ));
-        assert_eq!(Window::parse("k", "").unwrap(), Window::default());
+        assert_eq!(
+            BudgetWindow::parse("k", "").unwrap(),
+            BudgetWindow::default()
+        );
     }
 }

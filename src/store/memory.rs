@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::budget::{check_budget_key, Window};
-use super::keys::{check_key, check_token, check_version};
-use super::local::{Coordination, DueIndex};
-use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
+use super::keys::{check_key, check_version};
+use super::local::DueIndex;
+use super::{
+    AccountRecord, CertRecord, CertStore, ClusterStore, DueEntry, LocalCluster, PassedOver,
+};
+use crate::clock::Clock;
 use crate::{Domain, Result};
 
 /// A [`CertStore`] that keeps everything in memory and loses it on drop.
@@ -21,6 +22,10 @@ use crate::{Domain, Result};
 /// and compare-and-swap, and [`due`](CertStore::due) answered from an index
 /// ordered by `(renew_date, domain)`, so a cycle walks only the due records.
 /// Dates are kept to the nanosecond.
+///
+/// Several renewers of one process may share it: it offers a
+/// [`LocalCluster`] as its [`cluster`](CertStore::cluster), on the system
+/// clock or on the one given to [`with_clock`](Self::with_clock).
 ///
 /// Account ids and meta keys follow the same rule as in the file store
 /// (`FileStore`): 1 to 128 characters of `a-z`, `0-9`, `.`, `_` and `-`, not
@@ -43,6 +48,7 @@ use crate::{Domain, Result};
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    cluster: LocalCluster,
 }
 
 #[derive(Default)]
@@ -52,14 +58,21 @@ struct State {
     due_index: DueIndex,
     accounts: BTreeMap<String, AccountRecord>,
     meta: BTreeMap<String, String>,
-    coordination: Coordination,
-    budgets: BTreeMap<String, Window>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose leases, answers and budgets follow `clock` (a
+    /// [`TestClock`](crate::TestClock) in tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Mutex::default(),
+            cluster: LocalCluster::with_clock(clock),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -97,7 +110,8 @@ impl CertStore for MemoryStore {
             state.due_index.remove(&DueEntry::of(&old));
         }
         state.due_index.insert(&entry);
-        state.coordination.record_change(&record.domain, false);
+        drop(state);
+        self.cluster.record_change(&record.domain, false);
         Ok(version)
     }
 
@@ -106,7 +120,8 @@ impl CertStore for MemoryStore {
         match state.records.remove(domain) {
             Some(old) => {
                 state.due_index.remove(&DueEntry::of(&old));
-                state.coordination.record_change(domain, true);
+                drop(state);
+                self.cluster.record_change(domain, true);
                 Ok(true)
             }
             None => Ok(false),
@@ -181,74 +196,8 @@ impl CertStore for MemoryStore {
         Ok(self.state().meta.remove(key).is_some())
     }
 
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<bool> {
-        check_key("lease name", name)?;
-        check_key("lease holder", holder)?;
-        Ok(self
-            .state()
-            .coordination
-            .acquire_lease(name, holder, now, ttl))
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-        check_key("lease name", name)?;
-        Ok(self.state().coordination.release_lease(name, holder))
-    }
-
-    async fn put_challenge(
-        &self,
-        token: &str,
-        key_authorization: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<()> {
-        check_token(token)?;
-        self.state()
-            .coordination
-            .put_challenge(token, key_authorization, expires_at);
-        Ok(())
-    }
-
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
-        check_token(token)?;
-        Ok(self.state().coordination.get_challenge(token, now))
-    }
-
-    async fn delete_challenge(&self, token: &str) -> Result<()> {
-        check_token(token)?;
-        self.state().coordination.delete_challenge(token);
-        Ok(())
-    }
-
-    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
-        Ok(self.state().coordination.changes_since(cursor, limit))
-    }
-
-    async fn take_budget(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: Duration,
-        limit: u32,
-    ) -> Result<bool> {
-        check_budget_key(key)?;
-        let mut state = self.state();
-        let budget = state.budgets.entry(key.to_owned()).or_default();
-        Ok(budget.take(now, window, limit))
-    }
-
-    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
-        check_budget_key(key)?;
-        Ok(self
-            .state()
-            .budgets
-            .get(key)
-            .map_or(0, |budget| budget.used(now, window)))
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(&self.cluster)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Where certificates, ACME accounts and settings live: the [`CertStore`]
 //! trait, its records, and the built-in stores.
 
-pub(crate) mod budget;
+mod budget;
+mod cluster;
 #[cfg(feature = "fs")]
 mod file;
 mod keys;
@@ -15,10 +16,14 @@ pub mod conformance;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "mysql"))))]
 pub mod sql;
 
+pub use budget::{check_budget_key, BudgetWindow};
+pub(crate) use cluster::Coordinator;
+pub use cluster::{Budgets, ChallengeAnswers, ChangeFeed, ClusterStore, Leases, LocalCluster};
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use file::FileStore;
 pub use keys::{check_key, check_token, check_version};
+pub use local::DueIndex;
 pub use memory::MemoryStore;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
@@ -29,7 +34,6 @@ pub use sql::PostgresStore;
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -37,40 +41,51 @@ use time::OffsetDateTime;
 
 use crate::cert::IssuerKind;
 use crate::cipher::Sealed;
-use crate::{Domain, Error, Result};
+use crate::{Domain, Result};
 
 /// How many log entries a [`CertRecord`] keeps; older ones are dropped first.
 pub const MAX_LOG_ENTRIES: usize = 32;
 /// Longest log message kept, in bytes (a CA's problem document can be long).
 pub const MAX_LOG_MESSAGE: usize = 1024;
 
-/// Storage for certificate records, ACME account credentials, settings,
-/// and (for stores shared by several instances) leases, HTTP-01 answers and
-/// a change feed.
+/// Storage for certificate records, ACME account credentials and settings.
 ///
 /// Hold it as `Arc<dyn CertStore>`; `Arc<T>` and `Box<T>` of a store are
 /// stores too, so a wrapper needs no forwarding code. Every method may be
 /// called concurrently from many tasks (and, for shared backends, from many
 /// processes).
 ///
-/// # Required and optional methods
-/// The methods without a default are what every store must do. The others
-/// have defaults that answer [`Error::Unsupported`],
-/// so a store written for an older certkeeper keeps compiling when one is
-/// added; certkeeper then falls back to what one process can do alone (its
-/// own in-memory leases, challenge answers and certificates). A store that
-/// several instances share must implement them all: the
-/// [`conformance`] suite checks them.
+/// # Every method is required, but one
+/// Records, accounts and settings are what every store keeps; certkeeper
+/// calls each of these methods and relies on its answer. The one optional
+/// method, [`cluster`](Self::cluster), says whether the store also
+/// coordinates the instances that share it (leases, HTTP-01 answers, the
+/// change feed, the CA's budgets: a [`ClusterStore`]), all of it or none.
+///
+/// Without it (the default, `None`), certkeeper coordinates in the process
+/// through a [`LocalCluster`] plugged in once, when the renewer, the ACME
+/// issuer and the HTTP-01 solver are built. That is exact for one process,
+/// and what it costs for several processes sharing the store:
+/// - each runs its own maintenance cycle, so the per-cycle cap is per
+///   process, and two may order the same name at the same time (the
+///   record's compare-and-swap still keeps one certificate, but the CA
+///   counts both orders);
+/// - the CA's budgets (orders per account, failed validations per name) are
+///   counted per process and restart from zero with it;
+/// - an HTTP-01 answer is known only to the process that presented it, so
+///   the CA must reach that one;
+/// - a certificate stored by one process is served by the others only after
+///   they restart ([`Renewer::load`](crate::Renewer::load)).
 ///
 /// # Contract
 /// - **Never plaintext secrets.** Private keys and account credentials reach
 ///   the store already sealed ([`Sealed`]); a store keeps them as opaque bytes.
-/// - **Versions and compare-and-swap.** Every record carries a `version`;
-///   0 means "not stored yet". [`save`](Self::save) succeeds only when the
-///   stored version equals the record's `version` (a missing record counts as
-///   0) and then stores it with `version + 1`, which it returns. Otherwise it
-///   fails with [`Error::Conflict`] and changes
-///   nothing. [`check_version`] does the comparison for a custom store.
+/// - **Versions and compare-and-swap.** Every record and account carries a
+///   `version`; 0 means "not stored yet". [`save`](Self::save) succeeds only
+///   when the stored version equals the record's `version` (a missing record
+///   counts as 0) and then stores it with `version + 1`, which it returns.
+///   Otherwise it fails with [`Error::Conflict`](crate::Error::Conflict) and changes nothing.
+///   [`check_version`] does the comparison for a custom store.
 /// - **Atomic.** A reader sees the old record or the new one, never a mix, and
 ///   a crash during `save` leaves one of the two.
 /// - **Missing is not an error.** `load` of an unknown key returns `Ok(None)`;
@@ -81,14 +96,11 @@ pub const MAX_LOG_MESSAGE: usize = 1024;
 ///   without reading every record (an index, or a query), and in a time that
 ///   does not grow with the records at or over `max_attempts` (they keep
 ///   their last renew date, so they would otherwise sit in front forever).
-/// - **Leases** ([`acquire_lease`](Self::acquire_lease)) are granted to one
-///   holder at a time, atomically, until they expire or are released; a
-///   holder renews its lease by acquiring it again.
-/// - **Keys.** Domains are [`Domain`]s (safe as file names). Account ids,
-///   setting keys, lease names and challenge tokens come from callers: a
-///   store may refuse anything outside `[a-z0-9._-]{1,128}` (no leading dot;
-///   tokens also allow `A-Z`) with
-///   [`Error::InvalidKey`]; the built-in stores do.
+///   An in-process store keeps a [`DueIndex`] beside its records and asks it.
+/// - **Keys.** Domains are [`Domain`]s (safe as file names). Account ids and
+///   setting keys come from callers: a store may refuse anything outside
+///   `[a-z0-9._-]{1,128}` (no leading dot) with [`Error::InvalidKey`](crate::Error::InvalidKey)
+///   ([`check_key`]); the built-in stores do.
 /// - **Dates** must be kept to the second at least; sub-second precision is
 ///   optional.
 /// - **`limit`** may be anything up to `usize::MAX`; a backend that cannot
@@ -120,11 +132,23 @@ pub trait CertStore: Debug + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DueEntry>>;
 
+    /// The records that used up their attempts (`attempts >= max_attempts`,
+    /// whatever their renew date): how many there are, and the first
+    /// `limit` of them by attempts, renew date, then domain. Answered from
+    /// the same index as [`due`](Self::due), in a time that grows with the
+    /// records at the limit only for the count (an index-only count in SQL),
+    /// never with the others. A cycle reports them as passed over, and the
+    /// operator is told.
+    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver>;
+
     /// The ACME account stored under `id`, if any.
     async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>>;
 
     /// Stores an account with the same compare-and-swap rule as [`save`](Self::save).
     async fn save_account(&self, record: &AccountRecord) -> Result<u64>;
+
+    /// Removes the account stored under `id`; `true` if there was one.
+    async fn delete_account(&self, id: &str) -> Result<bool>;
 
     /// The ids of every stored account, sorted.
     async fn list_accounts(&self) -> Result<Vec<String>>;
@@ -137,128 +161,23 @@ pub trait CertStore: Debug + Send + Sync + 'static {
     /// several callers race, all of them get the same answer.
     async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String>;
 
-    /// Removes the account stored under `id`; `true` if there was one.
-    async fn delete_account(&self, id: &str) -> Result<bool> {
-        let _ = id;
-        Err(unsupported("delete_account"))
-    }
-
     /// Stores `value` under `key`, replacing what was there.
-    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        let _ = (key, value);
-        Err(unsupported("set_meta"))
-    }
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
 
-    /// Removes the setting `key`; `true` if there was one.
-    async fn delete_meta(&self, key: &str) -> Result<bool> {
-        let _ = key;
-        Err(unsupported("delete_meta"))
-    }
+    /// Removes the setting `key`; `true` if there was one. certkeeper
+    /// removes the settings it no longer needs (an expiry notice once the
+    /// certificate is renewed), so they do not pile up.
+    async fn delete_meta(&self, key: &str) -> Result<bool>;
 
-    /// Grants the lease `name` to `holder` until `now + ttl` when it is free
-    /// (never granted, released, or expired at `now`) or already held by
-    /// `holder` (which renews it); `false` when another holder has it. Atomic
-    /// across every instance sharing the store.
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<bool> {
-        let _ = (name, holder, now, ttl);
-        Err(unsupported("leases"))
-    }
-
-    /// Releases the lease `name` if `holder` holds it; `true` if it did.
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-        let _ = (name, holder);
-        Err(unsupported("leases"))
-    }
-
-    /// Keeps an HTTP-01 key authorization for `token` until `expires_at`, so
-    /// any instance can answer the CA.
-    async fn put_challenge(
-        &self,
-        token: &str,
-        key_authorization: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<()> {
-        let _ = (token, key_authorization, expires_at);
-        Err(unsupported("challenges"))
-    }
-
-    /// The key authorization kept for `token`, unless it expired at `now`.
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
-        let _ = (token, now);
-        Err(unsupported("challenges"))
-    }
-
-    /// Forgets the key authorization of `token`.
-    async fn delete_challenge(&self, token: &str) -> Result<()> {
-        let _ = token;
-        Err(unsupported("challenges"))
-    }
-
-    /// The records that used up their attempts (`attempts >= max_attempts`,
-    /// whatever their renew date): how many there are, and the first
-    /// `limit` of them by attempts, renew date, then domain. Answered from
-    /// the same index as [`due`](Self::due), in a time that grows with the
-    /// records at the limit only for the count (an index-only count in SQL),
-    /// never with the others. A cycle reports them as passed over.
-    async fn at_attempt_limit(&self, max_attempts: u32, limit: usize) -> Result<PassedOver> {
-        let _ = (max_attempts, limit);
-        Err(unsupported("at_attempt_limit"))
-    }
-
-    /// The certificate records saved or deleted after `cursor` (0: from the
-    /// start), oldest first, at most `limit`, with the cursor to ask from
-    /// next. When the store no longer knows what happened after `cursor`, it
-    /// answers with [`Changes::reset`] set, and the caller reloads everything.
-    /// A cursor beyond the newest change (`u64::MAX`) is answered with
-    /// `reset` and the newest cursor: that is how a reader learns where the
-    /// feed stands before loading everything ([`Renewer::load`] does).
-    ///
-    /// [`Renewer::load`]: crate::Renewer::load
-    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
-        let _ = (cursor, limit);
-        Err(unsupported("changes"))
-    }
-
-    /// Takes one unit of the budget `key` (a CA's orders for an account,
-    /// its failed validations for a name ...) at `now`, when fewer than
-    /// `limit` units were taken in the sliding window `(now - window,
-    /// now]`; `false` (nothing taken) when the budget is spent. Atomic
-    /// across every instance sharing the store, so they share the budget.
-    /// Units older than the window may be forgotten. `key` follows the
-    /// key rules (at most 120 characters here).
-    async fn take_budget(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: Duration,
-        limit: u32,
-    ) -> Result<bool> {
-        let _ = (key, now, window, limit);
-        Err(unsupported("budgets"))
-    }
-
-    /// How many units of the budget `key` were taken in the sliding window
-    /// ending at `now`.
-    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
-        let _ = (key, now, window);
-        Err(unsupported("budgets"))
+    /// What the instances sharing this store coordinate through, when the
+    /// store offers it; `None` (the default) for a store that one process
+    /// uses alone (see the costs above).
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        None
     }
 }
 
-fn unsupported(operation: &'static str) -> Error {
-    Error::Unsupported {
-        store: "custom",
-        operation,
-    }
-}
-
-/// Forwards every method, the optional ones included, to the inner store.
+/// Forwards every method to the inner store.
 macro_rules! forward_store {
     ($($wrapper:ident),*) => {$(
         #[async_trait]
@@ -283,11 +202,21 @@ macro_rules! forward_store {
             ) -> Result<Vec<DueEntry>> {
                 (**self).due(now, max_attempts, limit).await
             }
+            async fn at_attempt_limit(
+                &self,
+                max_attempts: u32,
+                limit: usize,
+            ) -> Result<PassedOver> {
+                (**self).at_attempt_limit(max_attempts, limit).await
+            }
             async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
                 (**self).load_account(id).await
             }
             async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
                 (**self).save_account(record).await
+            }
+            async fn delete_account(&self, id: &str) -> Result<bool> {
+                (**self).delete_account(id).await
             }
             async fn list_accounts(&self) -> Result<Vec<String>> {
                 (**self).list_accounts().await
@@ -298,77 +227,76 @@ macro_rules! forward_store {
             async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
                 (**self).put_meta_if_absent(key, value).await
             }
-            async fn delete_account(&self, id: &str) -> Result<bool> {
-                (**self).delete_account(id).await
-            }
             async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
                 (**self).set_meta(key, value).await
             }
             async fn delete_meta(&self, key: &str) -> Result<bool> {
                 (**self).delete_meta(key).await
             }
-            async fn acquire_lease(
-                &self,
-                name: &str,
-                holder: &str,
-                now: OffsetDateTime,
-                ttl: Duration,
-            ) -> Result<bool> {
-                (**self).acquire_lease(name, holder, now, ttl).await
-            }
-            async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-                (**self).release_lease(name, holder).await
-            }
-            async fn put_challenge(
-                &self,
-                token: &str,
-                key_authorization: &str,
-                expires_at: OffsetDateTime,
-            ) -> Result<()> {
-                (**self).put_challenge(token, key_authorization, expires_at).await
-            }
-            async fn get_challenge(
-                &self,
-                token: &str,
-                now: OffsetDateTime,
-            ) -> Result<Option<String>> {
-                (**self).get_challenge(token, now).await
-            }
-            async fn delete_challenge(&self, token: &str) -> Result<()> {
-                (**self).delete_challenge(token).await
-            }
-            async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
-                (**self).changes_since(cursor, limit).await
-            }
-            async fn at_attempt_limit(
-                &self,
-                max_attempts: u32,
-                limit: usize,
-            ) -> Result<PassedOver> {
-                (**self).at_attempt_limit(max_attempts, limit).await
-            }
-            async fn take_budget(
-                &self,
-                key: &str,
-                now: OffsetDateTime,
-                window: Duration,
-                limit: u32,
-            ) -> Result<bool> {
-                (**self).take_budget(key, now, window, limit).await
-            }
-            async fn budget_used(
-                &self,
-                key: &str,
-                now: OffsetDateTime,
-                window: Duration,
-            ) -> Result<u32> {
-                (**self).budget_used(key, now, window).await
+            fn cluster(&self) -> Option<&dyn ClusterStore> {
+                (**self).cluster()
             }
         }
     )*};
 }
 
 forward_store!(Arc, Box);
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A store that one process uses alone: the inner store's records,
+    /// accounts and settings, without its cluster.
+    #[derive(Debug)]
+    pub(crate) struct Alone<S>(pub(crate) S);
+
+    #[async_trait]
+    impl<S: CertStore> CertStore for Alone<S> {
+        async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
+            self.0.load(domain).await
+        }
+        async fn save(&self, record: &CertRecord) -> Result<u64> {
+            self.0.save(record).await
+        }
+        async fn delete(&self, domain: &Domain) -> Result<bool> {
+            self.0.delete(domain).await
+        }
+        async fn list(&self) -> Result<Vec<Domain>> {
+            self.0.list().await
+        }
+        async fn due(&self, now: OffsetDateTime, max: u32, limit: usize) -> Result<Vec<DueEntry>> {
+            self.0.due(now, max, limit).await
+        }
+        async fn at_attempt_limit(&self, max: u32, limit: usize) -> Result<PassedOver> {
+            self.0.at_attempt_limit(max, limit).await
+        }
+        async fn load_account(&self, id: &str) -> Result<Option<AccountRecord>> {
+            self.0.load_account(id).await
+        }
+        async fn save_account(&self, record: &AccountRecord) -> Result<u64> {
+            self.0.save_account(record).await
+        }
+        async fn delete_account(&self, id: &str) -> Result<bool> {
+            self.0.delete_account(id).await
+        }
+        async fn list_accounts(&self) -> Result<Vec<String>> {
+            self.0.list_accounts().await
+        }
+        async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+            self.0.get_meta(key).await
+        }
+        async fn put_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+            self.0.put_meta_if_absent(key, value).await
+        }
+        async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+            self.0.set_meta(key, value).await
+        }
+        async fn delete_meta(&self, key: &str) -> Result<bool> {
+            self.0.delete_meta(key).await
+        }
+    }
+}
 
 /// What a maintenance cycle needs to pick a record: [`CertStore::due`]'s
 /// answer, without the certificate and its log.
@@ -407,7 +335,7 @@ pub struct PassedOver {
     pub domains: Vec<Domain>,
 }
 
-/// One change of a certificate record, from [`CertStore::changes_since`].
+/// One change of a certificate record, from [`ChangeFeed::changes_since`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     /// The position of the change in the store's feed (increasing).
@@ -418,7 +346,7 @@ pub struct Change {
     pub deleted: bool,
 }
 
-/// An answer of [`CertStore::changes_since`].
+/// An answer of [`ChangeFeed::changes_since`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The changes after the cursor asked from, oldest first.

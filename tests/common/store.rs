@@ -1,8 +1,10 @@
 //! Test stores built over a real one.
 
 /// `impl CertStore for $store` with the methods given, and the account
-/// methods and `get_meta` handed unchanged to `self.inner`: for a test store
-/// that changes how records (or `put_meta_if_absent`) behave and nothing else.
+/// methods, `get_meta` and `delete_meta` handed unchanged to `self.inner`:
+/// for a test store that changes how records (or `put_meta_if_absent`,
+/// `set_meta`) behave and nothing else. Such a store offers no cluster
+/// unless the methods given include `cluster`.
 // Only some test crates build such a store.
 #[allow(unused_macros)]
 macro_rules! cert_store_over_inner {
@@ -31,6 +33,14 @@ macro_rules! cert_store_over_inner {
 
             async fn get_meta(&self, key: &str) -> certkeeper::Result<Option<String>> {
                 self.inner.get_meta(key).await
+            }
+
+            async fn delete_account(&self, id: &str) -> certkeeper::Result<bool> {
+                self.inner.delete_account(id).await
+            }
+
+            async fn delete_meta(&self, key: &str) -> certkeeper::Result<bool> {
+                self.inner.delete_meta(key).await
             }
         }
     };

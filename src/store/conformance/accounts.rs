@@ -93,6 +93,9 @@ pub async fn accounts(store: &dyn CertStore) {
         ours, expected,
         "conformance: list_accounts must contain every saved id, sorted"
     );
+    for id in others.iter().chain([&id]) {
+        ok("delete_account", store.delete_account(id).await);
+    }
 }
 
 /// `put_meta_if_absent` stores the first value and then keeps it;
@@ -128,4 +131,5 @@ pub async fn meta_first_writer_wins(store: &dyn CertStore) {
         None,
         "conformance: setting one meta key must not set another"
     );
+    ok("delete_meta", store.delete_meta(&key).await);
 }

@@ -1,28 +1,30 @@
-//! The optional methods a store shared by several instances needs: deletion
-//! of accounts and settings, replaceable settings, leases, HTTP-01 answers
-//! and the change feed; and the checks through two handles of one backend.
+//! What the instances sharing a store coordinate through
+//! ([`ClusterStore`]): leases and marks, HTTP-01 answers, the change feed;
+//! deletion of accounts and settings; and the checks through two handles
+//! of one backend.
+//!
+//! Expiry is on the store's clock, which the checks cannot move: they use
+//! lifetimes of a few seconds and wait them out (about 12 s in all).
 
 use std::time::Duration as StdDuration;
-
-use time::Duration;
 
 use super::expect::{assert_conflict, ok};
 use super::fixtures::{cleanup, create, full_record, sealed};
 use super::scope::Scope;
 use super::LATER;
-use crate::store::{AccountRecord, CertStore};
-use crate::{Error, Result};
+use crate::store::{AccountRecord, CertStore, ClusterStore};
+use crate::Error;
 
-/// The answer of an optional method, or `None` when the store does not
-/// support it (the check is then skipped, and says so).
-fn optional<T>(check: &str, what: &str, result: Result<T>) -> Option<T> {
-    match result {
-        Err(Error::Unsupported { .. }) => {
-            tracing::info!(check, "the store does not support {what}; check skipped");
-            None
-        }
-        other => Some(ok(what, other)),
-    }
+/// Waits `seconds` of real time (the store's clock runs on its own).
+async fn wait(seconds: f64) {
+    tokio::time::sleep(StdDuration::from_secs_f64(seconds)).await;
+}
+
+/// The cluster a store offers; panics naming the rule when it offers none.
+pub(super) fn cluster_of<'a>(store: &'a dyn CertStore, check: &str) -> &'a dyn ClusterStore {
+    store.cluster().unwrap_or_else(|| {
+        panic!("conformance: {check} needs a store that offers a cluster (CertStore::cluster)")
+    })
 }
 
 /// `delete_account` and `delete_meta` remove what is there and say whether
@@ -30,13 +32,7 @@ fn optional<T>(check: &str, what: &str, result: Result<T>) -> Option<T> {
 pub async fn deletion_and_settings(store: &dyn CertStore) {
     let scope = Scope::new("deletion");
     let key = scope.key("setting");
-    let Some(()) = optional(
-        "deletion_and_settings",
-        "set_meta",
-        store.set_meta(&key, "first").await,
-    ) else {
-        return;
-    };
+    ok("set_meta", store.set_meta(&key, "first").await);
     ok("set_meta", store.set_meta(&key, "second").await);
     assert_eq!(
         ok("get_meta", store.get_meta(&key).await).as_deref(),
@@ -83,56 +79,56 @@ pub async fn deletion_and_settings(store: &dyn CertStore) {
 }
 
 /// A lease goes to one holder at a time: refused to others until it expires
-/// or is released, renewed by its holder.
-pub async fn leases(store: &dyn CertStore) {
-    leases_between(store, store, "leases").await;
+/// or is released, renewed by its holder, on the store's clock.
+pub async fn leases(cluster: &dyn ClusterStore) {
+    leases_between(cluster, cluster, "leases").await;
 }
 
 /// Leases through two handles of one backend (two connections, two
 /// processes): what one grants, the other refuses.
-pub async fn shared_leases(a: &dyn CertStore, b: &dyn CertStore) {
+pub async fn shared_leases(a: &dyn ClusterStore, b: &dyn ClusterStore) {
     leases_between(a, b, "shared_leases").await;
 }
 
-async fn leases_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static str) {
+async fn leases_between(a: &dyn ClusterStore, b: &dyn ClusterStore, check: &'static str) {
     let scope = Scope::new(check);
     let name = scope.key("lease");
-    let ttl = StdDuration::from_secs(30);
-    let t0 = LATER;
-    let Some(granted) = optional(
-        check,
-        "leases",
-        a.acquire_lease(&name, "holder-a", t0, ttl).await,
-    ) else {
-        return;
-    };
-    assert!(granted, "conformance: a free lease must be granted");
-    let later = |s: i64| t0 + Duration::seconds(s);
+    let ttl = StdDuration::from_secs(3);
+    assert!(
+        ok(
+            "acquire_lease",
+            a.acquire_lease(&name, "holder-a", ttl).await
+        ),
+        "conformance: a free lease must be granted"
+    );
     assert!(
         !ok(
             "acquire_lease",
-            b.acquire_lease(&name, "holder-b", later(1), ttl).await
+            b.acquire_lease(&name, "holder-b", ttl).await
         ),
         "conformance: a held lease must be refused to another holder"
     );
+    wait(1.5).await;
     assert!(
         ok(
             "acquire_lease",
-            a.acquire_lease(&name, "holder-a", later(20), ttl).await
+            a.acquire_lease(&name, "holder-a", ttl).await
         ),
         "conformance: the holder must be able to renew its lease"
     );
+    wait(2.0).await;
     assert!(
         !ok(
             "acquire_lease",
-            b.acquire_lease(&name, "holder-b", later(45), ttl).await
+            b.acquire_lease(&name, "holder-b", ttl).await
         ),
         "conformance: a renewed lease must last ttl from the renewal"
     );
+    wait(1.5).await;
     assert!(
         ok(
             "acquire_lease",
-            b.acquire_lease(&name, "holder-b", later(50), ttl).await
+            b.acquire_lease(&name, "holder-b", ttl).await
         ),
         "conformance: an expired lease must go to the next holder"
     );
@@ -143,7 +139,7 @@ async fn leases_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static st
     assert!(
         !ok(
             "acquire_lease",
-            a.acquire_lease(&name, "holder-a", later(51), ttl).await
+            a.acquire_lease(&name, "holder-a", ttl).await
         ),
         "conformance: a lease must stay with its new holder"
     );
@@ -154,16 +150,24 @@ async fn leases_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static st
     assert!(
         ok(
             "acquire_lease",
-            a.acquire_lease(&name, "holder-a", later(52), ttl).await
+            a.acquire_lease(&name, "holder-a", ttl).await
         ),
         "conformance: a released lease must be free at once"
     );
+    assert!(
+        matches!(
+            a.acquire_lease("../lease", "holder-a", ttl).await,
+            Err(Error::InvalidKey { .. })
+        ),
+        "conformance: acquire_lease must refuse a name outside [a-z0-9._-]"
+    );
     // Racing holders: exactly one wins.
     let race = scope.key("race");
+    let long = StdDuration::from_secs(60);
     let holders: Vec<String> = (0..super::RACERS).map(|i| format!("racer-{i}")).collect();
     let attempts = holders.iter().enumerate().map(|(i, holder)| {
-        let store = if i % 2 == 0 { a } else { b };
-        store.acquire_lease(&race, holder, t0, ttl)
+        let cluster = if i % 2 == 0 { a } else { b };
+        cluster.acquire_lease(&race, holder, long)
     });
     let won = super::concurrency::join_all(attempts.collect())
         .await
@@ -181,86 +185,124 @@ async fn leases_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static st
     ok("release_lease", a.release_lease(&name, "holder-a").await);
 }
 
-/// HTTP-01 answers are kept until they expire or are deleted.
-pub async fn challenges(store: &dyn CertStore) {
-    challenges_between(store, store, "challenges").await;
+/// A mark reads back its age on the store's clock, from the time it was
+/// set minus the `ago` it was given; a mark never set reads as none.
+pub async fn marks(cluster: &dyn ClusterStore) {
+    marks_between(cluster, cluster, "marks").await;
+}
+
+/// A mark set through one handle is read through another.
+pub async fn shared_marks(a: &dyn ClusterStore, b: &dyn ClusterStore) {
+    marks_between(a, b, "shared_marks").await;
+}
+
+async fn marks_between(a: &dyn ClusterStore, b: &dyn ClusterStore, check: &'static str) {
+    let scope = Scope::new(check);
+    let name = scope.key("mark");
+    assert_eq!(
+        ok("mark_age", b.mark_age(&name).await),
+        None,
+        "conformance: a mark never set must read as none"
+    );
+    ok(
+        "set_mark",
+        a.set_mark(&name, StdDuration::from_secs(100)).await,
+    );
+    let age = ok("mark_age", b.mark_age(&name).await)
+        .expect("conformance: a mark that was set must read back");
+    assert!(
+        (StdDuration::from_secs(99)..StdDuration::from_secs(110)).contains(&age),
+        "conformance: a mark set 100 s ago must read about 100 s old, read {age:?}"
+    );
+    ok("set_mark", a.set_mark(&name, StdDuration::ZERO).await);
+    let age = ok("mark_age", b.mark_age(&name).await).unwrap_or(StdDuration::MAX);
+    assert!(
+        age < StdDuration::from_secs(10),
+        "conformance: a mark set again must read its new age, read {age:?}"
+    );
+}
+
+/// HTTP-01 answers are kept until they expire or are deleted; expired ones
+/// are purged on request.
+pub async fn challenges(cluster: &dyn ClusterStore) {
+    challenges_between(cluster, cluster, "challenges").await;
 }
 
 /// An answer kept through one handle is read through another.
-pub async fn shared_challenges(a: &dyn CertStore, b: &dyn CertStore) {
+pub async fn shared_challenges(a: &dyn ClusterStore, b: &dyn ClusterStore) {
     challenges_between(a, b, "shared_challenges").await;
 }
 
-async fn challenges_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static str) {
+async fn challenges_between(a: &dyn ClusterStore, b: &dyn ClusterStore, check: &'static str) {
     let scope = Scope::new(check);
-    let token = format!("Tok_{}-{}", check.len(), scope.key("t").replace('.', "_"));
-    let expires = LATER;
-    let Some(()) = optional(
-        check,
-        "challenges",
-        a.put_challenge(&token, "token.thumbprint", expires).await,
-    ) else {
-        return;
-    };
+    let token = |label: &str| format!("Tok_{}-{}", check.len(), scope.key(label).replace('.', "_"));
+    let (long, short) = (token("long"), token("short"));
+    let hour = StdDuration::from_secs(3600);
+    ok(
+        "put_challenge",
+        a.put_challenge(&long, "long.thumbprint", hour).await,
+    );
+    ok(
+        "put_challenge",
+        a.put_challenge(&short, "short.thumbprint", StdDuration::from_secs(1))
+            .await,
+    );
     assert_eq!(
-        ok(
-            "get_challenge",
-            b.get_challenge(&token, expires - Duration::seconds(1))
-                .await
-        )
-        .as_deref(),
-        Some("token.thumbprint"),
+        ok("get_challenge", b.get_challenge(&long).await).as_deref(),
+        Some("long.thumbprint"),
         "conformance: a kept answer must be found before it expires"
     );
+    wait(1.5).await;
     assert_eq!(
-        ok("get_challenge", b.get_challenge(&token, expires).await),
+        ok("get_challenge", b.get_challenge(&short).await),
         None,
-        "conformance: an answer must not be given at or after its expiry"
+        "conformance: an answer must not be given after its expiry"
     );
-    a.put_challenge(&token, "token.other", expires)
+    assert!(
+        ok(
+            "purge_expired_challenges",
+            b.purge_expired_challenges().await
+        ) >= 1,
+        "conformance: purge_expired_challenges must forget (and count) an expired answer"
+    );
+    a.put_challenge(&long, "long.other", hour)
         .await
         .expect("conformance: put_challenge must replace an answer");
     assert_eq!(
-        ok(
-            "get_challenge",
-            b.get_challenge(&token, expires - Duration::hours(1)).await
-        )
-        .as_deref(),
-        Some("token.other")
+        ok("get_challenge", b.get_challenge(&long).await).as_deref(),
+        Some("long.other"),
+        "conformance: a replaced answer must be given, and purging must keep live ones"
     );
-    ok("delete_challenge", a.delete_challenge(&token).await);
+    ok("delete_challenge", a.delete_challenge(&long).await);
     assert_eq!(
-        ok(
-            "get_challenge",
-            b.get_challenge(&token, expires - Duration::hours(1)).await
-        ),
+        ok("get_challenge", b.get_challenge(&long).await),
         None,
         "conformance: a deleted answer must be gone"
     );
     assert!(
         matches!(
-            b.get_challenge("../etc", expires).await,
+            b.get_challenge("../etc").await,
             Err(Error::InvalidKey { .. })
         ),
         "conformance: a token that is not base64url must be refused"
     );
 }
 
-/// Every save and delete of a record shows in the change feed, in order.
+/// Every save and delete of a record through `store` shows in its
+/// cluster's change feed, in order.
 pub async fn change_feed(store: &dyn CertStore) {
-    change_feed_between(store, store, "change_feed").await;
+    let cluster = cluster_of(store, "change_feed");
+    change_feed_between(store, cluster, "change_feed").await;
 }
 
 /// Changes made through one handle show in the feed read through another.
 pub async fn shared_change_feed(a: &dyn CertStore, b: &dyn CertStore) {
-    change_feed_between(a, b, "shared_change_feed").await;
+    change_feed_between(a, cluster_of(b, "shared_change_feed"), "shared_change_feed").await;
 }
 
-async fn change_feed_between(a: &dyn CertStore, b: &dyn CertStore, check: &'static str) {
+async fn change_feed_between(a: &dyn CertStore, b: &dyn ClusterStore, check: &'static str) {
     let scope = Scope::new(check);
-    let Some(start) = optional(check, "changes", b.changes_since(0, 0).await) else {
-        return;
-    };
+    let start = ok("changes_since", b.changes_since(0, 0).await);
     // Read up to the end first, as a server does at start-up.
     let mut cursor = start.cursor;
     loop {
@@ -339,51 +381,30 @@ pub async fn shared_compare_and_swap(a: &dyn CertStore, b: &dyn CertStore) {
     cleanup(a, [&record.domain]).await;
 }
 
-/// Every optional check on one store (skipping what it does not support).
-pub(super) async fn run_optional(store: &dyn CertStore) {
-    deletion_and_settings(store).await;
-    leases(store).await;
-    challenges(store).await;
+/// Every check of a store's cluster (leases, marks, HTTP-01 answers, the
+/// change feed, budgets); panics when the store offers no cluster.
+/// [`run_all`](super::run_all) calls it for a store that offers one.
+pub async fn run_cluster(store: &dyn CertStore) {
+    let cluster = cluster_of(store, "run_cluster");
+    leases(cluster).await;
+    marks(cluster).await;
+    challenges(cluster).await;
     change_feed(store).await;
-    super::at_attempt_limit(store).await;
-    super::budgets(store).await;
+    super::budgets(cluster).await;
+    tracing::info!("store cluster conformance checks passed");
 }
 
 /// Every check that needs two handles of one backend: for a store that
 /// several instances share, `a` and `b` must be separate connections (or
-/// processes), not one object. Panics when the store does not support
-/// leases, HTTP-01 answers or the change feed, which such a store must.
+/// processes), not one object. Panics when the store offers no cluster,
+/// which a store shared by several instances must.
 pub async fn run_shared(a: &dyn CertStore, b: &dyn CertStore) {
-    for (what, supported) in [
-        (
-            "leases",
-            !matches!(
-                a.release_lease("conformance-probe", "nobody").await,
-                Err(Error::Unsupported { .. })
-            ),
-        ),
-        (
-            "changes",
-            !matches!(a.changes_since(0, 0).await, Err(Error::Unsupported { .. })),
-        ),
-        (
-            "challenges",
-            !matches!(
-                a.delete_challenge("conformance-probe").await,
-                Err(Error::Unsupported { .. })
-            ),
-        ),
-    ] {
-        assert!(
-            supported,
-            "conformance: a store shared by several instances must support {what}"
-        );
-    }
+    let (ca, cb) = (cluster_of(a, "run_shared"), cluster_of(b, "run_shared"));
     shared_compare_and_swap(a, b).await;
-    shared_leases(a, b).await;
-    shared_challenges(a, b).await;
+    shared_leases(ca, cb).await;
+    shared_marks(ca, cb).await;
+    shared_challenges(ca, cb).await;
     shared_change_feed(a, b).await;
-    // Optional: without it, each instance counts the CA's budgets alone.
-    super::shared_budgets(a, b).await;
+    super::shared_budgets(ca, cb).await;
     tracing::info!("store conformance checks over two handles passed");
 }

@@ -70,6 +70,7 @@ pub async fn meta_concurrent_racers(store: &dyn CertStore) {
         Some(winner),
         "conformance: get_meta must return the value the racers got"
     );
+    ok("delete_meta", store.delete_meta(&key).await);
 }
 
 /// Of racing saves of one record at the same version, exactly one succeeds

@@ -226,12 +226,8 @@ pub async fn due_follows_updates(store: &dyn CertStore) {
 
 /// [`CertStore::at_attempt_limit`] counts and names the records with
 /// `max_attempts` attempts or more, whatever their renew date, by attempts,
-/// renew date, then domain, and leaves out the others. Skipped when the
-/// store answers [`Error::Unsupported`](crate::Error::Unsupported).
+/// renew date, then domain, and leaves out the others.
 pub async fn at_attempt_limit(store: &dyn CertStore) {
-    if let Err(crate::Error::Unsupported { .. }) = store.at_attempt_limit(1, 0).await {
-        return;
-    }
     let scope = Scope::new("at_attempt_limit");
     // A limit no other record of a shared store is likely to reach.
     let base =

@@ -19,10 +19,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::budget::{check_budget_key, Window};
-use super::keys::{check_key, check_token, next_version};
-use super::local::Coordination;
-use super::{AccountRecord, CertRecord, CertStore, Changes, DueEntry, PassedOver};
+use super::budget::{check_budget_key, BudgetWindow};
+use super::keys::{check_key, next_version};
+use super::{
+    AccountRecord, Budgets, CertRecord, CertStore, ChallengeAnswers, ChangeFeed, Changes,
+    ClusterStore, DueEntry, Leases, LocalCluster, PassedOver,
+};
+use crate::clock::{Clock, SystemClock};
 use crate::{Domain, Error, Result};
 use index::{Entry, Index};
 use io::{
@@ -41,9 +44,9 @@ const LOCK: &str = "lock";
 
 /// The embedded default [`CertStore`]: one directory on local disk.
 ///
-/// It implements every method of [`CertStore`], the optional ones included
-/// (account and setting removal, `set_meta`, leases, HTTP-01 answers and the
-/// change feed).
+/// It implements every method of [`CertStore`] and offers a
+/// [`ClusterStore`] for the one process that holds the directory (leases,
+/// HTTP-01 answers, the change feed, and the CA's budgets kept on disk).
 ///
 /// # Layout
 ///
@@ -109,9 +112,12 @@ const LOCK: &str = "lock";
 /// not starting with a dot; anything else is an [`Error::InvalidKey`], so no
 /// key can reach outside the directory.
 ///
-/// # Leases, HTTP-01 answers and the change feed
+/// # Leases, HTTP-01 answers, the change feed and budgets
 ///
-/// These are kept in the memory of the process, not on disk: a directory is
+/// One process, one clock: every time kept here follows the system clock
+/// of the process holding the directory. Budgets are kept on disk, in
+/// `meta/`, so a restart keeps counting. The others are kept in the memory
+/// of the process, not on disk: a directory is
 /// locked to one process (see below), so every caller that can reach the
 /// store shares that memory, and in-process coordination is exact. Leases
 /// go to one holder at a time; HTTP-01 answers are kept until they expire;
@@ -170,7 +176,9 @@ struct Inner {
     index: Mutex<Index>,
     // Leases, HTTP-01 answers and the change feed: in memory, since the
     // directory belongs to this process alone.
-    coordination: Mutex<Coordination>,
+    local: LocalCluster,
+    // The clock of budget windows.
+    clock: Arc<dyn Clock>,
     // Serialises every write in the process, and owns the journal.
     writer: Arc<AsyncMutex<Journal>>,
     // Saves written to temporary files, waiting for the next group commit.
@@ -323,7 +331,8 @@ fn open_blocking(dir: &Path) -> Result<FileStore> {
         inner: Arc::new(Inner {
             root,
             index,
-            coordination: Mutex::default(),
+            local: LocalCluster::new(),
+            clock: Arc::new(SystemClock),
             writer: Arc::new(AsyncMutex::new(journal)),
             _process_lock: Some(process_lock),
             _registration: Some(registration),
@@ -350,7 +359,8 @@ fn open_read_only_blocking(dir: &Path) -> Result<FileStore> {
         inner: Arc::new(Inner {
             root,
             index,
-            coordination: Mutex::default(),
+            local: LocalCluster::new(),
+            clock: Arc::new(SystemClock),
             writer: Arc::new(AsyncMutex::new(journal)),
             _process_lock: None,
             _registration: None,
@@ -477,7 +487,7 @@ impl Inner {
             }
             lock(&self.index).insert(domain.clone(), save.entry);
             // The new record is in place: readers see it from now on.
-            lock(&self.coordination).record_change(domain, false);
+            self.local.record_change(domain, false);
             renamed.push(save);
         }
         match sync_dir(&certs) {
@@ -509,7 +519,7 @@ impl Inner {
             return Err(Error::io(path, e));
         }
         lock(&self.index).remove(domain);
-        lock(&self.coordination).record_change(domain, true);
+        self.local.record_change(domain, true);
         sync_dir(&certs)?;
         self.maybe_compact(journal);
         Ok(true)
@@ -748,37 +758,87 @@ impl CertStore for FileStore {
         .await
     }
 
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<bool> {
-        check_key("lease name", name)?;
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(self)
+    }
+}
+
+// The directory belongs to one process (see the type's docs): leases,
+// answers and the change feed live in its memory, budgets on disk.
+#[async_trait]
+impl Leases for FileStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         self.writable("acquire_lease")?;
-        check_key("lease holder", holder)?;
-        Ok(lock(&self.inner.coordination).acquire_lease(name, holder, now, ttl))
+        self.inner.local.acquire_lease(name, holder, ttl).await
     }
 
-    /// Kept on disk in `meta/` (as `budget.<key>`), so a restart keeps
-    /// counting; written under the store's write lock.
-    async fn take_budget(
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        self.writable("release_lease")?;
+        self.inner.local.release_lease(name, holder).await
+    }
+
+    async fn mark_age(&self, name: &str) -> Result<Option<Duration>> {
+        self.inner.local.mark_age(name).await
+    }
+
+    async fn set_mark(&self, name: &str, ago: Duration) -> Result<()> {
+        self.writable("set_mark")?;
+        self.inner.local.set_mark(name, ago).await
+    }
+}
+
+#[async_trait]
+impl ChallengeAnswers for FileStore {
+    async fn put_challenge(
         &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: Duration,
-        limit: u32,
-    ) -> Result<bool> {
+        token: &str,
+        key_authorization: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        self.writable("put_challenge")?;
+        self.inner
+            .local
+            .put_challenge(token, key_authorization, ttl)
+            .await
+    }
+
+    async fn get_challenge(&self, token: &str) -> Result<Option<String>> {
+        self.inner.local.get_challenge(token).await
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        self.writable("delete_challenge")?;
+        self.inner.local.delete_challenge(token).await
+    }
+
+    async fn purge_expired_challenges(&self) -> Result<u64> {
+        self.inner.local.purge_expired_challenges().await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for FileStore {
+    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
+        self.inner.local.changes_since(cursor, limit).await
+    }
+}
+
+/// Kept on disk in `meta/` (as `budget.<key>`), so a restart keeps
+/// counting; written under the store's write lock.
+#[async_trait]
+impl Budgets for FileStore {
+    async fn take_budget(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
         check_budget_key(key)?;
+        self.writable("take_budget")?;
         let journal = self.write_lock().await;
         let meta = self.inner.root.join(META);
         let key = format!("budget.{key}");
+        let now = self.inner.clock.now();
         blocking(move || {
             let _held = journal;
             let mut budget = match read_meta(&meta, &key)? {
-                Some(text) => Window::parse(&key, &text)?,
-                None => Window::default(),
+                Some(text) => BudgetWindow::parse(&key, &text)?,
+                None => BudgetWindow::default(),
             };
             let taken = budget.take(now, window, limit);
             write_atomic(&meta, &key, budget.encode().as_bytes())?;
@@ -787,49 +847,16 @@ impl CertStore for FileStore {
         .await
     }
 
-    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+    async fn budget_used(&self, key: &str, window: Duration) -> Result<u32> {
         check_budget_key(key)?;
         let meta = self.inner.root.join(META);
         let key = format!("budget.{key}");
+        let now = self.inner.clock.now();
         blocking(move || match read_meta(&meta, &key)? {
-            Some(text) => Ok(Window::parse(&key, &text)?.used(now, window)),
+            Some(text) => Ok(BudgetWindow::parse(&key, &text)?.used(now, window)),
             None => Ok(0),
         })
         .await
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-        self.writable("release_lease")?;
-        check_key("lease name", name)?;
-        Ok(lock(&self.inner.coordination).release_lease(name, holder))
-    }
-
-    async fn put_challenge(
-        &self,
-        token: &str,
-        key_authorization: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<()> {
-        check_token(token)?;
-        self.writable("put_challenge")?;
-        lock(&self.inner.coordination).put_challenge(token, key_authorization, expires_at);
-        Ok(())
-    }
-
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
-        check_token(token)?;
-        Ok(lock(&self.inner.coordination).get_challenge(token, now))
-    }
-
-    async fn delete_challenge(&self, token: &str) -> Result<()> {
-        self.writable("delete_challenge")?;
-        check_token(token)?;
-        lock(&self.inner.coordination).delete_challenge(token);
-        Ok(())
-    }
-
-    async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
-        Ok(lock(&self.inner.coordination).changes_since(cursor, limit))
     }
 }
 

@@ -424,11 +424,44 @@ pub(crate) fn clamp_date(date: OffsetDateTime) -> OffsetDateTime {
         .to_offset(time::UtcOffset::UTC)
 }
 
-/// When a lease granted at `now` for `ttl` expires, within the range the
-/// columns keep (a longer lease than that lasts until the end of it).
-pub(crate) fn lease_expiry(now: OffsetDateTime, ttl: Duration) -> OffsetDateTime {
-    let ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX);
-    clamp_date(now.checked_add(ttl).unwrap_or(MAX_DATE))
+/// Longest time to live a lease or an answer is given (ten years): a
+/// longer one is kept that long, within what every date column keeps.
+const MAX_TTL_MICROS: i64 = 10 * 366 * 86_400 * 1_000_000;
+
+/// A time to live (or an age) in microseconds, as the SQL statements add
+/// it to the server's clock.
+pub(crate) fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros())
+        .unwrap_or(i64::MAX)
+        .min(MAX_TTL_MICROS)
+}
+
+/// The server's clock, read as unix microseconds, as a date.
+pub(crate) fn server_now(unix_micros: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000).unwrap_or(MIN_DATE)
+}
+
+/// The setting that keeps the mark `name` (the server's clock, in unix
+/// microseconds, when it was set).
+pub(crate) fn mark_key(name: &str) -> Result<String> {
+    crate::store::check_key("mark name", name)?;
+    let key = format!("mark.{name}");
+    crate::store::check_key("mark name", &key)?;
+    Ok(key)
+}
+
+/// How long ago a mark kept as `value` was set, with the server's clock at
+/// `now_micros`; a value that is not a mark is logged and read as none.
+pub(crate) fn mark_age(key: &str, value: &str, now_micros: i64) -> Option<Duration> {
+    match value.parse::<i64>() {
+        Ok(at) => Some(Duration::from_micros(
+            u64::try_from(now_micros.saturating_sub(at)).unwrap_or(0),
+        )),
+        Err(_) => {
+            tracing::warn!(key, value, "a stored mark is not a time; read as never set");
+            None
+        }
+    }
 }
 
 /// A limit as SQL takes it.
@@ -660,12 +693,28 @@ mod tests {
         assert!(column_date("test", "a.example.com", early).is_err());
         assert!(column_date("test", "a.example.com", MIN_DATE).is_ok());
         assert_eq!(clamp_date(early), MIN_DATE);
-        let now = datetime!(2030-01-01 00:00:00 UTC);
-        assert_eq!(lease_expiry(now, Duration::MAX), MAX_DATE);
+    }
+
+    #[test]
+    fn lifetimes_and_marks_in_microseconds_of_the_servers_clock() {
+        assert_eq!(micros(Duration::from_secs(30)), 30_000_000);
+        assert_eq!(micros(Duration::MAX), MAX_TTL_MICROS);
         assert_eq!(
-            lease_expiry(now, Duration::from_secs(30)),
-            now + time::Duration::seconds(30)
+            server_now(1_800_000_000_500_000),
+            datetime!(2027-01-15 08:00:00.5 UTC)
         );
+        assert_eq!(
+            mark_key("maintenance-cycle").unwrap(),
+            "mark.maintenance-cycle"
+        );
+        assert!(mark_key("../x").is_err());
+        assert_eq!(
+            mark_age("k", "1000000", 3_500_000),
+            Some(Duration::from_millis(2500))
+        );
+        // A mark from a clock ahead reads as zero; one that is not a time as none.
+        assert_eq!(mark_age("k", "9000000", 3_500_000), Some(Duration::ZERO));
+        assert_eq!(mark_age("k", "yesterday", 3_500_000), None);
     }
 
     #[test]

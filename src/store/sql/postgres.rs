@@ -11,12 +11,14 @@ use time::OffsetDateTime;
 use super::{
     attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
     db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
-    from_column_version, lease_expiry, pending, retry_transient, sql_limit, to_column_version,
-    DuePlan, Migration, Retention, MIN_DATE,
+    from_column_version, mark_age as sql_mark_age, mark_key, micros, pending, retry_transient,
+    server_now, sql_limit, to_column_version, DuePlan, Migration, Retention, MIN_DATE,
 };
-use crate::store::budget::{check_budget_key, Window};
 use crate::store::keys::{check_key, check_token, next_version};
-use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry, PassedOver};
+use crate::store::{
+    check_budget_key, AccountRecord, BudgetWindow, Budgets, CertRecord, CertStore,
+    ChallengeAnswers, Change, ChangeFeed, Changes, ClusterStore, DueEntry, Leases, PassedOver,
+};
 use crate::{Domain, Error, Result};
 
 const STORE: &str = "postgres";
@@ -537,82 +539,34 @@ impl CertStore for PostgresStore {
         Ok(deleted > 0)
     }
 
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<bool> {
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(self)
+    }
+}
+
+// Every time below is the server's (`clock_timestamp()`), never an
+// instance's: the instances' clocks drift, the database's is one.
+#[async_trait]
+impl Leases for PostgresStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         check_key("lease name", name)?;
         check_key("lease holder", holder)?;
         let granted = sqlx::query(
-            "INSERT INTO certkeeper_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+            "INSERT INTO certkeeper_leases (name, holder, expires_at) \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8 / 1e6)) \
              ON CONFLICT (name) DO UPDATE \
              SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
              WHERE certkeeper_leases.holder = EXCLUDED.holder \
-                OR certkeeper_leases.expires_at <= $4",
+                OR certkeeper_leases.expires_at <= clock_timestamp()",
         )
         .bind(name)
         .bind(holder)
-        .bind(lease_expiry(now, ttl))
-        .bind(clamp_date(now))
+        .bind(micros(ttl))
         .execute(&self.pool)
         .await
         .map_err(|e| db_error(STORE, "acquiring a lease", e))?
         .rows_affected();
         Ok(granted == 1)
-    }
-
-    async fn take_budget(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: Duration,
-        limit: u32,
-    ) -> Result<bool> {
-        check_budget_key(key)?;
-        // The row first, on its own: the transaction below then only locks it.
-        sqlx::query("INSERT INTO certkeeper_budgets (budget_key, taken) VALUES ($1, '') ON CONFLICT (budget_key) DO NOTHING")
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(STORE, "creating a budget", e))?;
-        retry_transient(|| async {
-            let mut tx = self.begin().await?;
-            let text: String = sqlx::query_scalar(
-                "SELECT taken FROM certkeeper_budgets WHERE budget_key = $1 FOR UPDATE",
-            )
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| db_error(STORE, "reading a budget", e))?;
-            let mut budget = Window::parse(key, &text)?;
-            let taken = budget.take(now, window, limit);
-            sqlx::query("UPDATE certkeeper_budgets SET taken = $2 WHERE budget_key = $1")
-                .bind(key)
-                .bind(budget.encode())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db_error(STORE, "updating a budget", e))?;
-            commit(tx).await?;
-            Ok(taken)
-        })
-        .await
-    }
-
-    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
-        check_budget_key(key)?;
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT taken FROM certkeeper_budgets WHERE budget_key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| db_error(STORE, "reading a budget", e))?;
-        match text {
-            Some(text) => Ok(Window::parse(key, &text)?.used(now, window)),
-            None => Ok(0),
-        }
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
@@ -627,37 +581,66 @@ impl CertStore for PostgresStore {
         Ok(released > 0)
     }
 
+    async fn mark_age(&self, name: &str) -> Result<Option<Duration>> {
+        let key = mark_key(name)?;
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT value, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::int8 \
+             FROM certkeeper_meta WHERE name = $1",
+        )
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "reading a mark", e))?;
+        Ok(row.and_then(|(value, now)| sql_mark_age(&key, &value, now)))
+    }
+
+    async fn set_mark(&self, name: &str, ago: Duration) -> Result<()> {
+        let key = mark_key(name)?;
+        sqlx::query(
+            "INSERT INTO certkeeper_meta (name, value) \
+             VALUES ($1, ((EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::int8 - $2)::text) \
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(&key)
+        .bind(micros(ago))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "setting a mark", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChallengeAnswers for PostgresStore {
     async fn put_challenge(
         &self,
         token: &str,
         key_authorization: &str,
-        expires_at: OffsetDateTime,
+        ttl: Duration,
     ) -> Result<()> {
         check_token(token)?;
         sqlx::query(
             "INSERT INTO certkeeper_challenges (token, key_authorization, expires_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (token) DO UPDATE \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8 / 1e6)) \
+             ON CONFLICT (token) DO UPDATE \
              SET key_authorization = EXCLUDED.key_authorization, expires_at = EXCLUDED.expires_at",
         )
         .bind(token)
         .bind(key_authorization)
-        .bind(clamp_date(expires_at))
+        .bind(micros(ttl))
         .execute(&self.pool)
         .await
         .map_err(|e| db_error(STORE, "storing a challenge answer", e))?;
         Ok(())
     }
 
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
+    async fn get_challenge(&self, token: &str) -> Result<Option<String>> {
         check_token(token)?;
-        // Expired answers go as they are met, so the table stays small.
         sqlx::query_scalar(
-            "WITH expired AS (DELETE FROM certkeeper_challenges WHERE expires_at <= $2) \
-             SELECT key_authorization FROM certkeeper_challenges \
-             WHERE token = $1 AND expires_at > $2",
+            "SELECT key_authorization FROM certkeeper_challenges \
+             WHERE token = $1 AND expires_at > clock_timestamp()",
         )
         .bind(token)
-        .bind(clamp_date(now))
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| db_error(STORE, "reading a challenge answer", e))
@@ -673,6 +656,70 @@ impl CertStore for PostgresStore {
         Ok(())
     }
 
+    async fn purge_expired_challenges(&self) -> Result<u64> {
+        Ok(
+            sqlx::query("DELETE FROM certkeeper_challenges WHERE expires_at <= clock_timestamp()")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "purging expired challenge answers", e))?
+                .rows_affected(),
+        )
+    }
+}
+
+#[async_trait]
+impl Budgets for PostgresStore {
+    async fn take_budget(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
+        check_budget_key(key)?;
+        // The row first, on its own: the transaction below then only locks it.
+        sqlx::query("INSERT INTO certkeeper_budgets (budget_key, taken) VALUES ($1, '') ON CONFLICT (budget_key) DO NOTHING")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "creating a budget", e))?;
+        retry_transient(|| async {
+            let mut tx = self.begin().await?;
+            let (text, now): (String, i64) = sqlx::query_as(
+                "SELECT taken, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::int8 \
+                 FROM certkeeper_budgets WHERE budget_key = $1 FOR UPDATE",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_error(STORE, "reading a budget", e))?;
+            let mut budget = BudgetWindow::parse(key, &text)?;
+            let taken = budget.take(server_now(now), window, limit);
+            sqlx::query("UPDATE certkeeper_budgets SET taken = $2 WHERE budget_key = $1")
+                .bind(key)
+                .bind(budget.encode())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_error(STORE, "updating a budget", e))?;
+            commit(tx).await?;
+            Ok(taken)
+        })
+        .await
+    }
+
+    async fn budget_used(&self, key: &str, window: Duration) -> Result<u32> {
+        check_budget_key(key)?;
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT taken, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::int8 \
+             FROM certkeeper_budgets WHERE budget_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "reading a budget", e))?;
+        match row {
+            Some((text, now)) => Ok(BudgetWindow::parse(key, &text)?.used(server_now(now), window)),
+            None => Ok(0),
+        }
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for PostgresStore {
     async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
         let failed = |e| db_error(STORE, "reading the change feed", e);
         let rows: Vec<(i64, String, bool)> = sqlx::query_as(

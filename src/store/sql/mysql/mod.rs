@@ -11,12 +11,14 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use super::{
     attempt_counts, attempt_counts_sql, changes_answer, clamp_date, column_date, column_domain,
     db_error, decode_account, decode_record, encode_account, encode_record, from_column_attempts,
-    from_column_version, lease_expiry, retry_transient, sql_limit, to_column_version, DueBind,
-    DuePlan, Retention, MIN_DATE,
+    from_column_version, mark_age as sql_mark_age, mark_key, micros, retry_transient, server_now,
+    sql_limit, to_column_version, DueBind, DuePlan, Retention, MIN_DATE,
 };
-use crate::store::budget::{check_budget_key, Window};
 use crate::store::keys::{check_key, check_token, next_version};
-use crate::store::{AccountRecord, CertRecord, CertStore, Change, Changes, DueEntry, PassedOver};
+use crate::store::{
+    check_budget_key, AccountRecord, BudgetWindow, Budgets, CertRecord, CertStore,
+    ChallengeAnswers, Change, ChangeFeed, Changes, ClusterStore, DueEntry, Leases, PassedOver,
+};
 use crate::{Domain, Error, Result};
 
 mod migrate;
@@ -278,13 +280,7 @@ impl MySqlStore {
         Ok(value)
     }
 
-    async fn try_acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: PrimitiveDateTime,
-        expires_at: PrimitiveDateTime,
-    ) -> Result<bool> {
+    async fn try_acquire_lease(&self, name: &str, holder: &str, ttl_micros: i64) -> Result<bool> {
         let failed = |e| db_error(STORE, "acquiring a lease", e);
         let mut tx = self.begin().await?;
         // One statement takes the lease when it is free, expired or ours.
@@ -293,18 +289,19 @@ impl MySqlStore {
         // the statement means the same whether the server assigns left to
         // right (MySQL's default) or all at once (MariaDB's
         // SIMULTANEOUS_ASSIGNMENT).
+        // The server's clock (UTC_TIMESTAMP is read once per statement).
         sqlx::query(
-            "INSERT INTO certkeeper_leases (name, holder, expires_at) VALUES (?, ?, ?) \
+            "INSERT INTO certkeeper_leases (name, holder, expires_at) \
+             VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) \
              ON DUPLICATE KEY UPDATE \
-             holder = IF(holder = VALUES(holder) OR expires_at <= ?, VALUES(holder), holder), \
-             expires_at = IF(holder = VALUES(holder) OR expires_at <= ?, \
+             holder = IF(holder = VALUES(holder) OR expires_at <= UTC_TIMESTAMP(6), \
+                         VALUES(holder), holder), \
+             expires_at = IF(holder = VALUES(holder) OR expires_at <= UTC_TIMESTAMP(6), \
                              VALUES(expires_at), expires_at)",
         )
         .bind(name)
         .bind(holder)
-        .bind(expires_at)
-        .bind(now)
-        .bind(now)
+        .bind(ttl_micros)
         .execute(&mut *tx)
         .await
         .map_err(failed)?;
@@ -593,45 +590,166 @@ impl CertStore for MySqlStore {
         Ok(deleted > 0)
     }
 
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: OffsetDateTime,
-        ttl: Duration,
-    ) -> Result<bool> {
+    fn cluster(&self) -> Option<&dyn ClusterStore> {
+        Some(self)
+    }
+}
+
+/// The server's clock in unix microseconds, in a select list.
+const SERVER_NOW_MICROS: &str = "CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)";
+
+// Every time below is the server's (`UTC_TIMESTAMP(6)`, `NOW(6)`), never an
+// instance's: the instances' clocks drift, the database's is one.
+#[async_trait]
+impl Leases for MySqlStore {
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
         check_key("lease name", name)?;
         check_key("lease holder", holder)?;
-        let expires_at = datetime(lease_expiry(now, ttl));
-        let now = datetime(clamp_date(now));
-        retry_transient(|| self.try_acquire_lease(name, holder, now, expires_at)).await
+        retry_transient(|| self.try_acquire_lease(name, holder, micros(ttl))).await
     }
 
-    async fn take_budget(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-        window: Duration,
-        limit: u32,
-    ) -> Result<bool> {
-        check_budget_key(key)?;
-        // The row first, on its own: the transaction below then only locks it.
-        sqlx::query("INSERT IGNORE INTO certkeeper_budgets (budget_key, taken) VALUES (?, '')")
-            .bind(key)
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+        check_key("lease name", name)?;
+        let released = retry_transient(|| async {
+            sqlx::query("DELETE FROM certkeeper_leases WHERE name = ? AND holder = ?")
+                .bind(name)
+                .bind(holder)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "releasing a lease", e))
+        })
+        .await?
+        .rows_affected();
+        Ok(released > 0)
+    }
+
+    async fn mark_age(&self, name: &str) -> Result<Option<Duration>> {
+        let key = mark_key(name)?;
+        let row: Option<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT value, {SERVER_NOW_MICROS} FROM certkeeper_meta WHERE name = ?"
+        ))
+        .bind(&key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "reading a mark", e))?;
+        Ok(row.and_then(|(value, now)| sql_mark_age(&key, &value, now)))
+    }
+
+    async fn set_mark(&self, name: &str, ago: Duration) -> Result<()> {
+        let key = mark_key(name)?;
+        let ago = micros(ago);
+        retry_transient(|| async {
+            sqlx::query(&format!(
+                "INSERT INTO certkeeper_meta (name, value) \
+                 VALUES (?, CAST({SERVER_NOW_MICROS} - ? AS CHAR)) \
+                 ON DUPLICATE KEY UPDATE value = VALUES(value)"
+            ))
+            .bind(&key)
+            .bind(ago)
             .execute(&self.pool)
             .await
-            .map_err(|e| db_error(STORE, "creating a budget", e))?;
+            .map_err(|e| db_error(STORE, "setting a mark", e))
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChallengeAnswers for MySqlStore {
+    async fn put_challenge(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        check_token(token)?;
+        let ttl = micros(ttl);
+        retry_transient(|| async {
+            sqlx::query(
+                "INSERT INTO certkeeper_challenges (token, key_authorization, expires_at) \
+                 VALUES (?, ?, UTC_TIMESTAMP(6) + INTERVAL ? MICROSECOND) \
+                 ON DUPLICATE KEY UPDATE \
+                 key_authorization = VALUES(key_authorization), expires_at = VALUES(expires_at)",
+            )
+            .bind(token)
+            .bind(key_authorization)
+            .bind(ttl)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "storing a challenge answer", e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_challenge(&self, token: &str) -> Result<Option<String>> {
+        check_token(token)?;
+        // A plain read (no locking read, no write): the CA's requests, and
+        // anyone's, never make the database write or wait on a lock.
+        retry_transient(|| async {
+            sqlx::query_scalar(
+                "SELECT key_authorization FROM certkeeper_challenges \
+                 WHERE token = ? AND expires_at > UTC_TIMESTAMP(6)",
+            )
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error(STORE, "reading a challenge answer", e))
+        })
+        .await
+    }
+
+    async fn delete_challenge(&self, token: &str) -> Result<()> {
+        check_token(token)?;
+        retry_transient(|| async {
+            sqlx::query("DELETE FROM certkeeper_challenges WHERE token = ?")
+                .bind(token)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "deleting a challenge answer", e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_expired_challenges(&self) -> Result<u64> {
+        let purged = retry_transient(|| async {
+            sqlx::query("DELETE FROM certkeeper_challenges WHERE expires_at <= UTC_TIMESTAMP(6)")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "purging expired challenge answers", e))
+        })
+        .await?;
+        Ok(purged.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Budgets for MySqlStore {
+    async fn take_budget(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
+        check_budget_key(key)?;
+        // The row first, on its own: the transaction below then only locks it.
+        retry_transient(|| async {
+            sqlx::query("INSERT IGNORE INTO certkeeper_budgets (budget_key, taken) VALUES (?, '')")
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_error(STORE, "creating a budget", e))
+        })
+        .await?;
         retry_transient(|| async {
             let mut tx = self.begin().await?;
-            let text: String = sqlx::query_scalar(
-                "SELECT taken FROM certkeeper_budgets WHERE budget_key = ? FOR UPDATE",
-            )
+            let (text, now): (String, i64) = sqlx::query_as(&format!(
+                "SELECT taken, {SERVER_NOW_MICROS} FROM certkeeper_budgets \
+                 WHERE budget_key = ? FOR UPDATE"
+            ))
             .bind(key)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_error(STORE, "reading a budget", e))?;
-            let mut budget = Window::parse(key, &text)?;
-            let taken = budget.take(now, window, limit);
+            let mut budget = BudgetWindow::parse(key, &text)?;
+            let taken = budget.take(server_now(now), window, limit);
             sqlx::query("UPDATE certkeeper_budgets SET taken = ? WHERE budget_key = ?")
                 .bind(budget.encode())
                 .bind(key)
@@ -644,84 +762,24 @@ impl CertStore for MySqlStore {
         .await
     }
 
-    async fn budget_used(&self, key: &str, now: OffsetDateTime, window: Duration) -> Result<u32> {
+    async fn budget_used(&self, key: &str, window: Duration) -> Result<u32> {
         check_budget_key(key)?;
-        let text: Option<String> =
-            sqlx::query_scalar("SELECT taken FROM certkeeper_budgets WHERE budget_key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| db_error(STORE, "reading a budget", e))?;
-        match text {
-            Some(text) => Ok(Window::parse(key, &text)?.used(now, window)),
+        let row: Option<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT taken, {SERVER_NOW_MICROS} FROM certkeeper_budgets WHERE budget_key = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error(STORE, "reading a budget", e))?;
+        match row {
+            Some((text, now)) => Ok(BudgetWindow::parse(key, &text)?.used(server_now(now), window)),
             None => Ok(0),
         }
     }
+}
 
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
-        check_key("lease name", name)?;
-        let released = sqlx::query("DELETE FROM certkeeper_leases WHERE name = ? AND holder = ?")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(STORE, "releasing a lease", e))?
-            .rows_affected();
-        Ok(released > 0)
-    }
-
-    async fn put_challenge(
-        &self,
-        token: &str,
-        key_authorization: &str,
-        expires_at: OffsetDateTime,
-    ) -> Result<()> {
-        check_token(token)?;
-        sqlx::query(
-            "INSERT INTO certkeeper_challenges (token, key_authorization, expires_at) \
-             VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
-             key_authorization = VALUES(key_authorization), expires_at = VALUES(expires_at)",
-        )
-        .bind(token)
-        .bind(key_authorization)
-        .bind(datetime(clamp_date(expires_at)))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| db_error(STORE, "storing a challenge answer", e))?;
-        Ok(())
-    }
-
-    async fn get_challenge(&self, token: &str, now: OffsetDateTime) -> Result<Option<String>> {
-        check_token(token)?;
-        let failed = |e| db_error(STORE, "reading a challenge answer", e);
-        let now = datetime(clamp_date(now));
-        // Expired answers go as they are met, so the table stays small.
-        sqlx::query("DELETE FROM certkeeper_challenges WHERE expires_at <= ?")
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(failed)?;
-        sqlx::query_scalar(
-            "SELECT key_authorization FROM certkeeper_challenges \
-             WHERE token = ? AND expires_at > ?",
-        )
-        .bind(token)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(failed)
-    }
-
-    async fn delete_challenge(&self, token: &str) -> Result<()> {
-        check_token(token)?;
-        sqlx::query("DELETE FROM certkeeper_challenges WHERE token = ?")
-            .bind(token)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(STORE, "deleting a challenge answer", e))?;
-        Ok(())
-    }
-
+#[async_trait]
+impl ChangeFeed for MySqlStore {
     async fn changes_since(&self, cursor: u64, limit: usize) -> Result<Changes> {
         let failed = |e| db_error(STORE, "reading the change feed", e);
         let rows: Vec<(i64, Vec<u8>, bool)> = sqlx::query_as(
