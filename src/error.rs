@@ -160,16 +160,6 @@ pub enum Error {
         operation: &'static str,
     },
 
-    /// The store does not implement an optional operation (a custom store
-    /// written before the operation existed, or a single-instance store).
-    #[error("the {store} store does not support {operation}")]
-    Unsupported {
-        /// The store (its `Debug` name, or `custom`).
-        store: &'static str,
-        /// The operation (`leases`, `challenges`, `changes` ...).
-        operation: &'static str,
-    },
-
     /// A filesystem operation failed.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -377,7 +367,6 @@ impl Error {
             Self::Io { .. } => "io",
             Self::StoreInUse { .. } => "store_in_use",
             Self::ReadOnly { .. } => "read_only",
-            Self::Unsupported { .. } => "unsupported",
             Self::Envelope(_) => "envelope",
             Self::Decrypt => "decrypt",
             Self::MissingKey { .. } => "missing_key",
