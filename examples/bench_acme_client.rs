@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use certkeeper::challenge::{Challenge, ChallengeSolver, Http01Solver};
 use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{AcmeIssuer, Issuer};
+use certkeeper::issuer::{AcmeIssuer, IssuerExt};
 use certkeeper::store::{CertStore, FileStore, MemoryStore};
 use certkeeper::{Domain, Renewer};
 use hyper_rustls::HttpsConnectorBuilder;
@@ -213,7 +213,7 @@ async fn main() {
     let store: Arc<dyn CertStore> = Arc::new(MemoryStore::new());
     let ours = certkeeper_issuer(&pebble, &solver, store, keyring());
     let minimal = Arc::new(Minimal::new(&pebble, solver.clone()).await);
-    ours.issue(&Domain::new("warm-ck.certkeeper-test.com").unwrap())
+    ours.issue_for(&Domain::new("warm-ck.certkeeper-test.com").unwrap())
         .await
         .expect("certkeeper issues");
     minimal.issue("warm-min.certkeeper-test.com").await;
@@ -221,7 +221,7 @@ async fn main() {
     for i in 0..n {
         let domain = Domain::new(&format!("seq-ck-{i:04}.certkeeper-test.com")).unwrap();
         let start = Instant::now();
-        ours.issue(&domain).await.expect("certkeeper issues");
+        ours.issue_for(&domain).await.expect("certkeeper issues");
         ck.push(start.elapsed());
         let start = Instant::now();
         minimal
@@ -248,7 +248,7 @@ async fn main() {
     let keys = keyring();
     let issuer = certkeeper_issuer(&pebble, &solver, store.clone(), keys.clone());
     issuer
-        .issue(&Domain::new("warm-cycle.certkeeper-test.com").unwrap())
+        .issue_for(&Domain::new("warm-cycle.certkeeper-test.com").unwrap())
         .await
         .expect("certkeeper issues");
     let renewer = Renewer::builder(store, keys)

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use certkeeper::cert::{IssuedCert, IssuerKind};
+use certkeeper::cert::IssuerKind;
 use certkeeper::challenge::Http01Solver;
 use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{AcmeIssuer, Issuer};
+use certkeeper::issuer::{AcmeIssuer, IssueRequest, Issued, Issuer};
 use certkeeper::store::{CertStore, FileStore};
 use certkeeper::{CycleReport, Domain, Renewer};
 use pebble::{Pebble, PebbleOptions};
@@ -40,9 +40,9 @@ struct Timed<I> {
 
 #[async_trait]
 impl<I: Issuer> Issuer for Timed<I> {
-    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> certkeeper::Result<Issued> {
         let start = Instant::now();
-        let result = self.inner.issue(domain).await;
+        let result = self.inner.issue(request).await;
         if result.is_ok() {
             self.latencies.lock().unwrap().push(start.elapsed());
         }

@@ -123,7 +123,8 @@ impl Embedded {
             if let Some(eab) = &config.acme_eab {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }
-            builder = builder.acme(Arc::new(acme.build()?));
+            let acme = Arc::new(acme.build()?);
+            builder = builder.acme(acme.clone()).revoker(acme);
         }
         // Failures and expiring certificates emailed, as the reference does.
         #[cfg(feature = "smtp")]

@@ -87,6 +87,18 @@ pub enum Error {
         found: u64,
     },
 
+    /// A revoker was asked to revoke a certificate it did not issue (another
+    /// CA's, or a self-signed one): nothing was sent.
+    #[error("the certificate of {domain} was issued by {issuer}, which {revoker} cannot revoke")]
+    NotRevocable {
+        /// The certificate's domain.
+        domain: Domain,
+        /// The issuer that issued it.
+        issuer: String,
+        /// The revoker asked.
+        revoker: String,
+    },
+
     /// A manual issuance could not start or finish because another one for
     /// the same domain is running, or the record changed under it.
     #[error("certificate for {domain} not issued now: {reason}")]
@@ -360,6 +372,7 @@ impl Error {
             Self::Config { .. } => "config",
             Self::Conflict { .. } => "conflict",
             Self::InProgress { .. } => "in_progress",
+            Self::NotRevocable { .. } => "not_revocable",
             Self::NotFound { .. } => "not_found",
             Self::LeaseHeld { .. } => "lease_held",
             Self::Corrupt { .. } => "corrupt",

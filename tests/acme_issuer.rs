@@ -13,7 +13,7 @@ use certkeeper::challenge::{
 };
 use certkeeper::cipher::Keyring;
 use certkeeper::cipher::SecretCipher;
-use certkeeper::issuer::{AcmeIssuer, Issuer};
+use certkeeper::issuer::{AcmeIssuer, Issuer, IssuerExt};
 use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, MemoryStore};
 use certkeeper::vault::account_aad;
 use certkeeper::{Domain, Error};
@@ -106,7 +106,7 @@ async fn issues_a_certificate_that_verifies_and_serves_tls() {
         assert_eq!(issuer.kind(), IssuerKind::ACME);
 
         let name = "www.certkeeper-test.com";
-        let cert = issuer.issue(&domain(name)).await.unwrap();
+        let cert = issuer.issue_for(&domain(name)).await.unwrap();
         assert!(cert.not_after > cert.not_before);
         assert!(cert.not_after > time::OffsetDateTime::now_utc());
         assert!(cert.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
@@ -138,7 +138,7 @@ async fn the_account_is_stored_sealed_once_and_reused() {
             let issuer = issuer.clone();
             tasks.push(tokio::spawn(async move {
                 issuer
-                    .issue(&domain(&format!("app{i}.certkeeper-test.com")))
+                    .issue_for(&domain(&format!("app{i}.certkeeper-test.com")))
                     .await
             }));
         }
@@ -173,7 +173,7 @@ async fn the_account_is_stored_sealed_once_and_reused() {
         let restarted = setup.issuer(&pebble);
         assert_eq!(restarted.account_id(), id);
         restarted
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap();
         assert_eq!(setup.accounts().await, vec![id.clone()]);
@@ -202,7 +202,7 @@ async fn the_account_survives_a_restart_on_the_file_store() {
 
         let first = issuer_on(FileStore::open(folder.path()).await.unwrap());
         first
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap();
         let id = first.account_id().to_owned();
@@ -224,7 +224,7 @@ async fn the_account_survives_a_restart_on_the_file_store() {
         let before = store.load_account(&id).await.unwrap().unwrap();
         let second = issuer_on(store);
         second
-            .issue(&domain("api.certkeeper-test.com"))
+            .issue_for(&domain("api.certkeeper-test.com"))
             .await
             .unwrap();
         drop(second);
@@ -248,7 +248,7 @@ async fn two_instances_sharing_a_store_use_one_account() {
             domain("a.certkeeper-test.com"),
             domain("b.certkeeper-test.com"),
         );
-        let (first, second) = tokio::join!(a.issue(&name_a), b.issue(&name_b));
+        let (first, second) = tokio::join!(a.issue_for(&name_a), b.issue_for(&name_b));
         first.unwrap();
         second.unwrap();
         let id = a.account_id().to_owned();
@@ -332,7 +332,10 @@ async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
     limited(TEST_LIMIT, async {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         let first = setup.issuer(&pebble);
-        first.issue(&domain("a.certkeeper-test.com")).await.unwrap();
+        first
+            .issue_for(&domain("a.certkeeper-test.com"))
+            .await
+            .unwrap();
         let stored = setup.account(first.account_id()).await;
 
         let late_looker = LateLooker {
@@ -347,7 +350,9 @@ async fn an_instance_that_loses_the_account_race_uses_the_stored_one() {
         )
         .build()
         .unwrap();
-        late.issue(&domain("b.certkeeper-test.com")).await.unwrap();
+        late.issue_for(&domain("b.certkeeper-test.com"))
+            .await
+            .unwrap();
 
         // It created an account at the CA, lost the compare-and-swap, and
         // kept the stored one instead of overwriting it.
@@ -364,7 +369,7 @@ async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
         let (pebble, setup, _listener) = start(PebbleOptions::default()).await;
         setup
             .issuer(&pebble)
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap();
         let stored = setup.accounts().await;
@@ -379,7 +384,7 @@ async fn an_account_the_cipher_cannot_open_is_an_error_not_a_new_account() {
         .build()
         .unwrap();
         let err = other_key
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Decrypt), "{err}");
@@ -399,7 +404,7 @@ async fn a_blocked_name_fails_with_the_cas_rejection() {
         let issuer = setup.issuer(&pebble);
 
         let err = issuer
-            .issue(&domain("blocked.certkeeper-test.com"))
+            .issue_for(&domain("blocked.certkeeper-test.com"))
             .await
             .unwrap_err();
         let (failed_for, step, message) = acme_failure(&err);
@@ -413,7 +418,7 @@ async fn a_blocked_name_fails_with_the_cas_rejection() {
 
         // The same account still gets certificates for other names.
         issuer
-            .issue(&domain("allowed.certkeeper-test.com"))
+            .issue_for(&domain("allowed.certkeeper-test.com"))
             .await
             .unwrap();
     })
@@ -433,7 +438,7 @@ async fn issues_while_the_ca_rejects_half_of_the_nonces() {
         for i in 0..3 {
             let name = format!("nonce{i}.certkeeper-test.com");
             let cert = issuer
-                .issue(&domain(&name))
+                .issue_for(&domain(&name))
                 .await
                 .unwrap_or_else(|e| panic!("issue {i} failed: {e}"));
             verify_chain(&cert.chain_pem, roots.clone(), &name);
@@ -466,7 +471,7 @@ async fn a_challenge_the_ca_cannot_reach_fails_with_its_reason() {
         let setup = Setup::new();
         let issuer = setup.issuer(&pebble);
         let err = issuer
-            .issue(&domain("unreachable.certkeeper-test.com"))
+            .issue_for(&domain("unreachable.certkeeper-test.com"))
             .await
             .unwrap_err();
         let (_, step, message) = acme_failure(&err);
@@ -533,7 +538,7 @@ async fn an_issue_dropped_halfway_still_cleans_up_its_challenge() {
         tokio::select! {
             biased;
             _ = presented.notified() => {}
-            result = issuer.issue(&name) => {
+            result = issuer.issue_for(&name) => {
                 panic!("the issue ended before its challenge was presented: {result:?}")
             }
         }
@@ -564,7 +569,11 @@ async fn validates_over_ipv6() {
             .await
             .unwrap();
         let name = "v6.certkeeper-test.com";
-        let cert = setup.issuer(&pebble).issue(&domain(name)).await.unwrap();
+        let cert = setup
+            .issuer(&pebble)
+            .issue_for(&domain(name))
+            .await
+            .unwrap();
         verify_chain(&cert.chain_pem, pebble.issuer_roots().await, name);
     })
     .await;
@@ -580,7 +589,7 @@ async fn the_configured_validity_period_is_used() {
         .await;
         let cert = setup
             .issuer(&pebble)
-            .issue(&domain("short.certkeeper-test.com"))
+            .issue_for(&domain("short.certkeeper-test.com"))
             .await
             .unwrap();
         let lifetime = cert.not_after - cert.not_before;
@@ -626,7 +635,7 @@ async fn a_ca_that_never_answers_times_out() {
             AcmeIssuer::DEFAULT_ORDER_TIMEOUT,
         );
         let err = issuer
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap_err();
         assert!(
@@ -640,7 +649,7 @@ async fn a_ca_that_never_answers_times_out() {
         // take longer.
         let issuer = issuer_with(Duration::from_secs(3600), Duration::from_millis(300));
         let err = issuer
-            .issue(&domain("www.certkeeper-test.com"))
+            .issue_for(&domain("www.certkeeper-test.com"))
             .await
             .unwrap_err();
         assert!(

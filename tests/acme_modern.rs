@@ -17,7 +17,10 @@ use certkeeper::challenge::{Http01Server, Http01Solver};
 use certkeeper::cipher::Keyring;
 use certkeeper::error::SkipReason;
 use certkeeper::issuer::instant_acme::{BodyWrapper, BytesResponse, HttpClient};
-use certkeeper::issuer::{AcmeIssuer, AcmeIssuerBuilder, Issuer, KeyType};
+use certkeeper::issuer::{
+    AcmeIssuer, AcmeIssuerBuilder, IssueRequest, IssuedChain, Issuer, IssuerExt, IssuerKind,
+    KeyType, RevocationReason, Revoker,
+};
 use certkeeper::store::{CertStore, FileStore, MemoryStore};
 use certkeeper::{Clock, Error, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
@@ -170,8 +173,9 @@ async fn the_ca_renewal_window_is_stored_and_the_renewal_replaces_the_certificat
         // Pebble refuses a second order replacing the same certificate
         // (alreadyReplaced): the order goes through without `replaces`.
         let probe = stage.issuer().build().unwrap();
+        let replaced = IssuedChain::new(cert.chain_pem.clone(), probe.kind());
         probe
-            .issue_replacing(&domain(MAIN), &cert.chain_pem)
+            .issue(&IssueRequest::new(domain(MAIN)).replacing(replaced))
             .await
             .unwrap();
         assert_eq!(replacements(), 1);
@@ -194,7 +198,10 @@ async fn a_revoked_certificate_is_renewed_at_the_next_window_check() {
         let first = renewer.issue_now(None).await.unwrap();
         let cert = first.certificate.clone().unwrap();
         let ari = first.ari.clone().unwrap();
-        issuer.revoke(&cert.chain_pem).await.unwrap();
+        let chain = IssuedChain::new(cert.chain_pem.clone(), cert.issuer.clone());
+        Revoker::revoke(&issuer, &domain(MAIN), &chain, RevocationReason::Superseded)
+            .await
+            .unwrap();
 
         // The window moved to now: the next check renews in the same cycle.
         let check = ari.next_check + Duration::seconds(1);
@@ -213,6 +220,104 @@ async fn a_revoked_certificate_is_renewed_at_the_next_window_check() {
             "no log line with {moved:?}: {:#?}",
             renewed.log_lines()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_certificate_is_revoked_at_the_ca_on_request_and_when_its_domain_is_removed() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions::default()).await;
+        let acme = Arc::new(stage.issuer().build().unwrap());
+        let renewer = Renewer::builder(stage.store.clone(), stage.cipher.clone())
+            .acme(acme.clone())
+            .revoker(acme.clone())
+            .main_domain(Some(domain(MAIN)))
+            .clock(Arc::new(stage.clock.clone()))
+            .build();
+        let status = |chain: String| {
+            let pebble = &stage.pebble;
+            async move { pebble.cert_status(&chain).await }
+        };
+
+        // Revoked on request: the CA says so, and the record stays, due
+        // now, without the revoked certificate.
+        let first = renewer.issue_now(None).await.unwrap();
+        let cert = first.certificate.clone().unwrap();
+        assert!(status(cert.chain_pem.clone()).await.contains("\"Valid\""));
+        let after = renewer
+            .revoke(&domain(MAIN), RevocationReason::KeyCompromise)
+            .await
+            .unwrap();
+        let answer = status(cert.chain_pem.clone()).await;
+        assert!(answer.contains("\"Revoked\""), "{answer}");
+        assert!(after.certificate.is_none());
+        assert!(after.renew_date <= stage.clock.now());
+        assert!(after
+            .log_lines()
+            .last()
+            .unwrap()
+            .contains("revoked (key-compromise)"));
+        let err = renewer
+            .revoke(&domain(MAIN), RevocationReason::KeyCompromise)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        // The next cycle issues a new one.
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, vec![domain(MAIN)], "{report:?}");
+
+        // A custom domain removed with revocation: revoked, then removed.
+        let shop = domain("shop.certkeeper-test.com");
+        renewer.add_domain(&shop).await.unwrap();
+        let shop_cert = renewer
+            .issue_now(Some(&shop))
+            .await
+            .unwrap()
+            .certificate
+            .unwrap();
+        assert!(renewer
+            .remove_domain_revoking(&shop, Some(RevocationReason::CessationOfOperation))
+            .await
+            .unwrap());
+        assert!(stage.store.load(&shop).await.unwrap().is_none());
+        let answer = status(shop_cert.chain_pem.clone()).await;
+        assert!(answer.contains("\"Revoked\""), "{answer}");
+
+        // Another CA's certificate is not this revoker's: refused before
+        // anything is sent.
+        let foreign = IssuedChain::new(cert.chain_pem.clone(), IssuerKind::new("zerossl").unwrap());
+        let revocations = || stage.pebble.log("pebble").matches("revoke-cert").count();
+        let before = revocations();
+        let err = Revoker::revoke(
+            &*acme,
+            &domain(MAIN),
+            &foreign,
+            RevocationReason::Superseded,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::NotRevocable { .. }), "{err}");
+        assert_eq!(err.code(), "not_revocable");
+        assert_eq!(revocations(), before);
+    })
+    .await;
+}
+
+/// Without a revoker, revocation is a settings error and removal with
+/// revocation removes nothing.
+#[tokio::test]
+async fn without_a_revoker_nothing_is_revoked_or_removed() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start(PebbleOptions::default()).await;
+        let renewer = stage.renewer(stage.issuer().build().unwrap());
+        renewer.issue_now(None).await.unwrap();
+        let err = renewer
+            .remove_domain_revoking(&domain(MAIN), Some(RevocationReason::Unspecified))
+            .await
+            .unwrap_err();
+        assert!(err.is_settings_error(), "{err}");
+        assert!(stage.store.load(&domain(MAIN)).await.unwrap().is_some());
     })
     .await;
 }
@@ -283,7 +388,7 @@ async fn a_profile_the_ca_does_not_offer_is_a_config_error_naming_the_setting() 
         })
         .await;
         let issuer = stage.issuer().profile("tlsserver").build().unwrap();
-        let err = issuer.issue(&domain(MAIN)).await.unwrap_err();
+        let err = issuer.issue_for(&domain(MAIN)).await.unwrap_err();
         match &err {
             Error::Config {
                 name,
@@ -333,7 +438,7 @@ async fn a_p384_certificate_is_issued_and_served() {
         let stage = Stage::start(PebbleOptions::default()).await;
         let issuer = stage.issuer().key_type(KeyType::EcdsaP384).build().unwrap();
         assert_eq!(issuer.key_type(), KeyType::EcdsaP384);
-        let cert = issuer.issue(&domain(MAIN)).await.unwrap();
+        let cert = issuer.issue_for(&domain(MAIN)).await.unwrap();
         let leaf = certkeeper::cert::leaf_der(&cert.chain_pem).unwrap();
         let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
         let spki = parsed.public_key();
@@ -392,7 +497,7 @@ async fn issues_through_the_callers_http_client() {
             .http_client(client)
             .build()
             .unwrap();
-        let cert = issuer.issue(&domain(MAIN)).await.unwrap();
+        let cert = issuer.issue_for(&domain(MAIN)).await.unwrap();
         verify_chain(&cert.chain_pem, stage.pebble.issuer_roots().await, MAIN);
         // Directory, nonce, account, order, authorization, challenge,
         // polls, finalize, certificate: every one through the client.
@@ -434,7 +539,7 @@ async fn external_account_binding_registers_where_the_ca_requires_it() {
             .issuer()
             .build()
             .unwrap()
-            .issue(&domain(MAIN))
+            .issue_for(&domain(MAIN))
             .await
             .unwrap_err();
         match &err {
@@ -456,7 +561,7 @@ async fn external_account_binding_registers_where_the_ca_requires_it() {
             .build()
             .unwrap();
         assert!(!format!("{issuer:?}").contains(&EAB_KEY[..16]));
-        let cert = issuer.issue(&domain(MAIN)).await.unwrap();
+        let cert = issuer.issue_for(&domain(MAIN)).await.unwrap();
         verify_chain(&cert.chain_pem, stage.pebble.issuer_roots().await, MAIN);
         let accounts = stage.store.list_accounts().await.unwrap();
         assert_eq!(accounts.len(), 1);
@@ -482,7 +587,7 @@ async fn external_account_binding_registers_where_the_ca_requires_it() {
         )
         .build()
         .unwrap();
-        let err = wrong.issue(&domain(MAIN)).await.unwrap_err();
+        let err = wrong.issue_for(&domain(MAIN)).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -511,7 +616,7 @@ async fn a_ca_that_forgot_the_account_gets_one_new_account() {
         )
         .build()
         .unwrap();
-        issuer.issue(&domain(MAIN)).await.unwrap();
+        issuer.issue_for(&domain(MAIN)).await.unwrap();
         let ids = store.list_accounts().await.unwrap();
         let before = store.load_account(&ids[0]).await.unwrap().unwrap();
 
@@ -520,7 +625,7 @@ async fn a_ca_that_forgot_the_account_gets_one_new_account() {
         assert_eq!(stage.registrations(), 0);
         // Two orders at once share one re-registration.
         let names = [domain(MAIN), domain("api.certkeeper-test.com")];
-        let (a, b) = tokio::join!(issuer.issue(&names[0]), issuer.issue(&names[1]));
+        let (a, b) = tokio::join!(issuer.issue_for(&names[0]), issuer.issue_for(&names[1]));
         a.unwrap();
         b.unwrap();
         assert_eq!(stage.registrations(), 1, "{}", stage.pebble.log("pebble"));
@@ -538,7 +643,7 @@ async fn a_ca_that_forgot_the_account_gets_one_new_account() {
         )
         .build()
         .unwrap();
-        restarted.issue(&names[0]).await.unwrap();
+        restarted.issue_for(&names[0]).await.unwrap();
         assert_eq!(stage.registrations(), 1);
     })
     .await;

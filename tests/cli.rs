@@ -331,11 +331,42 @@ async fn issue_orders_from_a_real_ca_and_reports_its_refusals() {
         // The stored chains are Pebble's, for the right names.
         let store = FileStore::open(&path).await.unwrap();
         let roots = pebble.issuer_roots().await;
+        let mut chains = Vec::new();
         for name in [MAIN, "api.certkeeper-test.com"] {
             assert_eq!(entry(&list, name)["issuer"], "acme");
             let record = store.load(&domain(name)).await.unwrap().unwrap();
-            verify_chain(&record.certificate.unwrap().chain_pem, roots.clone(), name);
+            let chain = record.certificate.unwrap().chain_pem;
+            verify_chain(&chain, roots.clone(), name);
+            chains.push(chain);
         }
+        drop(store);
+
+        // Revoked at the CA on request; the record stays, due, without it.
+        let bad_reason = certkeeper(&vars, &["revoke", MAIN, "--reason", "bored"]).await;
+        assert_exit(&bad_reason, 2);
+        let revoked = certkeeper(
+            &vars,
+            &["revoke", MAIN, "--reason", "key-compromise", "--json"],
+        )
+        .await;
+        assert_exit(&revoked, 0);
+        assert_eq!(json(&revoked)["reason"], "key-compromise");
+        let status = pebble.cert_status(&chains[0]).await;
+        assert!(status.contains("\"Revoked\""), "{status}");
+        let again = certkeeper(&vars, &["revoke", MAIN]).await;
+        assert_exit(&again, 4);
+        // A custom domain removed with revocation: revoked, then removed.
+        let removed = certkeeper(
+            &vars,
+            &["remove", "--revoke", "api.certkeeper-test.com", "--json"],
+        )
+        .await;
+        assert_exit(&removed, 0);
+        assert_eq!(json(&removed)["revoked"], true);
+        let status = pebble.cert_status(&chains[1]).await;
+        assert!(status.contains("\"Revoked\""), "{status}");
+        let list = json(&certkeeper(&vars, &["list", "--json"]).await);
+        assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     })
     .await;
 }

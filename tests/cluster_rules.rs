@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use async_trait::async_trait;
-use certkeeper::cert::{fingerprint, leaf_der, IssuedCert, IssuerKind};
+use certkeeper::cert::{fingerprint, leaf_der, IssuerKind};
 use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{Issuer, SelfSignedIssuer};
+use certkeeper::issuer::{IssueRequest, Issued, Issuer, SelfSignedIssuer};
 use certkeeper::renewer::SkipReason;
 use certkeeper::store::{CertRecord, CertStore, MemoryStore};
 use certkeeper::{CertResolver, Domain, Error, Renewer};
@@ -29,7 +29,8 @@ struct CountingIssuer {
 
 #[async_trait]
 impl Issuer for CountingIssuer {
-    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> certkeeper::Result<Issued> {
+        let domain = &request.domain;
         self.entered
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Some(gate) = &self.gate {
@@ -39,7 +40,7 @@ impl Issuer for CountingIssuer {
             .lock()
             .unwrap()
             .push((domain.clone(), Instant::now()));
-        self.inner.issue_blocking(domain)
+        Ok(Issued::new(self.inner.issue_blocking(domain)?, self.kind()))
     }
 
     fn kind(&self) -> IssuerKind {

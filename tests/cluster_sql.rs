@@ -43,7 +43,7 @@ use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use certkeeper::challenge::{Challenge, ChallengeKind, ChallengeSolver, Http01Solver};
-use certkeeper::issuer::{AcmeIssuer, IssuedCert, Issuer, IssuerKind};
+use certkeeper::issuer::{AcmeIssuer, IssueRequest, Issued, Issuer, IssuerKind};
 use certkeeper::renewer::CYCLE_MARK;
 use certkeeper::store::{CertRecord, CertStore, ChallengeAnswers, Leases, PostgresStore};
 use certkeeper::vault::Vault;
@@ -209,9 +209,10 @@ impl<I> OrderLog<I> {
 
 #[async_trait]
 impl<I: Issuer> Issuer for OrderLog<I> {
-    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> certkeeper::Result<Issued> {
+        let domain = &request.domain;
         self.write("order", domain);
-        let result = self.inner.issue(domain).await;
+        let result = self.inner.issue(request).await;
         self.write(if result.is_ok() { "issued" } else { "failed" }, domain);
         result
     }

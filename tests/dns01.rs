@@ -12,7 +12,7 @@ use certkeeper::challenge::{
     Challenge, ChallengeKind, ChallengeSolver, Dns01Solver, TsigAlgorithm,
 };
 use certkeeper::error::DnsProblem;
-use certkeeper::issuer::{AcmeIssuer, Issuer};
+use certkeeper::issuer::{AcmeIssuer, IssuerExt};
 use certkeeper::store::MemoryStore;
 use certkeeper::Error;
 use common::acme::pebble_issuer;
@@ -59,13 +59,17 @@ async fn a_wildcard_and_its_bare_name_are_issued_through_dns01_and_the_records_r
         .await;
         let solver = solver(&bind, bind.secret());
         let issuer = issuer(&pebble, solver.clone());
-        assert_eq!(issuer.challenge(), Some(ChallengeKind::Dns01));
+        assert_eq!(
+            issuer.challenge_for(&domain("www.example.test")),
+            ChallengeKind::Dns01
+        );
 
         // Both orders publish at `_acme-challenge.example.test` at once:
         // each adds and removes only its own value.
         let wildcard = domain("*.example.test");
         let bare = domain(ZONE);
-        let (wild_cert, bare_cert) = tokio::join!(issuer.issue(&wildcard), issuer.issue(&bare));
+        let (wild_cert, bare_cert) =
+            tokio::join!(issuer.issue_for(&wildcard), issuer.issue_for(&bare));
         let (wild_cert, bare_cert) = (
             wild_cert.unwrap_or_else(|e| panic!("wildcard: {e}\n{}", pebble.logs())),
             bare_cert.unwrap_or_else(|e| panic!("bare name: {e}\n{}", pebble.logs())),
@@ -155,7 +159,7 @@ async fn a_wrong_tsig_secret_is_a_typed_error_not_a_hang() {
         .await;
         let started = Instant::now();
         let err = issuer(&pebble, solver)
-            .issue(&domain("www.example.test"))
+            .issue_for(&domain("www.example.test"))
             .await
             .unwrap_err();
         assert!(
@@ -185,7 +189,7 @@ async fn the_record_is_removed_when_validation_fails() {
         let pebble = Pebble::start(PebbleOptions::default()).await;
         let solver = solver(&bind, bind.secret());
         let err = issuer(&pebble, solver.clone())
-            .issue(&domain("www.example.test"))
+            .issue_for(&domain("www.example.test"))
             .await
             .unwrap_err();
         assert!(
@@ -253,10 +257,13 @@ async fn the_renewer_issues_a_wildcard_through_dns01_and_other_names_through_htt
             .order_timeout(Duration::from_secs(120))
             .build()
             .unwrap();
-            assert_eq!(issuer.challenge(), Some(ChallengeKind::Http01));
+            assert_eq!(
+                issuer.challenge_for(&domain("www.certkeeper-test.com")),
+                ChallengeKind::Http01
+            );
             assert_eq!(
                 issuer.challenge_for(&domain("*.certkeeper-test.com")),
-                Some(ChallengeKind::Dns01)
+                ChallengeKind::Dns01
             );
             let resolver = CertResolver::new();
             let renewer = Renewer::builder(store.clone(), cipher.clone())

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use certkeeper::challenge::{Dns01Solver, TsigAlgorithm};
-use certkeeper::issuer::Issuer;
+use certkeeper::issuer::IssuerExt;
 use certkeeper::store::MemoryStore;
 use certkeeper::Config;
 use common::acme::pebble_issuer;
@@ -54,7 +54,7 @@ async fn a_dns01_run_logs_no_tsig_secret() {
         .unwrap();
         async move {
             let shown = format!("{issuer:?}");
-            (issuer.issue(&domain(name)).await, shown)
+            (issuer.issue_for(&domain(name)).await, shown)
         }
     };
     let (issued, debug) =

@@ -159,7 +159,7 @@ async fn a_full_issue_renew_rotate_run_logs_no_secret() {
     .external_account_binding(eab.key_id(), eab.expose_hmac_key())
     .build()
     .unwrap();
-    let issued = certkeeper::issuer::Issuer::issue(&eab_issuer, &main)
+    let issued = certkeeper::issuer::IssuerExt::issue_for(&eab_issuer, &main)
         .await
         .unwrap();
     shown += &format!("{eab_config:?}\n{eab:?}\n{eab_issuer:?}\n{issued:?}\n");

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use certkeeper::cert::IssuedCert;
-use certkeeper::issuer::{Issuer, IssuerKind, SelfSignedIssuer};
+use certkeeper::issuer::{IssueRequest, Issued, Issuer, IssuerExt, IssuerKind, SelfSignedIssuer};
 use certkeeper::renewer::OnDemand;
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{CertResolver, Domain, Error, Renewer};
@@ -71,7 +70,8 @@ impl Counting {
 
 #[async_trait]
 impl Issuer for Counting {
-    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> certkeeper::Result<Issued> {
+        let domain = &request.domain;
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.names.lock().unwrap().push(domain.clone());
         let code = self.behaviour.lock().unwrap()[0];
@@ -94,7 +94,10 @@ impl Issuer for Counting {
                     source: None,
                 })
             }
-            _ => self.inner.issue(domain).await,
+            _ => Ok(Issued::new(
+                self.inner.issue_for(domain).await?,
+                self.kind(),
+            )),
         }
     }
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use certkeeper::cert::IssuerKind;
 use certkeeper::cipher::{Keyring, SecretCipher};
 use certkeeper::error::AcmeProblem;
-use certkeeper::issuer::{IssuedCert, Issuer, SelfSignedIssuer};
+use certkeeper::issuer::{IssueRequest, Issued, Issuer, SelfSignedIssuer};
 use certkeeper::renewer::SkipReason;
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::vault::cert_key_aad;
@@ -54,7 +54,8 @@ impl ScriptedIssuer {
 
 #[async_trait]
 impl Issuer for ScriptedIssuer {
-    async fn issue(&self, domain: &Domain) -> certkeeper::Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> certkeeper::Result<Issued> {
+        let domain = &request.domain;
         self.calls.fetch_add(1, Ordering::SeqCst);
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -101,7 +102,7 @@ impl Issuer for ScriptedIssuer {
             self.inner.issue_blocking(domain)
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        result
+        Ok(Issued::new(result?, self.kind()))
     }
 
     fn kind(&self) -> IssuerKind {
@@ -1049,7 +1050,7 @@ async fn the_configured_main_domain_is_registered_when_it_may_get_a_certificate(
 #[tokio::test]
 async fn a_wildcard_is_never_ordered_through_http_01_and_is_self_signed_locally() {
     use certkeeper::challenge::Http01Solver;
-    use certkeeper::issuer::AcmeIssuer;
+    use certkeeper::issuer::{AcmeIssuer, IssuerExt};
     let store = Arc::new(MemoryStore::new());
     // Never contacted: the wildcard is refused before any order.
     let acme = AcmeIssuer::builder("https://127.0.0.1:9/dir")
@@ -1066,7 +1067,8 @@ async fn a_wildcard_is_never_ordered_through_http_01_and_is_self_signed_locally(
             Error::WildcardNeedsDns01 { domain, challenge: "http-01" } if *domain == wildcard
         ) && err.code() == "wildcard_needs_dns01"
     };
-    let direct = acme.issue(&wildcard).await.unwrap_err();
+    let direct = acme.issue_for(&wildcard).await.unwrap_err();
+    assert!(refused(&acme.check(&wildcard).unwrap_err()));
     assert!(refused(&direct), "{direct}");
 
     let renewer = Renewer::builder(store.clone(), keyring())

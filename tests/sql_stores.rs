@@ -402,7 +402,7 @@ async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) 
 /// sent.
 async fn ca_order_budget_is_shared(a: Arc<dyn CertStore>, b: Arc<dyn CertStore>) {
     use certkeeper::error::Budget;
-    use certkeeper::issuer::{AcmeIssuer, CaBudgets, Issuer};
+    use certkeeper::issuer::{AcmeIssuer, CaBudgets, IssuerExt};
     // A port nothing listens on: the order after the budget fails fast.
     let directory = "https://127.0.0.1:9/dir";
     let issuer = |store: Arc<dyn CertStore>| {
@@ -422,9 +422,9 @@ async fn ca_order_budget_is_shared(a: Arc<dyn CertStore>, b: Arc<dyn CertStore>)
             .unwrap()
     };
     let name = Domain::new(&format!("budget-{}.certkeeper-test.com", unique())).unwrap();
-    let first = issuer(a).issue(&name).await.unwrap_err();
+    let first = issuer(a).issue_for(&name).await.unwrap_err();
     assert!(first.is_ca_unavailable(), "{first:?}");
-    let second = issuer(b).issue(&name).await.unwrap_err();
+    let second = issuer(b).issue_for(&name).await.unwrap_err();
     assert!(
         matches!(
             second,

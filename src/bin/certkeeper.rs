@@ -1,11 +1,11 @@
-//! `certkeeper`: list, inspect, issue and remove the certificates of a
+//! `certkeeper`: list, inspect, issue, revoke and remove the certificates of a
 //! certkeeper store, rotate its encryption keys, and check the settings,
 //! from the same `_APP_*` environment as the server (see the README's
 //! "The certkeeper command").
 //!
 //! Reading commands (`list`, `show`, `check`) open a file store read-only,
 //! so they work while a server holds it; writing commands (`issue`,
-//! `remove`, `rotate-keys`) take the store's lock and are refused while a
+//! `revoke`, `remove`, `rotate-keys`) take the store's lock and are refused while a
 //! server holds a file store. On a SQL store everything works from any
 //! machine.
 //!
@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use certkeeper::issuer::RevocationReason;
 use certkeeper::store::{CertRecord, CertStore, FileStore};
 use certkeeper::vault::rotate_batch;
 use certkeeper::{Config, Domain, Embedded, Error, RenewalPolicy};
@@ -94,6 +95,26 @@ enum Command {
     Remove {
         /// The domain.
         domain: String,
+        /// Revokes the certificate at its CA first (reason
+        /// cessation-of-operation): the name is no longer served. The record
+        /// is removed only once the CA revoked it.
+        #[arg(long)]
+        revoke: bool,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a domain's certificate at the CA that issued it (RFC 8555
+    /// section 7.6), through the ACME account of the settings; the record
+    /// stays, due now, so the next cycle (or `issue`) gets a new
+    /// certificate. Takes the store's lock: refused while a server holds a
+    /// file store.
+    Revoke {
+        /// The domain.
+        domain: String,
+        /// unspecified, key-compromise, superseded or cessation-of-operation.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
         /// One JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -126,6 +147,7 @@ impl Command {
             | Self::Show { json, .. }
             | Self::Issue { json, .. }
             | Self::Remove { json, .. }
+            | Self::Revoke { json, .. }
             | Self::RotateKeys { json, .. }
             | Self::Check { json } => *json,
         }
@@ -150,6 +172,7 @@ impl From<Error> for Failure {
             | Error::InProgress { .. }
             | Error::DomainNotAllowed { .. }
             | Error::WildcardNeedsDns01 { .. }
+            | Error::NotRevocable { .. }
             | Error::LeaseHeld { .. } => exit::REFUSED,
             Error::Acme { .. } | Error::Timeout { .. } | Error::Challenge { .. } => exit::CA,
             _ => exit::FAILURE,
@@ -234,7 +257,28 @@ async fn run(command: Command) -> Outcome {
             let domain = domain.as_deref().map(parse_domain).transpose()?;
             issue(config, domain, add).await
         }
-        Command::Remove { domain, .. } => remove(&config, &parse_domain(&domain)?).await,
+        Command::Remove { domain, revoke, .. } => {
+            let domain = parse_domain(&domain)?;
+            if revoke {
+                remove_revoking(config, &domain).await
+            } else {
+                remove(&config, &domain).await
+            }
+        }
+        Command::Revoke { domain, reason, .. } => {
+            let domain = parse_domain(&domain)?;
+            let reason = RevocationReason::parse(&reason).ok_or_else(|| {
+                fail(Failure {
+                    code: exit::USAGE,
+                    kind: "usage",
+                    message: format!(
+                        "unknown revocation reason {reason:?}: unspecified, key-compromise, \
+                         superseded or cessation-of-operation"
+                    ),
+                })
+            })?;
+            revoke(config, &domain, reason).await
+        }
         Command::RotateKeys { batch, .. } => rotate_keys(&config, batch).await,
         Command::Check { .. } => check(&config).await,
     }
@@ -452,6 +496,41 @@ async fn remove(config: &Config, domain: &Domain) -> Outcome {
     Ok(Output {
         json: json!({"removed": domain.as_str()}),
         text: format!("removed {domain}\n"),
+    })
+}
+
+async fn remove_revoking(config: Config, domain: &Domain) -> Outcome {
+    let embedded = Embedded::start(config).await.map_err(fail)?;
+    let removed = embedded
+        .renewer
+        .remove_domain_revoking(domain, Some(RevocationReason::CessationOfOperation))
+        .await
+        .map_err(fail)?;
+    if !removed {
+        return Err(fail(Error::NotFound {
+            what: "certificate record",
+            key: domain.to_string(),
+        }));
+    }
+    Ok(Output {
+        json: json!({"removed": domain.as_str(), "revoked": true}),
+        text: format!("revoked and removed {domain}\n"),
+    })
+}
+
+async fn revoke(config: Config, domain: &Domain, reason: RevocationReason) -> Outcome {
+    let embedded = Embedded::start(config).await.map_err(fail)?;
+    let record = embedded
+        .renewer
+        .revoke(domain, reason)
+        .await
+        .map_err(fail)?;
+    Ok(Output {
+        json: json!({"revoked": domain.as_str(), "reason": reason.as_str(), "record": record_json(&record, false)}),
+        text: format!(
+            "revoked the certificate of {domain} ({}); a new one is issued at the next cycle\n",
+            reason.as_str()
+        ),
     })
 }
 

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{IssuedCert, Issuer, IssuerKind, RenewalWindow};
-use crate::challenge::ChallengeKind;
+use super::{IssueRequest, Issued, Issuer, IssuerKind, RenewalWindow};
 use crate::error::ProblemKind;
 use crate::{Domain, Error, Result};
 
@@ -108,34 +107,18 @@ impl FallbackIssuer {
 
 #[async_trait]
 impl Issuer for FallbackIssuer {
-    async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
-        self.issue_with_kind(domain, None)
-            .await
-            .map(|(issued, _)| issued)
-    }
-
-    /// A replacement goes to the first issuer with `replaces` (the renewer
-    /// passes the previous chain only when the record names this issuer's
-    /// [`kind`](Issuer::kind), the first's), to the next ones without it.
-    async fn issue_replacing(
-        &self,
-        domain: &Domain,
-        previous_chain_pem: &str,
-    ) -> Result<IssuedCert> {
-        self.issue_with_kind(domain, Some(previous_chain_pem))
-            .await
-            .map(|(issued, _)| issued)
-    }
-
-    async fn issue_with_kind(
-        &self,
-        domain: &Domain,
-        previous_chain_pem: Option<&str>,
-    ) -> Result<(IssuedCert, IssuerKind)> {
+    /// Asks each issuer in turn with the same request; each decides about
+    /// [`IssueRequest::replaces`] itself (an ACME issuer names the replaced
+    /// certificate only when it issued it).
+    async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
+        let domain = &request.domain;
         let mut last = None;
         for (index, issuer) in self.issuers.iter().enumerate() {
-            let previous = if index == 0 { previous_chain_pem } else { None };
-            match issuer.issue_with_kind(domain, previous).await {
+            let tried = match issuer.check(domain) {
+                Ok(()) => issuer.issue(request).await,
+                Err(e) => Err(e),
+            };
+            match tried {
                 Ok(issued) => return Ok(issued),
                 Err(e) if Self::tries_next(&e) && index + 1 < self.issuers.len() => {
                     tracing::warn!(
@@ -154,12 +137,36 @@ impl Issuer for FallbackIssuer {
         Err(last.unwrap_or_else(|| Error::config("FallbackIssuer::new", "no issuer")))
     }
 
+    /// The first issuer's kind; each [`Issued`] names the one that issued.
+    fn kind(&self) -> IssuerKind {
+        self.issuers[0].kind()
+    }
+
+    /// Accepts a name one of the issuers accepts (a wildcard needs one
+    /// with a DNS-01 solver); else the first one's refusal.
+    fn check(&self, domain: &Domain) -> Result<()> {
+        let mut first = None;
+        for issuer in &self.issuers {
+            match issuer.check(domain) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| Error::config("FallbackIssuer::new", "no issuer")))
+    }
+
     /// The renewal window (ARI) of the first issuer that has one for this
     /// certificate: the CA that issued it knows it, the others do not.
-    async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>> {
+    async fn renewal_window(
+        &self,
+        domain: &Domain,
+        chain_pem: &str,
+    ) -> Result<Option<RenewalWindow>> {
         let mut last_error = None;
         for issuer in &self.issuers {
-            match issuer.renewal_window(chain_pem).await {
+            match issuer.renewal_window(domain, chain_pem).await {
                 Ok(Some(window)) => return Ok(Some(window)),
                 Ok(None) => {}
                 Err(e) => last_error = Some(e),
@@ -169,32 +176,6 @@ impl Issuer for FallbackIssuer {
             Some(e) if self.issuers.len() == 1 => Err(e),
             _ => Ok(None),
         }
-    }
-
-    /// The first issuer's kind; the record names the one that issued.
-    fn kind(&self) -> IssuerKind {
-        self.issuers[0].kind()
-    }
-
-    fn challenge(&self) -> Option<ChallengeKind> {
-        self.issuers[0].challenge()
-    }
-
-    /// The first issuer's choice; for a wildcard, DNS-01 when any issuer
-    /// proves wildcards with it (the others are passed over).
-    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
-        let first = self.issuers[0].challenge_for(domain);
-        if domain.is_wildcard() && first != Some(ChallengeKind::Dns01) {
-            if let Some(dns01) = self
-                .issuers
-                .iter()
-                .map(|issuer| issuer.challenge_for(domain))
-                .find(|kind| *kind == Some(ChallengeKind::Dns01))
-            {
-                return dns01;
-            }
-        }
-        first
     }
 }
 
@@ -216,7 +197,7 @@ mod tests {
 
     #[async_trait]
     impl Issuer for Failing {
-        async fn issue(&self, _: &Domain) -> Result<IssuedCert> {
+        async fn issue(&self, _: &IssueRequest) -> Result<Issued> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Err((self.error)())
         }
@@ -283,8 +264,8 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         let issuer = FallbackIssuer::new(vec![first.clone(), second.clone()]).unwrap();
-        let domain = Domain::new("www.example.com").unwrap();
-        let err = issuer.issue(&domain).await.unwrap_err();
+        let request = IssueRequest::new(Domain::new("www.example.com").unwrap());
+        let err = issuer.issue(&request).await.unwrap_err();
         assert!(err
             .acme_problem()
             .unwrap()
@@ -309,7 +290,7 @@ mod tests {
             calls: AtomicUsize::new(0),
         });
         let issuer = FallbackIssuer::new(vec![first.clone(), second.clone()]).unwrap();
-        let err = issuer.issue(&domain).await.unwrap_err();
+        let err = issuer.issue(&request).await.unwrap_err();
         assert!(err.acme_problem().unwrap().is(ProblemKind::Caa));
         assert_eq!(
             (

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use time::Duration;
 
 use super::IssuerKind;
-use super::{IssuedCert, Issuer};
+use super::{IssueRequest, Issued, IssuedCert, Issuer};
 use crate::cert::self_signed;
 use crate::clock::{Clock, SystemClock};
 use crate::error::CertProblem;
@@ -69,12 +69,13 @@ impl Default for SelfSignedIssuer {
 
 #[async_trait]
 impl Issuer for SelfSignedIssuer {
-    async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
+    async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
         let this = self.clone();
-        let domain = domain.clone();
-        tokio::task::spawn_blocking(move || this.issue_blocking(&domain))
+        let domain = request.domain.clone();
+        let cert = tokio::task::spawn_blocking(move || this.issue_blocking(&domain))
             .await
-            .map_err(|e| Error::certificate(None, CertProblem::Generation, e))?
+            .map_err(|e| Error::certificate(None, CertProblem::Generation, e))??;
+        Ok(Issued::new(cert, IssuerKind::SELF_SIGNED))
     }
 
     fn kind(&self) -> IssuerKind {

@@ -9,7 +9,7 @@ use super::on_demand::Pending;
 use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventBus, Subscriber, DEFAULT_QUEUE};
-use crate::issuer::{Issuer, SelfSignedIssuer};
+use crate::issuer::{Issuer, IssuerRouter, Revoker, SelfSignedIssuer};
 use crate::resolver::CertResolver;
 use crate::store::Coordinator;
 use crate::vault::Vault;
@@ -21,6 +21,8 @@ pub struct RenewerBuilder {
     pub(super) vault: Vault,
     pub(super) acme: Option<Arc<dyn Issuer>>,
     pub(super) self_signed: Option<Arc<dyn Issuer>>,
+    pub(super) issuer: Option<Arc<dyn Issuer>>,
+    pub(super) revoker: Option<Arc<dyn Revoker>>,
     pub(super) main_domain: Option<Domain>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) renewal: RenewalPolicy,
@@ -40,6 +42,8 @@ impl RenewerBuilder {
             vault,
             acme: None,
             self_signed: None,
+            issuer: None,
+            revoker: None,
             main_domain: None,
             clock: Arc::new(SystemClock),
             renewal: RenewalPolicy::default(),
@@ -54,16 +58,37 @@ impl RenewerBuilder {
         }
     }
 
-    /// The ACME issuer for public names (in production). Without one, a
-    /// public name in production fails with [`Error::Config`](crate::Error::Config).
+    /// The ACME issuer for public names (in production) of the default
+    /// [`IssuerRouter`]. Without one, a public name in production fails with
+    /// [`Error::Config`](crate::Error::Config).
     pub fn acme(mut self, issuer: Arc<dyn Issuer>) -> Self {
         self.acme = Some(issuer);
         self
     }
 
-    /// Replaces the self-signed issuer (default: [`SelfSignedIssuer`] on the renewer's clock).
+    /// Replaces the local issuer of the default [`IssuerRouter`] (default:
+    /// [`SelfSignedIssuer`] on the renewer's clock).
     pub fn self_signed(mut self, issuer: Arc<dyn Issuer>) -> Self {
         self.self_signed = Some(issuer);
+        self
+    }
+
+    /// Every name's issuer, in place of the default [`IssuerRouter`] made of
+    /// [`acme`](Self::acme), [`self_signed`](Self::self_signed) and
+    /// [`production`](Self::production), which are then unused: for a rule
+    /// of one's own (an [`IssuerRouter`] set up elsewhere, a private CA for
+    /// some names ...).
+    pub fn issuer(mut self, issuer: Arc<dyn Issuer>) -> Self {
+        self.issuer = Some(issuer);
+        self
+    }
+
+    /// What revokes certificates ([`Renewer::revoke`],
+    /// [`Renewer::remove_domain_revoking`]): usually the same
+    /// [`AcmeIssuer`](crate::issuer::AcmeIssuer) as [`acme`](Self::acme).
+    /// None by default.
+    pub fn revoker(mut self, revoker: Arc<dyn Revoker>) -> Self {
+        self.revoker = Some(revoker);
         self
     }
 
@@ -99,8 +124,9 @@ impl RenewerBuilder {
         self
     }
 
-    /// Production mode (`_APP_ENV=production`, the default): public names
-    /// go to the ACME issuer. Otherwise every name gets a self-signed certificate.
+    /// Production mode (`_APP_ENV=production`, the default) of the default
+    /// [`IssuerRouter`]: public names go to the ACME issuer. Otherwise every
+    /// name gets a self-signed certificate.
     pub fn production(mut self, production: bool) -> Self {
         self.production = production;
         self
@@ -174,9 +200,16 @@ impl RenewerBuilder {
                 on_demand = Some(Pending { rules, names });
             }
         }
-        let self_signed = self
-            .self_signed
-            .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
+        let issuer = self.issuer.unwrap_or_else(|| {
+            let local = self
+                .self_signed
+                .unwrap_or_else(|| Arc::new(SelfSignedIssuer::with_clock(self.clock.clone())));
+            let mut router = IssuerRouter::new(local).production(self.production);
+            if let Some(acme) = self.acme {
+                router = router.public(acme);
+            }
+            Arc::new(router)
+        });
         let events = EventBus::default();
         #[cfg(feature = "metrics")]
         events.add(
@@ -193,13 +226,12 @@ impl RenewerBuilder {
             inner: Arc::new(Inner {
                 policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
                 vault: self.vault,
-                acme: self.acme,
-                self_signed,
+                issuer,
+                revoker: self.revoker,
                 clock: self.clock,
                 renewal: self.renewal,
                 concurrency: self.concurrency,
                 issue_timeout: self.issue_timeout,
-                production: self.production,
                 resolver: self.resolver,
                 in_flight: Mutex::default(),
                 cycle: tokio::sync::Mutex::new(()),

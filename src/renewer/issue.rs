@@ -2,7 +2,7 @@
 //! outcome with compare-and-swap.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 
 use sha2::{Digest, Sha256};
@@ -12,10 +12,9 @@ use tracing::{debug, info, warn};
 
 use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
-use crate::challenge::ChallengeKind;
 use crate::error::{rfc3339, CertProblem};
 use crate::events::{problem_type, Event};
-use crate::issuer::{Issuer, RenewalWindow};
+use crate::issuer::{IssueRequest, Issued, IssuedChain, RenewalWindow};
 use crate::resolver::CertResolver;
 use crate::store::{CertRecord, Coordinator, StoredCert};
 use crate::{Domain, Error, Result};
@@ -171,14 +170,16 @@ impl Renewer {
         } else {
             "issue"
         };
-        let issuer_kind = self.issuer_for(&domain).map(|issuer| issuer.kind());
-        // The certificate it replaces, for a CA that takes `replaces` (ARI).
-        let previous = record
-            .certificate
-            .as_ref()
-            .filter(|cert| issuer_kind.as_ref().is_ok_and(|kind| *kind == cert.issuer))
-            .map(|cert| cert.chain_pem.clone());
-        let result = self.issue_sealed(&domain, previous.as_deref()).await;
+        // The certificate it replaces: the issuer decides whether its CA is
+        // told (ARI's `replaces`).
+        let mut request = IssueRequest::new(domain.clone());
+        if let Some(cert) = &record.certificate {
+            request = request.replacing(IssuedChain::new(
+                cert.chain_pem.clone(),
+                cert.issuer.clone(),
+            ));
+        }
+        let result = self.issue_sealed(&request).await;
         // Nothing was asked of the CA: the record stays as it is.
         if let Err(e @ Error::BudgetSpent { budget, .. }) = &result {
             info!(%domain, error = %e, "left for later: a budget of the CA is spent");
@@ -197,12 +198,14 @@ impl Renewer {
         let Some(chain_pem) = record.certificate.as_ref().map(|c| c.chain_pem.clone()) else {
             return self.issue_leased(record, false).await;
         };
-        let issuer = match self.issuer_for(&domain) {
-            Ok(issuer) => issuer.clone(),
-            Err(e) => return self.issue_leased_failed(record, e).await,
-        };
+        let issuer = self.inner.issuer.clone();
+        if let Err(e) = issuer.check(&domain) {
+            return self.issue_leased_failed(record, e).await;
+        }
         let limit = self.inner.issue_timeout;
-        let window = match tokio::time::timeout(limit, issuer.renewal_window(&chain_pem)).await {
+        let window = match tokio::time::timeout(limit, issuer.renewal_window(&domain, &chain_pem))
+            .await
+        {
             Ok(Ok(window)) => window,
             Ok(Err(e)) => {
                 warn!(%domain, error = %e, "could not ask the CA for the renewal window; asking again next cycle");
@@ -372,23 +375,27 @@ impl Renewer {
         }
     }
 
-    /// Issues for `domain` (replacing `previous`, a chain, if given) and
-    /// seals the key: the certificate in clear (to serve at once), as it is
-    /// stored, and the CA's renewal window for it (ARI), if it has one.
+    /// Issues what `request` asks and seals the key: the certificate in
+    /// clear (to serve at once), as it is stored, and the CA's renewal
+    /// window for it (ARI), if it has one.
     async fn issue_sealed(
         &self,
-        domain: &Domain,
-        previous: Option<&str>,
+        request: &IssueRequest,
     ) -> Result<(IssuedCert, StoredCert, Option<RenewalWindow>)> {
-        let issuer = self.issuer_for(domain)?;
+        let domain = &request.domain;
+        let issuer = &self.inner.issuer;
+        issuer.check(domain)?;
         let timeout = self.inner.issue_timeout;
-        let (issued, kind) =
-            tokio::time::timeout(timeout, issuer.issue_with_kind(domain, previous))
-                .await
-                .map_err(|_| Error::Timeout {
-                    step: "issue",
-                    after: timeout,
-                })??;
+        let Issued {
+            cert: issued,
+            issuer: kind,
+            ..
+        } = tokio::time::timeout(timeout, issuer.issue(request))
+            .await
+            .map_err(|_| Error::Timeout {
+                step: "issue",
+                after: timeout,
+            })??;
         // An issuer (a CA, or a user's own) that hands out a certificate that
         // is not valid now must not replace a working one.
         let now = self.inner.clock.now();
@@ -404,8 +411,11 @@ impl Renewer {
         let stored = self.inner.vault.seal_issued(domain, &issued, kind)?;
         // The certificate stands whatever this says: without a window, the
         // lifetime rule applies.
-        let window = match tokio::time::timeout(timeout, issuer.renewal_window(&issued.chain_pem))
-            .await
+        let window = match tokio::time::timeout(
+            timeout,
+            issuer.renewal_window(domain, &issued.chain_pem),
+        )
+        .await
         {
             Ok(Ok(window)) => window,
             Ok(Err(e)) => {
@@ -418,33 +428,6 @@ impl Renewer {
             }
         };
         Ok((issued, stored, window))
-    }
-
-    /// The issuer for `domain`: self-signed for local names and in
-    /// development, else the ACME issuer. A wildcard is refused before any
-    /// order when that issuer's challenge is not DNS-01.
-    pub(super) fn issuer_for(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
-        if !self.inner.production || !domain.is_public() {
-            return Ok(&self.inner.self_signed);
-        }
-        let acme = self.inner.acme.as_ref().ok_or_else(|| {
-            Error::config(
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
-                format!(
-                    "no ACME issuer configured (it needs a contact address), \
-                     and the public name {domain} needs one in production"
-                ),
-            )
-        })?;
-        match acme.challenge_for(domain) {
-            Some(challenge) if domain.is_wildcard() && challenge != ChallengeKind::Dns01 => {
-                Err(Error::WildcardNeedsDns01 {
-                    domain: domain.clone(),
-                    challenge: challenge.as_str(),
-                })
-            }
-            _ => Ok(acme),
-        }
     }
 
     /// Hands a stored certificate to the resolver, opening its key; `false`

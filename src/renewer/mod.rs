@@ -36,7 +36,7 @@ use zeroize::Zeroizing;
 use crate::cipher::SecretCipher;
 use crate::clock::Clock;
 use crate::events::{Event, EventBus, Subscription};
-use crate::issuer::Issuer;
+use crate::issuer::{IssuedChain, Issuer, RevocationReason, Revoker};
 use crate::resolver::CertResolver;
 use crate::store::{CertRecord, CertStore, ClusterStore, Coordinator, StoredCert};
 use crate::vault::Vault;
@@ -46,9 +46,11 @@ use issue::Outcome;
 /// Keeps certificates issued and renewed.
 ///
 /// Composes a [`Vault`] (a [`CertStore`] and the [`SecretCipher`] that seals
-/// private keys before they reach it), an ACME [`Issuer`] (for public names
-/// in production), a self-signed issuer (local names, development), a
-/// [`DomainPolicy`] and a [`Clock`]. Cheap to clone; clones share everything.
+/// private keys before they reach it), one [`Issuer`] (by default an
+/// [`IssuerRouter`](crate::issuer::IssuerRouter): an ACME issuer for public
+/// names in production, a self-signed issuer for local names and
+/// development), a [`DomainPolicy`] and a [`Clock`]. Cheap to clone; clones
+/// share everything.
 #[derive(Clone)]
 pub struct Renewer {
     inner: Arc<Inner>,
@@ -56,14 +58,16 @@ pub struct Renewer {
 
 struct Inner {
     vault: Vault,
-    acme: Option<Arc<dyn Issuer>>,
-    self_signed: Arc<dyn Issuer>,
+    /// Every name's issuer (an [`IssuerRouter`](crate::issuer::IssuerRouter)
+    /// by default).
+    issuer: Arc<dyn Issuer>,
+    /// Revokes on request ([`Renewer::revoke`]).
+    revoker: Option<Arc<dyn Revoker>>,
     policy: DomainPolicy,
     clock: Arc<dyn Clock>,
     renewal: RenewalPolicy,
     concurrency: usize,
     issue_timeout: StdDuration,
-    production: bool,
     resolver: Option<CertResolver>,
     in_flight: Mutex<HashSet<Domain>>,
     /// One cycle at a time per renewer, so two never pick the same records.
@@ -90,11 +94,10 @@ impl fmt::Debug for Renewer {
         let i = &self.inner;
         f.debug_struct("Renewer")
             .field("vault", &i.vault)
-            .field("acme", &i.acme)
+            .field("issuer", &i.issuer)
             .field("policy", &i.policy)
             .field("renewal", &i.renewal)
             .field("concurrency", &i.concurrency)
-            .field("production", &i.production)
             .field("instance_id", &i.instance_id)
             .finish_non_exhaustive()
     }
@@ -204,10 +207,32 @@ impl Renewer {
 
     /// Removes a custom domain and its stored certificate; `true` if stored.
     pub async fn remove_domain(&self, domain: &Domain) -> Result<bool> {
+        self.remove_domain_revoking(domain, None).await
+    }
+
+    /// [`remove_domain`](Self::remove_domain), revoking its certificate
+    /// first when `revoke` gives a reason (the operator no longer serves
+    /// the name: [`RevocationReason::CessationOfOperation`]). The record is
+    /// removed only once the CA revoked the certificate; a failed revocation
+    /// leaves everything as it was and returns the error. A record without
+    /// a certificate, or with a self-signed one, is removed with nothing to
+    /// revoke.
+    pub async fn remove_domain_revoking(
+        &self,
+        domain: &Domain,
+        revoke: Option<RevocationReason>,
+    ) -> Result<bool> {
+        let record = self.store().load(domain).await?;
+        if let Some(reason) = revoke {
+            if let Some(cert) = record.as_ref().and_then(|r| r.certificate.as_ref()) {
+                if cert.issuer != crate::cert::IssuerKind::SELF_SIGNED {
+                    self.revoke_stored(domain, cert, reason).await?;
+                }
+            }
+        }
         if let Some(resolver) = &self.inner.resolver {
             resolver.remove(domain);
         }
-        let record = self.store().load(domain).await?;
         let removed = self.store().delete(domain).await?;
         if removed {
             if let Some(cert) = record.as_ref().and_then(|r| r.certificate.as_ref()) {
@@ -218,6 +243,73 @@ impl Renewer {
             });
         }
         Ok(removed)
+    }
+
+    /// Revokes `domain`'s stored certificate for `reason` through the
+    /// renewer's [`Revoker`] ([`RenewerBuilder::revoker`]); the record stays,
+    /// due now, so the next cycle issues a new certificate (a revoked one
+    /// must not be served: it is removed from the resolver at once).
+    /// Fails with [`Error::NotFound`] when there is no certificate, with
+    /// [`Error::Config`] when no revoker is set, and with the revoker's
+    /// error ([`Error::NotRevocable`], the CA's problem) otherwise.
+    pub async fn revoke(&self, domain: &Domain, reason: RevocationReason) -> Result<CertRecord> {
+        let not_found = || Error::NotFound {
+            what: "certificate",
+            key: domain.to_string(),
+        };
+        let record = self.store().load(domain).await?.ok_or_else(not_found)?;
+        let cert = record.certificate.as_ref().ok_or_else(not_found)?;
+        self.revoke_stored(domain, cert, reason).await?;
+        if let Some(resolver) = &self.inner.resolver {
+            resolver.remove(domain);
+        }
+        let now = self.inner.clock.now();
+        let mut current = record;
+        for _ in 0..3 {
+            let mut next = current.clone();
+            next.certificate = None;
+            next.renew_date = now;
+            next.ari = None;
+            next.push_log(crate::store::LogEntry {
+                time: now,
+                step: "revoke".into(),
+                success: true,
+                message: format!("certificate revoked ({})", reason.as_str()),
+            });
+            match self.store().save(&next).await {
+                Ok(version) => {
+                    next.version = version;
+                    self.inner.wake.notify_one();
+                    return Ok(next);
+                }
+                Err(Error::Conflict { .. }) => {
+                    current = self.store().load(domain).await?.ok_or_else(not_found)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::InProgress {
+            domain: domain.clone(),
+            reason: SkipReason::KeptChanging,
+        })
+    }
+
+    async fn revoke_stored(
+        &self,
+        domain: &Domain,
+        cert: &StoredCert,
+        reason: RevocationReason,
+    ) -> Result<()> {
+        let revoker = self.inner.revoker.as_ref().ok_or_else(|| {
+            Error::config(
+                "RenewerBuilder::revoker",
+                "no revoker is set, so no certificate can be revoked",
+            )
+        })?;
+        let chain = IssuedChain::new(cert.chain_pem.clone(), cert.issuer.clone());
+        revoker.revoke(domain, &chain, reason).await?;
+        info!(%domain, reason = reason.as_str(), "certificate revoked");
+        Ok(())
     }
 
     /// Tells the renewer a request arrived for `domain` (for example the
@@ -280,7 +372,7 @@ impl Renewer {
         if policy.learns_main_domain() && main.as_str() == "localhost" {
             return Ok(None);
         }
-        if let Err(e) = self.issuer_for(&main) {
+        if let Err(e) = self.inner.issuer.check(&main) {
             return Ok(Some(e));
         }
         self.ensure_record(&main).await?;

@@ -442,6 +442,20 @@ impl Pebble {
         roots
     }
 
+    /// What Pebble's management interface says of the certificate whose
+    /// chain (leaf first) is `chain_pem` (`/cert-status-by-serial/`): a
+    /// JSON object whose `Status` is `Valid` or `Revoked`.
+    // Only some test crates revoke.
+    #[allow(dead_code)]
+    pub async fn cert_status(&self, chain_pem: &str) -> String {
+        let der = certkeeper::cert::leaf_der(chain_pem).expect("a chain with a leaf");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).expect("a parsable leaf");
+        let path = format!("/cert-status-by-serial/{:x}", leaf.serial);
+        tokio::time::timeout(MANAGEMENT_TIMEOUT, self.management_get(&path))
+            .await
+            .expect("Pebble's management interface did not answer in time")
+    }
+
     async fn management_get(&self, path: &str) -> String {
         #[cfg(feature = "aws-lc-rs")]
         let provider = rustls::crypto::aws_lc_rs::default_provider();

@@ -19,7 +19,10 @@ use tokio::time::timeout;
 use zeroize::Zeroizing;
 
 use super::{BudgetCounter, CaBudgets};
-use super::{IssuedCert, Issuer, IssuerKind, RenewalWindow};
+use super::{
+    IssueRequest, Issued, IssuedCert, IssuedChain, Issuer, IssuerKind, RenewalWindow,
+    RevocationReason, Revoker,
+};
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
 use crate::clock::{Clock, SystemClock};
@@ -109,8 +112,9 @@ pub use settings::{ExternalAccountBinding, KeyType};
 ///
 /// With a CA that offers ACME Renewal Information (RFC 9773),
 /// [`renewal_window`](Issuer::renewal_window) gives its suggested renewal
-/// window and [`issue_replacing`](Issuer::issue_replacing) names the
-/// replaced certificate in the order (`replaces`).
+/// window and a renewal it issued names the replaced certificate in the
+/// order (`replaces`). As a [`Revoker`] it revokes what its account
+/// ordered.
 ///
 /// Every call to the CA is bounded by the request timeout and a whole
 /// [`issue`](Issuer::issue) by the order timeout, so a CA that stops
@@ -246,37 +250,68 @@ impl AcmeIssuer {
     }
 }
 
+impl AcmeIssuer {
+    /// The challenge type this issuer proves control of `domain` with:
+    /// DNS-01 for a wildcard (when it has a DNS-01 solver), else the
+    /// preferred one ([`AcmeIssuerBuilder::prefer_challenges`]).
+    pub fn challenge_for(&self, domain: &Domain) -> ChallengeKind {
+        match self.solvers.for_domain(domain) {
+            Ok(solver) => solver.kind(),
+            Err(_) => self.solvers.preferred().kind(),
+        }
+    }
+}
+
 #[async_trait]
 impl Issuer for AcmeIssuer {
-    async fn issue(&self, domain: &Domain) -> Result<IssuedCert> {
-        self.issue_order(domain, None).await
+    /// Orders a certificate; when it replaces one this issuer issued (its
+    /// [`kind`](Issuer::kind)), the order names it (`replaces`, RFC 9773).
+    async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
+        let replaces = request
+            .replaces
+            .as_ref()
+            .filter(|replaced| replaced.issuer == self.kind)
+            .map(|replaced| replaced.chain_pem.as_str());
+        let cert = self.issue_order(&request.domain, replaces).await?;
+        Ok(Issued::new(cert, self.kind.clone()))
     }
 
     fn kind(&self) -> IssuerKind {
         self.kind.clone()
     }
 
-    fn challenge(&self) -> Option<ChallengeKind> {
-        Some(self.solvers.preferred().kind())
+    /// A wildcard needs a DNS-01 solver.
+    fn check(&self, domain: &Domain) -> Result<()> {
+        self.solvers.for_domain(domain).map(drop)
     }
 
-    fn challenge_for(&self, domain: &Domain) -> Option<ChallengeKind> {
-        Some(match self.solvers.for_domain(domain) {
-            Ok(solver) => solver.kind(),
-            Err(_) => self.solvers.preferred().kind(),
-        })
-    }
-
-    async fn renewal_window(&self, chain_pem: &str) -> Result<Option<RenewalWindow>> {
+    async fn renewal_window(
+        &self,
+        _domain: &Domain,
+        chain_pem: &str,
+    ) -> Result<Option<RenewalWindow>> {
         self.fetch_renewal_window(chain_pem).await
     }
+}
 
-    async fn issue_replacing(
+#[async_trait]
+impl Revoker for AcmeIssuer {
+    /// Revokes through this issuer's ACME account, which must be the one
+    /// that ordered the certificate (see [`AcmeIssuer::revoke_chain`]).
+    async fn revoke(
         &self,
         domain: &Domain,
-        previous_chain_pem: &str,
-    ) -> Result<IssuedCert> {
-        self.issue_order(domain, Some(previous_chain_pem)).await
+        cert: &IssuedChain,
+        reason: RevocationReason,
+    ) -> Result<()> {
+        if cert.issuer != self.kind {
+            return Err(Error::NotRevocable {
+                domain: domain.clone(),
+                issuer: cert.issuer.to_string(),
+                revoker: self.kind.to_string(),
+            });
+        }
+        self.revoke_chain(&cert.chain_pem, reason).await
     }
 }
 

@@ -98,18 +98,28 @@ impl AcmeIssuer {
     }
 
     /// Revokes the certificate whose chain (leaf first) is `chain_pem`
-    /// (RFC 8555 section 7.6), signed by this issuer's ACME account, which
-    /// must be the one that ordered it. The CA then stops vouching for it,
-    /// and its renewal window (ARI) begins at once.
+    /// (RFC 8555 section 7.6) for `reason`, signed by this issuer's ACME
+    /// account, which must be the one that ordered it. The CA then stops
+    /// vouching for it, and its renewal window (ARI) begins at once.
     ///
     /// Fails with [`Error::Acme`] carrying the CA's problem (for example
     /// `alreadyRevoked` or `unauthorized`).
-    pub async fn revoke(&self, chain_pem: &str) -> Result<()> {
+    pub async fn revoke_chain(
+        &self,
+        chain_pem: &str,
+        reason: crate::issuer::RevocationReason,
+    ) -> Result<()> {
+        use crate::issuer::RevocationReason as Reason;
         let leaf = leaf_der(chain_pem)?;
         let (account, _) = self.account().await?;
         let request = RevocationRequest {
             certificate: &leaf,
-            reason: Some(RevocationReason::Superseded),
+            reason: Some(match reason {
+                Reason::Unspecified => RevocationReason::Unspecified,
+                Reason::KeyCompromise => RevocationReason::KeyCompromise,
+                Reason::Superseded => RevocationReason::Superseded,
+                Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+            }),
         };
         retry!(self, "revoke", None, account.revoke(&request))?;
         tracing::info!("certificate revoked");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use certkeeper::challenge::Http01Solver;
 use certkeeper::cipher::Keyring;
-use certkeeper::issuer::{AcmeIssuer, Issuer, SelfSignedIssuer};
+use certkeeper::issuer::{AcmeIssuer, IssuerExt, SelfSignedIssuer};
 use certkeeper::store::MemoryStore;
 use certkeeper::{CertResolver, Domain};
 use rustls::pki_types::pem::PemObject;
@@ -41,7 +41,7 @@ fn main() {
             .request_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        issuer.issue(&Domain::new("www.example.com").unwrap()).await
+        issuer.issue_for(&Domain::new("www.example.com").unwrap()).await
     });
     // The application's side: rustls' process-default provider, as an
     // application builds its own TLS.

@@ -1,0 +1,193 @@
+//! [`IssuerRouter`]: which issuer a name goes to (self-signed for local
+//! names and in development, a public CA for public names in production),
+//! itself an [`Issuer`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{IssueRequest, Issued, Issuer, IssuerKind, RenewalWindow, SelfSignedIssuer};
+use crate::{Domain, Error, Result};
+
+/// The setting named when a public name needs a public CA and none is set:
+/// the contact address the ACME issuer is built with.
+const PUBLIC_ISSUER_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+
+/// Chooses the issuer of each name, and is an [`Issuer`] itself, so the
+/// renewer holds one issuer whatever the rule.
+///
+/// - In production (the default), a public name ([`Domain::is_public`]) goes
+///   to the public issuer (an [`AcmeIssuer`](super::AcmeIssuer), a
+///   [`FallbackIssuer`](super::FallbackIssuer) ...); without one it fails
+///   with [`Error::Config`] (a public name needs a public CA), before
+///   anything is ordered.
+/// - Every other name (`localhost`, private addresses, `.test` ...), and
+///   every name in development, goes to the local issuer (a
+///   [`SelfSignedIssuer`] by default).
+///
+/// A user with another rule (a private CA for `*.internal`, say) writes an
+/// [`Issuer`] that routes as it likes and gives it to
+/// [`RenewerBuilder::issuer`](crate::RenewerBuilder::issuer).
+///
+/// ```
+/// use std::sync::Arc;
+/// use certkeeper::issuer::{Issuer, IssuerRouter, SelfSignedIssuer};
+/// use certkeeper::Domain;
+/// # fn main() -> certkeeper::Result<()> {
+/// let router = IssuerRouter::new(Arc::new(SelfSignedIssuer::new()));
+/// assert!(router.check(&Domain::new("localhost")?).is_ok());
+/// // A public name with no public CA is refused before any order.
+/// assert!(router.check(&Domain::new("www.example.com")?).is_err());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct IssuerRouter {
+    local: Arc<dyn Issuer>,
+    public: Option<Arc<dyn Issuer>>,
+    production: bool,
+}
+
+impl Default for IssuerRouter {
+    fn default() -> Self {
+        Self::new(Arc::new(SelfSignedIssuer::new()))
+    }
+}
+
+impl IssuerRouter {
+    /// A router in production mode sending local names to `local`, with no
+    /// public issuer yet.
+    pub fn new(local: Arc<dyn Issuer>) -> Self {
+        Self {
+            local,
+            public: None,
+            production: true,
+        }
+    }
+
+    /// The issuer of public names in production.
+    pub fn public(mut self, issuer: Arc<dyn Issuer>) -> Self {
+        self.public = Some(issuer);
+        self
+    }
+
+    /// Production mode (the default); otherwise every name goes to the
+    /// local issuer.
+    pub fn production(mut self, production: bool) -> Self {
+        self.production = production;
+        self
+    }
+
+    /// The issuer `domain` goes to, after that issuer's own
+    /// [`check`](Issuer::check).
+    pub fn route(&self, domain: &Domain) -> Result<&Arc<dyn Issuer>> {
+        let issuer = if !self.production || !domain.is_public() {
+            &self.local
+        } else {
+            self.public.as_ref().ok_or_else(|| {
+                Error::config(
+                    PUBLIC_ISSUER_SETTING,
+                    format!(
+                        "no ACME issuer configured (it needs a contact address), \
+                         and the public name {domain} needs one in production"
+                    ),
+                )
+            })?
+        };
+        issuer.check(domain)?;
+        Ok(issuer)
+    }
+}
+
+#[async_trait]
+impl Issuer for IssuerRouter {
+    async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
+        self.route(&request.domain)?.issue(request).await
+    }
+
+    /// The public issuer's kind in production when there is one, else the
+    /// local issuer's; each [`Issued`] names the one that issued.
+    fn kind(&self) -> IssuerKind {
+        match &self.public {
+            Some(public) if self.production => public.kind(),
+            _ => self.local.kind(),
+        }
+    }
+
+    fn check(&self, domain: &Domain) -> Result<()> {
+        self.route(domain).map(drop)
+    }
+
+    async fn renewal_window(
+        &self,
+        domain: &Domain,
+        chain_pem: &str,
+    ) -> Result<Option<RenewalWindow>> {
+        self.route(domain)?.renewal_window(domain, chain_pem).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An issuer that only says who it is.
+    #[derive(Debug)]
+    struct Named(&'static str);
+
+    #[async_trait]
+    impl Issuer for Named {
+        async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
+            Err(Error::config(
+                self.0,
+                format!("asked for {}", request.domain),
+            ))
+        }
+        fn kind(&self) -> IssuerKind {
+            IssuerKind::new(self.0).unwrap()
+        }
+    }
+
+    fn d(name: &str) -> Domain {
+        Domain::new(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_names_and_development_go_to_the_local_issuer_public_names_to_the_ca() {
+        let router = IssuerRouter::new(Arc::new(Named("local"))).public(Arc::new(Named("ca")));
+        let name = |domain: &str| router.route(&d(domain)).unwrap().kind().to_string();
+        assert_eq!(name("www.example.com"), "ca");
+        assert_eq!(name("localhost"), "local");
+        assert_eq!(name("10.0.0.1"), "local");
+        assert_eq!(name("app.test"), "local");
+        assert_eq!(router.kind().as_str(), "ca");
+        // `issue` goes the same way.
+        let err = router
+            .issue(&IssueRequest::new(d("www.example.com")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ca"),
+            "{err}"
+        );
+
+        let development = router.clone().production(false);
+        assert_eq!(
+            development
+                .route(&d("www.example.com"))
+                .unwrap()
+                .kind()
+                .as_str(),
+            "local"
+        );
+        assert_eq!(development.kind().as_str(), "local");
+    }
+
+    #[test]
+    fn a_public_name_without_a_public_issuer_is_a_settings_error() {
+        let router = IssuerRouter::new(Arc::new(Named("local")));
+        let err = router.check(&d("www.example.com")).unwrap_err();
+        assert!(err.is_settings_error(), "{err}");
+        assert!(router.check(&d("localhost")).is_ok());
+    }
+}
