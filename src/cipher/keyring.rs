@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::{Sealed, SecretCipher, ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
+use super::{Plaintext, Sealed, SecretCipher, ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -271,11 +271,26 @@ fn longest_run(s: &str) -> usize {
     longest
 }
 
-/// The associated data the AEAD authenticates: the envelope header (magic,
-/// format, key version), then the caller's, so a header cannot be edited
-/// (to another version holding the same key, say) without the seal failing.
-fn bound_aad(header: &[u8], associated_data: &[u8]) -> Vec<u8> {
-    [header, associated_data].concat()
+/// Room on the stack for the associated data of [`with_bound_aad`]: the
+/// 7-byte header and the caller's (`certkeeper/cert-key/<domain>` is at
+/// most 20 + 253 bytes).
+const AAD_ON_STACK: usize = 288;
+
+/// Calls `f` with the associated data the AEAD authenticates: the envelope
+/// header (magic, format, key version), then the caller's, so a header
+/// cannot be edited (to another version holding the same key, say) without
+/// the seal failing. Concatenated on the stack when it fits, so sealing and
+/// opening allocate nothing but their output.
+fn with_bound_aad<T>(header: &[u8], associated_data: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let len = header.len() + associated_data.len();
+    if len <= AAD_ON_STACK {
+        let mut buffer = [0u8; AAD_ON_STACK];
+        buffer[..header.len()].copy_from_slice(header);
+        buffer[header.len()..len].copy_from_slice(associated_data);
+        f(&buffer[..len])
+    } else {
+        f(&[header, associated_data].concat())
+    }
 }
 
 impl SecretCipher for Keyring {
@@ -296,8 +311,11 @@ impl SecretCipher for Keyring {
         envelope.extend_from_slice(&nonce);
         let start = envelope.len();
         envelope.extend_from_slice(plaintext);
-        let aad = bound_aad(&envelope[..header_len], associated_data);
-        let tag = match cipher.encrypt_in_place_detached(&nonce, &aad, &mut envelope[start..]) {
+        let (header, body) = envelope.split_at_mut(start);
+        let sealed = with_bound_aad(&header[..header_len], associated_data, |aad| {
+            cipher.encrypt_in_place_detached(&nonce, aad, body)
+        });
+        let tag = match sealed {
             Ok(tag) => tag,
             Err(_) => {
                 // The plaintext is still in the buffer.
@@ -310,7 +328,7 @@ impl SecretCipher for Keyring {
         Ok(Sealed::from_bytes(envelope))
     }
 
-    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Plaintext> {
         let (version, payload) = sealed.parse()?;
         let cipher = self
             .keys
@@ -319,21 +337,24 @@ impl SecretCipher for Keyring {
         if payload.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::Envelope("shorter than a nonce and a tag"));
         }
-        let (nonce, ciphertext) = payload.split_at(NONCE_LEN);
+        let (nonce, rest) = payload.split_at(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
         let header = &sealed.as_bytes()[..ENVELOPE_HEADER_LEN];
-        let plaintext = cipher
-            .decrypt(
+        // Decrypted in place, in a buffer of exactly the plaintext's size
+        // that wipes itself when dropped, on failure too.
+        let mut plaintext = Plaintext::new(ciphertext.to_vec());
+        with_bound_aad(header, associated_data, |aad| {
+            cipher.decrypt_in_place_detached(
                 XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &bound_aad(header, associated_data),
-                },
+                aad,
+                &mut plaintext,
+                Tag::from_slice(tag),
             )
-            .map(Zeroizing::new)
-            .map_err(|_| {
-                tracing::debug!(key_version = version, "a sealed secret failed to open");
-                Error::Decrypt
-            })?;
+        })
+        .map_err(|_| {
+            tracing::debug!(key_version = version, "a sealed secret failed to open");
+            Error::Decrypt
+        })?;
         tracing::trace!(key_version = version, "opened a secret");
         Ok(plaintext)
     }
@@ -389,7 +410,7 @@ mod tests {
         assert_eq!(both.sealing_version(), 2);
         let sealed_v1 = old.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v1.key_version().unwrap(), 1);
-        assert_eq!(&**both.open(&sealed_v1, b"aad").unwrap(), b"secret");
+        assert_eq!(&*both.open(&sealed_v1, b"aad").unwrap(), b"secret");
         let sealed_v2 = both.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v2.key_version().unwrap(), 2);
         match old.open(&sealed_v2, b"aad") {
@@ -397,7 +418,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let only_v2 = Keyring::from_keys(true, [(2, V2)]).unwrap();
-        assert_eq!(&**only_v2.open(&sealed_v2, b"aad").unwrap(), b"secret");
+        assert_eq!(&*only_v2.open(&sealed_v2, b"aad").unwrap(), b"secret");
     }
 
     #[test]
@@ -431,7 +452,7 @@ mod tests {
         let relabelled = Sealed::from_bytes(bytes);
         assert_eq!(relabelled.key_version().unwrap(), 1);
         assert!(matches!(k.open(&relabelled, b"aad"), Err(Error::Decrypt)));
-        assert_eq!(&**k.open(&sealed, b"aad").unwrap(), b"secret");
+        assert_eq!(&*k.open(&sealed, b"aad").unwrap(), b"secret");
     }
 
     #[test]
@@ -476,7 +497,7 @@ mod tests {
             }
             let dev = Keyring::from_keys(false, [(3, key)]).unwrap();
             let sealed = dev.seal(b"x", b"").unwrap();
-            assert_eq!(&**dev.open(&sealed, b"").unwrap(), b"x");
+            assert_eq!(&*dev.open(&sealed, b"").unwrap(), b"x");
         }
         for strong in [
             // openssl rand -base64 32
@@ -547,6 +568,34 @@ mod tests {
         let k = Keyring::from_keys(true, [(1, V1), (4, V2)]).unwrap();
         let shown = format!("{k:?}");
         assert_eq!(shown, "Keyring { versions: [1, 4], sealing_version: 4 }");
+    }
+
+    #[test]
+    fn associated_data_of_any_length_is_bound() {
+        let k = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        // Around the end of the stack buffer, and far past it (the heap).
+        let stack_room = AAD_ON_STACK - ENVELOPE_HEADER_LEN;
+        for len in [0, 1, stack_room - 1, stack_room, stack_room + 1, 5000] {
+            let aad: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sealed = k.seal(b"secret", &aad).unwrap();
+            assert_eq!(&*k.open(&sealed, &aad).unwrap(), b"secret", "{len}");
+            let mut other = aad.clone();
+            match other.last_mut() {
+                Some(last) => *last ^= 1,
+                None => other.push(0),
+            }
+            assert!(
+                matches!(k.open(&sealed, &other), Err(Error::Decrypt)),
+                "{len}"
+            );
+            // Cut short: a prefix of the associated data is not it.
+            if len > 0 {
+                assert!(
+                    matches!(k.open(&sealed, &aad[..len - 1]), Err(Error::Decrypt)),
+                    "{len}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! Secrets encrypted at rest: the [`SecretCipher`] trait, sealed envelopes,
-//! and the default [`Keyring`].
+//! opened secrets ([`Plaintext`]), and the default [`Keyring`].
 
 mod keyring;
+mod plaintext;
 
 pub use keyring::{
     key_variable_version, Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN,
     MIN_DISTINCT_KEY_CHARS, MIN_KEY_CHARS, NONCE_LEN, OPENSSL_KEY_PREFIX, PLACEHOLDER_KEYS,
     TAG_LEN,
 };
+pub use plaintext::Plaintext;
 
 use std::fmt::{self, Debug};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
@@ -41,12 +42,14 @@ pub const MAX_ENVELOPE_LEN: usize = 1 << 20;
 ///   [`Error::Envelope`]. Neither may panic, whatever the bytes.
 /// - Implementations must not log, print or put into errors any plaintext
 ///   or key material, and should zeroize key material when dropped.
+/// - `open` returns the secret in a [`Plaintext`], which wipes it when
+///   dropped; a cipher wipes every other copy it makes on the way.
 pub trait SecretCipher: Debug + Send + Sync + 'static {
     /// Encrypts `plaintext`, binding it to `associated_data`.
     fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed>;
 
     /// Decrypts an envelope sealed with the same `associated_data`.
-    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Plaintext>;
 
     /// The key version new seals use.
     fn sealing_version(&self) -> u32;
