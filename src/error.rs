@@ -191,10 +191,22 @@ pub enum Error {
     Decrypt,
 
     /// An envelope was sealed under a key version whose key is not configured.
-    #[error("no key configured for key version {version} (set _APP_OPENSSL_KEY_V{version})")]
+    #[error("no key configured for key version {version} (set _APP_OPENSSL_KEY_V{version}, or give the key source that version)")]
     MissingKey {
         /// The key version named by the envelope.
         version: u32,
+    },
+
+    /// A [`KeySource`](crate::cipher::KeySource) failed (its KMS or HSM
+    /// could not be reached, refused, or gave keys a keyring cannot use).
+    /// Never carries key material.
+    #[error("key source: {message}")]
+    KeySource {
+        /// What went wrong, readable.
+        message: String,
+        /// The client's own error.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A key is empty, a known placeholder or too weak for production.
@@ -320,6 +332,14 @@ impl Error {
         }
     }
 
+    /// A [`Error::KeySource`] without a source.
+    pub fn key_source(message: impl Into<String>) -> Self {
+        Self::KeySource {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
@@ -384,6 +404,7 @@ impl Error {
             Self::Decrypt => "decrypt",
             Self::MissingKey { .. } => "missing_key",
             Self::WeakKey { .. } => "weak_key",
+            Self::KeySource { .. } => "key_source",
             Self::Acme { problem, .. } => match problem {
                 Some(problem) => problem.kind().code(),
                 None => "acme_unreachable",

@@ -68,7 +68,7 @@
 //! | [`domain`] | [`Domain`]: validated, normalised names | `error` |
 //! | [`email`] | the one email address rule | `domain`, `error` |
 //! | [`cert`] | certificate material: PEM chains, validity, fingerprints, [`IssuerKind`](cert::IssuerKind) | `error` |
-//! | [`cipher`] | the [`SecretCipher`](cipher::SecretCipher) trait, sealed envelopes, the default [`Keyring`](cipher::Keyring) | `error` |
+//! | [`cipher`] | the [`SecretCipher`](cipher::SecretCipher) trait, sealed envelopes, opened secrets ([`Plaintext`](cipher::Plaintext)), the default [`Keyring`](cipher::Keyring), keys from a KMS or an HSM ([`KeySource`](cipher::KeySource), [`SourcedKeyring`](cipher::SourcedKeyring)) | `error` |
 //! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
 //! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
 //! | [`resolver`] | serving certificates by SNI with rustls: wildcards, loading on first use from a [`CertSource`](resolver::CertSource), the self-signed fallback, TLS-ALPN-01 certificates | `cert`, `vault`, `provider` |

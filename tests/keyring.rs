@@ -431,7 +431,7 @@ fn envelope_format_matches_a_fixed_vector() {
     let domain = Domain::new("vector.example.com").unwrap();
     let opened = keyring.open(&sealed, &cert_key_aad(&domain)).unwrap();
     assert_eq!(
-        &**opened,
+        &*opened,
         b"-----BEGIN PRIVATE KEY----- vector -----END PRIVATE KEY-----"
     );
 }
@@ -493,7 +493,7 @@ proptest! {
         let cut = cut % len;
         let truncated = Sealed::from_bytes(sealed.as_bytes()[..cut].to_vec());
         prop_assert!(matches!(k.open(&truncated, b"aad"), Err(Error::Envelope(_)) | Err(Error::Decrypt)));
-        prop_assert_eq!(&**k.open(&sealed, b"aad").unwrap(), &secret[..]);
+        prop_assert_eq!(&*k.open(&sealed, b"aad").unwrap(), &secret[..]);
     }
 
     #[test]
@@ -517,7 +517,7 @@ proptest! {
         let sealed = k.seal(&secret, &aad).unwrap();
         let json = serde_json::to_string(&sealed).unwrap();
         let back: Sealed = serde_json::from_str(&json).unwrap();
-        prop_assert_eq!(&**k.open(&back, &aad).unwrap(), &secret[..]);
+        prop_assert_eq!(&*k.open(&back, &aad).unwrap(), &secret[..]);
     }
 
     #[test]
@@ -579,7 +579,7 @@ async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
     // Development mode accepts a weak key with a warning.
     let dev = Keyring::from_keys(false, [(1, weak_dev_key)]).unwrap();
     let sealed = dev.seal(secret, b"aad").unwrap();
-    assert_eq!(&**dev.open(&sealed, b"aad").unwrap(), secret);
+    assert_eq!(&*dev.open(&sealed, b"aad").unwrap(), secret);
     assert!(dev.open(&sealed, b"other").is_err());
     assert!(Keyring::from_keys(true, [(1, weak_dev_key)]).is_err());
 

@@ -5,13 +5,16 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::aead::{AeadCore, AeadInPlace, KeyInit, OsRng};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::{Sealed, SecretCipher, ENVELOPE_HEADER_LEN, MAX_ENVELOPE_LEN};
+use super::{
+    DataKey, KeySet, KeySource, Plaintext, Sealed, SecretCipher, ENVELOPE_HEADER_LEN,
+    MAX_ENVELOPE_LEN,
+};
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -45,9 +48,14 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 ///
 /// # Keys
 /// One key per version, from `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2`
-/// ... (read by [`Config`](crate::Config)) or given in code ([`Keyring::from_keys`]).
-/// The highest version seals; every configured version opens. Gaps are
-/// allowed: after a [rotation](crate::vault::rotate) to V2 the operator
+/// ... (read by [`Config`](crate::Config)) or given in code ([`Keyring::from_keys`]),
+/// or 256-bit data keys from elsewhere: a [`KeySet`]
+/// ([`Keyring::from_key_set`]) or a [`KeySource`] such as a KMS
+/// ([`Keyring::from_source`]; [`SourcedKeyring`](super::SourcedKeyring) to
+/// refresh them while running).
+/// The highest version seals (unless the key set names another); every
+/// configured version opens. Gaps are allowed: after a
+/// [rotation](crate::vault::rotate) to V2 the operator
 /// removes V1, and a keyring with only V2 (or V1 and V3) is valid. At least
 /// one key is required.
 ///
@@ -78,22 +86,40 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 /// XChaCha20 nonces never repeat in practice, so one key can seal without
 /// limit). The AEAD's associated data is the envelope's 7-byte header
 /// (magic, format, key version) followed by the caller's associated data,
-/// so the header is authenticated too.
+/// so the header is authenticated too. The envelope is the same whatever
+/// the keys came from: a key set holding the derived key of a passphrase
+/// opens what that passphrase sealed.
 ///
-/// The derived keys are zeroized when the keyring is dropped; `Debug`
-/// shows only the versions.
+/// The keys are zeroized when the keyring is dropped; `Debug`
+/// shows only the versions. A keyring never changes once built: it is a
+/// snapshot, cheap to share as an `Arc<Keyring>`.
 #[derive(Clone)]
 pub struct Keyring {
-    keys: BTreeMap<u32, XChaCha20Poly1305>,
+    keys: BTreeMap<u32, VersionKey>,
     sealing_version: u32,
 }
+
+/// The cipher of one version, and a check value of its key.
+#[derive(Clone)]
+struct VersionKey {
+    cipher: XChaCha20Poly1305,
+    /// SHA-256 of [`KEY_CHECK_LABEL`] and the key: tells whether two
+    /// keyrings hold the same key under a version without keeping the key
+    /// bytes a second time (a hash of a 256-bit random key reveals nothing
+    /// of it).
+    check: [u8; 32],
+}
+
+/// Prefix of the hashed check value of a key.
+const KEY_CHECK_LABEL: &[u8] = b"certkeeper keyring key check v1";
 
 // Every key lives in an `XChaCha20Poly1305`, which zeroizes its key on drop.
 impl ZeroizeOnDrop for Keyring {}
 
 impl Keyring {
     /// Builds a keyring from `(version, passphrase)` pairs, for example the
-    /// values of `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ...
+    /// values of `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ...: the keys
+    /// of [`KeySet::from_passphrases`].
     ///
     /// Fails with [`Error::Config`] when no key is given, a version is 0 or
     /// given twice, and (in production) with [`Error::WeakKey`] for a weak key.
@@ -114,44 +140,42 @@ impl Keyring {
         I: IntoIterator<Item = (u32, S)>,
         S: AsRef<str>,
     {
-        let mut ciphers = BTreeMap::new();
-        for (version, passphrase) in keys {
-            let name = format!("{OPENSSL_KEY_PREFIX}{version}");
-            if version == 0 {
-                return Err(Error::config(name, "key variables are numbered from V1"));
-            }
-            if ciphers.contains_key(&version) {
-                return Err(Error::config(name, "this key version is given twice"));
-            }
-            let passphrase = passphrase.as_ref();
-            if let Some(reason) = weakness(passphrase) {
-                if production {
-                    return Err(Error::WeakKey { name, reason });
-                }
-                tracing::warn!(
-                    variable = %name,
-                    reason,
-                    "weak encryption key accepted because this is not production"
-                );
-            }
-            let key = Self::derive_key(passphrase);
-            ciphers.insert(version, XChaCha20Poly1305::new(key.as_ref().into()));
-        }
-        let Some(&sealing_version) = ciphers.keys().next_back() else {
-            return Err(Error::config(
-                format!("{OPENSSL_KEY_PREFIX}1"),
-                "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
-            ));
+        Self::from_key_set(KeySet::from_passphrases(production, keys)?)
+    }
+
+    /// Builds a keyring from data keys, sealing under
+    /// [`KeySet::sealing_version`]. Fails with [`Error::KeySource`] when the
+    /// set is empty or names a sealing version it holds no key of.
+    pub fn from_key_set(keys: KeySet) -> Result<Self> {
+        let Some(sealing_version) = keys.sealing_version() else {
+            return Err(Error::key_source("the key set holds no key"));
         };
+        if keys.get(sealing_version).is_none() {
+            return Err(Error::key_source(format!(
+                "the sealing version {sealing_version} has no key in the set"
+            )));
+        }
+        let keys: BTreeMap<u32, VersionKey> = keys
+            .iter()
+            .map(|(version, key)| (version, VersionKey::new(key)))
+            .collect();
         tracing::debug!(
-            versions = ?ciphers.keys().collect::<Vec<_>>(),
+            versions = ?keys.keys().collect::<Vec<_>>(),
             sealing_version,
             "keyring ready"
         );
         Ok(Self {
-            keys: ciphers,
+            keys,
             sealing_version,
         })
+    }
+
+    /// Builds a keyring from the keys `source` gives now (see
+    /// [`KeySource`]: a KMS unwrapping data keys, say). The keyring keeps
+    /// them: to follow later changes of the source, use a
+    /// [`SourcedKeyring`](super::SourcedKeyring).
+    pub async fn from_source(source: &dyn KeySource) -> Result<Self> {
+        Self::from_key_set(source.keys().await?)
     }
 
     /// The 256-bit key a passphrase stands for: HKDF-SHA256 with
@@ -177,6 +201,29 @@ impl Keyring {
     /// Whether a key of `version` is configured.
     pub fn has_version(&self, version: u32) -> bool {
         self.keys.contains_key(&version)
+    }
+
+    /// A version held by both keyrings with a different key in each, if
+    /// any: the lowest one.
+    pub(crate) fn changed_version(&self, other: &Keyring) -> Option<u32> {
+        self.keys.iter().find_map(|(version, key)| {
+            let theirs = other.keys.get(version)?;
+            (theirs.check != key.check).then_some(*version)
+        })
+    }
+}
+
+impl VersionKey {
+    fn new(key: &DataKey) -> Self {
+        let check = Sha256::new()
+            .chain_update(KEY_CHECK_LABEL)
+            .chain_update(key.as_bytes())
+            .finalize()
+            .into();
+        Self {
+            cipher: XChaCha20Poly1305::new(key.as_bytes().into()),
+            check,
+        }
     }
 }
 
@@ -208,7 +255,7 @@ fn parse_version(suffix: &str) -> Option<u32> {
 }
 
 /// Why a passphrase is too weak for production, if it is.
-fn weakness(passphrase: &str) -> Option<&'static str> {
+pub(super) fn weakness(passphrase: &str) -> Option<&'static str> {
     let trimmed = passphrase.trim();
     if trimmed.is_empty() {
         return Some("the key is empty");
@@ -271,11 +318,26 @@ fn longest_run(s: &str) -> usize {
     longest
 }
 
-/// The associated data the AEAD authenticates: the envelope header (magic,
-/// format, key version), then the caller's, so a header cannot be edited
-/// (to another version holding the same key, say) without the seal failing.
-fn bound_aad(header: &[u8], associated_data: &[u8]) -> Vec<u8> {
-    [header, associated_data].concat()
+/// Room on the stack for the associated data of [`with_bound_aad`]: the
+/// 7-byte header and the caller's (`certkeeper/cert-key/<domain>` is at
+/// most 20 + 253 bytes).
+const AAD_ON_STACK: usize = 288;
+
+/// Calls `f` with the associated data the AEAD authenticates: the envelope
+/// header (magic, format, key version), then the caller's, so a header
+/// cannot be edited (to another version holding the same key, say) without
+/// the seal failing. Concatenated on the stack when it fits, so sealing and
+/// opening allocate nothing but their output.
+fn with_bound_aad<T>(header: &[u8], associated_data: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    let len = header.len() + associated_data.len();
+    if len <= AAD_ON_STACK {
+        let mut buffer = [0u8; AAD_ON_STACK];
+        buffer[..header.len()].copy_from_slice(header);
+        buffer[header.len()..len].copy_from_slice(associated_data);
+        f(&buffer[..len])
+    } else {
+        f(&[header, associated_data].concat())
+    }
 }
 
 impl SecretCipher for Keyring {
@@ -284,7 +346,7 @@ impl SecretCipher for Keyring {
             return Err(Error::Envelope("secret too large to seal (over 1 MiB)"));
         }
         let version = self.sealing_version;
-        let Some(cipher) = self.keys.get(&version) else {
+        let Some(key) = self.keys.get(&version) else {
             return Err(Error::MissingKey { version });
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -296,8 +358,11 @@ impl SecretCipher for Keyring {
         envelope.extend_from_slice(&nonce);
         let start = envelope.len();
         envelope.extend_from_slice(plaintext);
-        let aad = bound_aad(&envelope[..header_len], associated_data);
-        let tag = match cipher.encrypt_in_place_detached(&nonce, &aad, &mut envelope[start..]) {
+        let (header, body) = envelope.split_at_mut(start);
+        let sealed = with_bound_aad(&header[..header_len], associated_data, |aad| {
+            key.cipher.encrypt_in_place_detached(&nonce, aad, body)
+        });
+        let tag = match sealed {
             Ok(tag) => tag,
             Err(_) => {
                 // The plaintext is still in the buffer.
@@ -310,30 +375,33 @@ impl SecretCipher for Keyring {
         Ok(Sealed::from_bytes(envelope))
     }
 
-    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Plaintext> {
         let (version, payload) = sealed.parse()?;
-        let cipher = self
+        let key = self
             .keys
             .get(&version)
             .ok_or(Error::MissingKey { version })?;
         if payload.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::Envelope("shorter than a nonce and a tag"));
         }
-        let (nonce, ciphertext) = payload.split_at(NONCE_LEN);
+        let (nonce, rest) = payload.split_at(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
         let header = &sealed.as_bytes()[..ENVELOPE_HEADER_LEN];
-        let plaintext = cipher
-            .decrypt(
+        // Decrypted in place, in a buffer of exactly the plaintext's size
+        // that wipes itself when dropped, on failure too.
+        let mut plaintext = Plaintext::new(ciphertext.to_vec());
+        with_bound_aad(header, associated_data, |aad| {
+            key.cipher.decrypt_in_place_detached(
                 XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &bound_aad(header, associated_data),
-                },
+                aad,
+                &mut plaintext,
+                Tag::from_slice(tag),
             )
-            .map(Zeroizing::new)
-            .map_err(|_| {
-                tracing::debug!(key_version = version, "a sealed secret failed to open");
-                Error::Decrypt
-            })?;
+        })
+        .map_err(|_| {
+            tracing::debug!(key_version = version, "a sealed secret failed to open");
+            Error::Decrypt
+        })?;
         tracing::trace!(key_version = version, "opened a secret");
         Ok(plaintext)
     }
@@ -389,7 +457,7 @@ mod tests {
         assert_eq!(both.sealing_version(), 2);
         let sealed_v1 = old.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v1.key_version().unwrap(), 1);
-        assert_eq!(&**both.open(&sealed_v1, b"aad").unwrap(), b"secret");
+        assert_eq!(&*both.open(&sealed_v1, b"aad").unwrap(), b"secret");
         let sealed_v2 = both.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v2.key_version().unwrap(), 2);
         match old.open(&sealed_v2, b"aad") {
@@ -397,7 +465,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let only_v2 = Keyring::from_keys(true, [(2, V2)]).unwrap();
-        assert_eq!(&**only_v2.open(&sealed_v2, b"aad").unwrap(), b"secret");
+        assert_eq!(&*only_v2.open(&sealed_v2, b"aad").unwrap(), b"secret");
     }
 
     #[test]
@@ -431,7 +499,7 @@ mod tests {
         let relabelled = Sealed::from_bytes(bytes);
         assert_eq!(relabelled.key_version().unwrap(), 1);
         assert!(matches!(k.open(&relabelled, b"aad"), Err(Error::Decrypt)));
-        assert_eq!(&**k.open(&sealed, b"aad").unwrap(), b"secret");
+        assert_eq!(&*k.open(&sealed, b"aad").unwrap(), b"secret");
     }
 
     #[test]
@@ -476,7 +544,7 @@ mod tests {
             }
             let dev = Keyring::from_keys(false, [(3, key)]).unwrap();
             let sealed = dev.seal(b"x", b"").unwrap();
-            assert_eq!(&**dev.open(&sealed, b"").unwrap(), b"x");
+            assert_eq!(&*dev.open(&sealed, b"").unwrap(), b"x");
         }
         for strong in [
             // openssl rand -base64 32
@@ -547,6 +615,73 @@ mod tests {
         let k = Keyring::from_keys(true, [(1, V1), (4, V2)]).unwrap();
         let shown = format!("{k:?}");
         assert_eq!(shown, "Keyring { versions: [1, 4], sealing_version: 4 }");
+    }
+
+    #[test]
+    fn associated_data_of_any_length_is_bound() {
+        let k = Keyring::from_keys(true, [(1, V1)]).unwrap();
+        // Around the end of the stack buffer, and far past it (the heap).
+        let stack_room = AAD_ON_STACK - ENVELOPE_HEADER_LEN;
+        for len in [0, 1, stack_room - 1, stack_room, stack_room + 1, 5000] {
+            let aad: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let sealed = k.seal(b"secret", &aad).unwrap();
+            assert_eq!(&*k.open(&sealed, &aad).unwrap(), b"secret", "{len}");
+            let mut other = aad.clone();
+            match other.last_mut() {
+                Some(last) => *last ^= 1,
+                None => other.push(0),
+            }
+            assert!(
+                matches!(k.open(&sealed, &other), Err(Error::Decrypt)),
+                "{len}"
+            );
+            // Cut short: a prefix of the associated data is not it.
+            if len > 0 {
+                assert!(
+                    matches!(k.open(&sealed, &aad[..len - 1]), Err(Error::Decrypt)),
+                    "{len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_set_builds_the_same_keyring_as_its_passphrases() {
+        let from_passphrases = Keyring::from_keys(true, [(1, V1), (2, V2)]).unwrap();
+        let mut keys = KeySet::new();
+        keys.insert(2, DataKey::from_passphrase(V2)).unwrap();
+        keys.insert(1, DataKey::from_passphrase(V1)).unwrap();
+        let from_set = Keyring::from_key_set(keys).unwrap();
+        assert_eq!(from_set.versions(), [1, 2]);
+        assert_eq!(from_set.sealing_version(), 2);
+        assert_eq!(from_set.changed_version(&from_passphrases), None);
+        let sealed = from_passphrases.seal(b"secret", b"aad").unwrap();
+        assert_eq!(&*from_set.open(&sealed, b"aad").unwrap(), b"secret");
+
+        let other = Keyring::from_keys(true, [(2, V1), (3, V2)]).unwrap();
+        assert_eq!(from_set.changed_version(&other), Some(2));
+        let disjoint = Keyring::from_keys(true, [(3, V1)]).unwrap();
+        assert_eq!(from_set.changed_version(&disjoint), None);
+    }
+
+    #[test]
+    fn a_key_set_must_hold_its_sealing_version() {
+        assert!(matches!(
+            Keyring::from_key_set(KeySet::new()),
+            Err(Error::KeySource { .. })
+        ));
+        let mut keys = KeySet::new();
+        keys.insert(1, DataKey::new([1; 32])).unwrap();
+        keys.set_sealing_version(2);
+        match Keyring::from_key_set(keys.clone()) {
+            Err(Error::KeySource { message, .. }) => assert!(message.contains('2'), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        keys.insert(2, DataKey::new([2; 32])).unwrap();
+        keys.insert(3, DataKey::new([3; 32])).unwrap();
+        let k = Keyring::from_key_set(keys).unwrap();
+        assert_eq!(k.sealing_version(), 2);
+        assert_eq!(k.seal(b"s", b"").unwrap().key_version().unwrap(), 2);
     }
 
     #[test]

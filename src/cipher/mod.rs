@@ -1,19 +1,32 @@
 //! Secrets encrypted at rest: the [`SecretCipher`] trait, sealed envelopes,
-//! and the default [`Keyring`].
+//! opened secrets ([`Plaintext`]), the default [`Keyring`], and keys held
+//! elsewhere ([`KeySource`], [`SourcedKeyring`]).
+//!
+//! # Keys held in a KMS or an HSM
+//! certkeeper uses envelope encryption: the KMS keeps its master key and
+//! only unwraps 256-bit data keys, once at start-up and again at each
+//! refresh ([`KeySource::keys`], asynchronous); the keyring holds the data
+//! keys and seals and opens locally, synchronously, without a network round
+//! trip per secret. `examples/kms_cipher.rs` shows the whole path.
 
 mod keyring;
+mod plaintext;
+mod source;
+mod sourced;
 
 pub use keyring::{
     key_variable_version, Keyring, KEY_DERIVATION_INFO, KEY_DERIVATION_SALT, MAX_PLAINTEXT_LEN,
     MIN_DISTINCT_KEY_CHARS, MIN_KEY_CHARS, NONCE_LEN, OPENSSL_KEY_PREFIX, PLACEHOLDER_KEYS,
     TAG_LEN,
 };
+pub use plaintext::Plaintext;
+pub use source::{DataKey, KeySet, KeySource, DATA_KEY_LEN};
+pub use sourced::SourcedKeyring;
 
 use std::fmt::{self, Debug};
 
 use base64::prelude::{Engine, BASE64_STANDARD};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
@@ -39,14 +52,34 @@ pub const MAX_ENVELOPE_LEN: usize = 1 << 20;
 /// - `open` of an envelope whose key version is not configured fails with
 ///   [`Error::MissingKey`]; a malformed envelope fails with
 ///   [`Error::Envelope`]. Neither may panic, whatever the bytes.
-/// - Implementations must not log, print or put into errors any plaintext
-///   or key material, and should zeroize key material when dropped.
+/// - **Synchronous and local.** `seal`, `open` and `sealing_version` run
+///   on the renewal and serving paths (every issued certificate, every
+///   stored certificate when first served), from async tasks and from
+///   several threads at once: they must not block on a network, a disk or
+///   a lock held across either. A cipher whose keys live in a KMS or an HSM
+///   fetches or unwraps them ahead of time, asynchronously, through a
+///   [`KeySource`] (when it is built, and when it is refreshed, as
+///   [`SourcedKeyring`] does), and seals and opens with the keys it holds.
+///   A CPU-bound cipher is fine: a 4 KiB secret takes a few microseconds.
+/// - `sealing_version` is the version `seal` writes at that moment. A
+///   cipher whose versions change at run time (a refresh) may return
+///   another one at the next call, so a caller that needs one version
+///   throughout (a [rotation](crate::vault::rotate)) runs over a snapshot
+///   ([`SourcedKeyring::current`]).
+///
+/// # Security duties
+/// - Never log, print or put into errors any plaintext or key material;
+///   `Debug` of a cipher shows versions at most.
+/// - Return opened secrets in a [`Plaintext`], which wipes them when
+///   dropped, and wipe every other copy made on the way (a decryption
+///   buffer that failed, a sealing buffer).
+/// - Zeroize key material when dropped.
 pub trait SecretCipher: Debug + Send + Sync + 'static {
     /// Encrypts `plaintext`, binding it to `associated_data`.
     fn seal(&self, plaintext: &[u8], associated_data: &[u8]) -> Result<Sealed>;
 
     /// Decrypts an envelope sealed with the same `associated_data`.
-    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    fn open(&self, sealed: &Sealed, associated_data: &[u8]) -> Result<Plaintext>;
 
     /// The key version new seals use.
     fn sealing_version(&self) -> u32;

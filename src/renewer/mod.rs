@@ -31,9 +31,8 @@ use std::time::Duration as StdDuration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
-use zeroize::Zeroizing;
 
-use crate::cipher::SecretCipher;
+use crate::cipher::{Plaintext, SecretCipher};
 use crate::clock::Clock;
 use crate::events::{Event, EventBus, Subscription};
 use crate::issuer::{IssuedChain, Issuer, RevocationReason, Revoker};
@@ -567,10 +566,7 @@ impl Renewer {
 
     /// The stored certificate of `domain` with its private key opened, for
     /// serving. `None` when nothing was issued yet.
-    pub async fn certificate(
-        &self,
-        domain: &Domain,
-    ) -> Result<Option<(StoredCert, Zeroizing<Vec<u8>>)>> {
+    pub async fn certificate(&self, domain: &Domain) -> Result<Option<(StoredCert, Plaintext)>> {
         let Some(record) = self.store().load(domain).await? else {
             return Ok(None);
         };

@@ -13,10 +13,10 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn};
-use zeroize::Zeroizing;
 
 use super::table::{Slot, NEVER};
 use super::{certified_key, Shared};
+use crate::cipher::Plaintext;
 use crate::vault::Vault;
 use crate::{Domain, Error, Result};
 
@@ -27,7 +27,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// A certificate's chain (PEM, leaf first) and its private key (PKCS#8 PEM,
 /// in clear, wiped when dropped).
-pub type SourcedCert = (String, Zeroizing<Vec<u8>>);
+pub type SourcedCert = (String, Plaintext);
 
 /// Where the resolver loads a stored certificate from when a name is first
 /// served. A [`Renewer`](crate::Renewer) gives its resolver its [`Vault`]

@@ -14,10 +14,8 @@ pub use rotate::{
 
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
-
 use crate::cert::{IssuedCert, IssuerKind};
-use crate::cipher::{Sealed, SecretCipher};
+use crate::cipher::{Plaintext, Sealed, SecretCipher};
 use crate::store::{AccountRecord, CertStore, StoredCert};
 use crate::{Domain, Result};
 
@@ -82,16 +80,12 @@ impl Vault {
     }
 
     /// Opens a private key sealed for `domain`.
-    pub fn open_sealed_cert_key(
-        &self,
-        domain: &Domain,
-        sealed: &Sealed,
-    ) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open_sealed_cert_key(&self, domain: &Domain, sealed: &Sealed) -> Result<Plaintext> {
         self.cipher.open(sealed, &cert_key_aad(domain))
     }
 
     /// Opens the private key of a stored certificate of `domain`.
-    pub fn open_cert_key(&self, domain: &Domain, cert: &StoredCert) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open_cert_key(&self, domain: &Domain, cert: &StoredCert) -> Result<Plaintext> {
         self.open_sealed_cert_key(domain, &cert.sealed_key)
     }
 
@@ -119,7 +113,7 @@ impl Vault {
     }
 
     /// Opens a stored account's credentials.
-    pub fn open_account(&self, record: &AccountRecord) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open_account(&self, record: &AccountRecord) -> Result<Plaintext> {
         self.cipher
             .open(&record.sealed_credentials, &account_aad(&record.id))
     }
