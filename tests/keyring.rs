@@ -547,6 +547,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(feature = "access")] // the login throttle's logs too
 #[tokio::test]
 async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
     use base64::prelude::{Engine, BASE64_STANDARD};
