@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use async_trait::async_trait;
+// certkeeper re-exports what its trait signatures need: no async-trait
+// nor time dependency to add (serde is this store's own choice of format).
 use certkeeper::store::{conformance, AccountRecord, CertRecord, CertStore, DueEntry};
-use certkeeper::{Domain, Error, Result};
+use certkeeper::time::OffsetDateTime;
+use certkeeper::{async_trait, Domain, Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use time::OffsetDateTime;
 
 /// An ordered map of keys to bytes, standing in for a real key-value store.
 #[derive(Debug, Default)]

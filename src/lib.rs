@@ -119,6 +119,40 @@ pub mod serve;
 pub mod store;
 pub mod vault;
 
+/// The attribute certkeeper's async traits are written with
+/// ([`CertStore`](store::CertStore), [`SecretCipher`](cipher::SecretCipher),
+/// [`Issuer`](issuer::Issuer), [`ChallengeSolver`](challenge::ChallengeSolver)
+/// ...): implement one with `#[certkeeper::async_trait]`, with no
+/// dependency on async-trait of your own.
+///
+/// ```
+/// use certkeeper::async_trait;
+/// use certkeeper::challenge::{Challenge, ChallengeKind, ChallengeSolver};
+///
+/// #[derive(Debug)]
+/// struct Manual;
+///
+/// #[async_trait]
+/// impl ChallengeSolver for Manual {
+///     fn kind(&self) -> ChallengeKind {
+///         ChallengeKind::Http01
+///     }
+///     async fn present(&self, challenge: &Challenge) -> certkeeper::Result<()> {
+///         println!("serve {} at the token's path", challenge.key_authorization);
+///         Ok(())
+///     }
+///     async fn cleanup(&self, _challenge: &Challenge) -> certkeeper::Result<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub use async_trait::async_trait;
+/// The `time` crate, at the version certkeeper's records and trait methods
+/// use: a custom store names [`time::OffsetDateTime`] and [`time::Duration`]
+/// through it, with no dependency on time of its own (nor a second copy of
+/// it, whose types would not match).
+pub use time;
+
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::Config;
 pub use domain::Domain;
