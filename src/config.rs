@@ -905,6 +905,7 @@ mod tests {
         let c = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert!(c.production);
         assert_eq!(c.maintenance_interval, Duration::from_secs(86_400));
+        #[cfg(feature = "access")]
         assert!(c.console_root_only);
         assert_eq!(c.acme_directory_url, LETS_ENCRYPT_DIRECTORY);
         assert_eq!(c.challenge_address, Some("[::]:80".parse().unwrap()));
@@ -1057,6 +1058,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "dns01")]
     const TSIG_SECRET: &str = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
 
     #[cfg(feature = "dns01")]
