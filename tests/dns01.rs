@@ -3,6 +3,8 @@
 //! name through that same bind9, so it validates the TXT records the solver
 //! published.
 
+#![cfg(feature = "dns01")]
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! refused update with a wrong secret. Its own test binary, as it installs
 //! the global subscriber.
 
+#![cfg(feature = "dns01")]
+
 mod common;
 
 use std::sync::Arc;

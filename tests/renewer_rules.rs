@@ -936,6 +936,7 @@ async fn the_embedded_stack_refuses_a_weak_key_in_production_and_names_it() {
     assert!(embedded.challenge_server.is_none());
 }
 
+#[cfg(feature = "access")]
 #[tokio::test]
 async fn the_console_policy_from_config_never_whitelists_a_trusted_proxy() {
     use certkeeper::access::{AccessPolicy, AccessRequest};
