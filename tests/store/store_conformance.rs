@@ -2,7 +2,7 @@
 //! broken stores, and what only the file store promises (permissions, crash
 //! recovery, the persisted due index), on a real filesystem.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
