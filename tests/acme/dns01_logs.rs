@@ -3,7 +3,7 @@
 //! output of a run: a wildcard issued through bind9 and Pebble, and a
 //! refused update with a wrong secret.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
