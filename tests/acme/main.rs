@@ -7,9 +7,9 @@ mod common;
 
 mod acme_issuer;
 mod acme_modern;
-mod fallback_ca;
 mod ca_budgets;
-mod http01;
-mod tls_alpn01;
 mod dns01;
 mod dns01_logs;
+mod fallback_ca;
+mod http01;
+mod tls_alpn01;

@@ -5,6 +5,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod sql_stores;
 #[cfg(feature = "conformance")]
 mod store_conformance;
-mod sql_stores;

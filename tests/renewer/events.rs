@@ -3,7 +3,7 @@
 //! is the self-signed one (development mode): real certificates, no CA;
 //! tests/notify_smtp.rs covers the failures against a real CA.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

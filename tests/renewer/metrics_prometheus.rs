@@ -3,7 +3,7 @@
 //! `examples/metrics_prometheus.rs` starts it, recording this test's
 //! thread only) scraped over HTTP.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
