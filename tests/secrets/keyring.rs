@@ -2,7 +2,7 @@
 //! V2, rotate, drop V1; interrupted rotations; concurrent writers; envelope
 //! decoding of arbitrary bytes; no secret in the logs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

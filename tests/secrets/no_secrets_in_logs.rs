@@ -3,7 +3,7 @@
 //! Pebble CA, renew, fail, rotate the encryption key, reload; and register
 //! with an external account binding on a Pebble 2.10 that requires one.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
