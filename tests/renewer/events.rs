@@ -1,7 +1,7 @@
 //! The renewer's events: what each step sends, the cycle report's passed-
 //! over domains, and subscribers that never slow a cycle down. The issuer
 //! is the self-signed one (development mode): real certificates, no CA;
-//! tests/notify_smtp.rs covers the failures against a real CA.
+//! tests/renewer/notify_smtp.rs covers the failures against a real CA.
 
 use crate::common;
 
