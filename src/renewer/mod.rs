@@ -12,15 +12,14 @@ mod issue;
 mod notice;
 mod on_demand;
 mod policy;
-mod report;
 mod schedule;
 
 pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
-pub use notice::PASSED_OVER_LISTED;
 pub use on_demand::{Decision, OnDemand};
 pub use policy::RenewalPolicy;
-pub use report::{CycleFailure, CycleReport, SkipReason};
+pub use crate::error::SkipReason;
+pub use crate::report::{CycleFailure, CycleReport, PASSED_OVER_LISTED};
 pub use schedule::{CYCLE_LEASE_TTL, CYCLE_MARK};
 
 use std::collections::HashSet;

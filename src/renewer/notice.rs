@@ -8,15 +8,10 @@ use sha2::{Digest, Sha256};
 use time::Duration;
 use tracing::warn;
 
-use super::{CycleReport, Renewer};
+use super::{CycleReport, Renewer, PASSED_OVER_LISTED};
 use crate::events::{Event, EXPIRING_SOON_DAYS};
 use crate::store::{CertRecord, DueEntry, PassedOver, StoredCert};
 use crate::Domain;
-
-/// How many domains a [`CycleReport`] names per kind of passed-over
-/// certificate (left for later by the cap, at the attempt limit); the
-/// counts cover the rest.
-pub const PASSED_OVER_LISTED: usize = 20;
 
 /// Splits what the cap leaves for later off `due` (read with
 /// `cap + PASSED_OVER_LISTED + 1` as its limit).
