@@ -20,18 +20,20 @@
 //! ```
 //!
 //! It runs every conformance check on both (each panics on a broken rule)
-//! and prints the rules they follow.
+//! and prints the rules they follow. A store needs no crate beyond
+//! certkeeper: the trait's signatures use `certkeeper::async_trait` and
+//! `certkeeper::time`.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use async_trait::async_trait;
+use certkeeper::async_trait;
 use certkeeper::store::{
     check_key, check_version, conformance, AccountRecord, CertRecord, CertStore, ClusterStore,
     DueEntry, DueIndex, LocalCluster, PassedOver,
 };
+use certkeeper::time::OffsetDateTime;
 use certkeeper::{Domain, Result};
-use time::OffsetDateTime;
 
 /// Records, accounts and settings of one process.
 #[derive(Debug, Default)]

@@ -1,6 +1,12 @@
 //! Settings, from the environment (the reference platform's variable names)
 //! or from code.
 //!
+//! The `_APP_CONSOLE_*` settings are read with the `access` feature only (a
+//! build without it has no console rules, and ignores them); the
+//! `_APP_DNS01_*` settings need the `dns01` feature (a build without it
+//! refuses them, naming the feature, as it refuses a database URL whose
+//! store it lacks).
+//!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
 //! | `_APP_ENV` | `production` | `production`, or `development` (self-signed certificates for every name, weak keys allowed with a warning); anything else is an error |
@@ -45,11 +51,14 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+#[cfg(feature = "access")]
 use crate::access::{
     parse_switch, ConsoleAccessPolicy, EmailWhitelist, IpWhitelist, TrustedProxies,
     TRUSTED_PROXIES_VAR, WHITELIST_EMAILS_VAR, WHITELIST_IPS_VAR, WHITELIST_ROOT_VAR,
 };
-use crate::challenge::{dns01_settings, Dns01Solver, TsigAlgorithm};
+use crate::challenge::dns01_settings;
+#[cfg(feature = "dns01")]
+use crate::challenge::{Dns01Solver, TsigAlgorithm};
 use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
 use crate::email::parse_email;
 use crate::issuer::{
@@ -113,12 +122,20 @@ pub struct Config {
     /// is set (see [`keyring`](Self::keyring)).
     pub keyring: Option<Keyring>,
     /// The console IP whitelist (`_APP_CONSOLE_WHITELIST_IPS`).
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub console_whitelist_ips: IpWhitelist,
     /// The console email whitelist (`_APP_CONSOLE_WHITELIST_EMAILS`).
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub console_whitelist_emails: EmailWhitelist,
     /// Only the first user may sign up (`_APP_CONSOLE_WHITELIST_ROOT`, default on).
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub console_root_only: bool,
     /// Proxies whose `X-Forwarded-For` is believed (`_APP_CONSOLE_TRUSTED_PROXIES`).
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub console_trusted_proxies: TrustedProxies,
     /// The ACME directory, an `https://` URL (`_APP_ACME_DIRECTORY_URL`).
     pub acme_directory_url: String,
@@ -147,6 +164,8 @@ pub struct Config {
     pub smtp: Option<SmtpSettings>,
     /// The DNS-01 solver from the `_APP_DNS01_*` settings, checked; `None`
     /// when `_APP_DNS01_SERVER` is unset. Its `Debug` never shows the secret.
+    #[cfg(feature = "dns01")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
     pub dns01: Option<Dns01Solver>,
     /// The CA's limits the ACME issuer keeps within
     /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
@@ -180,6 +199,7 @@ impl Config {
         V: Into<String>,
     {
         let mut b = Self::builder();
+        #[cfg(feature = "dns01")]
         let mut dns01 = Dns01Vars::default();
         for (name, value) in vars {
             let (name, value) = (name.into(), Zeroizing::new(value.into()));
@@ -223,13 +243,17 @@ impl Config {
                 INTERVAL_VAR => {
                     b.config.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?)
                 }
+                #[cfg(feature = "access")]
                 WHITELIST_IPS_VAR => {
                     b.config.console_whitelist_ips = IpWhitelist::parse(&name, v)?;
                 }
+                #[cfg(feature = "access")]
                 WHITELIST_EMAILS_VAR => {
                     b.config.console_whitelist_emails = EmailWhitelist::parse(&name, v)?;
                 }
+                #[cfg(feature = "access")]
                 WHITELIST_ROOT_VAR => b.config.console_root_only = parse_switch(&name, v)?,
+                #[cfg(feature = "access")]
                 TRUSTED_PROXIES_VAR => {
                     b.config.console_trusted_proxies = TrustedProxies::parse(&name, v)?;
                 }
@@ -284,18 +308,40 @@ impl Config {
                     b.config.acme_budgets.failed_validations =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
+                #[cfg(feature = "dns01")]
                 dns01_settings::SERVER => dns01.server = Some(parse_dns_server(&name, v)?),
+                #[cfg(feature = "dns01")]
                 dns01_settings::ZONE => dns01.zone = Some(v.to_string()),
+                #[cfg(feature = "dns01")]
                 dns01_settings::KEY_NAME => dns01.key_name = Some(v.to_string()),
+                #[cfg(feature = "dns01")]
                 dns01_settings::SECRET => dns01.secret = Some(Zeroizing::new(v.to_string())),
+                #[cfg(feature = "dns01")]
                 dns01_settings::ALGORITHM => dns01.algorithm = TsigAlgorithm::parse(&name, v)?,
+                #[cfg(feature = "dns01")]
                 dns01_settings::PROPAGATION_TIMEOUT => {
                     dns01.propagation = Some(Duration::from_secs(parse_positive(&name, v)?))
+                }
+                // Wildcard names would fail at each order: refused at start instead.
+                #[cfg(not(feature = "dns01"))]
+                dns01_settings::SERVER
+                | dns01_settings::ZONE
+                | dns01_settings::KEY_NAME
+                | dns01_settings::SECRET
+                | dns01_settings::ALGORITHM
+                | dns01_settings::PROPAGATION_TIMEOUT => {
+                    return Err(Error::config(
+                        &name,
+                        "this build has no DNS-01 solver; enable certkeeper's `dns01` feature",
+                    ))
                 }
                 _ => {}
             }
         }
-        b.config.dns01 = dns01.solver()?;
+        #[cfg(feature = "dns01")]
+        {
+            b.config.dns01 = dns01.solver()?;
+        }
         b.build()
     }
 
@@ -314,6 +360,8 @@ impl Config {
     ///
     /// It knows the trusted proxies, so a client address that is one of them
     /// never passes the IP whitelist.
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub fn console_access_policy(&self) -> ConsoleAccessPolicy {
         ConsoleAccessPolicy::new(
             self.console_whitelist_ips.clone(),
@@ -343,9 +391,13 @@ impl Config {
                 security_email: None,
                 maintenance_interval: Duration::from_secs(86_400),
                 keyring: None,
+                #[cfg(feature = "access")]
                 console_whitelist_ips: IpWhitelist::default(),
+                #[cfg(feature = "access")]
                 console_whitelist_emails: EmailWhitelist::default(),
+                #[cfg(feature = "access")]
                 console_root_only: true,
+                #[cfg(feature = "access")]
                 console_trusted_proxies: TrustedProxies::none(),
                 acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
                 acme_ca_root: None,
@@ -358,6 +410,7 @@ impl Config {
                 concurrency: 8,
                 database_url: None,
                 smtp: None,
+                #[cfg(feature = "dns01")]
                 dns01: None,
                 acme_budgets: CaBudgets::default(),
             },
@@ -513,6 +566,7 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 /// The `_APP_DNS01_*` values read so far.
+#[cfg(feature = "dns01")]
 #[derive(Default)]
 struct Dns01Vars {
     server: Option<SocketAddr>,
@@ -523,6 +577,7 @@ struct Dns01Vars {
     propagation: Option<Duration>,
 }
 
+#[cfg(feature = "dns01")]
 impl Dns01Vars {
     /// The solver, when the server is set; every other setting of it is
     /// then required, and without the server none may be set.
@@ -560,6 +615,7 @@ impl Dns01Vars {
 }
 
 /// `192.0.2.53:53`, `[2001:db8::53]:53`, or an address alone (port 53).
+#[cfg(feature = "dns01")]
 fn parse_dns_server(name: &str, v: &str) -> Result<SocketAddr> {
     v.parse::<SocketAddr>()
         .or_else(|_| {
@@ -676,6 +732,8 @@ impl ConfigBuilder {
     }
 
     /// The console whitelists and the root-only switch.
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub fn console_whitelists(
         mut self,
         ips: IpWhitelist,
@@ -689,6 +747,8 @@ impl ConfigBuilder {
     }
 
     /// The proxies whose `X-Forwarded-For` is believed.
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub fn console_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
         self.config.console_trusted_proxies = proxies;
         self
@@ -760,6 +820,8 @@ impl ConfigBuilder {
     }
 
     /// The DNS-01 solver (see [`Dns01Solver::builder`]).
+    #[cfg(feature = "dns01")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
     pub fn dns01(mut self, solver: Dns01Solver) -> Self {
         self.config.dns01 = Some(solver);
         self
@@ -845,6 +907,7 @@ mod tests {
         let c = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert!(c.production);
         assert_eq!(c.maintenance_interval, Duration::from_secs(86_400));
+        #[cfg(feature = "access")]
         assert!(c.console_root_only);
         assert_eq!(c.acme_directory_url, LETS_ENCRYPT_DIRECTORY);
         assert_eq!(c.challenge_address, Some("[::]:80".parse().unwrap()));
@@ -963,7 +1026,9 @@ mod tests {
         assert_eq!(c.security_email.as_deref(), Some("certs@example.com"));
         assert_eq!(c.maintenance_interval, Duration::from_secs(3600));
         assert_eq!(c.keyring.as_ref().unwrap().versions(), vec![1, 2]);
+        #[cfg(feature = "access")]
         assert!(!c.console_root_only);
+        #[cfg(feature = "access")]
         assert!(c
             .console_trusted_proxies
             .contains("172.16.4.2".parse().unwrap()));
@@ -971,6 +1036,7 @@ mod tests {
         assert_eq!(c.challenge_address, None);
         assert_eq!(c.store_path, PathBuf::from("/var/lib/certs"));
         assert_eq!(c.concurrency, 16);
+        #[cfg(feature = "dns01")]
         assert!(c.dns01.is_none());
         assert_eq!(c.acme_budgets, CaBudgets::default());
         let c = Config::from_vars([
@@ -994,8 +1060,10 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "dns01")]
     const TSIG_SECRET: &str = "c2VjcmV0IHNlY3JldCBzZWNyZXQgc2VjcmV0IQ==";
 
+    #[cfg(feature = "dns01")]
     #[test]
     fn reads_the_dns01_settings_and_never_shows_the_secret() {
         let c = Config::from_vars([
@@ -1031,6 +1099,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "dns01")]
     #[test]
     fn incomplete_or_bad_dns01_settings_name_the_variable() {
         let full = [
@@ -1074,6 +1143,31 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "dns01"))]
+    #[test]
+    fn dns01_settings_are_refused_without_the_feature() {
+        for name in [
+            "_APP_DNS01_SERVER",
+            "_APP_DNS01_ZONE",
+            "_APP_DNS01_TSIG_SECRET",
+        ] {
+            let err = Config::from_vars([(name, "x")]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name: n, .. } if n == name),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("`dns01` feature"), "{err}");
+            assert!(!err.to_string().contains("\"x\""), "{err}");
+        }
+    }
+
+    #[cfg(not(feature = "access"))]
+    #[test]
+    fn console_settings_are_ignored_without_the_feature() {
+        let c = Config::from_vars([("_APP_CONSOLE_WHITELIST_IPS", "not an address")]);
+        assert!(c.is_ok(), "{c:?}");
+    }
+
     #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
@@ -1095,9 +1189,13 @@ mod tests {
             ("_APP_OPENSSL_KEY_V01", "x"),
             ("_APP_OPENSSL_KEY_V+1", "x"),
             ("_APP_ENV", "prod"),
+            #[cfg(feature = "access")]
             ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8,intranet"),
+            #[cfg(feature = "access")]
             ("_APP_CONSOLE_WHITELIST_EMAILS", "not an email"),
+            #[cfg(feature = "access")]
             ("_APP_CONSOLE_WHITELIST_ROOT", "maybe"),
+            #[cfg(feature = "access")]
             ("_APP_CONSOLE_TRUSTED_PROXIES", "proxy.internal"),
         ] {
             let err = Config::from_vars([(name, value)]).expect_err(name);
@@ -1237,6 +1335,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "access")]
     #[test]
     fn every_email_setting_follows_the_one_email_rule() {
         for address in [

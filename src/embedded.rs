@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "access")]
 use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
@@ -16,19 +17,20 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 /// cluster's PostgreSQL or MariaDB store), a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
 /// when the ACME issuer is in use, unless that is `off`), the DNS-01 solver
-/// of the `_APP_DNS01_*` settings for wildcard names, an [`AcmeIssuer`] for
+/// of the `_APP_DNS01_*` settings for wildcard names (feature `dns01`), an [`AcmeIssuer`] for
 /// `_APP_ACME_DIRECTORY_URL` (when `_APP_SYSTEM_SECURITY_EMAIL_ADDRESS` is
 /// set), a [`CertResolver`] and the [`Renewer`] over them (issuing on demand:
 /// the first handshake for the main domain or a custom domain without a
 /// certificate orders it, see [`OnDemand`]), with the stored
 /// certificates loaded and the main domain (`_APP_DOMAIN`) registered, so
 /// the first cycle of [`spawn_maintenance`](Self::spawn_maintenance) issues
-/// it, and the console's [`ConsoleAccessPolicy`]. With the `smtp` feature
+/// it, and (feature `access`) the console's `ConsoleAccessPolicy`. With the `smtp` feature
 /// and `_APP_SMTP_HOST` set, failures and expiring certificates are emailed
 /// to the security address ([`SmtpNotifier`](crate::notify::SmtpNotifier)).
 ///
 /// Keep it alive: dropping it stops the challenge listener.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Embedded {
     /// The renewer; call [`Renewer::run`] with `config.maintenance_interval`.
     pub renewer: Renewer,
@@ -48,6 +50,8 @@ pub struct Embedded {
     /// root seat kept in the store so instances sharing it agree; its
     /// [`trusted_proxies`](ConsoleAccessPolicy::trusted_proxies) are the ones
     /// to pass to [`client_ip`](crate::access::client_ip).
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub access: ConsoleAccessPolicy,
     /// The settings in force.
     pub config: Config,
@@ -113,6 +117,7 @@ impl Embedded {
                 acme = acme.ca_root_pem_file(root);
             }
             // Wildcard names, through DNS-01 (RFC 2136 + TSIG), when set up.
+            #[cfg(feature = "dns01")]
             if let Some(dns01) = &config.dns01 {
                 acme = acme.solver(Arc::new(dns01.clone()));
             }
@@ -139,10 +144,12 @@ impl Embedded {
         }
         let renewer = builder.build();
         renewer.load().await?;
+        #[cfg(feature = "access")]
         let access = config
             .console_access_policy()
             .with_root_seat(Arc::new(StoreRootSeat::new(store.clone())));
         Ok(Self {
+            #[cfg(feature = "access")]
             access,
             renewer,
             resolver,

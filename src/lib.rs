@@ -51,9 +51,22 @@
 //!   builds; one is required. Pick the one the application's rustls uses,
 //!   so that one provider is compiled in. certkeeper never installs or
 //!   reads rustls' process-wide default.
+//! - `access` (default): the `access` module: console access rules, client
+//!   addresses behind trusted proxies, the login throttle, Argon2id password
+//!   hashing (argon2, ipnet).
+//! - `dns01` (default): the `Dns01Solver` for wildcard names, RFC 2136
+//!   updates signed with TSIG (hickory).
+//! - `postgres`, `mysql`: the SQL stores a cluster shares (sqlx).
+//! - `smtp`: the email notifier (lettre).
+//! - `metrics`: counters and gauges through the `metrics` facade.
 //! - `conformance`: the [`store::conformance`] suite.
 //! - `axum`: the `serve` module: the port 80 router (HTTP-01 answers,
 //!   redirect to HTTPS) and a TLS listener that `axum::serve` takes.
+//! - `cli`: the `certkeeper` command.
+//!
+//! The resolver, the ACME issuer and the file store alone build with
+//! `default-features = false, features = ["fs", "aws-lc-rs"]` (or `ring`),
+//! without sqlx, hickory, lettre or argon2.
 //!
 //! # The parts
 //!
@@ -78,12 +91,14 @@
 //! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait, the HTTP-01, TLS-ALPN-01 and DNS-01 (RFC 2136 + TSIG) solvers | `domain`, `resolver` (TLS-ALPN-01 certificates) |
 //! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME, self-signed and fallback issuers, the CA's budgets | `vault`, `store` (budgets), `challenge`, `cert`, `email`, `clock`, `provider` |
 //! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `events`, `report`, `clock` |
-//! | [`access`] | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
+//! | `access` (feature `access`) | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
 //! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `challenge` (the DNS-01 solver), `issuer` (its setting checks), `notify` (SMTP settings), `store` (opening the configured one), `email` |
 //! | `serve` (feature `axum`) | the port 80 router and the TLS listener for `axum::serve` | `challenge`, `resolver`, `domain` |
 //! | `Embedded` | the whole default stack from a [`Config`] | everything |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "access")]
+#[cfg_attr(docsrs, doc(cfg(feature = "access")))]
 pub mod access;
 pub mod cert;
 pub mod challenge;
@@ -107,6 +122,40 @@ pub mod resolver;
 pub mod serve;
 pub mod store;
 pub mod vault;
+
+/// The attribute certkeeper's async traits are written with
+/// ([`CertStore`](store::CertStore), [`SecretCipher`](cipher::SecretCipher),
+/// [`Issuer`](issuer::Issuer), [`ChallengeSolver`](challenge::ChallengeSolver)
+/// ...): implement one with `#[certkeeper::async_trait]`, with no
+/// dependency on async-trait of your own.
+///
+/// ```
+/// use certkeeper::async_trait;
+/// use certkeeper::challenge::{Challenge, ChallengeKind, ChallengeSolver};
+///
+/// #[derive(Debug)]
+/// struct Manual;
+///
+/// #[async_trait]
+/// impl ChallengeSolver for Manual {
+///     fn kind(&self) -> ChallengeKind {
+///         ChallengeKind::Http01
+///     }
+///     async fn present(&self, challenge: &Challenge) -> certkeeper::Result<()> {
+///         println!("serve {} at the token's path", challenge.key_authorization);
+///         Ok(())
+///     }
+///     async fn cleanup(&self, _challenge: &Challenge) -> certkeeper::Result<()> {
+///         Ok(())
+///     }
+/// }
+/// ```
+pub use async_trait::async_trait;
+/// The `time` crate, at the version certkeeper's records and trait methods
+/// use: a custom store names [`time::OffsetDateTime`] (every date of a
+/// record, the `now` of a store method) through it, with no dependency on
+/// time of its own (nor a second copy of it, whose types would not match).
+pub use time;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use config::Config;

@@ -19,6 +19,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use zeroize::Zeroizing;
 
+use super::dns01_settings as settings;
 use super::{Challenge, ChallengeKind, ChallengeSolver};
 use crate::error::DnsProblem;
 use crate::{Domain, Error, Result};
@@ -67,22 +68,6 @@ impl TsigAlgorithm {
             Self::HmacSha512 => HickoryTsigAlgorithm::HmacSha512,
         }
     }
-}
-
-/// The setting names used in errors, shared with [`Config`](crate::Config).
-pub(crate) mod settings {
-    /// The authoritative server's address.
-    pub(crate) const SERVER: &str = "_APP_DNS01_SERVER";
-    /// The zone the updates go to.
-    pub(crate) const ZONE: &str = "_APP_DNS01_ZONE";
-    /// The TSIG key's name.
-    pub(crate) const KEY_NAME: &str = "_APP_DNS01_TSIG_KEY_NAME";
-    /// The TSIG secret, base64.
-    pub(crate) const SECRET: &str = "_APP_DNS01_TSIG_SECRET";
-    /// The TSIG algorithm.
-    pub(crate) const ALGORITHM: &str = "_APP_DNS01_TSIG_ALGORITHM";
-    /// Seconds to wait for the record to be visible.
-    pub(crate) const PROPAGATION_TIMEOUT: &str = "_APP_DNS01_PROPAGATION_TIMEOUT";
 }
 
 /// Answers `dns-01` challenges by publishing TXT records with RFC 2136

@@ -1,18 +1,37 @@
 //! Proving control of a domain to the CA: the [`ChallengeSolver`] trait, the
 //! default [`Http01Solver`], the [`TlsAlpn01Solver`] for servers that
-//! only have port 443, and the [`Dns01Solver`] (RFC 2136 updates with TSIG)
-//! for wildcard names and servers the CA cannot reach.
+//! only have port 443, and (feature `dns01`) the `Dns01Solver` (RFC 2136
+//! updates with TSIG) for wildcard names and servers the CA cannot reach.
 
+#[cfg(feature = "dns01")]
 mod dns01;
 mod http01;
 mod tls_alpn01;
 
-pub(crate) use dns01::settings as dns01_settings;
+#[cfg(feature = "dns01")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
 pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};
 pub use http01::{
     Http01Responder, Http01Server, Http01Solver, CHALLENGE_PATH_PREFIX, SHARED_ANSWER_PATIENCE,
 };
 pub use tls_alpn01::TlsAlpn01Solver;
+
+/// The `_APP_DNS01_*` setting names, shared with [`Config`](crate::Config),
+/// which refuses them in a build without the `dns01` feature.
+pub(crate) mod dns01_settings {
+    /// The authoritative server's address.
+    pub(crate) const SERVER: &str = "_APP_DNS01_SERVER";
+    /// The zone the updates go to.
+    pub(crate) const ZONE: &str = "_APP_DNS01_ZONE";
+    /// The TSIG key's name.
+    pub(crate) const KEY_NAME: &str = "_APP_DNS01_TSIG_KEY_NAME";
+    /// The TSIG secret, base64.
+    pub(crate) const SECRET: &str = "_APP_DNS01_TSIG_SECRET";
+    /// The TSIG algorithm.
+    pub(crate) const ALGORITHM: &str = "_APP_DNS01_TSIG_ALGORITHM";
+    /// Seconds to wait for the record to be visible.
+    pub(crate) const PROPAGATION_TIMEOUT: &str = "_APP_DNS01_PROPAGATION_TIMEOUT";
+}
 
 use std::fmt::{self, Debug};
 

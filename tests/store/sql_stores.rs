@@ -438,6 +438,7 @@ async fn ca_order_budget_is_shared(a: Arc<dyn CertStore>, b: Arc<dyn CertStore>)
     );
 }
 
+#[cfg(feature = "access")]
 async fn login_throttle_is_shared(
     a: Arc<dyn certkeeper::access::ThrottleBackend>,
     b: Arc<dyn certkeeper::access::ThrottleBackend>,
@@ -579,6 +580,7 @@ mod postgres {
         ca_order_budget_is_shared(Arc::new(a), Arc::new(b)).await;
     }
 
+    #[cfg(feature = "access")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_login_throttle_is_shared_by_every_instance() {
         let schema = Schema::new().await;
@@ -835,6 +837,7 @@ mod mysql {
         ca_order_budget_is_shared(Arc::new(a), Arc::new(b)).await;
     }
 
+    #[cfg(feature = "access")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mysql_login_throttle_is_shared_by_every_instance() {
         let db = Database::new().await;

@@ -2,9 +2,11 @@
 //! socket, driven by real HTTP requests; racing signups producing one root,
 //! in memory and through a shared store.
 
+#![cfg(feature = "access")]
+
 #[allow(dead_code)]
 #[allow(unreachable_pub)]
-#[path = "../examples/console_guard.rs"]
+#[path = "../../examples/console_guard.rs"]
 mod console_guard;
 
 use std::collections::HashMap;
