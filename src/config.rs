@@ -110,7 +110,9 @@ const FAILED_VALIDATION_BUDGET_VAR: &str = "_APP_ACME_FAILED_VALIDATION_BUDGET";
 pub struct Config {
     /// Production mode (`_APP_ENV=production`, the default).
     pub production: bool,
-    /// The main domain (`_APP_DOMAIN`).
+    /// The main domain (`_APP_DOMAIN`); unset or `localhost` means it is
+    /// learned from the first public domain seen (the rule of
+    /// [`DomainPolicy::learns`](crate::renewer::DomainPolicy::learns)).
     pub main_domain: Option<Domain>,
     /// The ACME contact address, normalised (`_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`).
     pub security_email: Option<String>,

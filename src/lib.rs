@@ -84,12 +84,15 @@
 //! | [`cipher`] | the [`SecretCipher`](cipher::SecretCipher) trait, sealed envelopes, opened secrets ([`Plaintext`](cipher::Plaintext)), the default [`Keyring`](cipher::Keyring), keys from a KMS or an HSM ([`KeySource`](cipher::KeySource), [`SourcedKeyring`](cipher::SourcedKeyring)) | `error` |
 //! | [`store`] | the [`CertStore`](store::CertStore) trait, its records, the built-in stores, the [`conformance`](store::conformance) suite | `cert`, `cipher` (sealed values only), `domain` |
 //! | [`vault`] | a store and a cipher together: associated data, sealing, opening, [`rotate`](vault::rotate) | `store`, `cipher`, `cert` |
-//! | [`resolver`] | serving certificates by SNI with rustls: wildcards, loading on first use from a [`CertSource`](resolver::CertSource), the self-signed fallback, TLS-ALPN-01 certificates | `cert`, `vault`, `provider` |
+//! | `report` (internal) | [`CycleReport`]: what a cycle did, shared by the renewer and the events | `store` (passed-over counts), `error` |
+//! | [`events`] | the renewer's typed [`Event`](events::Event)s, the bounded queue of each subscriber, the metrics names | `report`, `cert`, `clock` |
+//! | [`notify`] | telling the operator: what a notice says, and (feature `smtp`) a [`Subscriber`](events::Subscriber) that emails it | `events`, `email` |
+//! | [`resolver`] | serving certificates by SNI with rustls: wildcards, loading on first use from a [`CertSource`](resolver::CertSource), the self-signed fallback, TLS-ALPN-01 certificates | `cert`, `vault`, `provider`, `events` (metrics names) |
 //! | [`challenge`] | the [`ChallengeSolver`](challenge::ChallengeSolver) trait, the HTTP-01, TLS-ALPN-01 and DNS-01 (RFC 2136 + TSIG) solvers | `domain`, `resolver` (TLS-ALPN-01 certificates) |
 //! | [`issuer`] | the [`Issuer`](issuer::Issuer) trait, the ACME, self-signed and fallback issuers, the CA's budgets | `vault`, `store` (budgets), `challenge`, `cert`, `email`, `clock`, `provider` |
-//! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `clock` |
+//! | [`renewer`] | the maintenance cycle, its rules, the [`DomainPolicy`](renewer::DomainPolicy) | `vault`, `issuer`, `resolver`, `events`, `report`, `clock` |
 //! | `access` (feature `access`) | console access rules, client addresses behind proxies, the login throttle, password hashing | `store` (the root seat), `email`, `clock` |
-//! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `challenge` (the DNS-01 solver), `issuer` (its setting checks), `email` |
+//! | [`config`] | the only reader of the `_APP_*` environment, typed values | `access`, `cipher`, `challenge` (the DNS-01 solver), `issuer` (its setting checks), `notify` (SMTP settings), `store` (opening the configured one), `email` |
 //! | `serve` (feature `axum`) | the port 80 router and the TLS listener for `axum::serve` | `challenge`, `resolver`, `domain` |
 //! | `Embedded` | the whole default stack from a [`Config`] | everything |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -112,6 +115,7 @@ pub mod issuer;
 pub mod notify;
 mod provider;
 pub mod renewer;
+mod report;
 pub mod resolver;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

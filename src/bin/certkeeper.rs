@@ -24,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use certkeeper::issuer::RevocationReason;
+use certkeeper::renewer::DomainPolicy;
 use certkeeper::store::{CertRecord, CertStore, FileStore};
 use certkeeper::vault::rotate_batch;
 use certkeeper::{Config, Domain, Embedded, Error, RenewalPolicy};
@@ -471,7 +472,11 @@ async fn issue(config: Config, domain: Option<Domain>, add: bool) -> Outcome {
         }),
         Err(e) => {
             // The failure is recorded on the record: show what it holds.
-            let target = domain.or(embedded.config.main_domain.clone());
+            let target = match domain {
+                Some(domain) => Some(domain),
+                // The main domain in force, learned ones included.
+                None => renewer.policy().main_domain().await.ok().flatten(),
+            };
             let record = match target {
                 Some(d) => embedded.store.load(&d).await.ok().flatten(),
                 None => None,
@@ -669,13 +674,14 @@ async fn check(config: &Config) -> Outcome {
         "contact": config.security_email,
         "challenge_address": config.challenge_address.map(|a| a.to_string()),
     });
-    text += &format!(
-        "main domain: {}\n",
-        config.main_domain.as_ref().map_or(
-            "unset: the first domain seen becomes the main domain",
-            |d| d.as_str()
-        )
-    );
+    let configured = config.main_domain.as_ref();
+    text += &match configured {
+        Some(main) if !DomainPolicy::learns(configured) => format!("main domain: {main}\n"),
+        _ => format!(
+            "main domain: {}: the first domain seen becomes the main domain\n",
+            configured.map_or("unset", Domain::as_str)
+        ),
+    };
     report["main_domain"] = json!(config.main_domain.as_ref().map(Domain::as_str));
 
     // What the next cycle would pick, if the store exists.

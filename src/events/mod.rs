@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::cert::IssuerKind;
-use crate::renewer::CycleReport;
+use crate::report::CycleReport;
 use crate::{Domain, Error};
 
 /// How many days before expiry a certificate in force that was not renewed

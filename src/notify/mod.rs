@@ -280,8 +280,8 @@ mod tests {
 
     #[test]
     fn a_cycle_that_stopped_ordering_is_told_and_a_full_one_is_not() {
-        use crate::renewer::SkipReason;
-        use crate::renewer::{CycleFailure, CycleReport};
+        use crate::error::SkipReason;
+        use crate::report::{CycleFailure, CycleReport};
         use std::sync::Arc;
         let mut report = CycleReport::default();
         let finished = |report: &CycleReport| Event::CycleFinished {

@@ -3,9 +3,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use tokio::sync::Notify;
-
+use super::cycle::Cycles;
+use super::issue::Issuing;
+use super::lease::Leases;
 use super::on_demand::Pending;
+use super::schedule::Schedule;
 use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
 use crate::clock::{Clock, SystemClock};
 use crate::events::{EventBus, Subscriber, DEFAULT_QUEUE};
@@ -222,26 +224,25 @@ impl RenewerBuilder {
             events.add(subscriber, capacity);
         }
         let cluster = Coordinator::new(self.vault.store().clone(), self.clock.clone());
+        let instance_id = self.instance_id.unwrap_or_else(random_instance_id);
         let renewer = Renewer {
             inner: Arc::new(Inner {
                 policy: DomainPolicy::new(self.main_domain, self.vault.store().clone()),
                 vault: self.vault,
-                issuer,
-                revoker: self.revoker,
                 clock: self.clock,
                 renewal: self.renewal,
-                concurrency: self.concurrency,
-                issue_timeout: self.issue_timeout,
-                resolver: self.resolver,
-                in_flight: Mutex::default(),
-                cycle: tokio::sync::Mutex::new(()),
-                wake: Notify::new(),
-                instance_id: self.instance_id.unwrap_or_else(random_instance_id),
-                refresh_interval: self.refresh_interval,
-                feed_cursor: tokio::sync::Mutex::new(None),
+                leases: Leases::new(cluster.clone(), instance_id, self.issue_timeout),
                 cluster,
-                on_demand: Mutex::new(on_demand),
+                resolver: self.resolver,
                 events,
+                issuing: Issuing {
+                    issuer,
+                    revoker: self.revoker,
+                    timeout: self.issue_timeout,
+                },
+                cycle: Cycles::new(self.concurrency),
+                schedule: Schedule::new(self.refresh_interval),
+                on_demand: Mutex::new(on_demand),
             }),
         };
         renewer.start_on_demand();

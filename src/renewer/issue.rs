@@ -1,11 +1,13 @@
-//! One issuance: the in-process lease, the issuer's call, and storing the
-//! outcome with compare-and-swap.
+//! Issuing one domain, under its lease: manual generation
+//! ([`Renewer::issue_now`]), the issuer's call bounded in time, the CA's
+//! renewal window (ARI), and storing the outcome with compare-and-swap,
+//! then telling the resolver and the subscribers.
+//!
+//! Who asks lives with the asker: the cycle's issuance of a due record in
+//! `cycle.rs`, a handshake's in `on_demand.rs`.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
-
-use sha2::{Digest, Sha256};
 
 use time::Duration;
 use tracing::{debug, info, warn};
@@ -14,10 +16,21 @@ use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
 use crate::error::{rfc3339, CertProblem};
 use crate::events::{problem_type, Event};
-use crate::issuer::{IssueRequest, Issued, IssuedChain, RenewalWindow};
+use crate::issuer::{IssueRequest, Issued, IssuedChain, Issuer, RenewalWindow, Revoker};
 use crate::resolver::CertResolver;
-use crate::store::{CertRecord, Coordinator, StoredCert};
+use crate::store::{CertRecord, StoredCert};
 use crate::{Domain, Error, Result};
+
+/// What issues and revokes, and how long one issuance may take.
+pub(super) struct Issuing {
+    /// Every name's issuer (an [`IssuerRouter`](crate::issuer::IssuerRouter)
+    /// by default).
+    pub(super) issuer: Arc<dyn Issuer>,
+    /// Revokes on request ([`Renewer::revoke`]).
+    pub(super) revoker: Option<Arc<dyn Revoker>>,
+    /// The longest one issuance may take.
+    pub(super) timeout: StdDuration,
+}
 
 /// How one issuance ended.
 pub(super) enum Outcome {
@@ -28,135 +41,45 @@ pub(super) enum Outcome {
     Skipped(SkipReason),
 }
 
-/// Holds a domain's lease: in this process, and in the store when it keeps
-/// leases (so no other instance orders the same name meanwhile). The
-/// in-process part is released when dropped, however the issuance ends;
-/// the store's part by [`release`](Self::release), or by a task spawned on
-/// drop, or at worst when it expires.
-pub(super) struct Lease<'a> {
-    set: &'a Mutex<HashSet<Domain>>,
-    domain: Domain,
-    shared: Option<SharedLease>,
-}
-
-/// A lease held in the store's cluster (or this process's).
-pub(super) struct SharedLease {
-    pub(super) cluster: Coordinator,
-    pub(super) name: String,
-    pub(super) holder: String,
-}
-
-impl SharedLease {
-    pub(super) async fn release(self) {
-        if let Err(e) = self
-            .cluster
-            .get()
-            .release_lease(&self.name, &self.holder)
-            .await
-        {
-            warn!(lease = %self.name, error = %e, "could not release a lease; it expires by itself");
-        }
-    }
-}
-
-impl Lease<'_> {
-    /// Releases the store's lease now.
-    pub(super) async fn release(mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.release().await;
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.domain);
-        if let Some(shared) = self.shared.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(shared.release());
-            }
-        }
-    }
-}
-
-/// The store's name of `domain`'s lease: a hash, as domains can be longer
-/// than a lease name may be.
-fn domain_lease_name(domain: &Domain) -> String {
-    let digest = Sha256::digest(domain.as_str().as_bytes());
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("domain-{hex}")
-}
-
 impl Renewer {
-    /// The lease of `domain`, unless another task (or instance) holds it.
-    /// It lasts as long as one issuance may ([`RenewerBuilder::issue_timeout`])
-    /// and a minute more.
-    ///
-    /// [`RenewerBuilder::issue_timeout`]: super::RenewerBuilder::issue_timeout
-    pub(super) async fn lease(&self, domain: &Domain) -> Result<Option<Lease<'_>>> {
-        let set = &self.inner.in_flight;
-        if !set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(domain.clone())
-        {
-            debug!(%domain, "already being issued");
-            return Ok(None);
-        }
-        let mut lease = Lease {
-            set,
-            domain: domain.clone(),
-            shared: None,
+    /// Manual generation: issues a certificate for `domain` (the main domain
+    /// when `None`) now, whatever its renew date and however many attempts
+    /// failed before. The domain must still be allowed by the policy: the
+    /// main domain (registered if it has no record yet) or a stored custom
+    /// domain; anything else is [`Error::DomainNotAllowed`]. Returns the
+    /// stored record, with its log; a failure is recorded on the record and
+    /// returned as the error.
+    pub async fn issue_now(&self, domain: Option<&Domain>) -> Result<CertRecord> {
+        let policy = &self.inner.policy;
+        let main = policy.main_domain().await?;
+        let domain = match domain {
+            Some(d) => d.clone(),
+            None => main.clone().ok_or_else(|| {
+                Error::config(
+                    "_APP_DOMAIN",
+                    "no main domain is set or learned yet; name a domain",
+                )
+            })?,
         };
-        let cluster = self.inner.cluster.clone();
-        let name = domain_lease_name(domain);
-        let holder = self.inner.instance_id.clone();
-        let ttl = self.inner.issue_timeout + StdDuration::from_secs(60);
-        if cluster.get().acquire_lease(&name, &holder, ttl).await? {
-            lease.shared = Some(SharedLease {
-                cluster,
-                name,
-                holder,
+        let Some(lease) = self.inner.leases.domain(&domain).await? else {
+            return Err(Error::InProgress {
+                domain,
+                reason: SkipReason::AlreadyBeingIssued,
             });
-            Ok(Some(lease))
-        } else {
-            debug!(%domain, "being issued by another instance");
-            Ok(None)
-        }
-    }
-
-    /// A cycle's issuance of `domain`: under its lease, the record is read
-    /// (once) and issued only if still due, so an issuance another task or
-    /// instance finished meanwhile is not repeated.
-    pub(super) async fn renew(&self, domain: &Domain) -> Outcome {
-        let lease = match self.lease(domain).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => return Outcome::Skipped(SkipReason::AlreadyBeingIssued),
-            Err(e) => return not_attempted(domain, e),
         };
-        let now = self.inner.clock.now();
-        let outcome = match self.store().load(domain).await {
-            // Due only because the CA's renewal window may be asked again
-            // (after a failed attempt, it is tried again as always).
-            Ok(Some(record))
-                if record.is_due(now, self.inner.renewal.max_attempts)
-                    && record.attempts == 0
-                    && record.ari.as_ref().is_some_and(|ari| ari.renew_at > now) =>
-            {
-                self.check_renewal_window(record).await
-            }
-            Ok(Some(record)) if record.is_due(now, self.inner.renewal.max_attempts) => {
-                self.issue_leased(record, false).await
-            }
-            Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
-            Ok(None) => Outcome::Skipped(SkipReason::Removed),
-            Err(e) => not_attempted(domain, e),
+        // The one read of the record, under the lease.
+        let record = match self.store().load(&domain).await? {
+            Some(record) => record,
+            None if policy.is_main(&domain, main.as_ref()) => self.create_record(&domain).await?,
+            None => return Err(Error::DomainNotAllowed { domain, main }),
         };
+        let outcome = self.issue_leased(record, true).await;
         lease.release().await;
-        outcome
+        match outcome {
+            Outcome::Issued(record) => Ok(*record),
+            Outcome::Failed(error) | Outcome::Deferred(error) => Err(error),
+            Outcome::Skipped(reason) => Err(Error::InProgress { domain, reason }),
+        }
     }
 
     /// Issues for `record`'s domain, whose lease the caller holds, and
@@ -193,16 +116,16 @@ impl Renewer {
     /// issues at once when the window has begun. A CA that does not answer
     /// leaves the record as it was (not an attempt), so the next cycle asks
     /// again.
-    async fn check_renewal_window(&self, record: CertRecord) -> Outcome {
+    pub(super) async fn check_renewal_window(&self, record: CertRecord) -> Outcome {
         let domain = record.domain.clone();
         let Some(chain_pem) = record.certificate.as_ref().map(|c| c.chain_pem.clone()) else {
             return self.issue_leased(record, false).await;
         };
-        let issuer = self.inner.issuer.clone();
+        let issuer = self.inner.issuing.issuer.clone();
         if let Err(e) = issuer.check(&domain) {
             return self.issue_leased_failed(record, e).await;
         }
-        let limit = self.inner.issue_timeout;
+        let limit = self.inner.issuing.timeout;
         let window = match tokio::time::timeout(limit, issuer.renewal_window(&domain, &chain_pem))
             .await
         {
@@ -383,9 +306,9 @@ impl Renewer {
         request: &IssueRequest,
     ) -> Result<(IssuedCert, StoredCert, Option<RenewalWindow>)> {
         let domain = &request.domain;
-        let issuer = &self.inner.issuer;
+        let issuer = &self.inner.issuing.issuer;
         issuer.check(domain)?;
-        let timeout = self.inner.issue_timeout;
+        let timeout = self.inner.issuing.timeout;
         let Issued {
             cert: issued,
             issuer: kind,
@@ -428,23 +351,6 @@ impl Renewer {
             }
         };
         Ok((issued, stored, window))
-    }
-
-    /// Hands a stored certificate to the resolver, opening its key; `false`
-    /// if there is none or it cannot be used (logged).
-    pub(super) fn publish_stored(&self, record: &CertRecord, resolver: &CertResolver) -> bool {
-        let Some(cert) = &record.certificate else {
-            return false;
-        };
-        let result = self
-            .inner
-            .vault
-            .open_cert_key(&record.domain, cert)
-            .and_then(|key| resolver.insert_stored(&record.domain, &cert.chain_pem, &key));
-        if let Err(e) = &result {
-            warn!(domain = %record.domain, error = %e, "stored certificate could not be loaded for serving");
-        }
-        result.is_ok()
     }
 }
 
@@ -492,7 +398,7 @@ fn store_failed(domain: &Domain, e: Error) -> Outcome {
 }
 
 /// The store failed before anything was asked of the issuer.
-fn not_attempted(domain: &Domain, e: Error) -> Outcome {
+pub(super) fn not_attempted(domain: &Domain, e: Error) -> Outcome {
     warn!(%domain, error = %e, "the store failed before the attempt; not attempted");
     Outcome::Failed(e)
 }

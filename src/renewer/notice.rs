@@ -1,44 +1,17 @@
-//! What a cycle passes over, and the notices that must not go unsaid:
-//! certificates at the attempt limit and certificates about to expire.
+//! The expiry notice: a certificate in force about to expire and not
+//! renewed is told once ([`Event::ExpiringSoon`]), by whichever instance
+//! sees it first, and forgotten once the certificate is renewed or removed.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use time::Duration;
 use tracing::warn;
 
-use super::{CycleReport, Renewer};
+use super::Renewer;
 use crate::events::{Event, EXPIRING_SOON_DAYS};
-use crate::store::{CertRecord, DueEntry, PassedOver, StoredCert};
+use crate::store::{CertRecord, StoredCert};
 use crate::Domain;
-
-/// How many domains a [`CycleReport`] names per kind of passed-over
-/// certificate (left for later by the cap, at the attempt limit); the
-/// counts cover the rest.
-pub const PASSED_OVER_LISTED: usize = 20;
-
-/// Splits what the cap leaves for later off `due` (read with
-/// `cap + PASSED_OVER_LISTED + 1` as its limit).
-pub(super) fn left_for_later(due: &mut Vec<DueEntry>, cap: usize) -> PassedOver {
-    if due.len() <= cap {
-        return PassedOver {
-            exact: true,
-            ..PassedOver::default()
-        };
-    }
-    let rest = due.split_off(cap);
-    PassedOver {
-        total: rest.len() as u64,
-        // A full read means there may be more behind it.
-        exact: rest.len() <= PASSED_OVER_LISTED,
-        domains: rest
-            .into_iter()
-            .take(PASSED_OVER_LISTED)
-            .map(|e| e.domain)
-            .collect(),
-    }
-}
 
 /// The store setting that remembers the expiry notice of one certificate
 /// (by domain and fingerprint), so that it is sent once across restarts
@@ -65,52 +38,6 @@ pub(super) fn is_expiring_unrenewed(record: &CertRecord, now: time::OffsetDateTi
 }
 
 impl Renewer {
-    /// The certificates at the attempt limit; `None` when the store failed
-    /// to tell.
-    pub(super) async fn passed_over_at_limit(&self) -> Option<PassedOver> {
-        let max = self.inner.renewal.max_attempts;
-        match self.store().at_attempt_limit(max, PASSED_OVER_LISTED).await {
-            Ok(limit) => Some(limit),
-            Err(e) => {
-                warn!(error = %e, "could not count the certificates at the attempt limit");
-                None
-            }
-        }
-    }
-
-    /// Looks at every certificate the cycle tried without success or passed
-    /// over (a bounded set), and sends [`Event::ExpiringSoon`] for each one
-    /// in force that expires within [`EXPIRING_SOON_DAYS`] days, once per
-    /// certificate. Returns those expiring, notified now or before.
-    pub(super) async fn notice_expiring(&self, report: &CycleReport) -> Vec<Domain> {
-        let mut candidates: BTreeSet<&Domain> = BTreeSet::new();
-        candidates.extend(report.failed.iter().map(|f| &f.domain));
-        candidates.extend(report.deferred.iter().map(|f| &f.domain));
-        candidates.extend(report.skipped.iter().map(|(d, _)| d));
-        candidates.extend(&report.left_for_later.domains);
-        if let Some(limit) = &report.at_attempt_limit {
-            candidates.extend(&limit.domains);
-        }
-        let now = self.inner.clock.now();
-        let mut expiring = Vec::new();
-        for domain in candidates {
-            let record = match self.store().load(domain).await {
-                Ok(Some(record)) => record,
-                Ok(None) => continue,
-                Err(e) => {
-                    warn!(%domain, error = %e, "could not read a certificate to check its expiry");
-                    continue;
-                }
-            };
-            if !is_expiring_unrenewed(&record, now) {
-                continue;
-            }
-            expiring.push(domain.clone());
-            self.notify_expiring(&record).await;
-        }
-        expiring
-    }
-
     /// Sends [`Event::ExpiringSoon`] for `record` unless it was sent
     /// before, by this or another instance.
     pub(super) async fn notify_expiring(&self, record: &CertRecord) {
@@ -122,7 +49,7 @@ impl Renewer {
         static CLAIMS: AtomicU64 = AtomicU64::new(0);
         let claim = format!(
             "{} {} {}",
-            self.inner.instance_id,
+            self.inner.leases.instance_id(),
             time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
             CLAIMS.fetch_add(1, Ordering::Relaxed)
         );
@@ -176,37 +103,6 @@ impl Renewer {
 mod tests {
     use super::*;
     use time::macros::datetime;
-
-    fn entries(n: usize) -> Vec<DueEntry> {
-        (0..n)
-            .map(|i| DueEntry {
-                domain: Domain::new(&format!("d{i:04}.example.com")).unwrap(),
-                version: 1,
-                renew_date: datetime!(2030-01-01 0:00 UTC),
-                attempts: 0,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_cap_leaves_the_rest_for_later_counted_and_named() {
-        let mut due = entries(5);
-        let left = left_for_later(&mut due, 10);
-        assert_eq!((due.len(), left.total, left.exact), (5, 0, true));
-
-        let mut due = entries(13);
-        let left = left_for_later(&mut due, 10);
-        assert_eq!(due.len(), 10);
-        assert_eq!((left.total, left.exact), (3, true));
-        assert_eq!(left.domains[0].as_str(), "d0010.example.com");
-
-        // Read with cap + LISTED + 1: a full read means "at least".
-        let mut due = entries(10 + PASSED_OVER_LISTED + 1);
-        let left = left_for_later(&mut due, 10);
-        assert_eq!(left.total, PASSED_OVER_LISTED as u64 + 1);
-        assert!(!left.exact);
-        assert_eq!(left.domains.len(), PASSED_OVER_LISTED);
-    }
 
     #[test]
     fn expiry_notice_keys_are_valid_store_keys() {

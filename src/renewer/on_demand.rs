@@ -182,7 +182,7 @@ impl Renewer {
     /// read (or stored, due now) and issued unless a certificate that is
     /// not due is stored meanwhile.
     async fn issue_on_demand(&self, domain: &Domain) -> Outcome {
-        let lease = match self.lease(domain).await {
+        let lease = match self.inner.leases.domain(domain).await {
             Ok(Some(lease)) => lease,
             Ok(None) => return Outcome::Skipped(super::SkipReason::AlreadyBeingIssued),
             Err(e) => return Outcome::Failed(e),

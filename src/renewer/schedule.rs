@@ -2,102 +2,60 @@
 //! others stored.
 //!
 //! Through the store's cluster (or this process's, when the store has
-//! none), one instance at a time holds the cycle lease ([`CYCLE_LEASE`],
-//! renewed while the cycle runs, so an instance that dies loses it after
-//! [`CYCLE_LEASE_TTL`]), and the cluster marks when the last completed
+//! none), one instance at a time holds the cycle lease (renewed while the
+//! cycle runs, so an instance that dies loses it after
+//! [`CYCLE_LEASE_TTL`](super::CYCLE_LEASE_TTL)), and the cluster marks when the last completed
 //! scheduled cycle started ([`CYCLE_MARK`], on the store's clock), so the
 //! cluster runs one cycle per maintenance interval, however many instances
-//! call [`Renewer::run`] and whatever their clocks say. Each instance reads
-//! the change feed every refresh interval and serves what the others
-//! stored, and stops serving what they removed.
+//! call [`Renewer::run`] and whatever their clocks say. Each instance tells
+//! its resolver what is stored at start-up ([`Renewer::load`]), then reads
+//! the change feed every refresh interval ([`Renewer::refresh`]), serves
+//! what the others stored, and stops serving what they removed.
 
 use std::time::Duration as StdDuration;
 
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::issue::SharedLease;
 use super::{CycleReport, Renewer};
+use crate::resolver::CertResolver;
+use crate::store::CertRecord;
 use crate::Result;
 
-/// The store's lease of the maintenance cycle.
-pub(super) const CYCLE_LEASE: &str = "maintenance-cycle";
-/// How long the cycle lease lasts without renewal; the holder renews it
-/// every third of that while its cycle runs.
-pub const CYCLE_LEASE_TTL: StdDuration = StdDuration::from_secs(60);
 /// The cluster's mark ([`Leases::mark_age`](crate::store::Leases::mark_age))
 /// of when the last completed scheduled cycle started.
 pub const CYCLE_MARK: &str = "maintenance-cycle";
 /// Changes read from the feed in one call.
 const FEED_PAGE: usize = 1000;
 
-/// The cycle lease, renewed in the background until released.
-pub(super) struct CycleLease {
-    shared: Option<(SharedLease, JoinHandle<()>)>,
+/// What [`Renewer::run`] keeps between rounds.
+pub(super) struct Schedule {
+    /// Wakes [`Renewer::run`] early when a domain is added.
+    wake: Notify,
+    /// How often [`Renewer::run`] reads the store's change feed.
+    refresh_interval: StdDuration,
+    /// Where this renewer stands in the store's change feed (`None`:
+    /// nothing was loaded yet).
+    feed_cursor: tokio::sync::Mutex<Option<u64>>,
 }
 
-impl CycleLease {
-    pub(super) async fn release(mut self) {
-        if let Some((shared, renewal)) = self.shared.take() {
-            renewal.abort();
-            // Wait until the renewal task is gone, so nothing of the cycle
-            // (its handle of the store, above all) outlives it.
-            let _ = renewal.await;
-            shared.release().await;
+impl Schedule {
+    pub(super) fn new(refresh_interval: StdDuration) -> Self {
+        Self {
+            wake: Notify::new(),
+            refresh_interval,
+            feed_cursor: tokio::sync::Mutex::new(None),
         }
     }
-}
 
-impl Drop for CycleLease {
-    fn drop(&mut self) {
-        if let Some((_, renewal)) = &self.shared {
-            renewal.abort();
-        }
+    /// Wakes [`Renewer::run`], so a cycle runs soon: a domain was added,
+    /// learned, or revoked.
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
     }
 }
 
 impl Renewer {
-    /// The cycle lease: `None` when another instance holds it.
-    pub(super) async fn cycle_lease(&self) -> Result<Option<CycleLease>> {
-        let cluster = self.inner.cluster.clone();
-        let holder = self.inner.instance_id.clone();
-        if !cluster
-            .get()
-            .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
-            .await?
-        {
-            return Ok(None);
-        }
-        let renewal = {
-            let (cluster, holder) = (cluster.clone(), holder.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(CYCLE_LEASE_TTL / 3).await;
-                    match cluster
-                        .get()
-                        .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            warn!("the cycle lease went to another instance; this cycle's writes are fenced by record versions");
-                            return;
-                        }
-                        Err(e) => warn!(error = %e, "could not renew the cycle lease"),
-                    }
-                }
-            })
-        };
-        let shared = SharedLease {
-            cluster,
-            name: CYCLE_LEASE.into(),
-            holder,
-        };
-        Ok(Some(CycleLease {
-            shared: Some((shared, renewal)),
-        }))
-    }
-
     /// Runs the maintenance cycle every `interval` (`_APP_MAINTENANCE_INTERVAL`)
     /// forever, and soon after a domain is added or the main domain is
     /// learned; reads the store's change feed every refresh interval (10 s
@@ -112,7 +70,7 @@ impl Renewer {
     pub async fn run(&self, interval: StdDuration) -> Result<()> {
         self.start_on_demand();
         let interval = interval.max(StdDuration::from_secs(1));
-        let tick = self.inner.refresh_interval.min(interval);
+        let tick = self.inner.schedule.refresh_interval.min(interval);
         let mut woken = false;
         loop {
             if let Err(e) = self.refresh().await {
@@ -126,7 +84,7 @@ impl Renewer {
             }
             woken = tokio::select! {
                 _ = tokio::time::sleep(tick) => false,
-                _ = self.inner.wake.notified() => {
+                _ = self.inner.schedule.wake.notified() => {
                     debug!("cycle woken by a new domain");
                     true
                 }
@@ -142,8 +100,8 @@ impl Renewer {
         interval: StdDuration,
         now: bool,
     ) -> Result<Option<CycleReport>> {
-        let _one_at_a_time = self.inner.cycle.lock().await;
-        let Some(lease) = self.cycle_lease().await? else {
+        let _one_at_a_time = self.inner.cycle.one_at_a_time().await;
+        let Some(lease) = self.inner.leases.cycle().await? else {
             return Ok(None);
         };
         let started = self.inner.clock.now();
@@ -179,6 +137,44 @@ impl Renewer {
         report.map(Some)
     }
 
+    /// Tells the resolver (when there is one) which domains are stored, and
+    /// sets the main domain as its fallback. Call once at start-up. Returns
+    /// how many domains are stored.
+    ///
+    /// No other certificate is read here, so start-up does not grow with
+    /// the number of certificates: the resolver loads each on its first
+    /// handshake, and preloads them in the background up to its capacity
+    /// (see [`CertResolver`]). The main domain's certificate, which serves
+    /// handshakes for unknown names, is loaded before this returns. A
+    /// record that cannot be read is logged when its name is first served,
+    /// and that name gets the fallback, so one damaged record never stops a
+    /// server from starting.
+    ///
+    /// The main domain gets a record, due now, if it has none and may get a
+    /// certificate (see [`run_cycle`](Self::run_cycle)), so the first cycle
+    /// issues it without any call from the server.
+    pub async fn load(&self) -> Result<usize> {
+        self.start_on_demand();
+        let store = self.store();
+        // Where the change feed stands, before reading: what changes while
+        // loading is replayed by the next refresh.
+        let head = self.cluster().changes_since(u64::MAX, 0).await?.cursor;
+        *self.inner.schedule.feed_cursor.lock().await = Some(head);
+        if let Some(e) = self.ensure_main_record().await? {
+            warn!(error = %e, "the main domain cannot get a certificate");
+        }
+        let domains = store.list().await?;
+        if let Some(resolver) = &self.inner.resolver {
+            resolver.set_stored(&domains);
+            if let Some(main) = self.inner.policy.main_domain().await? {
+                resolver.set_fallback(Some(main.clone()));
+                resolver.prepare(Some(main.as_str())).await;
+            }
+            resolver.preload();
+        }
+        Ok(domains.len())
+    }
+
     /// Reads the store's change feed since the last call (or since
     /// [`load`](Self::load)) and updates the resolver: a record saved by any
     /// instance is served anew, a removed one is no longer served. Returns
@@ -189,7 +185,7 @@ impl Renewer {
         let Some(resolver) = &self.inner.resolver else {
             return Ok(0);
         };
-        let mut cursor_slot = self.inner.feed_cursor.lock().await;
+        let mut cursor_slot = self.inner.schedule.feed_cursor.lock().await;
         let Some(mut cursor) = *cursor_slot else {
             return Ok(0);
         };
@@ -232,5 +228,22 @@ impl Renewer {
             );
         }
         Ok(applied)
+    }
+
+    /// Hands a stored certificate to the resolver, opening its key; `false`
+    /// if there is none or it cannot be used (logged).
+    fn publish_stored(&self, record: &CertRecord, resolver: &CertResolver) -> bool {
+        let Some(cert) = &record.certificate else {
+            return false;
+        };
+        let result = self
+            .inner
+            .vault
+            .open_cert_key(&record.domain, cert)
+            .and_then(|key| resolver.insert_stored(&record.domain, &cert.chain_pem, &key));
+        if let Err(e) = &result {
+            warn!(domain = %record.domain, error = %e, "stored certificate could not be loaded for serving");
+        }
+        result.is_ok()
     }
 }

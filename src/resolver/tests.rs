@@ -2,7 +2,7 @@
 //! (tests/serving/resolver.rs makes real handshakes).
 use super::*;
 use crate::cert::fingerprint;
-use crate::issuer::SelfSignedIssuer;
+use crate::cert::{self_signed, IssuedCert};
 
 fn served_fingerprint(resolver: &CertResolver, name: Option<&str>) -> Option<String> {
     resolver
@@ -26,9 +26,17 @@ fn subject_names(resolver: &CertResolver, name: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-fn insert(resolver: &CertResolver, name: &str) -> crate::cert::IssuedCert {
+/// A self-signed certificate for `domain`, valid 90 days from now, as the
+/// self-signed issuer makes them (the resolver sits below the issuers).
+fn self_signed_cert(domain: &Domain) -> IssuedCert {
+    let now = time::OffsetDateTime::now_utc();
+    let not_before = now - time::Duration::minutes(1);
+    self_signed(domain, not_before, now + time::Duration::days(90)).unwrap()
+}
+
+fn insert(resolver: &CertResolver, name: &str) -> IssuedCert {
     let domain = Domain::new(name).unwrap();
-    let cert = SelfSignedIssuer::new().issue_blocking(&domain).unwrap();
+    let cert = self_signed_cert(&domain);
     resolver
         .insert_pem(&domain, &cert.chain_pem, cert.key_pem.as_bytes())
         .unwrap();
@@ -70,7 +78,7 @@ fn the_same_material_under_several_names_is_parsed_once() {
     let resolver = CertResolver::new();
     let a = Domain::new("a.test").unwrap();
     let b = Domain::new("b.test").unwrap();
-    let cert = SelfSignedIssuer::new().issue_blocking(&a).unwrap();
+    let cert = self_signed_cert(&a);
     for domain in [&a, &b] {
         resolver
             .insert_pem(domain, &cert.chain_pem, cert.key_pem.as_bytes())
@@ -108,11 +116,10 @@ fn acme_tls_1_is_offered_first_only_with_a_solver_and_needs_named_protocols() {
 
 #[test]
 fn picks_by_name_falls_back_and_swaps_in_place() {
-    let issuer = SelfSignedIssuer::new();
     let a = Domain::new("a.test").unwrap();
     let b = Domain::new("b.test").unwrap();
-    let cert_a = issuer.issue_blocking(&a).unwrap();
-    let cert_b = issuer.issue_blocking(&b).unwrap();
+    let cert_a = self_signed_cert(&a);
+    let cert_b = self_signed_cert(&b);
     let resolver = CertResolver::new();
     resolver
         .insert_pem(&a, &cert_a.chain_pem, cert_a.key_pem.as_bytes())
@@ -160,7 +167,7 @@ fn picks_by_name_falls_back_and_swaps_in_place() {
 
     // A renewal replaces the certificate for the next handshake; clones share it.
     let shared = resolver.clone();
-    let renewed = issuer.issue_blocking(&a).unwrap();
+    let renewed = self_signed_cert(&a);
     resolver
         .insert_pem(&a, &renewed.chain_pem, renewed.key_pem.as_bytes())
         .unwrap();
@@ -178,10 +185,9 @@ fn picks_by_name_falls_back_and_swaps_in_place() {
 
 #[test]
 fn refuses_mismatched_or_broken_material_without_panicking() {
-    let issuer = SelfSignedIssuer::new();
     let a = Domain::new("a.test").unwrap();
-    let one = issuer.issue_blocking(&a).unwrap();
-    let other = issuer.issue_blocking(&a).unwrap();
+    let one = self_signed_cert(&a);
+    let other = self_signed_cert(&a);
     let resolver = CertResolver::new();
     let err = resolver
         .insert_pem(&a, &one.chain_pem, other.key_pem.as_bytes())

@@ -1,11 +1,22 @@
 //! [`CycleReport`]: what one maintenance cycle did, typed.
+//!
+//! Below both the renewer, which writes reports, and the events, which
+//! carry them ([`Event::CycleFinished`](crate::events::Event::CycleFinished)),
+//! so neither imports the other for it. Reached as
+//! `certkeeper::renewer::{CycleReport, CycleFailure, SkipReason,
+//! PASSED_OVER_LISTED}` and `certkeeper::CycleReport`.
 
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::error::SkipReason;
+use crate::error::SkipReason;
 use crate::store::PassedOver;
 use crate::{Domain, Error};
+
+/// How many domains a [`CycleReport`] names per kind of passed-over
+/// certificate (left for later by the cap, at the attempt limit); the
+/// counts cover the rest.
+pub const PASSED_OVER_LISTED: usize = 20;
 
 /// What one maintenance cycle did.
 #[derive(Debug, Clone, Default)]
@@ -24,12 +35,12 @@ pub struct CycleReport {
     /// ([`SkipReason::CaUnavailable`] or [`SkipReason::RateLimited`]).
     pub stopped: Option<SkipReason>,
     /// Due certificates the per-cycle cap left for a later cycle: the
-    /// first [`PASSED_OVER_LISTED`](super::PASSED_OVER_LISTED) by renew
+    /// first [`PASSED_OVER_LISTED`] by renew
     /// date, and how many at least.
     pub left_for_later: PassedOver,
     /// Certificates that used up their attempts, which the cycle no longer
     /// picks (manual generation still works): how many, and the first
-    /// [`PASSED_OVER_LISTED`](super::PASSED_OVER_LISTED). `None` when the
+    /// [`PASSED_OVER_LISTED`]. `None` when the
     /// store cannot tell ([`CertStore::at_attempt_limit`](crate::store::CertStore::at_attempt_limit)).
     pub at_attempt_limit: Option<PassedOver>,
     /// Certificates in force that expire within

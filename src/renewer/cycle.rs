@@ -1,0 +1,349 @@
+//! One maintenance cycle: the due records it picks (oldest renew date
+//! first, at most the per-cycle cap, fewer than the attempt limit), issuing
+//! them with bounded concurrency, stopping when the CA fails or limits, and
+//! the [`CycleReport`] of it all.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+use super::issue::{not_attempted, Outcome};
+use super::lease::CYCLE_LEASE;
+use super::notice::is_expiring_unrenewed;
+use super::{CycleFailure, CycleReport, Renewer, SkipReason, PASSED_OVER_LISTED};
+use crate::events::Event;
+use crate::store::{DueEntry, PassedOver};
+use crate::{Domain, Error, Result};
+
+/// How a renewer runs its cycles.
+pub(super) struct Cycles {
+    /// How many certificates a cycle issues at once.
+    concurrency: usize,
+    /// One cycle at a time per renewer, so two never pick the same records.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Cycles {
+    pub(super) fn new(concurrency: usize) -> Self {
+        Self {
+            concurrency,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(super) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Waits until no other cycle of this renewer runs; the cycle holds the
+    /// guard while it runs.
+    pub(super) async fn one_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.running.lock().await
+    }
+}
+
+impl Renewer {
+    /// One maintenance cycle now: takes up to `per_cycle` due certificates
+    /// with fewer than `max_attempts` failures, oldest renew date first, and
+    /// issues them with bounded concurrency. A failure is recorded on its
+    /// certificate (attempts + 1, renew date now, a log line) and the cycle
+    /// goes on; only a failure of the store itself to list what is due is an
+    /// error of the cycle.
+    ///
+    /// The main domain (configured, or learned) is part of every cycle: when
+    /// it has no record (a first start, or after
+    /// [`remove_domain`](Self::remove_domain)), one is stored, due now,
+    /// before the due certificates are picked, as long as it may get a
+    /// certificate: a public name in production with an ACME issuer, a local
+    /// name, or any name in development.
+    ///
+    /// Cycles of one renewer run one at a time; a second call waits for the
+    /// first to finish. With a store that keeps leases, one instance of a
+    /// cluster runs a cycle at a time: while another holds the cycle lease,
+    /// this fails with [`Error::LeaseHeld`]. [`run`](Self::run) also spaces
+    /// cycles by the maintenance interval across the cluster.
+    pub async fn run_cycle(&self) -> Result<CycleReport> {
+        let _one_at_a_time = self.inner.cycle.one_at_a_time().await;
+        let Some(lease) = self.inner.leases.cycle().await? else {
+            return Err(Error::LeaseHeld {
+                lease: CYCLE_LEASE.into(),
+            });
+        };
+        let report = self.cycle_body().await;
+        lease.release().await;
+        report
+    }
+
+    /// The cycle itself, under the cycle lease.
+    pub(super) async fn cycle_body(&self) -> Result<CycleReport> {
+        match self.ensure_main_record().await {
+            Ok(None) => {}
+            Ok(Some(e)) => debug!(error = %e, "the main domain cannot get a certificate"),
+            // The store is failing: listing what is due says so below.
+            Err(e) => warn!(error = %e, "could not register the main domain"),
+        }
+        let started = std::time::Instant::now();
+        let now = self.inner.clock.now();
+        let renewal = self.inner.renewal;
+        // A few more than the cap, to name what the cap leaves for later.
+        let mut due = self
+            .store()
+            .due(
+                now,
+                renewal.max_attempts,
+                renewal.per_cycle.saturating_add(PASSED_OVER_LISTED + 1),
+            )
+            .await?;
+        let mut report = CycleReport {
+            left_for_later: left_for_later(&mut due, renewal.per_cycle),
+            ..CycleReport::default()
+        };
+        info!(due = due.len(), "maintenance cycle started");
+        let semaphore = Arc::new(Semaphore::new(self.inner.cycle.concurrency()));
+        let gate = Arc::new(CaGate::new(renewal.max_ca_failures));
+        let mut tasks = JoinSet::new();
+        for entry in due {
+            let this = self.clone();
+            let semaphore = semaphore.clone();
+            let gate = gate.clone();
+            let span = tracing::info_span!("renew", domain = %entry.domain);
+            tasks.spawn(
+                async move {
+                    let _permit = semaphore.acquire_owned().await;
+                    let domain = entry.domain;
+                    // Once the CA is down or asks to slow down, the rest of
+                    // the cycle waits for the next one.
+                    if let Some(reason) = gate.stopped() {
+                        return (domain, Outcome::Skipped(reason));
+                    }
+                    let outcome = this.renew(&domain).await;
+                    gate.record(&outcome);
+                    (domain, outcome)
+                }
+                .instrument(span),
+            );
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((domain, Outcome::Issued(_))) => report.issued.push(domain),
+                Ok((domain, Outcome::Failed(e))) => report.failed.push(CycleFailure {
+                    domain,
+                    error: Arc::new(e),
+                }),
+                Ok((domain, Outcome::Deferred(e))) => report.deferred.push(CycleFailure {
+                    domain,
+                    error: Arc::new(e),
+                }),
+                Ok((domain, Outcome::Skipped(reason))) => report.skipped.push((domain, reason)),
+                Err(e) => warn!(error = %e, "renewal task ended abnormally"),
+            }
+        }
+        report.stopped = gate.stopped();
+        if let Some(reason) = report.stopped {
+            warn!(%reason, "the cycle stopped ordering; the rest waits for the next cycle");
+        }
+        report.deferred.sort_by(|a, b| a.domain.cmp(&b.domain));
+        report.issued.sort();
+        report.failed.sort_by(|a, b| a.domain.cmp(&b.domain));
+        report.skipped.sort();
+        report.at_attempt_limit = self.passed_over_at_limit().await;
+        report.expiring_soon = self.notice_expiring(&report).await;
+        info!(%report, "maintenance cycle finished");
+        self.emit(Event::CycleFinished {
+            report: Arc::new(report.clone()),
+            duration: started.elapsed(),
+        });
+        Ok(report)
+    }
+
+    /// A cycle's issuance of `domain`: under its lease, the record is read
+    /// (once) and issued only if still due, so an issuance another task or
+    /// instance finished meanwhile is not repeated.
+    async fn renew(&self, domain: &Domain) -> Outcome {
+        let lease = match self.inner.leases.domain(domain).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return Outcome::Skipped(SkipReason::AlreadyBeingIssued),
+            Err(e) => return not_attempted(domain, e),
+        };
+        let now = self.inner.clock.now();
+        let max_attempts = self.inner.renewal.max_attempts;
+        let outcome = match self.store().load(domain).await {
+            // Due only because the CA's renewal window may be asked again
+            // (after a failed attempt, it is tried again as always).
+            Ok(Some(record))
+                if record.is_due(now, max_attempts)
+                    && record.attempts == 0
+                    && record.ari.as_ref().is_some_and(|ari| ari.renew_at > now) =>
+            {
+                self.check_renewal_window(record).await
+            }
+            Ok(Some(record)) if record.is_due(now, max_attempts) => {
+                self.issue_leased(record, false).await
+            }
+            Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
+            Ok(None) => Outcome::Skipped(SkipReason::Removed),
+            Err(e) => not_attempted(domain, e),
+        };
+        lease.release().await;
+        outcome
+    }
+
+    /// The certificates at the attempt limit; `None` when the store failed
+    /// to tell.
+    async fn passed_over_at_limit(&self) -> Option<PassedOver> {
+        let max = self.inner.renewal.max_attempts;
+        match self.store().at_attempt_limit(max, PASSED_OVER_LISTED).await {
+            Ok(limit) => Some(limit),
+            Err(e) => {
+                warn!(error = %e, "could not count the certificates at the attempt limit");
+                None
+            }
+        }
+    }
+
+    /// Looks at every certificate the cycle tried without success or passed
+    /// over (a bounded set), and sends
+    /// [`Event::ExpiringSoon`] for each one in force that expires within
+    /// [`EXPIRING_SOON_DAYS`](crate::events::EXPIRING_SOON_DAYS) days, once
+    /// per certificate. Returns those expiring, notified now or before.
+    async fn notice_expiring(&self, report: &CycleReport) -> Vec<Domain> {
+        let mut candidates: BTreeSet<&Domain> = BTreeSet::new();
+        candidates.extend(report.failed.iter().map(|f| &f.domain));
+        candidates.extend(report.deferred.iter().map(|f| &f.domain));
+        candidates.extend(report.skipped.iter().map(|(d, _)| d));
+        candidates.extend(&report.left_for_later.domains);
+        if let Some(limit) = &report.at_attempt_limit {
+            candidates.extend(&limit.domains);
+        }
+        let now = self.inner.clock.now();
+        let mut expiring = Vec::new();
+        for domain in candidates {
+            let record = match self.store().load(domain).await {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(%domain, error = %e, "could not read a certificate to check its expiry");
+                    continue;
+                }
+            };
+            if !is_expiring_unrenewed(&record, now) {
+                continue;
+            }
+            expiring.push(domain.clone());
+            self.notify_expiring(&record).await;
+        }
+        expiring
+    }
+}
+
+/// Splits what the cap leaves for later off `due` (read with
+/// `cap + PASSED_OVER_LISTED + 1` as its limit).
+fn left_for_later(due: &mut Vec<DueEntry>, cap: usize) -> PassedOver {
+    if due.len() <= cap {
+        return PassedOver {
+            exact: true,
+            ..PassedOver::default()
+        };
+    }
+    let rest = due.split_off(cap);
+    PassedOver {
+        total: rest.len() as u64,
+        // A full read means there may be more behind it.
+        exact: rest.len() <= PASSED_OVER_LISTED,
+        domains: rest
+            .into_iter()
+            .take(PASSED_OVER_LISTED)
+            .map(|e| e.domain)
+            .collect(),
+    }
+}
+
+/// Stops a cycle's ordering when the CA is down (several CA failures in a
+/// row) or rate limits.
+struct CaGate {
+    max_failures: u32,
+    failures_in_a_row: std::sync::atomic::AtomicU32,
+    stopped: Mutex<Option<SkipReason>>,
+}
+
+impl CaGate {
+    fn new(max_failures: u32) -> Self {
+        Self {
+            max_failures: max_failures.max(1),
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            stopped: Mutex::new(None),
+        }
+    }
+
+    fn stopped(&self) -> Option<SkipReason> {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop(&self, reason: SkipReason) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+    }
+
+    fn record(&self, outcome: &Outcome) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Outcome::Deferred(e) if e.is_rate_limited() => self.stop(SkipReason::RateLimited),
+            Outcome::Deferred(e) if e.is_settings_error() => self.stop(SkipReason::Misconfigured),
+            Outcome::Deferred(_) => {
+                let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                if in_a_row >= self.max_failures {
+                    self.stop(SkipReason::CaUnavailable);
+                }
+            }
+            // The CA answered about the domain: it is up.
+            Outcome::Issued(_) | Outcome::Failed(_) => {
+                self.failures_in_a_row.store(0, Ordering::SeqCst)
+            }
+            // The account's order budget is spent: the rest waits too.
+            Outcome::Skipped(SkipReason::OrderBudget) => self.stop(SkipReason::OrderBudget),
+            Outcome::Skipped(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn entries(n: usize) -> Vec<DueEntry> {
+        (0..n)
+            .map(|i| DueEntry {
+                domain: Domain::new(&format!("d{i:04}.example.com")).unwrap(),
+                version: 1,
+                renew_date: datetime!(2030-01-01 0:00 UTC),
+                attempts: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_cap_leaves_the_rest_for_later_counted_and_named() {
+        let mut due = entries(5);
+        let left = left_for_later(&mut due, 10);
+        assert_eq!((due.len(), left.total, left.exact), (5, 0, true));
+
+        let mut due = entries(13);
+        let left = left_for_later(&mut due, 10);
+        assert_eq!(due.len(), 10);
+        assert_eq!((left.total, left.exact), (3, true));
+        assert_eq!(left.domains[0].as_str(), "d0010.example.com");
+
+        // Read with cap + LISTED + 1: a full read means "at least".
+        let mut due = entries(10 + PASSED_OVER_LISTED + 1);
+        let left = left_for_later(&mut due, 10);
+        assert_eq!(left.total, PASSED_OVER_LISTED as u64 + 1);
+        assert!(!left.exact);
+        assert_eq!(left.domains.len(), PASSED_OVER_LISTED);
+    }
+}
