@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
+use crate::config::Setting;
 use crate::issuer::AcmeIssuer;
 use crate::renewer::OnDemand;
 use crate::store::{CertStore, FileStore};
@@ -73,7 +74,7 @@ impl Embedded {
             #[cfg(not(any(feature = "postgres", feature = "mysql")))]
             Some(_) => {
                 return Err(Error::config(
-                    "_APP_CERTIFICATES_DATABASE_URL",
+                    Setting::CertificatesDatabaseUrl.name(),
                     "this build has no SQL store",
                 ))
             }
@@ -85,14 +86,15 @@ impl Embedded {
         let acme_enabled = config.production && config.security_email.is_some();
         if config.production && config.security_email.is_none() {
             tracing::warn!(
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS is unset: no ACME issuer, so public names \
-                 cannot get certificates (local names still get self-signed ones)"
+                "{} is unset: no ACME issuer, so public names cannot get certificates (local \
+                 names still get self-signed ones)",
+                Setting::SecurityEmail
             );
         }
         let challenge_server = match (acme_enabled, config.challenge_address) {
             (true, Some(address)) => Some(solver.serve(address).await.map_err(|e| {
                 Error::config(
-                    "_APP_ACME_CHALLENGE_ADDRESS",
+                    Setting::AcmeChallengeAddress.name(),
                     format!("cannot listen on {address} for HTTP-01 challenges ({e}); set another address, or off when the server answers them itself"),
                 )
             })?),
@@ -139,7 +141,8 @@ impl Embedded {
         #[cfg(not(feature = "smtp"))]
         if config.smtp.is_some() {
             tracing::warn!(
-                "_APP_SMTP_HOST is set, but this build has no `smtp` feature: no notice is emailed"
+                "{} is set, but this build has no `smtp` feature: no notice is emailed",
+                Setting::SmtpHost
             );
         }
         let renewer = builder.build();

@@ -15,6 +15,7 @@ use super::{
     DataKey, KeySet, KeySource, Plaintext, Sealed, SecretCipher, ENVELOPE_HEADER_LEN,
     MAX_ENVELOPE_LEN,
 };
+use crate::config::Setting;
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -228,7 +229,7 @@ impl VersionKey {
 }
 
 /// The prefix of the versioned encryption key variables.
-pub const OPENSSL_KEY_PREFIX: &str = "_APP_OPENSSL_KEY_V";
+pub const OPENSSL_KEY_PREFIX: &str = Setting::OpensslKey.name();
 
 /// The key version a variable name stands for: `None` when `name` is not an
 /// encryption key variable, an [`Error::Config`] naming it when it is one
@@ -537,7 +538,7 @@ mod tests {
         ] {
             match Keyring::from_keys(true, [(3, key)]) {
                 Err(Error::WeakKey { name, reason }) => {
-                    assert_eq!(name, "_APP_OPENSSL_KEY_V3");
+                    assert_eq!(name, Setting::openssl_key(3));
                     assert!(reason.contains(reason_part), "{key:?}: {reason}");
                 }
                 other => panic!("{key:?}: {other:?}"),
@@ -579,15 +580,15 @@ mod tests {
         let none: [(u32, &str); 0] = [];
         assert!(matches!(
             Keyring::from_keys(false, none),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V1"
+            Err(Error::Config { name, .. }) if name == Setting::openssl_key(1)
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(0, V1)]),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V0"
+            Err(Error::Config { name, .. }) if name == format!("{}0", Setting::OpensslKey)
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(2, V1), (2, V2)]),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V2"
+            Err(Error::Config { name, .. }) if name == Setting::openssl_key(2)
         ));
     }
 
@@ -598,14 +599,14 @@ mod tests {
         for bad in ["", "0", "01", "007", "x", "+1", "-1", " 1", "99999999999"] {
             assert_eq!(parse_version(bad), None, "{bad:?}");
         }
-        assert!(key_variable_version("_APP_DOMAIN").is_none());
+        assert!(key_variable_version(Setting::Domain.name()).is_none());
         assert_eq!(
-            key_variable_version("_APP_OPENSSL_KEY_V2")
+            key_variable_version(&Setting::openssl_key(2))
                 .unwrap()
                 .unwrap(),
             2
         );
-        assert!(key_variable_version("_APP_OPENSSL_KEY_V01")
+        assert!(key_variable_version(&format!("{}01", Setting::OpensslKey))
             .unwrap()
             .is_err());
     }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{IssueRequest, Issued, Issuer, IssuerKind, RenewalWindow, SelfSignedIssuer};
+use crate::config::Setting;
 use crate::{Domain, Error, Result};
 
 /// The setting named when a public name needs a public CA and none is set:
 /// the contact address the ACME issuer is built with.
-const PUBLIC_ISSUER_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+const PUBLIC_ISSUER_SETTING: &str = Setting::SecurityEmail.name();
 
 /// Chooses the issuer of each name, and is an [`Issuer`] itself, so the
 /// renewer holds one issuer whatever the rule.

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cipher::{Plaintext, SecretCipher};
 use crate::clock::Clock;
+use crate::config::Setting;
 use crate::events::{Event, EventBus, Subscription};
 use crate::issuer::{IssuedChain, Issuer, RevocationReason, Revoker};
 use crate::resolver::CertResolver;
@@ -538,7 +539,7 @@ impl Renewer {
             Some(d) => d.clone(),
             None => main.clone().ok_or_else(|| {
                 Error::config(
-                    "_APP_DOMAIN",
+                    Setting::Domain.name(),
                     "no main domain is set or learned yet; name a domain",
                 )
             })?,

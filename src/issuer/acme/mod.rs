@@ -26,6 +26,7 @@ use super::{
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
 use crate::clock::{Clock, SystemClock};
+use crate::config::Setting;
 use crate::email::parse_email;
 use crate::store::CertStore;
 use crate::vault::Vault;
@@ -33,19 +34,19 @@ use crate::{Domain, Error, Result};
 use order::Presented;
 
 /// The setting that holds the account's contact address.
-const EMAIL_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+const EMAIL_SETTING: &str = Setting::SecurityEmail.name();
 /// The setting that holds the directory URL.
-const DIRECTORY_SETTING: &str = "_APP_ACME_DIRECTORY_URL";
+const DIRECTORY_SETTING: &str = Setting::AcmeDirectoryUrl.name();
 /// The setting that holds the extra trusted root.
-const CA_ROOT_SETTING: &str = "_APP_ACME_CA_ROOT";
+const CA_ROOT_SETTING: &str = Setting::AcmeCaRoot.name();
 /// The setting that names the certificate profile.
-pub(crate) const PROFILE_SETTING: &str = "_APP_ACME_PROFILE";
+pub(crate) const PROFILE_SETTING: &str = Setting::AcmeProfile.name();
 /// The setting that names the certificate key type.
-pub(crate) const KEY_TYPE_SETTING: &str = "_APP_ACME_KEY_TYPE";
+pub(crate) const KEY_TYPE_SETTING: &str = Setting::AcmeKeyType.name();
 /// The setting that holds the external account binding's key id.
-pub(crate) const EAB_KID_SETTING: &str = "_APP_ACME_EAB_KID";
+pub(crate) const EAB_KID_SETTING: &str = Setting::AcmeEabKid.name();
 /// The setting that holds the external account binding's HMAC key.
-pub(crate) const EAB_HMAC_KEY_SETTING: &str = "_APP_ACME_EAB_HMAC_KEY";
+pub(crate) const EAB_HMAC_KEY_SETTING: &str = Setting::AcmeEabHmacKey.name();
 
 /// Tries of one call whose nonce the CA keeps rejecting. instant-acme sends
 /// each request up to three times with fresh nonces; a CA that rejects half

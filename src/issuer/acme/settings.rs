@@ -158,6 +158,7 @@ impl fmt::Debug for ExternalAccountBinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Setting;
 
     #[test]
     fn key_types_parse_by_their_setting_spelling_only() {
@@ -169,7 +170,7 @@ mod tests {
         for bad in ["rsa2048", "p384", ""] {
             let err = bad.parse::<KeyType>().unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_KEY_TYPE"),
+                matches!(&err, Error::Config { name, .. } if name == Setting::AcmeKeyType.name()),
                 "{bad:?}: {err:?}"
             );
         }
