@@ -8,7 +8,7 @@ use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
 use crate::config::Setting;
-use crate::issuer::AcmeIssuer;
+use crate::issuer::{AcmeIssuer, IssuerRouter, SelfSignedIssuer};
 use crate::renewer::OnDemand;
 use crate::store::{CertStore, FileStore};
 use crate::{CertResolver, Config, Error, Renewer, Result};
@@ -107,6 +107,9 @@ impl Embedded {
             .concurrency(config.concurrency)
             .resolver(resolver.clone())
             .on_demand(OnDemand::new());
+        let mut router = IssuerRouter::new(Arc::new(SelfSignedIssuer::new()))
+            .production(config.production)
+            .naming(config.naming());
         if let (true, Some(email)) = (acme_enabled, &config.security_email) {
             let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
                 .contact_email(email)
@@ -130,9 +133,12 @@ impl Embedded {
             if let Some(eab) = &config.acme_eab {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }
-            let acme = Arc::new(acme.build()?);
-            builder = builder.acme(acme.clone()).revoker(acme);
+            let acme = Arc::new(acme.naming(config.naming()).build()?);
+            router = router.public(acme.clone());
+            builder = builder.revoker(acme);
         }
+        // The default router, naming the variable a public name lacks.
+        builder = builder.issuer(Arc::new(router));
         // Failures and expiring certificates emailed, as the reference does.
         #[cfg(feature = "smtp")]
         if let Some(notifier) = config.smtp_notifier()? {

@@ -15,7 +15,7 @@ use super::{
     DataKey, KeySet, KeySource, Plaintext, Sealed, SecretCipher, ENVELOPE_HEADER_LEN,
     MAX_ENVELOPE_LEN,
 };
-use crate::config::Setting;
+use crate::config::{Naming, Setting};
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -98,6 +98,8 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 pub struct Keyring {
     keys: BTreeMap<u32, VersionKey>,
     sealing_version: u32,
+    /// Whether [`Error::MissingKey`] names the version's variable.
+    naming: Naming,
 }
 
 /// The cipher of one version, and a check value of its key.
@@ -168,7 +170,23 @@ impl Keyring {
         Ok(Self {
             keys,
             sealing_version,
+            naming: Naming::default(),
         })
+    }
+
+    /// [`Error::MissingKey`] names the variable of the missing version: for
+    /// a keyring read from the environment.
+    pub(crate) fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// The error for an envelope under `version`, which this keyring lacks.
+    fn missing_key(&self, version: u32) -> Error {
+        Error::MissingKey {
+            version,
+            variable: (self.naming == Naming::Environment).then(|| Setting::openssl_key(version)),
+        }
     }
 
     /// Builds a keyring from the keys `source` gives now (see
@@ -348,7 +366,7 @@ impl SecretCipher for Keyring {
         }
         let version = self.sealing_version;
         let Some(key) = self.keys.get(&version) else {
-            return Err(Error::MissingKey { version });
+            return Err(self.missing_key(version));
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         // One buffer, encrypted in place: header || nonce || ciphertext || tag,
@@ -381,7 +399,7 @@ impl SecretCipher for Keyring {
         let key = self
             .keys
             .get(&version)
-            .ok_or(Error::MissingKey { version })?;
+            .ok_or_else(|| self.missing_key(version))?;
         if payload.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::Envelope("shorter than a nonce and a tag"));
         }
@@ -462,7 +480,21 @@ mod tests {
         let sealed_v2 = both.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v2.key_version().unwrap(), 2);
         match old.open(&sealed_v2, b"aad") {
-            Err(Error::MissingKey { version: 2 }) => {}
+            Err(err @ Error::MissingKey { version: 2, .. }) => {
+                // Built in code: the version, not a variable.
+                assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+                assert!(err.to_string().contains("key version 2"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match old
+            .clone()
+            .with_naming(Naming::Environment)
+            .open(&sealed_v2, b"aad")
+        {
+            Err(err @ Error::MissingKey { version: 2, .. }) => {
+                assert!(err.to_string().contains(&Setting::openssl_key(2)), "{err}");
+            }
             other => panic!("{other:?}"),
         }
         let only_v2 = Keyring::from_keys(true, [(2, V2)]).unwrap();

@@ -52,6 +52,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 mod setting;
+pub(crate) use setting::Naming;
 pub use setting::Setting;
 
 #[cfg(feature = "access")]
@@ -144,6 +145,9 @@ pub struct Config {
     /// The CA's limits the ACME issuer keeps within
     /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
     pub acme_budgets: CaBudgets,
+    /// Whether errors name the variables (read from the environment) or
+    /// the builder methods.
+    naming: Naming,
 }
 
 impl Config {
@@ -173,6 +177,7 @@ impl Config {
         V: Into<String>,
     {
         let mut b = Self::builder();
+        b.config.naming = Naming::Environment;
         #[cfg(feature = "dns01")]
         let mut dns01 = Dns01Vars::default();
         for (name, value) in vars {
@@ -326,12 +331,17 @@ impl Config {
         b.build()
     }
 
-    /// The keyring, or an [`Error::Config`] naming `_APP_OPENSSL_KEY_V1`
-    /// when no key is set.
+    /// The keyring, or an [`Error::Config`] when no key is set, naming
+    /// `_APP_OPENSSL_KEY_V1` (read from the environment) or
+    /// `ConfigBuilder::openssl_key`.
     pub fn keyring(&self) -> Result<Keyring> {
         self.keyring.clone().ok_or_else(|| {
+            let name = match self.naming {
+                Naming::Builder => "ConfigBuilder::openssl_key".to_owned(),
+                Naming::Environment => Setting::openssl_key(1),
+            };
             Error::config(
-                Setting::openssl_key(1),
+                name,
                 "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
             )
         })
@@ -361,6 +371,12 @@ impl Config {
             .clone()
             .map(crate::notify::SmtpNotifier::new)
             .transpose()
+    }
+
+    /// How the components built from this config name a setting in their
+    /// errors: by its variable when it was read from the environment.
+    pub(crate) fn naming(&self) -> Naming {
+        self.naming
     }
 
     /// A typed builder starting from the defaults.
@@ -394,6 +410,7 @@ impl Config {
                 #[cfg(feature = "dns01")]
                 dns01: None,
                 acme_budgets: CaBudgets::default(),
+                naming: Naming::default(),
             },
             keys: BTreeMap::new(),
             eab_kid: None,
@@ -831,24 +848,39 @@ impl ConfigBuilder {
     /// [`Error::WeakKey`]) names the setting at fault.
     pub fn build(self) -> Result<Config> {
         let mut config = self.config;
+        let n = config.naming;
         if let Some(email) = &config.security_email {
-            config.security_email = Some(parse_email(Setting::SecurityEmail.name(), email)?);
+            config.security_email = Some(parse_email(
+                n.of(Setting::SecurityEmail, "ConfigBuilder::security_email"),
+                email,
+            )?);
         }
         config.acme_directory_url = acme_settings::directory_url(
-            Setting::AcmeDirectoryUrl.name(),
+            n.of(
+                Setting::AcmeDirectoryUrl,
+                "ConfigBuilder::acme_directory_url",
+            ),
             &config.acme_directory_url,
         )?;
         if let Some(path) = &config.acme_ca_root {
-            acme_settings::read_ca_root(Setting::AcmeCaRoot.name(), path)?;
+            acme_settings::read_ca_root(
+                n.of(Setting::AcmeCaRoot, "ConfigBuilder::acme_ca_root"),
+                path,
+            )?;
         }
         if let Some(profile) = &config.acme_profile {
             config.acme_profile = Some(acme_settings::profile(
-                Setting::AcmeProfile.name(),
+                n.of(Setting::AcmeProfile, "ConfigBuilder::acme_profile"),
                 profile,
             )?);
         }
         config.acme_eab = match (&self.eab_kid, &self.eab_hmac_key) {
-            (Some(kid), Some(key)) => Some(ExternalAccountBinding::new(kid, key)?),
+            (Some(kid), Some(key)) => Some(ExternalAccountBinding::named(
+                kid,
+                key,
+                n,
+                "ConfigBuilder::acme_external_account_binding",
+            )?),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::config(
@@ -871,20 +903,32 @@ impl ConfigBuilder {
         };
         for (name, zero) in [
             (
-                Setting::MaintenanceInterval.name(),
+                n.of(
+                    Setting::MaintenanceInterval,
+                    "ConfigBuilder::maintenance_interval",
+                ),
                 config.maintenance_interval.is_zero(),
             ),
-            (Setting::AcmeTimeout.name(), config.acme_timeout.is_zero()),
             (
-                Setting::CertificatesConcurrency.name(),
+                n.of(Setting::AcmeTimeout, "ConfigBuilder::acme_timeout"),
+                config.acme_timeout.is_zero(),
+            ),
+            (
+                n.of(
+                    Setting::CertificatesConcurrency,
+                    "ConfigBuilder::concurrency",
+                ),
                 config.concurrency == 0,
             ),
             (
-                Setting::AcmeOrderBudget.name(),
+                n.of(Setting::AcmeOrderBudget, "ConfigBuilder::acme_budgets"),
                 config.acme_budgets.orders == 0,
             ),
             (
-                Setting::AcmeFailedValidationBudget.name(),
+                n.of(
+                    Setting::AcmeFailedValidationBudget,
+                    "ConfigBuilder::acme_budgets",
+                ),
                 config.acme_budgets.failed_validations == 0,
             ),
         ] {
@@ -896,10 +940,13 @@ impl ConfigBuilder {
             config.smtp = self.smtp.settings(config.security_email.as_deref())?;
         }
         if !self.keys.is_empty() {
-            config.keyring = Some(Keyring::from_keys(
-                config.production,
-                self.keys.iter().map(|(v, k)| (*v, k.as_str())),
-            )?);
+            config.keyring = Some(
+                Keyring::from_keys(
+                    config.production,
+                    self.keys.iter().map(|(v, k)| (*v, k.as_str())),
+                )?
+                .with_naming(n),
+            );
         }
         Ok(config)
     }
@@ -1357,9 +1404,45 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::acme_ca_root"),
+            "{err}"
+        );
+        // From the environment, the variable is named.
+        let err = Config::from_vars([(Setting::AcmeCaRoot.name(), missing.to_str().unwrap())])
+            .unwrap_err();
+        assert!(
             matches!(&err, Error::Config { name, .. } if name == Setting::AcmeCaRoot.name()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn builder_errors_name_the_builder_method() {
+        let err = Config::builder()
+            .maintenance_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::maintenance_interval"),
+            "{err}"
+        );
+        let err = Config::builder()
+            .security_email("not an address")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::security_email"),
+            "{err}"
+        );
+        let err = Config::builder()
+            .acme_profile("two words")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::acme_profile"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
     }
 
     #[cfg(feature = "access")]

@@ -235,6 +235,29 @@ impl fmt::Display for Setting {
     }
 }
 
+/// How an error names a setting: by the builder method the caller used
+/// (the default), or by its environment variable when the value came from
+/// the environment ([`Config::from_env`](crate::Config::from_env) and what
+/// [`Embedded`](crate::Embedded) builds from it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Naming {
+    /// Name the builder method (`AcmeIssuerBuilder::profile`).
+    #[default]
+    Builder,
+    /// Name the environment variable (`_APP_ACME_PROFILE`).
+    Environment,
+}
+
+impl Naming {
+    /// The name of `setting`, set through `method` in code.
+    pub(crate) fn of(self, setting: Setting, method: &'static str) -> &'static str {
+        match self {
+            Self::Builder => method,
+            Self::Environment => setting.name(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +274,16 @@ mod tests {
             assert_eq!(setting.to_string(), name);
         }
         assert_eq!(seen.len(), Setting::all().len());
+    }
+
+    #[test]
+    fn naming_picks_the_method_or_the_variable() {
+        let method = "AcmeIssuerBuilder::profile";
+        assert_eq!(Naming::default().of(Setting::AcmeProfile, method), method);
+        assert_eq!(
+            Naming::Environment.of(Setting::AcmeProfile, method),
+            Setting::AcmeProfile.name()
+        );
     }
 
     #[test]
