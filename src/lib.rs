@@ -148,9 +148,9 @@ pub mod vault;
 /// ```
 pub use async_trait::async_trait;
 /// The `time` crate, at the version certkeeper's records and trait methods
-/// use: a custom store names [`time::OffsetDateTime`] and [`time::Duration`]
-/// through it, with no dependency on time of its own (nor a second copy of
-/// it, whose types would not match).
+/// use: a custom store names [`time::OffsetDateTime`] (every date of a
+/// record, the `now` of a store method) through it, with no dependency on
+/// time of its own (nor a second copy of it, whose types would not match).
 pub use time;
 
 pub use clock::{Clock, SystemClock, TestClock};

@@ -1,5 +1,5 @@
-//! Unit tests of the resolver's picking rules, without TLS (tests/resolver.rs
-//! makes real handshakes).
+//! Unit tests of the resolver's picking rules, without TLS
+//! (tests/serving/resolver.rs makes real handshakes).
 use super::*;
 use crate::cert::fingerprint;
 use crate::issuer::SelfSignedIssuer;

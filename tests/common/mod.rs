@@ -19,16 +19,11 @@ use std::time::Duration;
 use certkeeper::cipher::Keyring;
 use certkeeper::{Domain, TestClock};
 
-/// Sends `tracing` events to the test output (once per test binary);
-/// `RUST_LOG` filters them, `certkeeper=debug` by default.
+/// Sends `tracing` events to the test output: installs the test binary's
+/// one subscriber ([`logs::install`]); `RUST_LOG` filters them,
+/// `certkeeper=debug` by default.
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "certkeeper=debug".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    logs::install();
 }
 
 /// Runs the body of an async test with [`init_tracing`], failing it with

@@ -41,7 +41,9 @@ fn main() {
             .request_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        issuer.issue_for(&Domain::new("www.example.com").unwrap()).await
+        issuer
+            .issue_for(&Domain::new("www.example.com").unwrap())
+            .await
     });
     // The application's side: rustls' process-default provider, as an
     // application builds its own TLS.

@@ -2,12 +2,10 @@
 //! V2, rotate, drop V1; interrupted rotations; concurrent writers; envelope
 //! decoding of arbitrary bytes; no secret in the logs.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use certkeeper::cert::IssuerKind;
 use certkeeper::cipher::{Keyring, Sealed, SecretCipher};
@@ -15,6 +13,7 @@ use certkeeper::issuer::SelfSignedIssuer;
 use certkeeper::store::{AccountRecord, CertRecord, CertStore, FileStore, StoredCert};
 use certkeeper::vault::{account_aad, cert_key_aad, rotate, rotate_batch, SealedValue};
 use certkeeper::{Domain, Error, Result};
+use common::logs::{captured, Captured};
 use common::store::cert_store_over_inner;
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -526,45 +525,17 @@ proptest! {
     }
 }
 
-/// Collects everything a `fmt` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test]
-async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
-    use base64::prelude::{Engine, BASE64_STANDARD};
+#[test]
+fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
+    captured(sealing_opening_rotation_and_throttling);
+}
 
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+async fn sealing_opening_rotation_and_throttling(captured: Captured) {
+    use base64::prelude::{Engine, BASE64_STANDARD};
 
     let weak_dev_key = "dev-only-key";
     let secret = b"-----BEGIN PRIVATE KEY-----MIGHAgEAMBMGByqGSM49AgEGCCqGSM49";
@@ -602,7 +573,7 @@ async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
                 per_email: 2,
                 ..ThrottleLimits::default()
             })
-            .clock(Arc::new(clock))
+            .clock(std::sync::Arc::new(clock))
             .build()
             .unwrap();
         let ip = "203.0.113.9".parse().unwrap();
@@ -615,7 +586,7 @@ async fn logs_of_sealing_opening_rotation_and_throttling_hold_no_secret() {
             .unwrap();
     }
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     // The capture works: the events are there.
     for expected in [
         "weak encryption key accepted",

@@ -4,7 +4,7 @@
 //! caller's HTTP client, external account binding, and a CA that forgot the
 //! stored account.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 //! real Pebble, rotating keys V1 -> V2, checking settings, and listing a
 //! PostgreSQL store.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! Pebble CA, renew, fail, rotate the encryption key, reload; and register
 //! with an external account binding on a Pebble 2.10 that requires one.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -14,7 +14,7 @@ use certkeeper::store::{CertStore, FileStore};
 use certkeeper::vault::{account_aad, rotate};
 use certkeeper::{CertResolver, Clock, Config, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
-use common::logs::Captured;
+use common::logs::{captured, Captured};
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, CONTACT_EMAIL};
 
@@ -29,10 +29,12 @@ fn pem_body(pem: &str) -> String {
     pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }
 
-#[tokio::test]
-async fn a_full_issue_renew_rotate_run_logs_no_secret() {
-    let captured = Captured::install();
+#[test]
+fn a_full_issue_renew_rotate_run_logs_no_secret() {
+    captured(a_full_run);
+}
 
+async fn a_full_run(captured: Captured) {
     let mut shown = String::new(); // every Debug and Display produced below
     let pebble = Pebble::start(PebbleOptions {
         domain_blocklist: vec!["blocked.certkeeper-test.com".into()],

@@ -2,7 +2,7 @@
 //! renew window, the cap per cycle, the attempt limit, manual generation and
 //! the reset on success. The issuer here is a scripted one (real self-signed
 //! certificates, or a failure on demand): these are unit tests of the rules;
-//! tests/renewer_pebble.rs runs the same cycle against a real ACME CA.
+//! tests/renewer/renewer_pebble.rs runs the same cycle against a real ACME CA.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

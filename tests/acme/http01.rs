@@ -1,6 +1,6 @@
 //! The HTTP-01 solver's listener and responder, over real TCP connections.
 
-mod common;
+use crate::common;
 
 use std::fmt::Display;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -3,7 +3,7 @@
 //! Each Pebble really validates HTTP-01 on its own port, answered by one
 //! `Http01Solver` listening on both.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The renewer's events: what each step sends, the cycle report's passed-
 //! over domains, and subscribers that never slow a cycle down. The issuer
 //! is the self-signed one (development mode): real certificates, no CA;
-//! tests/notify_smtp.rs covers the failures against a real CA.
+//! tests/renewer/notify_smtp.rs covers the failures against a real CA.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

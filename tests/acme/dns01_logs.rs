@@ -1,12 +1,9 @@
 //! The TSIG secret of the DNS-01 solver appears in no log line (every
 //! level, certkeeper's and the DNS library's) and no `Debug`/`Display`
 //! output of a run: a wildcard issued through bind9 and Pebble, and a
-//! refused update with a wrong secret. Its own test binary, as it installs
-//! the global subscriber.
+//! refused update with a wrong secret.
 
-#![cfg(feature = "dns01")]
-
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +15,16 @@ use certkeeper::store::MemoryStore;
 use certkeeper::Config;
 use common::acme::pebble_issuer;
 use common::bind9::{Bind9, TSIG_KEY_NAME};
-use common::logs::Captured;
+use common::logs::{captured, Captured};
 use common::pebble::{Pebble, PebbleOptions};
 use common::{domain, keyring, TEST_KEY};
 
-#[tokio::test]
-async fn a_dns01_run_logs_no_tsig_secret() {
-    let captured = Captured::install();
+#[test]
+fn a_dns01_run_logs_no_tsig_secret() {
+    captured(a_dns01_run);
+}
 
+async fn a_dns01_run(captured: Captured) {
     let bind = Bind9::start(&["example.test"]).await;
     let pebble = Pebble::start(PebbleOptions {
         dns_server: Some(bind.addr()),

@@ -3,7 +3,7 @@
 //! real TLS handshake, renew when the clock enters the window, fail cleanly
 //! for a refused name, and survive a CA that rejects half its nonces.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

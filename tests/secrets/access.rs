@@ -6,7 +6,7 @@
 
 #[allow(dead_code)]
 #[allow(unreachable_pub)]
-#[path = "../examples/console_guard.rs"]
+#[path = "../../examples/console_guard.rs"]
 mod console_guard;
 
 use std::collections::HashMap;

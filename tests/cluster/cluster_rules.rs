@@ -2,7 +2,7 @@
 //! the remembered start of the last cycle (one cycle per interval, the cap
 //! for the whole cluster), the per-domain lease (no name ordered twice), and
 //! the change feed (each instance serves what another stored). The SQL
-//! stores run the same rules across processes in tests/cluster_sql.rs.
+//! stores run the same rules across processes in tests/cluster/cluster_sql.rs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

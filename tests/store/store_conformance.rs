@@ -2,7 +2,7 @@
 //! broken stores, and what only the file store promises (permissions, crash
 //! recovery, the persisted due index), on a real filesystem.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -939,9 +939,11 @@ mod file_store {
 
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
+        // This test's name for the harness: its module path without the crate.
+        let (_, module) = module_path!().split_once("::").unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
-                "file_store::a_second_process_cannot_open_a_folder_in_use",
+                format!("{module}::a_second_process_cannot_open_a_folder_in_use").as_str(),
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",

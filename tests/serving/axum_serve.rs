@@ -3,10 +3,10 @@
 //! skipped), and `examples/axum_server.rs` getting a real certificate from
 //! Pebble on its first visit.
 
-mod common;
+use crate::common;
 
 #[allow(dead_code)]
-#[path = "../examples/axum_server.rs"]
+#[path = "../../examples/axum_server.rs"]
 mod axum_server;
 
 use std::net::{Ipv6Addr, SocketAddr};

@@ -4,7 +4,7 @@
 //! failing validation alone once its failed-validation budget is spent.
 //! Time is a `TestClock`, so the windows slide without waiting.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

@@ -2,7 +2,7 @@
 //! names, wildcards, the self-signed fallback, removal, certificates loaded
 //! on first use, and handshakes while certificates are swapped.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! The `metrics` feature end to end: a real issuance from Pebble, a
 //! handshake served by the fallback, then the Prometheus endpoint (as
-//! `examples/metrics_prometheus.rs` starts it) scraped over HTTP.
+//! `examples/metrics_prometheus.rs` starts it, recording this test's
+//! thread only) scraped over HTTP.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -48,10 +49,16 @@ async fn a_real_issuance_shows_on_the_prometheus_endpoint() {
             .unwrap()
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        PrometheusBuilder::new()
+        // The exporter the example installs, but its recorder is this
+        // thread's rather than the process's: other tests of this binary
+        // run renewers beside this one, on threads of their own. Every task
+        // of this test runs here (`#[tokio::test]`'s current-thread runtime).
+        let (recorder, exporter) = PrometheusBuilder::new()
             .with_http_listener(addr)
-            .install()
+            .build()
             .expect("the Prometheus exporter starts");
+        tokio::spawn(exporter);
+        let _recorder = metrics::set_default_local_recorder(&recorder);
 
         let pebble = Pebble::start(PebbleOptions {
             validity_seconds: Some(NINETY_DAYS),

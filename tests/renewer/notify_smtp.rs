@@ -3,7 +3,7 @@
 //! renewal, each emailed once to the security address through a real SMTP
 //! server (aiosmtpd), whose delivered messages are read back.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

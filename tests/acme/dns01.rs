@@ -3,9 +3,7 @@
 //! name through that same bind9, so it validates the TXT records the solver
 //! published.
 
-#![cfg(feature = "dns01")]
-
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The ACME issuer against a real Pebble CA that really validates HTTP-01
 //! through `Http01Solver::serve`.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;

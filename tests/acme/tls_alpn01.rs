@@ -3,7 +3,7 @@
 //! through certkeeper's TLS listener, then that listener serving the
 //! certificate issued.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! floods of handshakes are held to one order per name and the per-minute
 //! cap.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

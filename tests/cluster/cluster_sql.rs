@@ -29,7 +29,7 @@
 
 #![cfg(feature = "postgres")]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -241,8 +241,18 @@ impl NodeProcess {
     fn start(spec: NodeSpec, dir: &Path) -> Self {
         let log = dir.join(format!("{}.log", spec.id));
         let out = File::create(&log).unwrap();
+        // The harness names a test by its module path without the crate.
+        let node_test = match module_path!().split_once("::") {
+            Some((_, module)) => format!("{module}::node_process"),
+            None => "node_process".to_owned(),
+        };
         let child = Command::new(std::env::current_exe().unwrap())
-            .args(["node_process", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                node_test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(NODE_ENV, serde_json::to_string(&spec).unwrap())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -1,0 +1,17 @@
+//! Issuing through ACME: the issuer against real Pebble CAs (2.4 and 2.10),
+//! a fallback CA, the CA budgets, and the HTTP-01, TLS-ALPN-01 and DNS-01
+//! (bind9) challenges, each validated for real.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod acme_issuer;
+mod acme_modern;
+mod ca_budgets;
+#[cfg(feature = "dns01")]
+mod dns01;
+#[cfg(feature = "dns01")]
+mod dns01_logs;
+mod fallback_ca;
+mod http01;
+mod tls_alpn01;

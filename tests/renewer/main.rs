@@ -1,0 +1,16 @@
+//! The renewer: the maintenance cycle's rules on a settable clock, the same
+//! cycle against a real Pebble, on-demand issuance through real handshakes, its
+//! events, and what reads them (SMTP notices through a real server, Prometheus
+//! metrics).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod events;
+#[cfg(all(feature = "metrics", feature = "fs"))]
+mod metrics_prometheus;
+#[cfg(all(feature = "smtp", feature = "fs"))]
+mod notify_smtp;
+mod on_demand;
+mod renewer_pebble;
+mod renewer_rules;
