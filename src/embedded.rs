@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
 use crate::cipher::Keyring;
-use crate::issuer::AcmeIssuer;
+use crate::config::Setting;
+use crate::issuer::{AcmeIssuer, IssuerRouter, SelfSignedIssuer};
 use crate::renewer::OnDemand;
 use crate::store::{CertStore, FileStore};
 use crate::{CertResolver, Config, Error, Renewer, Result};
@@ -73,7 +74,7 @@ impl Embedded {
             #[cfg(not(any(feature = "postgres", feature = "mysql")))]
             Some(_) => {
                 return Err(Error::config(
-                    "_APP_CERTIFICATES_DATABASE_URL",
+                    Setting::CertificatesDatabaseUrl.name(),
                     "this build has no SQL store",
                 ))
             }
@@ -85,14 +86,15 @@ impl Embedded {
         let acme_enabled = config.production && config.security_email.is_some();
         if config.production && config.security_email.is_none() {
             tracing::warn!(
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS is unset: no ACME issuer, so public names \
-                 cannot get certificates (local names still get self-signed ones)"
+                "{} is unset: no ACME issuer, so public names cannot get certificates (local \
+                 names still get self-signed ones)",
+                Setting::SecurityEmail
             );
         }
         let challenge_server = match (acme_enabled, config.challenge_address) {
             (true, Some(address)) => Some(solver.serve(address).await.map_err(|e| {
                 Error::config(
-                    "_APP_ACME_CHALLENGE_ADDRESS",
+                    Setting::AcmeChallengeAddress.name(),
                     format!("cannot listen on {address} for HTTP-01 challenges ({e}); set another address, or off when the server answers them itself"),
                 )
             })?),
@@ -105,6 +107,9 @@ impl Embedded {
             .concurrency(config.concurrency)
             .resolver(resolver.clone())
             .on_demand(OnDemand::new());
+        let mut router = IssuerRouter::new(Arc::new(SelfSignedIssuer::new()))
+            .production(config.production)
+            .naming(config.naming());
         if let (true, Some(email)) = (acme_enabled, &config.security_email) {
             let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
                 .contact_email(email)
@@ -128,9 +133,12 @@ impl Embedded {
             if let Some(eab) = &config.acme_eab {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }
-            let acme = Arc::new(acme.build()?);
-            builder = builder.acme(acme.clone()).revoker(acme);
+            let acme = Arc::new(acme.naming(config.naming()).build()?);
+            router = router.public(acme.clone());
+            builder = builder.revoker(acme);
         }
+        // The default router, naming the variable a public name lacks.
+        builder = builder.issuer(Arc::new(router));
         // Failures and expiring certificates emailed, as the reference does.
         #[cfg(feature = "smtp")]
         if let Some(notifier) = config.smtp_notifier()? {
@@ -139,7 +147,8 @@ impl Embedded {
         #[cfg(not(feature = "smtp"))]
         if config.smtp.is_some() {
             tracing::warn!(
-                "_APP_SMTP_HOST is set, but this build has no `smtp` feature: no notice is emailed"
+                "{} is set, but this build has no `smtp` feature: no notice is emailed",
+                Setting::SmtpHost
             );
         }
         let renewer = builder.build();

@@ -191,10 +191,14 @@ pub enum Error {
     Decrypt,
 
     /// An envelope was sealed under a key version whose key is not configured.
-    #[error("no key configured for key version {version} (set _APP_OPENSSL_KEY_V{version}, or give the key source that version)")]
+    #[error("no key configured for key version {version} ({})", missing_key_fix(.variable))]
     MissingKey {
         /// The key version named by the envelope.
         version: u32,
+        /// The environment variable that sets that version, when the
+        /// keyring was read from the environment (`_APP_OPENSSL_KEY_V3`);
+        /// `None` for a keyring built in code.
+        variable: Option<String>,
     },
 
     /// A [`KeySource`](crate::cipher::KeySource) failed (its KMS or HSM
@@ -320,6 +324,15 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// What to do about a missing key version: set its variable, or give the
+/// keyring (or its key source) that version.
+fn missing_key_fix(variable: &Option<String>) -> String {
+    match variable {
+        Some(variable) => format!("set {variable}"),
+        None => "give the keyring or its key source that version".to_owned(),
+    }
 }
 
 impl Error {

@@ -158,7 +158,7 @@ pub use async_trait::async_trait;
 pub use time;
 
 pub use clock::{Clock, SystemClock, TestClock};
-pub use config::Config;
+pub use config::{Config, Setting};
 pub use domain::Domain;
 #[cfg(feature = "fs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]

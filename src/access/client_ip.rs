@@ -7,10 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::whitelist::{entries, parse_net};
+use crate::config::Setting;
 use crate::{Error, Result};
 
 /// The variable listing the proxies whose X-Forwarded-For is believed.
-pub const TRUSTED_PROXIES_VAR: &str = "_APP_CONSOLE_TRUSTED_PROXIES";
+pub const TRUSTED_PROXIES_VAR: &str = Setting::ConsoleTrustedProxies.name();
 
 /// The reverse proxies and load balancers in front of the server, as
 /// addresses and CIDR ranges (`10.0.0.0/8, 2001:db8::1`).
@@ -91,7 +92,8 @@ impl fmt::Debug for TrustedProxies {
 ///
 /// ```
 /// use certkeeper::access::{client_ip, TrustedProxies};
-/// let proxies = TrustedProxies::parse("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.0/8")?;
+/// use certkeeper::config::Setting;
+/// let proxies = TrustedProxies::parse(Setting::ConsoleTrustedProxies.name(), "10.0.0.0/8")?;
 /// let from_proxy = "10.0.0.2".parse().unwrap();
 /// let forged = ["6.6.6.6, 203.0.113.7, 10.0.0.9"];
 /// assert_eq!(client_ip(from_proxy, &forged, &proxies).to_string(), "203.0.113.7");

@@ -9,16 +9,17 @@ use async_trait::async_trait;
 use super::client_ip::TrustedProxies;
 use super::whitelist::{shorten, EmailWhitelist, IpWhitelist};
 use super::{AccessPolicy, AccessRequest, Action, Decision, DenyReason};
+use crate::config::Setting;
 use crate::email::normalize_email;
 use crate::store::CertStore;
 use crate::{Error, Result};
 
 /// The IP/CIDR whitelist variable.
-pub const WHITELIST_IPS_VAR: &str = "_APP_CONSOLE_WHITELIST_IPS";
+pub const WHITELIST_IPS_VAR: &str = Setting::ConsoleWhitelistIps.name();
 /// The email whitelist variable.
-pub const WHITELIST_EMAILS_VAR: &str = "_APP_CONSOLE_WHITELIST_EMAILS";
+pub const WHITELIST_EMAILS_VAR: &str = Setting::ConsoleWhitelistEmails.name();
 /// The root-only signup variable.
-pub const WHITELIST_ROOT_VAR: &str = "_APP_CONSOLE_WHITELIST_ROOT";
+pub const WHITELIST_ROOT_VAR: &str = Setting::ConsoleWhitelistRoot.name();
 /// The store setting under which [`StoreRootSeat`] keeps the root's email.
 pub const ROOT_SEAT_META_KEY: &str = "console-root";
 
@@ -483,8 +484,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_trusted_proxy_is_never_a_whitelisted_client() {
-        let proxies =
-            TrustedProxies::parse("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.2, 10.9.0.0/16").unwrap();
+        let proxies = TrustedProxies::parse(
+            Setting::ConsoleTrustedProxies.name(),
+            "10.0.0.2, 10.9.0.0/16",
+        )
+        .unwrap();
         let plain = ConsoleAccessPolicy::from_values("10.0.0.0/8", "", "disabled").unwrap();
         let guarded = plain.clone().with_trusted_proxies(proxies.clone());
         assert_eq!(guarded.trusted_proxies(), &proxies);

@@ -23,7 +23,8 @@ use crate::{Error, Result};
 ///
 /// ```
 /// use certkeeper::access::IpWhitelist;
-/// let list = IpWhitelist::parse("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8, 2001:db8::1")?;
+/// use certkeeper::config::Setting;
+/// let list = IpWhitelist::parse(Setting::ConsoleWhitelistIps.name(), "10.0.0.0/8, 2001:db8::1")?;
 /// assert!(list.contains("10.20.30.40".parse().unwrap()));
 /// assert!(list.contains("::ffff:10.0.0.1".parse().unwrap()));
 /// assert!(!list.contains("11.0.0.1".parse().unwrap()));
@@ -125,7 +126,8 @@ pub(crate) fn parse_net(entry: &str) -> std::result::Result<IpNet, String> {
 ///
 /// ```
 /// use certkeeper::access::EmailWhitelist;
-/// let list = EmailWhitelist::parse("_APP_CONSOLE_WHITELIST_EMAILS", "*@example.com, Boss@Corp.io")?;
+/// use certkeeper::config::Setting;
+/// let list = EmailWhitelist::parse(Setting::ConsoleWhitelistEmails.name(), "*@example.com, Boss@Corp.io")?;
 /// assert!(list.contains(" Alice@EXAMPLE.com "));
 /// assert!(list.contains("boss@corp.io"));
 /// assert!(!list.contains("alice@sub.example.com"));
@@ -197,10 +199,11 @@ impl fmt::Debug for EmailWhitelist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Setting;
     use proptest::prelude::*;
 
-    const IPS: &str = "_APP_CONSOLE_WHITELIST_IPS";
-    const EMAILS: &str = "_APP_CONSOLE_WHITELIST_EMAILS";
+    const IPS: &str = Setting::ConsoleWhitelistIps.name();
+    const EMAILS: &str = Setting::ConsoleWhitelistEmails.name();
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

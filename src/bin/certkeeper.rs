@@ -297,7 +297,7 @@ async fn open_store(config: &Config, write: bool) -> Result<Arc<dyn CertStore>, 
         Some(url) => url.connect().await,
         #[cfg(not(any(feature = "postgres", feature = "mysql")))]
         Some(_) => Err(Error::config(
-            "_APP_CERTIFICATES_DATABASE_URL",
+            certkeeper::Setting::CertificatesDatabaseUrl.name(),
             "this build has no SQL store",
         )),
         None if write => Ok(Arc::new(FileStore::open(&config.store_path).await?)),
@@ -664,7 +664,10 @@ async fn check(config: &Config) -> Outcome {
             None => text += "HTTP-01 challenges: answered by the server itself (listener off)\n",
         }
     } else if config.production {
-        text += "CA: none: _APP_SYSTEM_SECURITY_EMAIL_ADDRESS is unset, so public names cannot get certificates (local names get self-signed ones)\n";
+        text += &format!(
+            "CA: none: {} is unset, so public names cannot get certificates (local names get self-signed ones)\n",
+            certkeeper::Setting::SecurityEmail
+        );
     } else {
         text += "CA: none in development: every certificate is self-signed\n";
     }

@@ -19,8 +19,8 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use zeroize::Zeroizing;
 
-use super::dns01_settings as settings;
 use super::{Challenge, ChallengeKind, ChallengeSolver};
+use crate::config::Setting;
 use crate::error::DnsProblem;
 use crate::{Domain, Error, Result};
 
@@ -502,32 +502,35 @@ impl Dns01SolverBuilder {
     pub fn build(self) -> Result<Dns01Solver> {
         let zone_text = self.zone.trim().trim_end_matches('.');
         if zone_text.is_empty() {
-            return Err(Error::config(settings::ZONE, "required"));
+            return Err(Error::config(Setting::Dns01Zone.name(), "required"));
         }
         let mut zone = Name::from_ascii(zone_text)
-            .map_err(|_| Error::config(settings::ZONE, "not a DNS name"))?;
+            .map_err(|_| Error::config(Setting::Dns01Zone.name(), "not a DNS name"))?;
         zone.set_fqdn(true);
-        let (key_name, secret, algorithm) = self
-            .key
-            .ok_or_else(|| Error::config(settings::KEY_NAME, "a TSIG key is required"))?;
+        let (key_name, secret, algorithm) = self.key.ok_or_else(|| {
+            Error::config(Setting::Dns01TsigKeyName.name(), "a TSIG key is required")
+        })?;
         let signer_name = Name::from_ascii(key_name.trim())
             .ok()
             .filter(|name| !name.is_root())
-            .ok_or_else(|| Error::config(settings::KEY_NAME, "not a DNS name"))?;
+            .ok_or_else(|| Error::config(Setting::Dns01TsigKeyName.name(), "not a DNS name"))?;
         let key = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(secret.trim().as_bytes())
-                .map_err(|_| Error::config(settings::SECRET, "not base64"))?,
+                .map_err(|_| Error::config(Setting::Dns01TsigSecret.name(), "not base64"))?,
         );
         if key.len() < 16 {
             return Err(Error::config(
-                settings::SECRET,
+                Setting::Dns01TsigSecret.name(),
                 "shorter than 16 bytes; make one with `tsig-keygen`",
             ));
         }
         for (name, limit) in [
             ("Dns01SolverBuilder::request_timeout", self.request_timeout),
-            (settings::PROPAGATION_TIMEOUT, self.propagation_timeout),
+            (
+                Setting::Dns01PropagationTimeout.name(),
+                self.propagation_timeout,
+            ),
         ] {
             if limit.is_zero() {
                 return Err(Error::config(name, "must be longer than zero"));
@@ -535,7 +538,7 @@ impl Dns01SolverBuilder {
         }
         // The fudge is RFC 8945's recommended 300 s of clock difference.
         let signer = TSigner::new(key.to_vec(), algorithm.hickory(), signer_name, 300)
-            .map_err(|e| Error::config(settings::ALGORITHM, e.to_string()))?;
+            .map_err(|e| Error::config(Setting::Dns01TsigAlgorithm.name(), e.to_string()))?;
         Ok(Dns01Solver {
             inner: Arc::new(Inner {
                 server: self.server,
@@ -584,20 +587,20 @@ mod tests {
     #[test]
     fn bad_settings_name_the_setting_and_never_show_the_secret() {
         let cases = [
-            (builder(), settings::KEY_NAME),
+            (builder(), Setting::Dns01TsigKeyName.name()),
             (
                 builder().tsig_key("k", "not base64 at all!", TsigAlgorithm::HmacSha256),
-                settings::SECRET,
+                Setting::Dns01TsigSecret.name(),
             ),
             (
                 builder().tsig_key("k", "c2hvcnQ=", TsigAlgorithm::HmacSha256),
-                settings::SECRET,
+                Setting::Dns01TsigSecret.name(),
             ),
             (
                 builder()
                     .tsig_key("k", SECRET, TsigAlgorithm::HmacSha256)
                     .propagation_timeout(Duration::ZERO),
-                settings::PROPAGATION_TIMEOUT,
+                Setting::Dns01PropagationTimeout.name(),
             ),
             (
                 Dns01Solver::builder("127.0.0.1:53".parse().unwrap(), "").tsig_key(
@@ -605,7 +608,7 @@ mod tests {
                     SECRET,
                     TsigAlgorithm::HmacSha256,
                 ),
-                settings::ZONE,
+                Setting::Dns01Zone.name(),
             ),
         ];
         for (builder, setting) in cases {
@@ -645,8 +648,8 @@ mod tests {
             );
         }
         assert!(matches!(
-            TsigAlgorithm::parse("_APP_DNS01_TSIG_ALGORITHM", "hmac-md5"),
-            Err(Error::Config { name, .. }) if name == "_APP_DNS01_TSIG_ALGORITHM"
+            TsigAlgorithm::parse(Setting::Dns01TsigAlgorithm.name(), "hmac-md5"),
+            Err(Error::Config { name, .. }) if name == Setting::Dns01TsigAlgorithm.name()
         ));
     }
 

@@ -16,23 +16,6 @@ pub use http01::{
 };
 pub use tls_alpn01::TlsAlpn01Solver;
 
-/// The `_APP_DNS01_*` setting names, shared with [`Config`](crate::Config),
-/// which refuses them in a build without the `dns01` feature.
-pub(crate) mod dns01_settings {
-    /// The authoritative server's address.
-    pub(crate) const SERVER: &str = "_APP_DNS01_SERVER";
-    /// The zone the updates go to.
-    pub(crate) const ZONE: &str = "_APP_DNS01_ZONE";
-    /// The TSIG key's name.
-    pub(crate) const KEY_NAME: &str = "_APP_DNS01_TSIG_KEY_NAME";
-    /// The TSIG secret, base64.
-    pub(crate) const SECRET: &str = "_APP_DNS01_TSIG_SECRET";
-    /// The TSIG algorithm.
-    pub(crate) const ALGORITHM: &str = "_APP_DNS01_TSIG_ALGORITHM";
-    /// Seconds to wait for the record to be visible.
-    pub(crate) const PROPAGATION_TIMEOUT: &str = "_APP_DNS01_PROPAGATION_TIMEOUT";
-}
-
 use std::fmt::{self, Debug};
 
 use async_trait::async_trait;

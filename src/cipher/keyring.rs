@@ -15,6 +15,7 @@ use super::{
     DataKey, KeySet, KeySource, Plaintext, Sealed, SecretCipher, ENVELOPE_HEADER_LEN,
     MAX_ENVELOPE_LEN,
 };
+use crate::config::{Naming, Setting};
 use crate::{Error, Result};
 
 /// HKDF-SHA256 salt of the key derivation (see [`Keyring::derive_key`]).
@@ -97,6 +98,8 @@ pub const MAX_PLAINTEXT_LEN: usize = MAX_ENVELOPE_LEN - ENVELOPE_HEADER_LEN - NO
 pub struct Keyring {
     keys: BTreeMap<u32, VersionKey>,
     sealing_version: u32,
+    /// Whether [`Error::MissingKey`] names the version's variable.
+    naming: Naming,
 }
 
 /// The cipher of one version, and a check value of its key.
@@ -167,7 +170,23 @@ impl Keyring {
         Ok(Self {
             keys,
             sealing_version,
+            naming: Naming::default(),
         })
+    }
+
+    /// [`Error::MissingKey`] names the variable of the missing version: for
+    /// a keyring read from the environment.
+    pub(crate) fn with_naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
+    /// The error for an envelope under `version`, which this keyring lacks.
+    fn missing_key(&self, version: u32) -> Error {
+        Error::MissingKey {
+            version,
+            variable: (self.naming == Naming::Environment).then(|| Setting::openssl_key(version)),
+        }
     }
 
     /// Builds a keyring from the keys `source` gives now (see
@@ -228,7 +247,7 @@ impl VersionKey {
 }
 
 /// The prefix of the versioned encryption key variables.
-pub const OPENSSL_KEY_PREFIX: &str = "_APP_OPENSSL_KEY_V";
+pub const OPENSSL_KEY_PREFIX: &str = Setting::OpensslKey.name();
 
 /// The key version a variable name stands for: `None` when `name` is not an
 /// encryption key variable, an [`Error::Config`] naming it when it is one
@@ -347,7 +366,7 @@ impl SecretCipher for Keyring {
         }
         let version = self.sealing_version;
         let Some(key) = self.keys.get(&version) else {
-            return Err(Error::MissingKey { version });
+            return Err(self.missing_key(version));
         };
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         // One buffer, encrypted in place: header || nonce || ciphertext || tag,
@@ -380,7 +399,7 @@ impl SecretCipher for Keyring {
         let key = self
             .keys
             .get(&version)
-            .ok_or(Error::MissingKey { version })?;
+            .ok_or_else(|| self.missing_key(version))?;
         if payload.len() < NONCE_LEN + TAG_LEN {
             return Err(Error::Envelope("shorter than a nonce and a tag"));
         }
@@ -461,7 +480,21 @@ mod tests {
         let sealed_v2 = both.seal(b"secret", b"aad").unwrap();
         assert_eq!(sealed_v2.key_version().unwrap(), 2);
         match old.open(&sealed_v2, b"aad") {
-            Err(Error::MissingKey { version: 2 }) => {}
+            Err(err @ Error::MissingKey { version: 2, .. }) => {
+                // Built in code: the version, not a variable.
+                assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+                assert!(err.to_string().contains("key version 2"), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match old
+            .clone()
+            .with_naming(Naming::Environment)
+            .open(&sealed_v2, b"aad")
+        {
+            Err(err @ Error::MissingKey { version: 2, .. }) => {
+                assert!(err.to_string().contains(&Setting::openssl_key(2)), "{err}");
+            }
             other => panic!("{other:?}"),
         }
         let only_v2 = Keyring::from_keys(true, [(2, V2)]).unwrap();
@@ -537,7 +570,7 @@ mod tests {
         ] {
             match Keyring::from_keys(true, [(3, key)]) {
                 Err(Error::WeakKey { name, reason }) => {
-                    assert_eq!(name, "_APP_OPENSSL_KEY_V3");
+                    assert_eq!(name, Setting::openssl_key(3));
                     assert!(reason.contains(reason_part), "{key:?}: {reason}");
                 }
                 other => panic!("{key:?}: {other:?}"),
@@ -579,15 +612,15 @@ mod tests {
         let none: [(u32, &str); 0] = [];
         assert!(matches!(
             Keyring::from_keys(false, none),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V1"
+            Err(Error::Config { name, .. }) if name == Setting::openssl_key(1)
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(0, V1)]),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V0"
+            Err(Error::Config { name, .. }) if name == format!("{}0", Setting::OpensslKey)
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(2, V1), (2, V2)]),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V2"
+            Err(Error::Config { name, .. }) if name == Setting::openssl_key(2)
         ));
     }
 
@@ -598,14 +631,14 @@ mod tests {
         for bad in ["", "0", "01", "007", "x", "+1", "-1", " 1", "99999999999"] {
             assert_eq!(parse_version(bad), None, "{bad:?}");
         }
-        assert!(key_variable_version("_APP_DOMAIN").is_none());
+        assert!(key_variable_version(Setting::Domain.name()).is_none());
         assert_eq!(
-            key_variable_version("_APP_OPENSSL_KEY_V2")
+            key_variable_version(&Setting::openssl_key(2))
                 .unwrap()
                 .unwrap(),
             2
         );
-        assert!(key_variable_version("_APP_OPENSSL_KEY_V01")
+        assert!(key_variable_version(&format!("{}01", Setting::OpensslKey))
             .unwrap()
             .is_err());
     }

@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(before.versions(), [1]);
         assert!(matches!(
             before.open(&sealed_v2, b"aad"),
-            Err(Error::MissingKey { version: 2 })
+            Err(Error::MissingKey { version: 2, .. })
         ));
     }
 
@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(keyring.current().versions(), [3]);
         assert!(matches!(
             keyring.open(&sealed_v2, b"aad"),
-            Err(Error::MissingKey { version: 2 })
+            Err(Error::MissingKey { version: 2, .. })
         ));
     }
 

@@ -10,7 +10,6 @@ mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
 pub use acme::{AcmeIssuer, AcmeIssuerBuilder, ExternalAccountBinding, KeyType};
-pub(crate) use acme::{EAB_HMAC_KEY_SETTING, EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING};
 pub(crate) use budget::BudgetCounter;
 pub use budget::CaBudgets;
 pub use fallback::FallbackIssuer;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{IssueRequest, Issued, Issuer, IssuerKind, RenewalWindow, SelfSignedIssuer};
+use crate::config::{Naming, Setting};
 use crate::{Domain, Error, Result};
 
-/// The setting named when a public name needs a public CA and none is set:
-/// the contact address the ACME issuer is built with.
-const PUBLIC_ISSUER_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
+/// The builder method named when a public name needs a public CA and none
+/// is set; from the environment, the contact address the ACME issuer needs.
+const PUBLIC_ISSUER_METHOD: &str = "RenewerBuilder::acme";
 
 /// Chooses the issuer of each name, and is an [`Issuer`] itself, so the
 /// renewer holds one issuer whatever the rule.
@@ -46,6 +47,7 @@ pub struct IssuerRouter {
     local: Arc<dyn Issuer>,
     public: Option<Arc<dyn Issuer>>,
     production: bool,
+    naming: Naming,
 }
 
 impl Default for IssuerRouter {
@@ -62,7 +64,16 @@ impl IssuerRouter {
             local,
             public: None,
             production: true,
+            naming: Naming::default(),
         }
+    }
+
+    /// Errors name the environment variable the public issuer needs, not the
+    /// builder method: for a router built from
+    /// [`Config::from_env`](crate::Config::from_env).
+    pub(crate) fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 
     /// The issuer of public names in production.
@@ -85,12 +96,19 @@ impl IssuerRouter {
             &self.local
         } else {
             self.public.as_ref().ok_or_else(|| {
-                Error::config(
-                    PUBLIC_ISSUER_SETTING,
-                    format!(
-                        "no ACME issuer configured (it needs a contact address), \
-                         and the public name {domain} needs one in production"
+                let reason = match self.naming {
+                    Naming::Builder => format!(
+                        "no ACME issuer configured, and the public name {domain} needs one in \
+                         production"
                     ),
+                    Naming::Environment => format!(
+                        "no ACME issuer configured (it needs a contact address), and the public \
+                         name {domain} needs one in production"
+                    ),
+                };
+                Error::config(
+                    self.naming.of(Setting::SecurityEmail, PUBLIC_ISSUER_METHOD),
+                    reason,
                 )
             })?
         };
@@ -130,6 +148,20 @@ impl Issuer for IssuerRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_public_issuer_is_named_as_it_was_configured() {
+        let public = Domain::new("www.example.com").unwrap();
+        let name_of = |router: IssuerRouter| match router.route(&public) {
+            Err(Error::Config { name, .. }) => name,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(name_of(IssuerRouter::default()), "RenewerBuilder::acme");
+        assert_eq!(
+            name_of(IssuerRouter::default().naming(Naming::Environment)),
+            Setting::SecurityEmail.name()
+        );
+    }
 
     /// An issuer that only says who it is.
     #[derive(Debug)]

@@ -17,6 +17,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
+use crate::config::Setting;
 use crate::error::rfc3339;
 use crate::events::Event;
 use crate::{Error, Result};
@@ -89,11 +90,12 @@ impl SmtpSettings {
     /// Settings for `host` on port 25 without TLS or sign-in, from
     /// `from_address` to `to`; both addresses are checked.
     pub fn new(host: impl Into<String>, from_address: &str, to: &str) -> Result<Self> {
-        let from_address = crate::email::parse_email("_APP_SYSTEM_EMAIL_ADDRESS", from_address)?;
-        let to = crate::email::parse_email("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", to)?;
+        let from_address =
+            crate::email::parse_email(Setting::SystemEmailAddress.name(), from_address)?;
+        let to = crate::email::parse_email(Setting::SecurityEmail.name(), to)?;
         let host = host.into();
         if host.trim().is_empty() {
-            return Err(Error::config("_APP_SMTP_HOST", "empty"));
+            return Err(Error::config(Setting::SmtpHost.name(), "empty"));
         }
         Ok(Self {
             host,
@@ -242,9 +244,12 @@ mod tests {
             SmtpSecurity::StartTls
         );
         assert_eq!(SmtpSecurity::parse("s", "ssl").unwrap(), SmtpSecurity::Tls);
-        let err = SmtpSecurity::parse("_APP_SMTP_SECURE", "starttls").unwrap_err();
+        let err = SmtpSecurity::parse(Setting::SmtpSecure.name(), "starttls").unwrap_err();
         assert_eq!(err.code(), "config");
-        assert!(err.to_string().contains("_APP_SMTP_SECURE"), "{err}");
+        assert!(
+            err.to_string().contains(Setting::SmtpSecure.name()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -292,11 +297,17 @@ mod tests {
         report.stopped = Some(SkipReason::Misconfigured);
         report.deferred.push(CycleFailure {
             domain: Domain::new("app.example.com").unwrap(),
-            error: Arc::new(crate::Error::config("_APP_ACME_PROFILE", "not offered")),
+            error: Arc::new(crate::Error::config(
+                Setting::AcmeProfile.name(),
+                "not offered",
+            )),
         });
         let notice = Notice::for_event(&finished(&report), false).unwrap();
         assert!(notice.subject.contains("settings are wrong"), "{notice:?}");
         assert!(notice.body.contains("no attempt counted: 1"), "{notice:?}");
-        assert!(notice.body.contains("_APP_ACME_PROFILE"), "{notice:?}");
+        assert!(
+            notice.body.contains(Setting::AcmeProfile.name()),
+            "{notice:?}"
+        );
     }
 }

@@ -11,6 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tracing::{info, warn};
 
 use super::{Notice, SmtpSecurity, SmtpSettings};
+use crate::config::Setting;
 use crate::events::{Event, Subscriber};
 use crate::{Error, Result};
 
@@ -65,11 +66,11 @@ impl SmtpNotifier {
             settings.from_address
         )
         .parse()
-        .map_err(|e| Error::config("_APP_SYSTEM_EMAIL_ADDRESS", format!("{e}")))?;
+        .map_err(|e| Error::config(Setting::SystemEmailAddress.name(), format!("{e}")))?;
         let to: Mailbox = settings
             .to
             .parse()
-            .map_err(|e| Error::config("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", format!("{e}")))?;
+            .map_err(|e| Error::config(Setting::SecurityEmail.name(), format!("{e}")))?;
         let tls = match settings.security {
             SmtpSecurity::None => Tls::None,
             SmtpSecurity::StartTls | SmtpSecurity::Tls => {
@@ -77,15 +78,18 @@ impl SmtpNotifier {
                 if let Some(path) = &settings.ca_root {
                     let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
                     let root = Certificate::from_pem(&pem).map_err(|e| {
-                        Error::config("_APP_SMTP_CA_ROOT", format!("not a PEM certificate: {e}"))
+                        Error::config(
+                            Setting::SmtpCaRoot.name(),
+                            format!("not a PEM certificate: {e}"),
+                        )
                     })?;
                     parameters = parameters
                         .certificate_store(CertificateStore::None)
                         .add_root_certificate(root);
                 }
-                let parameters = parameters
-                    .build()
-                    .map_err(|e| Error::config("_APP_SMTP_SECURE", format!("TLS setup: {e}")))?;
+                let parameters = parameters.build().map_err(|e| {
+                    Error::config(Setting::SmtpSecure.name(), format!("TLS setup: {e}"))
+                })?;
                 if settings.security == SmtpSecurity::Tls {
                     Tls::Wrapper(parameters)
                 } else {

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
+use crate::config::Setting;
 use crate::error::{rfc3339, CertProblem};
 use crate::events::{problem_type, Event};
 use crate::issuer::{IssueRequest, Issued, IssuedChain, Issuer, RenewalWindow, Revoker};
@@ -56,7 +57,7 @@ impl Renewer {
             Some(d) => d.clone(),
             None => main.clone().ok_or_else(|| {
                 Error::config(
-                    "_APP_DOMAIN",
+                    Setting::Domain.name(),
                     "no main domain is set or learned yet; name a domain",
                 )
             })?,

@@ -694,14 +694,14 @@ fn the_builder_refuses_bad_settings() {
     ] {
         assert_eq!(
             setting_of(complete().contact_email(email).build()),
-            "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
+            "AcmeIssuerBuilder::contact_email",
             "{email:?}"
         );
     }
     let no_email = parts(DIRECTORY)
         .solver(Arc::new(Http01Solver::new()))
         .build();
-    assert_eq!(setting_of(no_email), "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS");
+    assert_eq!(setting_of(no_email), "AcmeIssuerBuilder::contact_email");
 
     for url in [
         "http://ca.certkeeper-test.com/dir",
@@ -711,13 +711,13 @@ fn the_builder_refuses_bad_settings() {
     ] {
         assert_eq!(
             setting_of(complete_for(url).build()),
-            "_APP_ACME_DIRECTORY_URL",
+            "AcmeIssuer::builder",
             "{url:?}"
         );
     }
     assert_eq!(
         setting_of(complete().ca_root_pem_file("/nonexistent/root.pem").build()),
-        "_APP_ACME_CA_ROOT"
+        "AcmeIssuerBuilder::ca_root_pem_file"
     );
     assert!(
         setting_of(complete().request_timeout(Duration::ZERO).build()).contains("request_timeout")

@@ -394,7 +394,7 @@ async fn a_profile_the_ca_does_not_offer_is_a_config_error_naming_the_setting() 
                 name,
                 reason: message,
             } => {
-                assert_eq!(name, "_APP_ACME_PROFILE");
+                assert_eq!(name, "AcmeIssuerBuilder::profile");
                 assert!(message.contains("\"tlsserver\""), "{message}");
                 assert!(message.contains("classic, shortlived"), "{message}");
             }
@@ -515,7 +515,7 @@ async fn issues_through_the_callers_http_client() {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_CA_ROOT"),
+            matches!(&err, Error::Config { name, .. } if name == "AcmeIssuerBuilder::ca_root_pem_file"),
             "{err:?}"
         );
     })
@@ -547,8 +547,8 @@ async fn external_account_binding_registers_where_the_ca_requires_it() {
                 name,
                 reason: message,
             } => {
-                assert_eq!(name, "_APP_ACME_EAB_KID");
-                assert!(message.contains("_APP_ACME_EAB_HMAC_KEY"), "{message}");
+                assert_eq!(name, "AcmeIssuerBuilder::external_account_binding");
+                assert!(message.contains("HMAC key"), "{message}");
             }
             other => panic!("expected a config error, got {other:?}"),
         }

@@ -438,7 +438,7 @@ async fn rotate_keys_reseals_every_secret_from_v1_to_v2() {
             assert!(String::from_utf8_lossy(&key).contains("PRIVATE KEY"));
             assert!(matches!(
                 old.open_cert_key(&name, &cert),
-                Err(Error::MissingKey { version: 2 })
+                Err(Error::MissingKey { version: 2, .. })
             ));
         }
     })

@@ -759,7 +759,7 @@ async fn a_public_name_in_production_without_an_acme_issuer_fails_naming_the_set
     assert!(
         matches!(
             &*report.deferred[0].error,
-            Error::Config { name, .. } if name == "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"
+            Error::Config { name, .. } if name == "RenewerBuilder::acme"
         ),
         "{report:?}"
     );

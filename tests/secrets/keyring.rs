@@ -161,7 +161,7 @@ async fn rotation_moves_every_secret_to_v2_and_v1_can_then_be_removed() {
             .sealed_key,
         &cert_key_aad(&Domain::new("localhost").unwrap()),
     ) {
-        Err(Error::MissingKey { version: 2 }) => {}
+        Err(Error::MissingKey { version: 2, .. }) => {}
         other => panic!("{other:?}"),
     }
 
@@ -188,7 +188,7 @@ async fn the_check_with_only_the_new_key_names_what_still_needs_the_old_one() {
     assert_eq!(check.failed.len(), DOMAINS.len() + ACCOUNTS.len() - 5);
     for failure in &check.failed {
         assert!(
-            matches!(failure.error, Error::MissingKey { version: 1 }),
+            matches!(failure.error, Error::MissingKey { version: 1, .. }),
             "{}: {}",
             failure.value,
             failure.error
@@ -371,12 +371,9 @@ async fn a_value_under_an_unknown_key_is_reported_with_its_version() {
     );
     assert!(matches!(
         report.failed[0].error,
-        Error::MissingKey { version: 3 }
+        Error::MissingKey { version: 3, .. }
     ));
-    assert!(report.failed[0]
-        .error
-        .to_string()
-        .contains("_APP_OPENSSL_KEY_V3"));
+    assert!(report.failed[0].error.to_string().contains("key version 3"));
 }
 
 #[test]
@@ -478,7 +475,7 @@ proptest! {
         let k = keyring_for_props();
         let sealed = Sealed::with_header(version, &body);
         match k.open(&sealed, b"aad") {
-            Err(Error::MissingKey { version: v }) => prop_assert!(v == version && !(1..=2).contains(&v)),
+            Err(Error::MissingKey { version: v, .. }) => prop_assert!(v == version && !(1..=2).contains(&v)),
             Err(Error::Envelope(_)) | Err(Error::Decrypt) => prop_assert!((1..=2).contains(&version)),
             other => prop_assert!(false, "{:?}", other),
         }

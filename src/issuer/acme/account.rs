@@ -11,9 +11,8 @@ use time::OffsetDateTime;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-use super::{
-    client, problem, AcmeIssuer, BAD_NONCE_ATTEMPTS, EAB_HMAC_KEY_SETTING, EAB_KID_SETTING,
-};
+use super::{client, problem, AcmeIssuer, BAD_NONCE_ATTEMPTS, EAB_METHOD};
+use crate::config::{Naming, Setting};
 use crate::store::AccountRecord;
 use crate::{Domain, Error, Result};
 
@@ -35,25 +34,30 @@ pub(super) struct Eab {
 impl Eab {
     /// Checks the key id and decodes the base64url HMAC key (padding
     /// allowed); errors name the setting, never the key.
-    pub(super) fn new(key_id: &str, hmac_key: &str) -> Result<Self> {
+    pub(super) fn new(
+        key_id: &str,
+        hmac_key: &str,
+        naming: Naming,
+        method: &'static str,
+    ) -> Result<Self> {
         let key_id = key_id.trim();
         if key_id.is_empty() || key_id.len() > 256 || !key_id.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(Error::config(
-                EAB_KID_SETTING,
+                naming.of(Setting::AcmeEabKid, method),
                 "the key id the CA gave is empty, too long or holds spaces or control characters",
             ));
         }
         let trimmed = hmac_key.trim().trim_end_matches('=');
         let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(trimmed).map_err(|_| {
             Error::config(
-                EAB_HMAC_KEY_SETTING,
+                naming.of(Setting::AcmeEabHmacKey, method),
                 "not base64url (the HMAC key as the CA gives it, letters, digits, - and _)",
             )
         })?);
         if decoded.len() < 16 {
             return Err(Error::config(
-                EAB_HMAC_KEY_SETTING,
+                naming.of(Setting::AcmeEabHmacKey, method),
                 format!(
                     "decodes to {} bytes; a CA's HMAC key has at least 16",
                     decoded.len()
@@ -210,11 +214,15 @@ impl AcmeIssuer {
             .acme_problem()
             .is_some_and(|problem| problem.is(crate::error::ProblemKind::ExternalAccountRequired));
         if needs_binding && self.eab.is_none() {
+            let (kid, hmac_key) = match self.naming {
+                Naming::Builder => (EAB_METHOD, "its HMAC key"),
+                Naming::Environment => (Setting::AcmeEabKid.name(), Setting::AcmeEabHmacKey.name()),
+            };
             return Error::config(
-                EAB_KID_SETTING,
+                self.naming.of(Setting::AcmeEabKid, EAB_METHOD),
                 format!(
-                    "the CA at {} requires external account binding: set {EAB_KID_SETTING} and \
-                     {EAB_HMAC_KEY_SETTING} to the key id and HMAC key it gave you ({e})",
+                    "the CA at {} requires external account binding: set {kid} and \
+                     {hmac_key} to the key id and HMAC key it gave you ({e})",
                     self.directory_url
                 ),
             );
@@ -268,7 +276,7 @@ mod tests {
     #[test]
     fn an_eab_key_is_base64url_and_never_printed() {
         let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
-        let eab = Eab::new("kid-1", key).unwrap();
+        let eab = Eab::new("kid-1", key, Naming::Builder, EAB_METHOD).unwrap();
         assert_eq!(eab.hmac_key.len(), 48);
         let shown = format!("{eab:?}");
         assert!(
@@ -276,14 +284,19 @@ mod tests {
             "{shown}"
         );
         for (kid, bad_key, setting) in [
-            ("kid-1", "not base64url!", EAB_HMAC_KEY_SETTING),
-            ("kid-1", "c2hvcnQ", EAB_HMAC_KEY_SETTING),
-            ("", key, EAB_KID_SETTING),
-            ("two words", key, EAB_KID_SETTING),
+            ("kid-1", "not base64url!", Setting::AcmeEabHmacKey),
+            ("kid-1", "c2hvcnQ", Setting::AcmeEabHmacKey),
+            ("", key, Setting::AcmeEabKid),
+            ("two words", key, Setting::AcmeEabKid),
         ] {
-            let err = Eab::new(kid, bad_key).unwrap_err();
+            let err = Eab::new(kid, bad_key, Naming::Builder, EAB_METHOD).unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == setting),
+                matches!(&err, Error::Config { name, .. } if name == EAB_METHOD),
+                "{kid:?}: {err:?}"
+            );
+            let err = Eab::new(kid, bad_key, Naming::Environment, EAB_METHOD).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == setting.name()),
                 "{kid:?}: {err:?}"
             );
             assert!(!err.to_string().contains(&key[..12]));

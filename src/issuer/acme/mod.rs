@@ -26,26 +26,21 @@ use super::{
 use crate::challenge::{ChallengeKind, ChallengeSolver};
 use crate::cipher::SecretCipher;
 use crate::clock::{Clock, SystemClock};
+use crate::config::{Naming, Setting};
 use crate::email::parse_email;
 use crate::store::CertStore;
 use crate::vault::Vault;
 use crate::{Domain, Error, Result};
 use order::Presented;
 
-/// The setting that holds the account's contact address.
-const EMAIL_SETTING: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
-/// The setting that holds the directory URL.
-const DIRECTORY_SETTING: &str = "_APP_ACME_DIRECTORY_URL";
-/// The setting that holds the extra trusted root.
-const CA_ROOT_SETTING: &str = "_APP_ACME_CA_ROOT";
-/// The setting that names the certificate profile.
-pub(crate) const PROFILE_SETTING: &str = "_APP_ACME_PROFILE";
-/// The setting that names the certificate key type.
-pub(crate) const KEY_TYPE_SETTING: &str = "_APP_ACME_KEY_TYPE";
-/// The setting that holds the external account binding's key id.
-pub(crate) const EAB_KID_SETTING: &str = "_APP_ACME_EAB_KID";
-/// The setting that holds the external account binding's HMAC key.
-pub(crate) const EAB_HMAC_KEY_SETTING: &str = "_APP_ACME_EAB_HMAC_KEY";
+/// The builder method that sets the contact address, named in errors.
+const EMAIL_METHOD: &str = "AcmeIssuerBuilder::contact_email";
+/// The builder method that sets the CA root, named in errors.
+const CA_ROOT_METHOD: &str = "AcmeIssuerBuilder::ca_root_pem_file";
+/// The builder method that sets the profile, named in errors.
+const PROFILE_METHOD: &str = "AcmeIssuerBuilder::profile";
+/// The builder method that sets the external account binding, named in errors.
+const EAB_METHOD: &str = "AcmeIssuerBuilder::external_account_binding";
 
 /// Tries of one call whose nonce the CA keeps rejecting. instant-acme sends
 /// each request up to three times with fresh nonces; a CA that rejects half
@@ -125,7 +120,7 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// ```no_run
 /// # use std::sync::Arc;
 /// # use certkeeper::challenge::Http01Solver;
-/// # use certkeeper::issuer::{AcmeIssuer, Issuer};
+/// # use certkeeper::issuer::{AcmeIssuer, IssueRequest, Issuer};
 /// # use certkeeper::store::MemoryStore;
 /// # use certkeeper::Domain;
 /// # #[tokio::main(flavor = "current_thread")]
@@ -138,8 +133,8 @@ pub use settings::{ExternalAccountBinding, KeyType};
 ///     .store(Arc::new(MemoryStore::new()))
 ///     .cipher(Arc::new(certkeeper::Config::from_env()?.keyring()?)) // _APP_OPENSSL_KEY_V1, V2 ...
 ///     .build()?;
-/// let cert = issuer.issue(&Domain::new("www.example.com")?).await?;
-/// println!("valid until {}", cert.not_after);
+/// let issued = issuer.issue(&IssueRequest::new(Domain::new("www.example.com")?)).await?;
+/// println!("valid until {}, from {}", issued.cert.not_after, issued.issuer);
 /// # Ok(())
 /// # }
 /// ```
@@ -161,6 +156,7 @@ pub struct AcmeIssuer {
     ari: std::sync::atomic::AtomicU8,
     kind: IssuerKind,
     budgets: BudgetCounter,
+    naming: Naming,
 }
 
 /// Builds an [`AcmeIssuer`]; get one from [`AcmeIssuer::builder`].
@@ -183,6 +179,7 @@ pub struct AcmeIssuerBuilder {
     kind: IssuerKind,
     budgets: CaBudgets,
     clock: Arc<dyn Clock>,
+    naming: Naming,
 }
 
 impl AcmeIssuer {
@@ -212,6 +209,7 @@ impl AcmeIssuer {
             kind: IssuerKind::ACME,
             budgets: CaBudgets::default(),
             clock: Arc::new(SystemClock),
+            naming: Naming::default(),
         }
     }
 
@@ -243,10 +241,11 @@ impl AcmeIssuer {
     /// the root in the PEM file `ca_root` or else the system's roots. A
     /// client of one's own can wrap it (to count, log or add headers).
     ///
-    /// Fails with [`Error::Config`] naming `_APP_ACME_CA_ROOT` when that
-    /// file holds no usable certificate.
+    /// Fails with [`Error::Config`] naming `AcmeIssuer::default_http_client`
+    /// when that file holds no usable certificate.
     pub fn default_http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn HttpClient>> {
-        client::http_client(ca_root).map_err(|e| Error::config(CA_ROOT_SETTING, e.to_string()))
+        client::http_client(ca_root)
+            .map_err(|e| Error::config("AcmeIssuer::default_http_client", e.to_string()))
     }
 }
 
@@ -519,26 +518,34 @@ impl AcmeIssuerBuilder {
     /// unreadable CA root file, a zero timeout, or a missing solver, store or
     /// cipher.
     pub fn build(self) -> Result<AcmeIssuer> {
+        let naming = self.naming;
+        let email_name = naming.of(Setting::SecurityEmail, EMAIL_METHOD);
         let email = self
             .contact_email
-            .ok_or_else(|| Error::config(EMAIL_SETTING, "an ACME account needs a contact email"))?;
-        let contact = parse_email(EMAIL_SETTING, &email)?;
-        let directory_url = settings::directory_url(DIRECTORY_SETTING, &self.directory_url)?;
+            .ok_or_else(|| Error::config(email_name, "an ACME account needs a contact email"))?;
+        let contact = parse_email(email_name, &email)?;
+        let directory_url = settings::directory_url(
+            naming.of(Setting::AcmeDirectoryUrl, "AcmeIssuer::builder"),
+            &self.directory_url,
+        )?;
         if let Some(path) = &self.ca_root {
-            settings::read_ca_root(CA_ROOT_SETTING, path)?;
+            settings::read_ca_root(naming.of(Setting::AcmeCaRoot, CA_ROOT_METHOD), path)?;
             if self.http.is_some() {
                 return Err(Error::config(
-                    CA_ROOT_SETTING,
+                    naming.of(Setting::AcmeCaRoot, CA_ROOT_METHOD),
                     "cannot be set with AcmeIssuerBuilder::http_client: that client decides which roots it trusts",
                 ));
             }
         }
         let profile = match &self.profile {
-            Some(profile) => Some(settings::profile(PROFILE_SETTING, profile)?),
+            Some(profile) => Some(settings::profile(
+                naming.of(Setting::AcmeProfile, PROFILE_METHOD),
+                profile,
+            )?),
             None => None,
         };
         let eab = match &self.eab {
-            Some((kid, key)) => Some(account::Eab::new(kid, key)?),
+            Some((kid, key)) => Some(account::Eab::new(kid, key, naming, EAB_METHOD)?),
             None => None,
         };
         for (name, limit) in [
@@ -575,7 +582,15 @@ impl AcmeIssuerBuilder {
             account: tokio::sync::Mutex::new(None),
             ari: std::sync::atomic::AtomicU8::new(renewal::ARI_UNKNOWN),
             kind: self.kind,
+            naming,
         })
+    }
+
+    /// Errors name the environment variables, not the builder methods: for
+    /// an issuer built from [`Config::from_env`](crate::Config::from_env).
+    pub(crate) fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 }
 

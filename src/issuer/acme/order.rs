@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::cert::{leaf_der, IssuedCert};
 use crate::challenge::{Challenge, ChallengeKind, ChallengeSolver};
+use crate::config::Setting;
 use crate::error::{CertProblem, ProblemKind};
 use crate::{Domain, Error, Result};
 
@@ -163,7 +164,7 @@ impl AcmeIssuer {
         }
         offered.sort_unstable();
         Err(Error::config(
-            super::PROFILE_SETTING,
+            self.naming.of(Setting::AcmeProfile, super::PROFILE_METHOD),
             if offered.is_empty() {
                 format!(
                     "the CA at {} offers no certificate profiles, so {profile:?} cannot be ordered",

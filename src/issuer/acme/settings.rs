@@ -8,6 +8,7 @@ use std::str::FromStr;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use crate::config::{Naming, Setting};
 use crate::{Error, Result};
 
 /// The directory URL, trimmed: an `https://` URL with a host (ACME
@@ -103,7 +104,7 @@ impl FromStr for KeyType {
             "ecdsa-p256" => Ok(Self::EcdsaP256),
             "ecdsa-p384" => Ok(Self::EcdsaP384),
             _ => Err(Error::config(
-                super::KEY_TYPE_SETTING,
+                Setting::AcmeKeyType.name(),
                 format!(
                     "{:?} is not a key type: ecdsa-p256 (the default) or ecdsa-p384",
                     value.chars().take(40).collect::<String>()
@@ -127,7 +128,22 @@ impl ExternalAccountBinding {
     /// Checks the key id and that the HMAC key is base64url of at least 16
     /// bytes; an [`Error::Config`] names the setting at fault, never the key.
     pub fn new(key_id: &str, hmac_key: &str) -> Result<Self> {
-        super::account::Eab::new(key_id, hmac_key)?;
+        Self::named(
+            key_id,
+            hmac_key,
+            Naming::Builder,
+            "ExternalAccountBinding::new",
+        )
+    }
+
+    /// [`new`](Self::new), its errors naming `method` or the variables.
+    pub(crate) fn named(
+        key_id: &str,
+        hmac_key: &str,
+        naming: Naming,
+        method: &'static str,
+    ) -> Result<Self> {
+        super::account::Eab::new(key_id, hmac_key, naming, method)?;
         Ok(Self {
             key_id: key_id.trim().to_owned(),
             hmac_key: zeroize::Zeroizing::new(hmac_key.trim().to_owned()),
@@ -169,7 +185,7 @@ mod tests {
         for bad in ["rsa2048", "p384", ""] {
             let err = bad.parse::<KeyType>().unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_KEY_TYPE"),
+                matches!(&err, Error::Config { name, .. } if name == Setting::AcmeKeyType.name()),
                 "{bad:?}: {err:?}"
             );
         }

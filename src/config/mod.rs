@@ -51,47 +51,24 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+mod setting;
+pub(crate) use setting::Naming;
+pub use setting::Setting;
+
 #[cfg(feature = "access")]
 use crate::access::{
     parse_switch, ConsoleAccessPolicy, EmailWhitelist, IpWhitelist, TrustedProxies,
-    TRUSTED_PROXIES_VAR, WHITELIST_EMAILS_VAR, WHITELIST_IPS_VAR, WHITELIST_ROOT_VAR,
 };
-use crate::challenge::dns01_settings;
 #[cfg(feature = "dns01")]
 use crate::challenge::{Dns01Solver, TsigAlgorithm};
-use crate::cipher::{key_variable_version, Keyring, OPENSSL_KEY_PREFIX};
+use crate::cipher::{key_variable_version, Keyring};
 use crate::email::parse_email;
-use crate::issuer::{
-    acme_settings, CaBudgets, ExternalAccountBinding, KeyType, EAB_HMAC_KEY_SETTING,
-    EAB_KID_SETTING, KEY_TYPE_SETTING, PROFILE_SETTING,
-};
+use crate::issuer::{acme_settings, CaBudgets, ExternalAccountBinding, KeyType};
 use crate::notify::{SmtpSecurity, SmtpSettings, DEFAULT_FROM_NAME};
 use crate::{Domain, Error, Result};
 
 /// Let's Encrypt's production directory, the default CA.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
-
-const ENV_VAR: &str = "_APP_ENV";
-const DOMAIN_VAR: &str = "_APP_DOMAIN";
-const EMAIL_VAR: &str = "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS";
-const INTERVAL_VAR: &str = "_APP_MAINTENANCE_INTERVAL";
-const DIRECTORY_VAR: &str = "_APP_ACME_DIRECTORY_URL";
-const CA_ROOT_VAR: &str = "_APP_ACME_CA_ROOT";
-const TIMEOUT_VAR: &str = "_APP_ACME_TIMEOUT";
-const CHALLENGE_VAR: &str = "_APP_ACME_CHALLENGE_ADDRESS";
-const PATH_VAR: &str = "_APP_CERTIFICATES_PATH";
-const CONCURRENCY_VAR: &str = "_APP_CERTIFICATES_CONCURRENCY";
-const DATABASE_VAR: &str = "_APP_CERTIFICATES_DATABASE_URL";
-const SMTP_HOST_VAR: &str = "_APP_SMTP_HOST";
-const SMTP_PORT_VAR: &str = "_APP_SMTP_PORT";
-const SMTP_SECURE_VAR: &str = "_APP_SMTP_SECURE";
-const SMTP_USERNAME_VAR: &str = "_APP_SMTP_USERNAME";
-const SMTP_PASSWORD_VAR: &str = "_APP_SMTP_PASSWORD";
-const FROM_ADDRESS_VAR: &str = "_APP_SYSTEM_EMAIL_ADDRESS";
-const FROM_NAME_VAR: &str = "_APP_SYSTEM_EMAIL_NAME";
-const SMTP_CA_ROOT_VAR: &str = "_APP_SMTP_CA_ROOT";
-const ORDER_BUDGET_VAR: &str = "_APP_ACME_ORDER_BUDGET";
-const FAILED_VALIDATION_BUDGET_VAR: &str = "_APP_ACME_FAILED_VALIDATION_BUDGET";
 
 /// Every certkeeper setting, parsed and checked. Build it with
 /// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
@@ -170,6 +147,9 @@ pub struct Config {
     /// The CA's limits the ACME issuer keeps within
     /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
     pub acme_budgets: CaBudgets,
+    /// Whether errors name the variables (read from the environment) or
+    /// the builder methods.
+    naming: Naming,
 }
 
 impl Config {
@@ -179,7 +159,7 @@ impl Config {
         let mut vars = Vec::new();
         for (name, value) in std::env::vars_os() {
             let Some(name) = name.to_str() else { continue };
-            if !name.starts_with("_APP_") {
+            if !name.starts_with(Setting::PREFIX) {
                 continue;
             }
             let value = value
@@ -199,6 +179,7 @@ impl Config {
         V: Into<String>,
     {
         let mut b = Self::builder();
+        b.config.naming = Naming::Environment;
         #[cfg(feature = "dns01")]
         let mut dns01 = Dns01Vars::default();
         for (name, value) in vars {
@@ -215,8 +196,11 @@ impl Config {
             if v.is_empty() {
                 continue;
             }
-            match name.as_str() {
-                ENV_VAR => {
+            let Some(setting) = Setting::from_name(&name) else {
+                continue;
+            };
+            match setting {
+                Setting::Env => {
                     b.config.production = if v.eq_ignore_ascii_case("production") {
                         true
                     } else if v.eq_ignore_ascii_case("development") {
@@ -229,7 +213,7 @@ impl Config {
                         ));
                     };
                 }
-                DOMAIN_VAR => {
+                Setting::Domain => {
                     let main = Domain::new(v).map_err(|e| Error::config(&name, e.to_string()))?;
                     if main.is_wildcard() {
                         return Err(Error::config(
@@ -239,30 +223,32 @@ impl Config {
                     }
                     b.config.main_domain = Some(main);
                 }
-                EMAIL_VAR => b.config.security_email = Some(v.to_string()),
-                INTERVAL_VAR => {
+                Setting::SecurityEmail => b.config.security_email = Some(v.to_string()),
+                Setting::MaintenanceInterval => {
                     b.config.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?)
                 }
                 #[cfg(feature = "access")]
-                WHITELIST_IPS_VAR => {
+                Setting::ConsoleWhitelistIps => {
                     b.config.console_whitelist_ips = IpWhitelist::parse(&name, v)?;
                 }
                 #[cfg(feature = "access")]
-                WHITELIST_EMAILS_VAR => {
+                Setting::ConsoleWhitelistEmails => {
                     b.config.console_whitelist_emails = EmailWhitelist::parse(&name, v)?;
                 }
                 #[cfg(feature = "access")]
-                WHITELIST_ROOT_VAR => b.config.console_root_only = parse_switch(&name, v)?,
+                Setting::ConsoleWhitelistRoot => {
+                    b.config.console_root_only = parse_switch(&name, v)?
+                }
                 #[cfg(feature = "access")]
-                TRUSTED_PROXIES_VAR => {
+                Setting::ConsoleTrustedProxies => {
                     b.config.console_trusted_proxies = TrustedProxies::parse(&name, v)?;
                 }
-                DIRECTORY_VAR => b.config.acme_directory_url = v.to_string(),
-                CA_ROOT_VAR => b.config.acme_ca_root = Some(PathBuf::from(v)),
-                TIMEOUT_VAR => {
+                Setting::AcmeDirectoryUrl => b.config.acme_directory_url = v.to_string(),
+                Setting::AcmeCaRoot => b.config.acme_ca_root = Some(PathBuf::from(v)),
+                Setting::AcmeTimeout => {
                     b.config.acme_timeout = Duration::from_secs(parse_positive(&name, v)?)
                 }
-                CHALLENGE_VAR => {
+                Setting::AcmeChallengeAddress => {
                     b.config.challenge_address = if v.eq_ignore_ascii_case("off") {
                         None
                     } else {
@@ -276,60 +262,62 @@ impl Config {
                         })?)
                     };
                 }
-                PROFILE_SETTING => b.config.acme_profile = Some(v.to_string()),
-                KEY_TYPE_SETTING => b.config.acme_key_type = v.parse()?,
-                EAB_KID_SETTING => b.eab_kid = Some(v.to_string()),
-                EAB_HMAC_KEY_SETTING => b.eab_hmac_key = Some(Zeroizing::new(v.to_string())),
-                PATH_VAR => b.config.store_path = PathBuf::from(v),
-                DATABASE_VAR => b.config.database_url = Some(DatabaseUrl::parse(&name, v)?),
-                CONCURRENCY_VAR => {
+                Setting::AcmeProfile => b.config.acme_profile = Some(v.to_string()),
+                Setting::AcmeKeyType => b.config.acme_key_type = v.parse()?,
+                Setting::AcmeEabKid => b.eab_kid = Some(v.to_string()),
+                Setting::AcmeEabHmacKey => b.eab_hmac_key = Some(Zeroizing::new(v.to_string())),
+                Setting::CertificatesPath => b.config.store_path = PathBuf::from(v),
+                Setting::CertificatesDatabaseUrl => {
+                    b.config.database_url = Some(DatabaseUrl::parse(&name, v)?)
+                }
+                Setting::CertificatesConcurrency => {
                     b.config.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
                 }
-                SMTP_HOST_VAR => b.smtp.host = Some(v.to_string()),
-                SMTP_PORT_VAR => {
+                Setting::SmtpHost => b.smtp.host = Some(v.to_string()),
+                Setting::SmtpPort => {
                     b.smtp.port =
                         Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
                             Error::config(&name, format!("{v:?} is not a port (1 to 65535)"))
                         })?)
                 }
-                SMTP_SECURE_VAR => b.smtp.security = SmtpSecurity::parse(&name, v)?,
-                SMTP_USERNAME_VAR => b.smtp.username = Some(v.to_string()),
+                Setting::SmtpSecure => b.smtp.security = SmtpSecurity::parse(&name, v)?,
+                Setting::SmtpUsername => b.smtp.username = Some(v.to_string()),
                 // Not trimmed: a password may start or end with a space.
-                SMTP_PASSWORD_VAR => b.smtp.password = Some(value.clone()),
-                FROM_ADDRESS_VAR => b.smtp.from_address = Some(v.to_string()),
-                FROM_NAME_VAR => b.smtp.from_name = Some(v.to_string()),
-                SMTP_CA_ROOT_VAR => b.smtp.ca_root = Some(PathBuf::from(v)),
-                ORDER_BUDGET_VAR => {
+                Setting::SmtpPassword => b.smtp.password = Some(value.clone()),
+                Setting::SystemEmailAddress => b.smtp.from_address = Some(v.to_string()),
+                Setting::SystemEmailName => b.smtp.from_name = Some(v.to_string()),
+                Setting::SmtpCaRoot => b.smtp.ca_root = Some(PathBuf::from(v)),
+                Setting::AcmeOrderBudget => {
                     b.config.acme_budgets.orders =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
-                FAILED_VALIDATION_BUDGET_VAR => {
+                Setting::AcmeFailedValidationBudget => {
                     b.config.acme_budgets.failed_validations =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
                 #[cfg(feature = "dns01")]
-                dns01_settings::SERVER => dns01.server = Some(parse_dns_server(&name, v)?),
+                Setting::Dns01Server => dns01.server = Some(parse_dns_server(&name, v)?),
                 #[cfg(feature = "dns01")]
-                dns01_settings::ZONE => dns01.zone = Some(v.to_string()),
+                Setting::Dns01Zone => dns01.zone = Some(v.to_string()),
                 #[cfg(feature = "dns01")]
-                dns01_settings::KEY_NAME => dns01.key_name = Some(v.to_string()),
+                Setting::Dns01TsigKeyName => dns01.key_name = Some(v.to_string()),
                 #[cfg(feature = "dns01")]
-                dns01_settings::SECRET => dns01.secret = Some(Zeroizing::new(v.to_string())),
+                Setting::Dns01TsigSecret => dns01.secret = Some(Zeroizing::new(v.to_string())),
                 #[cfg(feature = "dns01")]
-                dns01_settings::ALGORITHM => dns01.algorithm = TsigAlgorithm::parse(&name, v)?,
+                Setting::Dns01TsigAlgorithm => dns01.algorithm = TsigAlgorithm::parse(&name, v)?,
                 #[cfg(feature = "dns01")]
-                dns01_settings::PROPAGATION_TIMEOUT => {
+                Setting::Dns01PropagationTimeout => {
                     dns01.propagation = Some(Duration::from_secs(parse_positive(&name, v)?))
                 }
                 // Wildcard names would fail at each order: refused at start instead.
                 #[cfg(not(feature = "dns01"))]
-                dns01_settings::SERVER
-                | dns01_settings::ZONE
-                | dns01_settings::KEY_NAME
-                | dns01_settings::SECRET
-                | dns01_settings::ALGORITHM
-                | dns01_settings::PROPAGATION_TIMEOUT => {
+                Setting::Dns01Server
+                | Setting::Dns01Zone
+                | Setting::Dns01TsigKeyName
+                | Setting::Dns01TsigSecret
+                | Setting::Dns01TsigAlgorithm
+                | Setting::Dns01PropagationTimeout => {
                     return Err(Error::config(
                         &name,
                         "this build has no DNS-01 solver; enable certkeeper's `dns01` feature",
@@ -345,12 +333,17 @@ impl Config {
         b.build()
     }
 
-    /// The keyring, or an [`Error::Config`] naming `_APP_OPENSSL_KEY_V1`
-    /// when no key is set.
+    /// The keyring, or an [`Error::Config`] when no key is set, naming
+    /// `_APP_OPENSSL_KEY_V1` (read from the environment) or
+    /// `ConfigBuilder::openssl_key`.
     pub fn keyring(&self) -> Result<Keyring> {
         self.keyring.clone().ok_or_else(|| {
+            let name = match self.naming {
+                Naming::Builder => "ConfigBuilder::openssl_key".to_owned(),
+                Naming::Environment => Setting::openssl_key(1),
+            };
             Error::config(
-                format!("{OPENSSL_KEY_PREFIX}1"),
+                name,
                 "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
             )
         })
@@ -380,6 +373,12 @@ impl Config {
             .clone()
             .map(crate::notify::SmtpNotifier::new)
             .transpose()
+    }
+
+    /// How the components built from this config name a setting in their
+    /// errors: by its variable when it was read from the environment.
+    pub(crate) fn naming(&self) -> Naming {
+        self.naming
     }
 
     /// A typed builder starting from the defaults.
@@ -413,6 +412,7 @@ impl Config {
                 #[cfg(feature = "dns01")]
                 dns01: None,
                 acme_budgets: CaBudgets::default(),
+                naming: Naming::default(),
             },
             keys: BTreeMap::new(),
             eab_kid: None,
@@ -442,9 +442,9 @@ pub enum DatabaseKind {
 /// password.
 ///
 /// ```
-/// use certkeeper::config::{DatabaseKind, DatabaseUrl};
+/// use certkeeper::config::{DatabaseKind, DatabaseUrl, Setting};
 /// # #[cfg(feature = "postgres")] {
-/// let url = DatabaseUrl::parse("_APP_CERTIFICATES_DATABASE_URL", "postgres://app:s3cret@db/certs")?;
+/// let url = DatabaseUrl::parse(Setting::CertificatesDatabaseUrl.name(), "postgres://app:s3cret@db/certs")?;
 /// assert_eq!(url.kind(), DatabaseKind::Postgres);
 /// assert_eq!(url.to_string(), "postgres://app:***@db/certs");
 /// # }
@@ -531,7 +531,7 @@ impl DatabaseUrl {
             }
             #[allow(unreachable_patterns)]
             _ => Err(Error::config(
-                DATABASE_VAR,
+                Setting::CertificatesDatabaseUrl.name(),
                 "this build has no store for that database",
             )),
         }
@@ -584,27 +584,30 @@ impl Dns01Vars {
     fn solver(self) -> Result<Option<Dns01Solver>> {
         let Some(server) = self.server else {
             for (name, set) in [
-                (dns01_settings::ZONE, self.zone.is_some()),
-                (dns01_settings::KEY_NAME, self.key_name.is_some()),
-                (dns01_settings::SECRET, self.secret.is_some()),
+                (Setting::Dns01Zone.name(), self.zone.is_some()),
+                (Setting::Dns01TsigKeyName.name(), self.key_name.is_some()),
+                (Setting::Dns01TsigSecret.name(), self.secret.is_some()),
             ] {
                 if set {
                     return Err(Error::config(
                         name,
-                        format!("set without {}", dns01_settings::SERVER),
+                        format!("set without {}", Setting::Dns01Server),
                     ));
                 }
             }
             return Ok(None);
         };
-        let required = |name: &str| Error::config(name, "required with _APP_DNS01_SERVER");
-        let zone = self.zone.ok_or_else(|| required(dns01_settings::ZONE))?;
+        let required =
+            |name: &str| Error::config(name, format!("required with {}", Setting::Dns01Server));
+        let zone = self
+            .zone
+            .ok_or_else(|| required(Setting::Dns01Zone.name()))?;
         let key_name = self
             .key_name
-            .ok_or_else(|| required(dns01_settings::KEY_NAME))?;
+            .ok_or_else(|| required(Setting::Dns01TsigKeyName.name()))?;
         let secret = self
             .secret
-            .ok_or_else(|| required(dns01_settings::SECRET))?;
+            .ok_or_else(|| required(Setting::Dns01TsigSecret.name()))?;
         let mut builder =
             Dns01Solver::builder(server, zone).tsig_key(key_name, secret.as_str(), self.algorithm);
         if let Some(limit) = self.propagation {
@@ -670,8 +673,11 @@ impl SmtpVars {
         };
         let to = security_email.ok_or_else(|| {
             Error::config(
-                EMAIL_VAR,
-                format!("{SMTP_HOST_VAR} is set, so notices are emailed: they need this recipient"),
+                Setting::SecurityEmail.name(),
+                format!(
+                    "{} is set, so notices are emailed: they need this recipient",
+                    Setting::SmtpHost
+                ),
             )
         })?;
         let from = self.from_address.as_deref().unwrap_or(to);
@@ -683,7 +689,7 @@ impl SmtpVars {
         settings.from_name = self.from_name.unwrap_or_else(|| DEFAULT_FROM_NAME.into());
         if let Some(path) = &self.ca_root {
             // Read now, as _APP_ACME_CA_ROOT is: a bad file stops start-up.
-            acme_settings::read_ca_root(SMTP_CA_ROOT_VAR, path)?;
+            acme_settings::read_ca_root(Setting::SmtpCaRoot.name(), path)?;
         }
         settings.ca_root = self.ca_root;
         Ok(Some(settings))
@@ -844,40 +850,87 @@ impl ConfigBuilder {
     /// [`Error::WeakKey`]) names the setting at fault.
     pub fn build(self) -> Result<Config> {
         let mut config = self.config;
+        let n = config.naming;
         if let Some(email) = &config.security_email {
-            config.security_email = Some(parse_email(EMAIL_VAR, email)?);
+            config.security_email = Some(parse_email(
+                n.of(Setting::SecurityEmail, "ConfigBuilder::security_email"),
+                email,
+            )?);
         }
-        config.acme_directory_url =
-            acme_settings::directory_url(DIRECTORY_VAR, &config.acme_directory_url)?;
+        config.acme_directory_url = acme_settings::directory_url(
+            n.of(
+                Setting::AcmeDirectoryUrl,
+                "ConfigBuilder::acme_directory_url",
+            ),
+            &config.acme_directory_url,
+        )?;
         if let Some(path) = &config.acme_ca_root {
-            acme_settings::read_ca_root(CA_ROOT_VAR, path)?;
+            acme_settings::read_ca_root(
+                n.of(Setting::AcmeCaRoot, "ConfigBuilder::acme_ca_root"),
+                path,
+            )?;
         }
         if let Some(profile) = &config.acme_profile {
-            config.acme_profile = Some(acme_settings::profile(PROFILE_SETTING, profile)?);
+            config.acme_profile = Some(acme_settings::profile(
+                n.of(Setting::AcmeProfile, "ConfigBuilder::acme_profile"),
+                profile,
+            )?);
         }
         config.acme_eab = match (&self.eab_kid, &self.eab_hmac_key) {
-            (Some(kid), Some(key)) => Some(ExternalAccountBinding::new(kid, key)?),
+            (Some(kid), Some(key)) => Some(ExternalAccountBinding::named(
+                kid,
+                key,
+                n,
+                "ConfigBuilder::acme_external_account_binding",
+            )?),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(Error::config(
-                    EAB_HMAC_KEY_SETTING,
-                    format!("required with {EAB_KID_SETTING}: the HMAC key the CA gave with the key id"),
+                    Setting::AcmeEabHmacKey.name(),
+                    format!(
+                        "required with {}: the HMAC key the CA gave with the key id",
+                        Setting::AcmeEabKid
+                    ),
                 ))
             }
             (None, Some(_)) => {
                 return Err(Error::config(
-                    EAB_KID_SETTING,
-                    format!("required with {EAB_HMAC_KEY_SETTING}: the key id the CA gave with the HMAC key"),
+                    Setting::AcmeEabKid.name(),
+                    format!(
+                        "required with {}: the key id the CA gave with the HMAC key",
+                        Setting::AcmeEabHmacKey
+                    ),
                 ))
             }
         };
         for (name, zero) in [
-            (INTERVAL_VAR, config.maintenance_interval.is_zero()),
-            (TIMEOUT_VAR, config.acme_timeout.is_zero()),
-            (CONCURRENCY_VAR, config.concurrency == 0),
-            (ORDER_BUDGET_VAR, config.acme_budgets.orders == 0),
             (
-                FAILED_VALIDATION_BUDGET_VAR,
+                n.of(
+                    Setting::MaintenanceInterval,
+                    "ConfigBuilder::maintenance_interval",
+                ),
+                config.maintenance_interval.is_zero(),
+            ),
+            (
+                n.of(Setting::AcmeTimeout, "ConfigBuilder::acme_timeout"),
+                config.acme_timeout.is_zero(),
+            ),
+            (
+                n.of(
+                    Setting::CertificatesConcurrency,
+                    "ConfigBuilder::concurrency",
+                ),
+                config.concurrency == 0,
+            ),
+            (
+                n.of(Setting::AcmeOrderBudget, "ConfigBuilder::acme_budgets"),
+                config.acme_budgets.orders == 0,
+            ),
+            (
+                n.of(
+                    Setting::AcmeFailedValidationBudget,
+                    "ConfigBuilder::acme_budgets",
+                ),
                 config.acme_budgets.failed_validations == 0,
             ),
         ] {
@@ -889,10 +942,13 @@ impl ConfigBuilder {
             config.smtp = self.smtp.settings(config.security_email.as_deref())?;
         }
         if !self.keys.is_empty() {
-            config.keyring = Some(Keyring::from_keys(
-                config.production,
-                self.keys.iter().map(|(v, k)| (*v, k.as_str())),
-            )?);
+            config.keyring = Some(
+                Keyring::from_keys(
+                    config.production,
+                    self.keys.iter().map(|(v, k)| (*v, k.as_str())),
+                )?
+                .with_naming(n),
+            );
         }
         Ok(config)
     }
@@ -919,10 +975,10 @@ mod tests {
     #[test]
     fn reads_the_acme_profile_key_type_and_external_account_binding() {
         let c = Config::from_vars([
-            ("_APP_ACME_PROFILE", " shortlived "),
-            ("_APP_ACME_KEY_TYPE", "ecdsa-p384"),
-            ("_APP_ACME_EAB_KID", "kid-1"),
-            ("_APP_ACME_EAB_HMAC_KEY", EAB_KEY),
+            (Setting::AcmeProfile.name(), " shortlived "),
+            (Setting::AcmeKeyType.name(), "ecdsa-p384"),
+            (Setting::AcmeEabKid.name(), "kid-1"),
+            (Setting::AcmeEabHmacKey.name(), EAB_KEY),
         ])
         .unwrap();
         assert_eq!(c.acme_profile.as_deref(), Some("shortlived"));
@@ -950,27 +1006,27 @@ mod tests {
     fn bad_acme_profile_key_type_or_binding_names_the_setting() {
         for (vars, setting) in [
             (
-                vec![("_APP_ACME_PROFILE", "two words")],
-                "_APP_ACME_PROFILE",
+                vec![(Setting::AcmeProfile.name(), "two words")],
+                Setting::AcmeProfile.name(),
             ),
             (
-                vec![("_APP_ACME_KEY_TYPE", "rsa4096")],
-                "_APP_ACME_KEY_TYPE",
+                vec![(Setting::AcmeKeyType.name(), "rsa4096")],
+                Setting::AcmeKeyType.name(),
             ),
             (
-                vec![("_APP_ACME_EAB_KID", "kid-1")],
-                "_APP_ACME_EAB_HMAC_KEY",
+                vec![(Setting::AcmeEabKid.name(), "kid-1")],
+                Setting::AcmeEabHmacKey.name(),
             ),
             (
-                vec![("_APP_ACME_EAB_HMAC_KEY", EAB_KEY)],
-                "_APP_ACME_EAB_KID",
+                vec![(Setting::AcmeEabHmacKey.name(), EAB_KEY)],
+                Setting::AcmeEabKid.name(),
             ),
             (
                 vec![
-                    ("_APP_ACME_EAB_KID", "kid-1"),
-                    ("_APP_ACME_EAB_HMAC_KEY", "not base64!"),
+                    (Setting::AcmeEabKid.name(), "kid-1"),
+                    (Setting::AcmeEabHmacKey.name(), "not base64!"),
                 ],
-                "_APP_ACME_EAB_HMAC_KEY",
+                Setting::AcmeEabHmacKey.name(),
             ),
         ] {
             let err = Config::from_vars(vars.clone()).unwrap_err();
@@ -999,22 +1055,28 @@ mod tests {
     fn reads_every_variable() {
         let (_dir, ca_root) = ca_root_file();
         let c = Config::from_vars([
-            ("_APP_ENV", "development"),
-            ("_APP_DOMAIN", "Console.Example.COM"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "certs@example.com"),
-            ("_APP_MAINTENANCE_INTERVAL", "3600"),
-            ("_APP_OPENSSL_KEY_V1", "first-key-0123456789"),
-            ("_APP_OPENSSL_KEY_V2", "second-key-0123456789"),
-            ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8"),
-            ("_APP_CONSOLE_WHITELIST_EMAILS", "*@example.com"),
-            ("_APP_CONSOLE_WHITELIST_ROOT", "disabled"),
-            ("_APP_CONSOLE_TRUSTED_PROXIES", "10.0.0.1, 172.16.0.0/12"),
-            ("_APP_ACME_DIRECTORY_URL", "https://localhost:14000/dir"),
-            ("_APP_ACME_CA_ROOT", ca_root.to_str().unwrap()),
-            ("_APP_ACME_TIMEOUT", "5"),
-            ("_APP_ACME_CHALLENGE_ADDRESS", "off"),
-            ("_APP_CERTIFICATES_PATH", "/var/lib/certs"),
-            ("_APP_CERTIFICATES_CONCURRENCY", "16"),
+            (Setting::Env.name(), "development"),
+            (Setting::Domain.name(), "Console.Example.COM"),
+            (Setting::SecurityEmail.name(), "certs@example.com"),
+            (Setting::MaintenanceInterval.name(), "3600"),
+            (&*Setting::openssl_key(1), "first-key-0123456789"),
+            (&*Setting::openssl_key(2), "second-key-0123456789"),
+            (Setting::ConsoleWhitelistIps.name(), "10.0.0.0/8"),
+            (Setting::ConsoleWhitelistEmails.name(), "*@example.com"),
+            (Setting::ConsoleWhitelistRoot.name(), "disabled"),
+            (
+                Setting::ConsoleTrustedProxies.name(),
+                "10.0.0.1, 172.16.0.0/12",
+            ),
+            (
+                Setting::AcmeDirectoryUrl.name(),
+                "https://localhost:14000/dir",
+            ),
+            (Setting::AcmeCaRoot.name(), ca_root.to_str().unwrap()),
+            (Setting::AcmeTimeout.name(), "5"),
+            (Setting::AcmeChallengeAddress.name(), "off"),
+            (Setting::CertificatesPath.name(), "/var/lib/certs"),
+            (Setting::CertificatesConcurrency.name(), "16"),
             ("PATH", "/usr/bin"),
         ])
         .unwrap();
@@ -1040,15 +1102,15 @@ mod tests {
         assert!(c.dns01.is_none());
         assert_eq!(c.acme_budgets, CaBudgets::default());
         let c = Config::from_vars([
-            ("_APP_ACME_ORDER_BUDGET", "50"),
-            ("_APP_ACME_FAILED_VALIDATION_BUDGET", "2"),
+            (Setting::AcmeOrderBudget.name(), "50"),
+            (Setting::AcmeFailedValidationBudget.name(), "2"),
         ])
         .unwrap();
         assert_eq!(c.acme_budgets.orders, 50);
         assert_eq!(c.acme_budgets.failed_validations, 2);
         for var in [
-            "_APP_ACME_ORDER_BUDGET",
-            "_APP_ACME_FAILED_VALIDATION_BUDGET",
+            Setting::AcmeOrderBudget.name(),
+            Setting::AcmeFailedValidationBudget.name(),
         ] {
             for bad in ["0", "lots"] {
                 let err = Config::from_vars([(var, bad)]).unwrap_err();
@@ -1067,12 +1129,12 @@ mod tests {
     #[test]
     fn reads_the_dns01_settings_and_never_shows_the_secret() {
         let c = Config::from_vars([
-            ("_APP_DNS01_SERVER", "192.0.2.53"),
-            ("_APP_DNS01_ZONE", "example.com"),
-            ("_APP_DNS01_TSIG_KEY_NAME", "certkeeper-key"),
-            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
-            ("_APP_DNS01_TSIG_ALGORITHM", "HMAC-SHA512"),
-            ("_APP_DNS01_PROPAGATION_TIMEOUT", "30"),
+            (Setting::Dns01Server.name(), "192.0.2.53"),
+            (Setting::Dns01Zone.name(), "example.com"),
+            (Setting::Dns01TsigKeyName.name(), "certkeeper-key"),
+            (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
+            (Setting::Dns01TsigAlgorithm.name(), "HMAC-SHA512"),
+            (Setting::Dns01PropagationTimeout.name(), "30"),
         ])
         .unwrap();
         let solver = c.dns01.as_ref().unwrap();
@@ -1084,10 +1146,10 @@ mod tests {
         assert!(!format!("{c:?}").contains(TSIG_SECRET));
 
         let c = Config::from_vars([
-            ("_APP_DNS01_SERVER", "[::1]:5353"),
-            ("_APP_DNS01_ZONE", "example.com"),
-            ("_APP_DNS01_TSIG_KEY_NAME", "k"),
-            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
+            (Setting::Dns01Server.name(), "[::1]:5353"),
+            (Setting::Dns01Zone.name(), "example.com"),
+            (Setting::Dns01TsigKeyName.name(), "k"),
+            (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
         ])
         .unwrap();
         let solver = c.dns01.unwrap();
@@ -1103,10 +1165,10 @@ mod tests {
     #[test]
     fn incomplete_or_bad_dns01_settings_name_the_variable() {
         let full = [
-            ("_APP_DNS01_SERVER", "192.0.2.53"),
-            ("_APP_DNS01_ZONE", "example.com"),
-            ("_APP_DNS01_TSIG_KEY_NAME", "k"),
-            ("_APP_DNS01_TSIG_SECRET", TSIG_SECRET),
+            (Setting::Dns01Server.name(), "192.0.2.53"),
+            (Setting::Dns01Zone.name(), "example.com"),
+            (Setting::Dns01TsigKeyName.name(), "k"),
+            (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
         ];
         // Each required one missing.
         for missing in 1..full.len() {
@@ -1124,12 +1186,12 @@ mod tests {
         }
         // Set without the server.
         let err = Config::from_vars(full[1..].to_vec()).unwrap_err();
-        assert!(matches!(&err, Error::Config { name, .. } if name == "_APP_DNS01_ZONE"));
+        assert!(matches!(&err, Error::Config { name, .. } if name == Setting::Dns01Zone.name()));
         for (var, bad) in [
-            ("_APP_DNS01_SERVER", "ns1.example.com"),
-            ("_APP_DNS01_TSIG_SECRET", "not base64!"),
-            ("_APP_DNS01_TSIG_ALGORITHM", "hmac-md5"),
-            ("_APP_DNS01_PROPAGATION_TIMEOUT", "0"),
+            (Setting::Dns01Server.name(), "ns1.example.com"),
+            (Setting::Dns01TsigSecret.name(), "not base64!"),
+            (Setting::Dns01TsigAlgorithm.name(), "hmac-md5"),
+            (Setting::Dns01PropagationTimeout.name(), "0"),
         ] {
             let mut vars = full.to_vec();
             vars.retain(|(name, _)| *name != var);
@@ -1147,9 +1209,9 @@ mod tests {
     #[test]
     fn dns01_settings_are_refused_without_the_feature() {
         for name in [
-            "_APP_DNS01_SERVER",
-            "_APP_DNS01_ZONE",
-            "_APP_DNS01_TSIG_SECRET",
+            Setting::Dns01Server.name(),
+            Setting::Dns01Zone.name(),
+            Setting::Dns01TsigSecret.name(),
         ] {
             let err = Config::from_vars([(name, "x")]).unwrap_err();
             assert!(
@@ -1164,43 +1226,50 @@ mod tests {
     #[cfg(not(feature = "access"))]
     #[test]
     fn console_settings_are_ignored_without_the_feature() {
-        let c = Config::from_vars([("_APP_CONSOLE_WHITELIST_IPS", "not an address")]);
+        let c = Config::from_vars([(Setting::ConsoleWhitelistIps.name(), "not an address")]);
         assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
-            ("_APP_DOMAIN", "../etc"),
-            ("_APP_DOMAIN", "*.example.com"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "not-an-email"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@*.example.com"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a@localhost"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a?b@example.com"),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "a%40b@example.com"),
-            ("_APP_MAINTENANCE_INTERVAL", "soon"),
-            ("_APP_MAINTENANCE_INTERVAL", "0"),
-            ("_APP_ACME_DIRECTORY_URL", "ftp://x"),
-            ("_APP_ACME_DIRECTORY_URL", "http://localhost:14000/dir"),
-            ("_APP_ACME_CA_ROOT", "/nonexistent/ca.pem"),
-            ("_APP_ACME_CHALLENGE_ADDRESS", "port 80"),
-            ("_APP_OPENSSL_KEY_V0", "x"),
-            ("_APP_OPENSSL_KEY_Vx", "x"),
-            ("_APP_OPENSSL_KEY_V01", "x"),
-            ("_APP_OPENSSL_KEY_V+1", "x"),
-            ("_APP_ENV", "prod"),
+            (Setting::Domain.name(), "../etc"),
+            (Setting::Domain.name(), "*.example.com"),
+            (Setting::SecurityEmail.name(), "not-an-email"),
+            (Setting::SecurityEmail.name(), "ops@*.example.com"),
+            (Setting::SecurityEmail.name(), "a@localhost"),
+            (Setting::SecurityEmail.name(), "a?b@example.com"),
+            (Setting::SecurityEmail.name(), "a%40b@example.com"),
+            (Setting::MaintenanceInterval.name(), "soon"),
+            (Setting::MaintenanceInterval.name(), "0"),
+            (Setting::AcmeDirectoryUrl.name(), "ftp://x"),
+            (
+                Setting::AcmeDirectoryUrl.name(),
+                "http://localhost:14000/dir",
+            ),
+            (Setting::AcmeCaRoot.name(), "/nonexistent/ca.pem"),
+            (Setting::AcmeChallengeAddress.name(), "port 80"),
+            (Setting::Env.name(), "prod"),
             #[cfg(feature = "access")]
-            ("_APP_CONSOLE_WHITELIST_IPS", "10.0.0.0/8,intranet"),
+            (Setting::ConsoleWhitelistIps.name(), "10.0.0.0/8,intranet"),
             #[cfg(feature = "access")]
-            ("_APP_CONSOLE_WHITELIST_EMAILS", "not an email"),
+            (Setting::ConsoleWhitelistEmails.name(), "not an email"),
             #[cfg(feature = "access")]
-            ("_APP_CONSOLE_WHITELIST_ROOT", "maybe"),
+            (Setting::ConsoleWhitelistRoot.name(), "maybe"),
             #[cfg(feature = "access")]
-            ("_APP_CONSOLE_TRUSTED_PROXIES", "proxy.internal"),
+            (Setting::ConsoleTrustedProxies.name(), "proxy.internal"),
         ] {
             let err = Config::from_vars([(name, value)]).expect_err(name);
             match &err {
                 Error::Config { name: n, .. } => assert_eq!(n, name),
+                other => panic!("{name}: {other}"),
+            }
+        }
+        for suffix in ["0", "x", "01", "+1"] {
+            let name = format!("{}{suffix}", Setting::OpensslKey.name());
+            let err = Config::from_vars([(name.as_str(), "x")]).expect_err(&name);
+            match &err {
+                Error::Config { name: n, .. } => assert_eq!(n, &name),
                 other => panic!("{name}: {other}"),
             }
         }
@@ -1209,8 +1278,14 @@ mod tests {
     #[test]
     fn a_key_version_set_twice_is_an_error() {
         let err = Config::from_vars([
-            ("_APP_OPENSSL_KEY_V1", "first-key-0123456789abcdefghijklmno"),
-            ("_APP_OPENSSL_KEY_V1", "other-key-0123456789abcdefghijklmno"),
+            (
+                &*Setting::openssl_key(1),
+                "first-key-0123456789abcdefghijklmno",
+            ),
+            (
+                &*Setting::openssl_key(1),
+                "other-key-0123456789abcdefghijklmno",
+            ),
         ])
         .unwrap_err();
         assert!(err.to_string().contains("set twice"), "{err}");
@@ -1252,18 +1327,21 @@ mod tests {
     fn the_directory_url_config_accepts_is_one_the_acme_issuer_accepts() {
         // Refused by Config, as the issuer refuses it.
         for url in ["http://localhost:14000/dir", "https://", "https:///dir"] {
-            let err = Config::from_vars([("_APP_ACME_DIRECTORY_URL", url)]).unwrap_err();
+            let err = Config::from_vars([(Setting::AcmeDirectoryUrl.name(), url)]).unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_DIRECTORY_URL"),
+                matches!(&err, Error::Config { name, .. } if name == Setting::AcmeDirectoryUrl.name()),
                 "{url}: {err}"
             );
         }
         // Accepted by Config, then by the issuer.
         let c = Config::from_vars([
-            ("_APP_ACME_DIRECTORY_URL", " https://localhost:14000/dir "),
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@example.com"),
-            ("_APP_OPENSSL_KEY_V1", "a development passphrase"),
-            ("_APP_ENV", "development"),
+            (
+                Setting::AcmeDirectoryUrl.name(),
+                " https://localhost:14000/dir ",
+            ),
+            (Setting::SecurityEmail.name(), "ops@example.com"),
+            (&*Setting::openssl_key(1), "a development passphrase"),
+            (Setting::Env.name(), "development"),
         ])
         .unwrap();
         let store = std::sync::Arc::new(crate::store::MemoryStore::new());
@@ -1281,11 +1359,9 @@ mod tests {
     fn key_variables_have_one_rule() {
         // V01 was refused by Config and read as V1 by the keyring: now both
         // go through the one rule, and Config builds the keyring.
-        for name in [
-            "_APP_OPENSSL_KEY_V01",
-            "_APP_OPENSSL_KEY_V0",
-            "_APP_OPENSSL_KEY_Vx",
-        ] {
+        for suffix in ["01", "0", "x"] {
+            let name = format!("{}{suffix}", Setting::OpensslKey.name());
+            let name = name.as_str();
             let err = Config::from_vars([(name, "a development passphrase")]).unwrap_err();
             assert!(
                 matches!(&err, Error::Config { name: n, .. } if n == name),
@@ -1294,28 +1370,28 @@ mod tests {
             assert!(crate::cipher::key_variable_version(name).unwrap().is_err());
         }
         let c = Config::from_vars([
-            ("_APP_ENV", "development"),
-            ("_APP_OPENSSL_KEY_V3", "a development passphrase"),
+            (Setting::Env.name(), "development"),
+            (&*Setting::openssl_key(3), "a development passphrase"),
         ])
         .unwrap();
         assert_eq!(c.keyring().unwrap().versions(), vec![3]);
         assert!(matches!(
             Config::from_vars(Vec::<(String, String)>::new()).unwrap().keyring(),
-            Err(Error::Config { name, .. }) if name == "_APP_OPENSSL_KEY_V1"
+            Err(Error::Config { name, .. }) if name == Setting::openssl_key(1)
         ));
     }
 
     #[test]
     fn a_weak_key_is_refused_by_config_in_production_as_the_keyring_refuses_it() {
-        let err = Config::from_vars([("_APP_OPENSSL_KEY_V1", "qwerty12")]).unwrap_err();
+        let err = Config::from_vars([(&*Setting::openssl_key(1), "qwerty12")]).unwrap_err();
         assert!(
-            matches!(&err, Error::WeakKey { name, .. } if name == "_APP_OPENSSL_KEY_V1"),
+            matches!(&err, Error::WeakKey { name, .. } if *name == Setting::openssl_key(1)),
             "{err}"
         );
         assert!(!err.to_string().contains("qwerty12"), "{err}");
         let dev = Config::from_vars([
-            ("_APP_ENV", "development"),
-            ("_APP_OPENSSL_KEY_V1", "qwerty12"),
+            (Setting::Env.name(), "development"),
+            (&*Setting::openssl_key(1), "qwerty12"),
         ]);
         assert!(dev.is_ok());
     }
@@ -1330,9 +1406,45 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(
-            matches!(&err, Error::Config { name, .. } if name == "_APP_ACME_CA_ROOT"),
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::acme_ca_root"),
             "{err}"
         );
+        // From the environment, the variable is named.
+        let err = Config::from_vars([(Setting::AcmeCaRoot.name(), missing.to_str().unwrap())])
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == Setting::AcmeCaRoot.name()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn builder_errors_name_the_builder_method() {
+        let err = Config::builder()
+            .maintenance_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::maintenance_interval"),
+            "{err}"
+        );
+        let err = Config::builder()
+            .security_email("not an address")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::security_email"),
+            "{err}"
+        );
+        let err = Config::builder()
+            .acme_profile("two words")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::acme_profile"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
     }
 
     #[cfg(feature = "access")]
@@ -1350,8 +1462,8 @@ mod tests {
             "admin\u{200B}@example.com",
             ".a@example.com",
         ] {
-            let contact = Config::from_vars([("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", address)]);
-            let listed = Config::from_vars([("_APP_CONSOLE_WHITELIST_EMAILS", address)]);
+            let contact = Config::from_vars([(Setting::SecurityEmail.name(), address)]);
+            let listed = Config::from_vars([(Setting::ConsoleWhitelistEmails.name(), address)]);
             let user = crate::email::normalize_email(address);
             assert_eq!(contact.is_ok(), user.is_some(), "{address:?}");
             assert_eq!(listed.is_ok(), user.is_some(), "{address:?}");
@@ -1365,14 +1477,15 @@ mod tests {
     #[test]
     fn a_database_url_is_checked_and_never_shows_its_password() {
         for bad in ["sqlite://x.db", "db.internal", "postgres//x"] {
-            let err = Config::from_vars([("_APP_CERTIFICATES_DATABASE_URL", bad)]).unwrap_err();
+            let err =
+                Config::from_vars([(Setting::CertificatesDatabaseUrl.name(), bad)]).unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == "_APP_CERTIFICATES_DATABASE_URL"),
+                matches!(&err, Error::Config { name, .. } if name == Setting::CertificatesDatabaseUrl.name()),
                 "{bad}: {err}"
             );
         }
         let c = Config::from_vars([(
-            "_APP_CERTIFICATES_DATABASE_URL",
+            Setting::CertificatesDatabaseUrl.name(),
             "postgres://app:hunter2-secret@db.internal:5432/certs",
         )]);
         if cfg!(feature = "postgres") {
@@ -1389,9 +1502,11 @@ mod tests {
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
         if cfg!(feature = "mysql") {
-            let c =
-                Config::from_vars([("_APP_CERTIFICATES_DATABASE_URL", "mariadb://root@db/certs")])
-                    .unwrap();
+            let c = Config::from_vars([(
+                Setting::CertificatesDatabaseUrl.name(),
+                "mariadb://root@db/certs",
+            )])
+            .unwrap();
             assert_eq!(c.database_url.unwrap().kind(), DatabaseKind::MySql);
         }
     }
@@ -1399,13 +1514,13 @@ mod tests {
     #[test]
     fn smtp_settings_read_the_reference_names_and_hide_the_password() {
         let config = Config::from_vars([
-            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "Ops@Example.com"),
-            ("_APP_SMTP_HOST", "smtp.example.com"),
-            ("_APP_SMTP_PORT", "465"),
-            ("_APP_SMTP_SECURE", "ssl"),
-            ("_APP_SMTP_USERNAME", "mailer"),
-            ("_APP_SMTP_PASSWORD", " s3cret-smtp-password "),
-            ("_APP_SYSTEM_EMAIL_NAME", "Example Ops"),
+            (Setting::SecurityEmail.name(), "Ops@Example.com"),
+            (Setting::SmtpHost.name(), "smtp.example.com"),
+            (Setting::SmtpPort.name(), "465"),
+            (Setting::SmtpSecure.name(), "ssl"),
+            (Setting::SmtpUsername.name(), "mailer"),
+            (Setting::SmtpPassword.name(), " s3cret-smtp-password "),
+            (Setting::SystemEmailName.name(), "Example Ops"),
         ])
         .unwrap();
         let smtp = config.smtp.as_ref().unwrap();
@@ -1422,33 +1537,42 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
 
-        let none = Config::from_vars([("_APP_SMTP_PORT", "587")]).unwrap();
+        let none = Config::from_vars([(Setting::SmtpPort.name(), "587")]).unwrap();
         assert!(none.smtp.is_none());
 
         for (vars, setting) in [
             (
-                vec![("_APP_SMTP_HOST", "smtp.example.com")],
-                "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS",
-            ),
-            (
-                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_PORT", "0")],
-                "_APP_SMTP_PORT",
-            ),
-            (
-                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_PORT", "70000")],
-                "_APP_SMTP_PORT",
-            ),
-            (
-                vec![("_APP_SMTP_HOST", "h"), ("_APP_SMTP_SECURE", "yes")],
-                "_APP_SMTP_SECURE",
+                vec![(Setting::SmtpHost.name(), "smtp.example.com")],
+                Setting::SecurityEmail.name(),
             ),
             (
                 vec![
-                    ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", "ops@example.com"),
-                    ("_APP_SMTP_HOST", "h"),
-                    ("_APP_SYSTEM_EMAIL_ADDRESS", "not an address"),
+                    (Setting::SmtpHost.name(), "h"),
+                    (Setting::SmtpPort.name(), "0"),
                 ],
-                "_APP_SYSTEM_EMAIL_ADDRESS",
+                Setting::SmtpPort.name(),
+            ),
+            (
+                vec![
+                    (Setting::SmtpHost.name(), "h"),
+                    (Setting::SmtpPort.name(), "70000"),
+                ],
+                Setting::SmtpPort.name(),
+            ),
+            (
+                vec![
+                    (Setting::SmtpHost.name(), "h"),
+                    (Setting::SmtpSecure.name(), "yes"),
+                ],
+                Setting::SmtpSecure.name(),
+            ),
+            (
+                vec![
+                    (Setting::SecurityEmail.name(), "ops@example.com"),
+                    (Setting::SmtpHost.name(), "h"),
+                    (Setting::SystemEmailAddress.name(), "not an address"),
+                ],
+                Setting::SystemEmailAddress.name(),
             ),
         ] {
             match Config::from_vars(vars.clone()) {
