@@ -525,4 +525,163 @@ mod tests {
         presenting.cleanup(&challenge).await.unwrap();
         assert_eq!(other.answer(&path).await, None);
     }
+
+    /// A store whose cluster fails the first `failures` reads of an answer,
+    /// then answers from a `LocalCluster`.
+    #[derive(Debug)]
+    struct Flaky {
+        records: crate::store::testing::Alone<crate::store::MemoryStore>,
+        cluster: FlakyCluster,
+    }
+
+    #[derive(Debug)]
+    struct FlakyCluster {
+        inner: crate::store::LocalCluster,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl crate::store::ChallengeAnswers for FlakyCluster {
+        async fn put_challenge(&self, token: &str, answer: &str, ttl: Duration) -> Result<()> {
+            self.inner.put_challenge(token, answer, ttl).await
+        }
+        async fn get_challenge(&self, token: &str) -> Result<Option<String>> {
+            use std::sync::atomic::Ordering;
+            let left = self.failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.failures.store(left - 1, Ordering::SeqCst);
+                return Err(Error::store("flaky", "connection reset"));
+            }
+            self.inner.get_challenge(token).await
+        }
+        async fn delete_challenge(&self, token: &str) -> Result<()> {
+            self.inner.delete_challenge(token).await
+        }
+        async fn purge_expired_challenges(&self) -> Result<u64> {
+            self.inner.purge_expired_challenges().await
+        }
+    }
+
+    #[async_trait]
+    impl crate::store::Leases for FlakyCluster {
+        async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+            self.inner.acquire_lease(name, holder, ttl).await
+        }
+        async fn release_lease(&self, name: &str, holder: &str) -> Result<bool> {
+            self.inner.release_lease(name, holder).await
+        }
+        async fn mark_age(&self, name: &str) -> Result<Option<Duration>> {
+            self.inner.mark_age(name).await
+        }
+        async fn set_mark(&self, name: &str, ago: Duration) -> Result<()> {
+            self.inner.set_mark(name, ago).await
+        }
+    }
+
+    #[async_trait]
+    impl crate::store::ChangeFeed for FlakyCluster {
+        async fn changes_since(&self, cursor: u64, limit: usize) -> Result<crate::store::Changes> {
+            self.inner.changes_since(cursor, limit).await
+        }
+    }
+
+    #[async_trait]
+    impl crate::store::Budgets for FlakyCluster {
+        async fn take_budget(&self, key: &str, window: Duration, limit: u32) -> Result<bool> {
+            self.inner.take_budget(key, window, limit).await
+        }
+        async fn budget_used(&self, key: &str, window: Duration) -> Result<u32> {
+            self.inner.budget_used(key, window).await
+        }
+    }
+
+    #[async_trait]
+    impl CertStore for Flaky {
+        async fn load(&self, d: &Domain) -> Result<Option<crate::store::CertRecord>> {
+            self.records.load(d).await
+        }
+        async fn save(&self, r: &crate::store::CertRecord) -> Result<u64> {
+            self.records.save(r).await
+        }
+        async fn delete(&self, d: &Domain) -> Result<bool> {
+            self.records.delete(d).await
+        }
+        async fn list(&self) -> Result<Vec<Domain>> {
+            self.records.list().await
+        }
+        async fn due(
+            &self,
+            now: time::OffsetDateTime,
+            max: u32,
+            limit: usize,
+        ) -> Result<Vec<crate::store::DueEntry>> {
+            self.records.due(now, max, limit).await
+        }
+        async fn at_attempt_limit(
+            &self,
+            max: u32,
+            limit: usize,
+        ) -> Result<crate::store::PassedOver> {
+            self.records.at_attempt_limit(max, limit).await
+        }
+        async fn load_account(&self, id: &str) -> Result<Option<crate::store::AccountRecord>> {
+            self.records.load_account(id).await
+        }
+        async fn save_account(&self, r: &crate::store::AccountRecord) -> Result<u64> {
+            self.records.save_account(r).await
+        }
+        async fn delete_account(&self, id: &str) -> Result<bool> {
+            self.records.delete_account(id).await
+        }
+        async fn list_accounts(&self) -> Result<Vec<String>> {
+            self.records.list_accounts().await
+        }
+        async fn get_meta(&self, k: &str) -> Result<Option<String>> {
+            self.records.get_meta(k).await
+        }
+        async fn put_meta_if_absent(&self, k: &str, v: &str) -> Result<String> {
+            self.records.put_meta_if_absent(k, v).await
+        }
+        async fn set_meta(&self, k: &str, v: &str) -> Result<()> {
+            self.records.set_meta(k, v).await
+        }
+        async fn delete_meta(&self, k: &str) -> Result<bool> {
+            self.records.delete_meta(k).await
+        }
+        fn cluster(&self) -> Option<&dyn crate::store::ClusterStore> {
+            Some(&self.cluster)
+        }
+    }
+
+    fn flaky(failures: usize) -> Arc<dyn CertStore> {
+        Arc::new(Flaky {
+            records: crate::store::testing::Alone(crate::store::MemoryStore::new()),
+            cluster: FlakyCluster {
+                inner: crate::store::LocalCluster::new(),
+                failures: failures.into(),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_store_read_that_fails_is_asked_again_then_given_up_with_404() {
+        let path = format!("{CHALLENGE_PATH_PREFIX}{TOKEN}");
+        for (failures, answered) in [(2, true), (usize::MAX, false)] {
+            let store = flaky(failures);
+            let challenge = Challenge {
+                domain: Domain::new("www.example.com").unwrap(),
+                token: TOKEN.into(),
+                key_authorization: KEY_AUTH.into(),
+                dns_value: String::new(),
+            };
+            Http01Solver::new()
+                .with_store(store.clone())
+                .present(&challenge)
+                .await
+                .unwrap();
+            let other = Http01Solver::new().with_store(store).responder();
+            let got = other.answer(&path).await;
+            assert_eq!(got.is_some(), answered, "{failures} failures");
+        }
+    }
 }
