@@ -124,7 +124,11 @@ pub trait CertStore: Debug + Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<Domain>>;
 
     /// Up to `limit` records due at `now` with fewer than `max_attempts`
-    /// failed attempts, oldest renew date first (then by domain).
+    /// failed attempts, oldest renew date first (then by domain). It reads
+    /// no record it does not return: keep a [`DueIndex`] beside the records
+    /// (or query an index), as the renewer calls it at every cycle on
+    /// stores of any size; the conformance check
+    /// `conformance::due_reads_only_due` tells.
     async fn due(
         &self,
         now: OffsetDateTime,

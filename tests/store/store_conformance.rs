@@ -93,6 +93,8 @@ enum Flaw {
     DatesToTheMinute,
     /// `delete` always says it removed something.
     DeleteAlwaysTrue,
+    /// `due` reads every record, then answers from the index.
+    DueReadsEverything,
 }
 
 /// A `MemoryStore` with one deliberate flaw.
@@ -100,11 +102,15 @@ enum Flaw {
 struct Flawed {
     inner: MemoryStore,
     flaw: Flaw,
+    /// The records `load` read.
+    reads: conformance::RecordReads,
 }
 
 cert_store_over_inner!(Flawed {
     async fn load(&self, domain: &Domain) -> Result<Option<CertRecord>> {
-        self.inner.load(domain).await
+        let record = self.inner.load(domain).await?;
+        self.reads.add(u64::from(record.is_some()));
+        Ok(record)
     }
 
     async fn save(&self, record: &CertRecord) -> Result<u64> {
@@ -160,6 +166,12 @@ cert_store_over_inner!(Flawed {
                 all.truncate(limit);
                 Ok(all)
             }
+            Flaw::DueReadsEverything => {
+                for domain in self.inner.list().await? {
+                    self.load(&domain).await?;
+                }
+                self.inner.due(now, max_attempts, limit).await
+            }
             _ => self.inner.due(now, max_attempts, limit).await,
         }
     }
@@ -195,10 +207,43 @@ async fn passes(flaw: Flaw, check: &str) -> bool {
     let store = Arc::new(Flawed {
         inner: MemoryStore::new(),
         flaw,
+        reads: conformance::RecordReads::new(),
     });
     tokio::spawn(async move { check.run(&*store).await })
         .await
         .is_ok()
+}
+
+/// Runs [`conformance::due_reads_only_due`] on a store with `flaw`, counting
+/// the records its `load` reads (or none, when `count` is false).
+async fn passes_reads(flaw: Flaw, count: bool) -> bool {
+    let store = Arc::new(Flawed {
+        inner: MemoryStore::new(),
+        flaw,
+        reads: conformance::RecordReads::new(),
+    });
+    let reads = if count {
+        store.reads.clone()
+    } else {
+        conformance::RecordReads::new()
+    };
+    tokio::spawn(async move { conformance::due_reads_only_due(&*store, &reads).await })
+        .await
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_catches_a_due_that_reads_every_record() {
+    assert!(passes_reads(Flaw::None, true).await, "fails a sound store");
+    assert!(
+        !passes_reads(Flaw::DueReadsEverything, true).await,
+        "misses a due that reads every record"
+    );
+    // A store that does not count its reads cannot pass by saying nothing.
+    assert!(
+        !passes_reads(Flaw::None, false).await,
+        "passes a store that counts no reads"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

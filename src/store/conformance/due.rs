@@ -1,6 +1,9 @@
 //! `due`: which records it returns, in which order, under which limit, and
 //! how it follows updates.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use time::{Duration, OffsetDateTime};
 
 use super::expect::ok;
@@ -270,4 +273,80 @@ pub async fn at_attempt_limit(store: &dyn CertStore) {
         !after.domains.iter().any(|d| scope.owns(d)),
         "conformance: at_attempt_limit must forget deleted records"
     );
+}
+
+/// Counts the records a store reads from its storage: the store under test
+/// adds to it for each record it reads (a `load` of its backend, a row or
+/// file decoded), so that [`due_reads_only_due`] can tell a `due` that
+/// consults an index from one that reads every record. Clones share the
+/// count.
+#[derive(Clone, Debug, Default)]
+pub struct RecordReads(Arc<AtomicU64>);
+
+impl RecordReads {
+    /// A count at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `records` reads.
+    pub fn add(&self, records: u64) {
+        self.0.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// The reads so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How many records a store that is not due may read beyond the ones `due`
+/// returns (a store may read a few to check its index).
+const SPARE_READS: u64 = 8;
+/// How many records the check keeps out of `due`'s answer.
+const NOT_DUE: usize = 120;
+
+/// `due` reads no record it does not return: with 3 due records beside
+/// 120 that are not (60 with a future renew date, 60 at the attempt limit),
+/// the store reads at most the records it returns and a few more, as counted
+/// by `reads` ([`RecordReads`], which the store adds to for each record it
+/// reads from its storage). A `due` that reads every record works on a
+/// small store and takes the whole store into memory at each cycle on a
+/// large one. The check first makes sure the store counts at all: loading a
+/// record must add to `reads`.
+pub async fn due_reads_only_due(store: &dyn CertStore, reads: &RecordReads) {
+    let scope = Scope::new("due-reads");
+    let day = Duration::days(1);
+    let mut ours = Vec::with_capacity(NOT_DUE + 3);
+    for i in 0..3 {
+        ours.push(create_due(store, &scope, &format!("due-{i}"), DUE_NOW - day, 0).await);
+    }
+    for i in 0..NOT_DUE / 2 {
+        ours.push(create_due(store, &scope, &format!("future-{i}"), super::LATER, 0).await);
+        ours.push(create_due(store, &scope, &format!("exhausted-{i}"), DUE_NOW - day, 5).await);
+    }
+    let before = reads.count();
+    ok("loading a record", store.load(&ours[0].domain).await);
+    assert!(
+        reads.count() > before,
+        "conformance: loading a record did not add to the read count: the store must add to \
+         RecordReads for each record it reads from its storage"
+    );
+    let before = reads.count();
+    let answer = ok("due", store.due(DUE_NOW, 5, FULL).await);
+    let read = reads.count() - before;
+    let returned = answer.len() as u64;
+    assert!(
+        read <= returned + SPARE_READS,
+        "conformance: due read {read} records to return {returned}: it must find the due \
+         records without reading the others (keep an index of renew dates and attempts, such \
+         as DueIndex, or query one)"
+    );
+    assert_eq!(
+        answer.iter().filter(|r| scope.owns(&r.domain)).count(),
+        3,
+        "conformance: due must return the 3 due records of this check"
+    );
+    let domains: Vec<Domain> = ours.into_iter().map(|r| r.domain).collect();
+    cleanup(store, &domains).await;
 }

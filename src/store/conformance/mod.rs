@@ -19,6 +19,12 @@
 //! # }
 //! ```
 //!
+//! What the checks cannot see from outside, a store shows by counting:
+//! [`due_reads_only_due`] needs the store to add to a [`RecordReads`] for
+//! each record it reads from its storage, and then fails a `due` that reads
+//! records it does not return (one that scans every record at each cycle).
+//! [`run_all_counting_reads`] runs it after [`run_all`].
+//!
 //! # What the checks assume
 //!
 //! - **Dates to the second.** A store must give back every date to at least
@@ -74,7 +80,10 @@ pub use cluster::{
     shared_challenges, shared_change_feed, shared_compare_and_swap, shared_leases, shared_marks,
 };
 pub use concurrency::{concurrent_saves, meta_concurrent_racers};
-pub use due::{at_attempt_limit, due_attempts, due_follows_updates, due_order_and_limit};
+pub use due::{
+    at_attempt_limit, due_attempts, due_follows_updates, due_order_and_limit, due_reads_only_due,
+    RecordReads,
+};
 pub use records::{compare_and_swap, delete, list_sorted, missing_keys, round_trip};
 
 /// The `now` of the checks that call `due`.
@@ -153,4 +162,15 @@ pub async fn run_all(store: &dyn CertStore) {
     if store.cluster().is_some() {
         run_cluster(store).await;
     }
+}
+
+/// [`run_all`], then [`due_reads_only_due`] with the store's count of the
+/// records it reads: for a store that counts them ([`RecordReads`]).
+pub async fn run_all_counting_reads(store: &dyn CertStore, reads: &RecordReads) {
+    run_all(store).await;
+    due_reads_only_due(store, reads).await;
+    tracing::info!(
+        check = "due_reads_only_due",
+        "store conformance check passed"
+    );
 }
