@@ -14,7 +14,11 @@
 //!   the cycle ends with errors, no record is half written, attempts count
 //!   only recorded failures, the next cycle issues the rest;
 //! - a certificate renewed by one instance is served by another's resolver
-//!   over a real TLS handshake after a refresh.
+//!   over a real TLS handshake after a refresh;
+//! - three instances whose clocks are 5 minutes behind, right and 5 minutes
+//!   ahead, on PostgreSQL and on MariaDB: one cycle per interval on the
+//!   database's clock, the cap held per interval, no name ordered twice, and
+//!   the answers stored by the others found by the listener.
 //!
 //! The instances are separate processes: this test binary started again
 //! with [`node_process`] as the only test and a [`NodeSpec`] in the
@@ -44,10 +48,11 @@ use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use certkeeper::challenge::{Challenge, ChallengeKind, ChallengeSolver, Http01Solver};
 use certkeeper::issuer::{AcmeIssuer, IssueRequest, Issued, Issuer, IssuerKind};
+use certkeeper::renewer::RenewalPolicy;
 use certkeeper::renewer::CYCLE_MARK;
 use certkeeper::store::{CertRecord, CertStore, ChallengeAnswers, Leases, PostgresStore};
 use certkeeper::vault::Vault;
-use certkeeper::{CertResolver, Domain, Renewer};
+use certkeeper::{CertResolver, Clock, Domain, Renewer};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{round_trip, verify_chain};
@@ -92,6 +97,45 @@ struct NodeSpec {
     orders: PathBuf,
     /// Written once the node listens (if it does) and its renewer is built.
     ready: PathBuf,
+    /// How far the node's clock (the renewer's `Clock`) is from the
+    /// system's, in seconds.
+    #[serde(default)]
+    clock_offset_secs: i64,
+    /// The cap of each maintenance interval, for the whole cluster.
+    #[serde(default = "default_per_cycle")]
+    per_cycle: usize,
+}
+
+fn default_per_cycle() -> usize {
+    RenewalPolicy::default().per_cycle
+}
+
+/// The system's clock moved by a fixed offset: an instance whose clock is
+/// wrong.
+#[derive(Debug)]
+struct SkewedClock(time::Duration);
+
+impl Clock for SkewedClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + self.0
+    }
+}
+
+/// A store for `url`: MariaDB for `mysql://`, PostgreSQL otherwise.
+async fn connect(url: &str) -> Arc<dyn CertStore> {
+    #[cfg(feature = "mysql")]
+    if url.starts_with("mysql://") {
+        return Arc::new(
+            certkeeper::store::MySqlStore::connect(url)
+                .await
+                .expect("cannot connect to MariaDB"),
+        );
+    }
+    Arc::new(
+        PostgresStore::connect(url)
+            .await
+            .expect("cannot connect to PostgreSQL"),
+    )
 }
 
 /// Not a test: the entry point of the node processes that the cluster tests
@@ -131,11 +175,7 @@ async fn run_node(spec: NodeSpec) {
             }
         }
     });
-    let store: Arc<dyn CertStore> = Arc::new(
-        PostgresStore::connect(&spec.db_url)
-            .await
-            .expect("the node cannot connect to the database"),
-    );
+    let store = connect(&spec.db_url).await;
     let keyring = keyring(KEY);
     let solver = Http01Solver::new().with_store(store.clone());
     let _listener = match spec.listen_port {
@@ -166,6 +206,13 @@ async fn run_node(spec: NodeSpec) {
         .concurrency(spec.concurrency)
         .issue_timeout(issue_timeout)
         .resolver(CertResolver::new())
+        .clock(Arc::new(SkewedClock(time::Duration::seconds(
+            spec.clock_offset_secs,
+        ))))
+        .renewal_policy(RenewalPolicy {
+            per_cycle: spec.per_cycle,
+            ..RenewalPolicy::default()
+        })
         .build();
     renewer.load().await.expect("the node cannot load");
     std::fs::write(&spec.ready, "ready").unwrap();
@@ -510,6 +557,8 @@ impl Cluster<'_> {
             issue_timeout_ms: self.issue_timeout.as_millis() as u64,
             orders: self.dir.path().join(format!("{id}.orders")),
             ready: self.dir.path().join(format!("{id}.ready")),
+            clock_offset_secs: 0,
+            per_cycle: default_per_cycle(),
         }
     }
 
@@ -1423,6 +1472,274 @@ async fn a_certificate_renewed_by_one_instance_is_served_by_another_after_a_refr
             refresh,
             started.elapsed().as_secs_f64()
         );
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. Clocks that disagree.
+
+/// A database of its own on the shared MariaDB server, dropped with the value.
+#[cfg(feature = "mysql")]
+struct MariaDbDatabase {
+    name: String,
+}
+
+#[cfg(feature = "mysql")]
+impl MariaDbDatabase {
+    fn server_url() -> String {
+        std::env::var("CERTKEEPER_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
+    }
+
+    async fn new() -> Self {
+        let name = format!("certkeeper_cluster_{}", unique());
+        let mut conn = sqlx::MySqlConnection::connect(&Self::server_url())
+            .await
+            .unwrap();
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        Self { name }
+    }
+
+    /// The server's URL with this database instead of the one it names.
+    fn url(&self) -> String {
+        let server = Self::server_url();
+        let (base, query) = match server.split_once('?') {
+            Some((base, query)) => (base.to_owned(), format!("?{query}")),
+            None => (server.clone(), String::new()),
+        };
+        let root = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(root, _)| root);
+        format!("{root}/{}{query}", self.name)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Drop for MariaDbDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    if let Ok(mut conn) = sqlx::MySqlConnection::connect(&Self::server_url()).await
+                    {
+                        let _ = conn
+                            .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+                            .await;
+                    }
+                });
+        })
+        .join();
+    }
+}
+
+/// The cycle starts the store remembers ([`CYCLE_MARK`], on the database
+/// server's clock), read until `count` are seen and the nodes issued
+/// `issued` certificates, or `limit` passes.
+async fn watch_cycle_starts(
+    store: &dyn CertStore,
+    nodes: &mut [&mut NodeProcess],
+    count: usize,
+    issued: usize,
+    limit: StdDuration,
+) -> Vec<OffsetDateTime> {
+    let mut starts: Vec<OffsetDateTime> = Vec::new();
+    let deadline = Instant::now() + limit;
+    let mark = format!("mark.{CYCLE_MARK}");
+    let done = |nodes: &[&mut NodeProcess]| {
+        let n: usize = nodes
+            .iter()
+            .map(|n| n.orders().iter().filter(|o| o.what == "issued").count())
+            .sum();
+        n >= issued
+    };
+    while starts.len() < count || !done(nodes) {
+        for node in nodes.iter_mut() {
+            node.check_alive();
+        }
+        if let Some(text) = store.get_meta(&mark).await.unwrap() {
+            let micros: i128 = text.parse().unwrap();
+            let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
+            if starts.last() != Some(&start) {
+                starts.push(start);
+            }
+        }
+        if Instant::now() >= deadline {
+            let refs: Vec<&NodeProcess> = nodes.iter().map(|n| &**n).collect();
+            ca_stalled(&refs);
+            let progress: Vec<String> = refs.iter().map(|n| n.progress()).collect();
+            panic!(
+                "{count} cycles did not complete within {limit:?} (starts seen: {starts:?}; \
+                 {progress:?})"
+            );
+        }
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    starts
+}
+
+/// Three instances whose clocks disagree by five minutes each way (-5 min,
+/// 0, +5 min) share 20 due names with a cap of 8 per 15 s interval: the
+/// cycles start at least an interval apart on the database's clock, each
+/// interval orders at most the cap, no name is ordered twice, every name is
+/// issued, and the challenges of the instances that do not listen are
+/// answered by the one that does (whose clock is 5 minutes behind).
+async fn three_skewed_instances(db_url: String, zone: &str) {
+    const NAMES: usize = 20;
+    const CAP: usize = 8;
+    let started = Instant::now();
+    let pebble = Pebble::start(PebbleOptions::default()).await;
+    let store = connect(&db_url).await;
+    // Due ten minutes ago: due on every instance's clock.
+    let due = OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let mut domains = Vec::new();
+    for i in 0..NAMES {
+        let name = domain(&format!("site{i:03}.{zone}"));
+        store
+            .save(&CertRecord::new(name.clone(), due))
+            .await
+            .unwrap();
+        domains.push(name);
+    }
+    let cluster = Cluster {
+        pebble: &pebble,
+        db_url,
+        dir: tempfile::tempdir().unwrap(),
+        interval: StdDuration::from_secs(15),
+        refresh: StdDuration::from_secs(1),
+        concurrency: 4,
+        issue_timeout: StdDuration::from_secs(120),
+    };
+    // The first cycle goes to the instance 5 minutes ahead, which does not
+    // listen.
+    let leases = store.cluster().expect("an SQL store offers a cluster");
+    assert!(leases
+        .acquire_lease(CYCLE_LEASE, "ahead", StdDuration::from_secs(600))
+        .await
+        .unwrap());
+    let node = |id: &str, listens: bool, offset_secs: i64| {
+        let spec = NodeSpec {
+            clock_offset_secs: offset_secs,
+            per_cycle: CAP,
+            ..cluster.spec(id, listens)
+        };
+        NodeProcess::start(spec, cluster.dir.path())
+    };
+    let mut behind = node("behind", true, -300);
+    behind.wait_ready().await;
+    let mut exact = node("exact", false, 0);
+    let mut ahead = node("ahead", false, 300);
+    exact.wait_ready().await;
+    ahead.wait_ready().await;
+
+    let starts = watch_cycle_starts(
+        &*store,
+        &mut [&mut behind, &mut exact, &mut ahead],
+        NAMES.div_ceil(CAP),
+        NAMES,
+        StdDuration::from_secs(240),
+    )
+    .await;
+    tokio::time::sleep(2 * cluster.refresh).await;
+    let nodes = [behind, exact, ahead];
+    ca_stalled(&nodes.iter().collect::<Vec<_>>());
+    let mut orders: Vec<Order> = nodes.iter().flat_map(|n| placed(&n.orders())).collect();
+    orders.sort_by_key(|o| o.at);
+
+    // One cycle per interval on the database's clock, whatever each
+    // instance's own clock says.
+    let interval = cluster.interval.as_nanos() as i128;
+    for pair in starts.windows(2) {
+        assert!(
+            nanos(pair[1]) - nanos(pair[0]) >= interval,
+            "cycles started {:.1} s apart, within the {:?} interval (starts: {starts:?})",
+            secs(nanos(pair[1]) - nanos(pair[0])),
+            cluster.interval
+        );
+    }
+    // The cap held in each interval.
+    assert!(
+        orders.iter().all(|o| o.at >= nanos(starts[0])),
+        "an order before the first cycle"
+    );
+    let mut per_interval = Vec::new();
+    for (i, start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(i128::MAX, |next| nanos(*next));
+        let n = orders
+            .iter()
+            .filter(|o| o.at >= nanos(*start) && o.at < end)
+            .count();
+        per_interval.push(n);
+    }
+    assert!(
+        per_interval.iter().all(|&n| n <= CAP),
+        "more than {CAP} orders in an interval: {per_interval:?}"
+    );
+    // No name ordered twice, every name issued once.
+    let mut per_domain: HashMap<&str, Vec<&str>> = HashMap::new();
+    for o in &orders {
+        per_domain.entry(&o.domain).or_default().push(&o.node);
+    }
+    let twice: Vec<_> = per_domain.iter().filter(|(_, n)| n.len() > 1).collect();
+    assert!(twice.is_empty(), "ordered more than once: {twice:?}");
+    assert_eq!(per_domain.len(), NAMES, "names ordered");
+    for name in &domains {
+        let record = store.load(name).await.unwrap().unwrap();
+        assert!(record.certificate.is_some(), "{name} not issued");
+        assert_eq!(record.attempts, 0, "{name}: {:?}", record.log_lines());
+    }
+    // The listener, 5 minutes behind, found every answer the others stored.
+    let answered: BTreeSet<String> = nodes[0].tokens(ANSWERED).into_iter().collect();
+    let presented_elsewhere: BTreeSet<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| n.tokens(PRESENTED))
+        .collect();
+    assert!(
+        presented_elsewhere.len() >= CAP,
+        "{} challenges presented by the instances that do not listen",
+        presented_elsewhere.len()
+    );
+    let unanswered: Vec<_> = presented_elsewhere.difference(&answered).collect();
+    assert!(
+        unanswered.is_empty(),
+        "presented elsewhere but not answered by the listener: {unanswered:?}"
+    );
+    let by_node: Vec<(String, usize)> = nodes
+        .iter()
+        .map(|n| (n.spec.id.clone(), placed(&n.orders()).len()))
+        .collect();
+    eprintln!(
+        "skewed clocks ({zone}): orders per interval {per_interval:?} (cap {CAP}), orders per \
+         instance {by_node:?}, {} answers from the listener; the test took {:.1} s",
+        answered.len(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(nodes);
+}
+
+/// [`three_skewed_instances`] on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_with_clocks_ten_minutes_apart_keep_one_cycle_per_interval() {
+    limited(StdDuration::from_secs(360), async {
+        let schema = Schema::new().await;
+        three_skewed_instances(schema.url(), "skew-postgres.com").await;
+    })
+    .await;
+}
+
+/// [`three_skewed_instances`] on MariaDB.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_instances_with_clocks_ten_minutes_apart_keep_one_cycle_per_interval() {
+    limited(StdDuration::from_secs(360), async {
+        let database = MariaDbDatabase::new().await;
+        three_skewed_instances(database.url(), "skew-mariadb.com").await;
     })
     .await;
 }
