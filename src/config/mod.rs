@@ -127,6 +127,7 @@ pub struct Config {
     email: EmailSection,
     /// Whether errors name the variables (read from the environment) or
     /// the builder methods.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
     naming: Naming,
     /// The values it was built from, for [`Config::into_builder`].
     source: Box<ConfigBuilder>,
@@ -390,6 +391,7 @@ impl Config {
 
     /// How the components built from this config name a setting in their
     /// errors: by its variable when it was read from the environment.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
     pub(crate) fn naming(&self) -> Naming {
         self.naming
     }
