@@ -143,15 +143,16 @@ impl Keyring {
         I: IntoIterator<Item = (u32, S)>,
         S: AsRef<str>,
     {
-        Self::from_keys_named(production, keys, Naming::Builder, "Keyring::from_keys")
+        Self::from_keys_named(production, keys, &|_| Naming::Builder, "Keyring::from_keys")
     }
 
-    /// [`from_keys`](Self::from_keys), naming in errors the variables (from
-    /// the environment) or `method` and the version.
+    /// [`from_keys`](Self::from_keys), naming in errors the variable of a
+    /// version whose `naming` is the environment, otherwise `method` and
+    /// the version.
     pub(crate) fn from_keys_named<I, S>(
         production: bool,
         keys: I,
-        naming: Naming,
+        naming: &dyn Fn(u32) -> Naming,
         method: &'static str,
     ) -> Result<Self>
     where
@@ -647,7 +648,7 @@ mod tests {
         ));
         // Read from the environment: the variable.
         let env = |keys: &[(u32, &str)]| {
-            Keyring::from_keys_named(true, keys.iter().copied(), Naming::Environment, method)
+            Keyring::from_keys_named(true, keys.iter().copied(), &|_| Naming::Environment, method)
                 .unwrap_err()
         };
         assert!(matches!(env(&[]), Error::Config { name, .. } if name == Setting::openssl_key(1)));

@@ -130,25 +130,25 @@ impl KeySet {
         Self::from_passphrases_named(
             production,
             passphrases,
-            Naming::Builder,
+            &|_| Naming::Builder,
             "KeySet::from_passphrases",
         )
     }
 
     /// [`from_passphrases`](Self::from_passphrases), naming in errors the
-    /// variable of a version (from the environment) or `method` and the
-    /// version.
+    /// variable of a version whose `naming` is the environment, otherwise
+    /// `method` and the version.
     pub(crate) fn from_passphrases_named<I, S>(
         production: bool,
         passphrases: I,
-        naming: Naming,
+        naming: &dyn Fn(u32) -> Naming,
         method: &'static str,
     ) -> Result<Self>
     where
         I: IntoIterator<Item = (u32, S)>,
         S: AsRef<str>,
     {
-        let name_of = |version: u32| match naming {
+        let name_of = |version: u32| match naming(version) {
             Naming::Environment => Setting::openssl_key(version),
             Naming::Builder => format!("{method}(version {version})"),
         };
@@ -175,7 +175,7 @@ impl KeySet {
             keys.insert(version, DataKey::from_passphrase(passphrase));
         }
         if keys.is_empty() {
-            let name = match naming {
+            let name = match naming(1) {
                 Naming::Environment => Setting::openssl_key(1),
                 Naming::Builder => method.to_owned(),
             };

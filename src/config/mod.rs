@@ -685,6 +685,8 @@ pub struct ConfigBuilder {
     /// The settings given through a builder method: their errors name the
     /// method even in a config read from the environment.
     by_method: BTreeSet<Method>,
+    /// The key versions given through [`openssl_key`](Self::openssl_key).
+    keys_by_method: BTreeSet<u32>,
 }
 
 /// A builder method, for [`ConfigBuilder::by_method`].
@@ -724,6 +726,7 @@ impl Default for ConfigBuilder {
             acme_budgets: CaBudgets::default(),
             naming: Naming::default(),
             by_method: BTreeSet::new(),
+            keys_by_method: BTreeSet::new(),
         }
     }
 }
@@ -858,7 +861,8 @@ impl ConfigBuilder {
     /// checked when the config is built.
     pub fn openssl_key(mut self, version: u32, key: impl Into<String>) -> Self {
         self.keys.insert(version, Zeroizing::new(key.into()));
-        self.by("ConfigBuilder::openssl_key")
+        self.keys_by_method.insert(version);
+        self
     }
 
     /// The console whitelists and the root-only switch.
@@ -1078,7 +1082,20 @@ impl ConfigBuilder {
             Some(settings) => Some(settings.clone()),
             None => self.smtp_vars.clone().settings(security_email.as_deref())?,
         };
-        let keys_naming = self.naming_of("ConfigBuilder::openssl_key");
+        // Each key named as it was given: its variable, or the method.
+        let key_naming = |version: u32| {
+            if self.keys_by_method.contains(&version) {
+                Naming::Builder
+            } else {
+                self.naming
+            }
+        };
+        // A missing key is named by the variable unless a key came in code.
+        let keys_naming = if self.keys_by_method.is_empty() {
+            self.naming
+        } else {
+            Naming::Builder
+        };
         let keyring = if self.keys.is_empty() {
             None
         } else {
@@ -1086,7 +1103,7 @@ impl ConfigBuilder {
                 Keyring::from_keys_named(
                     self.production,
                     self.keys.iter().map(|(v, k)| (*v, k.as_str())),
-                    keys_naming,
+                    &key_naming,
                     "ConfigBuilder::openssl_key",
                 )?
                 .with_naming(keys_naming),
@@ -1682,6 +1699,35 @@ mod tests {
             "{err}"
         );
         assert!(!err.to_string().contains("qwerty12"), "{err}");
+        // A key added in code is named by the method and its version; the
+        // environment's keep their variable.
+        let dev = Config::from_vars([
+            (Setting::Env.name(), "development"),
+            (&*Setting::openssl_key(1), "qwerty12"),
+        ])
+        .unwrap();
+        let err = dev
+            .clone()
+            .into_builder()
+            .openssl_key(3, "second-key-0123456789abcdefgh")
+            .production(true)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if *name == Setting::openssl_key(1)),
+            "{err}"
+        );
+        let err = dev
+            .into_builder()
+            .openssl_key(1, "long-enough-but-rotated-0123456789")
+            .openssl_key(3, "qwerty34")
+            .production(true)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if name == "ConfigBuilder::openssl_key(version 3)"),
+            "{err}"
+        );
     }
 
     #[test]
