@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let http = address("HTTP_ADDRESS", "[::]:80")?;
     let https = address("HTTPS_ADDRESS", "[::]:443")?;
     let server = start(Config::from_env()?, http, https).await?;
-    let main = server.embedded.config.main_domain.as_ref();
+    let main = server.embedded.config.renewal().main_domain();
     let main = main.map_or_else(|| "the first host seen".into(), ToString::to_string);
     println!(
         "serving {main} on {} (TLS) and {} (challenges, redirect); Ctrl-C to stop",
@@ -72,12 +72,12 @@ impl Drop for Server {
 /// Starts the default stack from `config`, port 80's router on `http` and
 /// the application on `https`.
 pub(crate) async fn start(
-    mut config: Config,
+    config: Config,
     http: SocketAddr,
     https: SocketAddr,
 ) -> Result<Server, Box<dyn Error + Send + Sync>> {
     // Port 80 is served below, challenges included.
-    config.challenge_address = None;
+    let config = config.into_builder().challenge_address(None).build()?;
     let embedded = Embedded::start(config).await?;
     let maintenance = embedded.spawn_maintenance();
 

@@ -18,7 +18,7 @@
 //! store it already holds:
 //!
 //! ```text
-//! let report = certkeeper::vault::rotate(&*embedded.store, &*embedded.keyring).await?;
+//! let report = certkeeper::vault::rotate(&*embedded.store, &*embedded.cipher).await?;
 //! ```
 
 use std::process::ExitCode;
@@ -60,10 +60,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let keyring = config.keyring()?;
     // Fails with "in use by another process" while a server holds the folder.
-    let store = FileStore::open(&config.store_path).await?;
+    let store = FileStore::open(config.storage().path()).await?;
     println!(
         "rotating {} to key version {} (keys present: {:?})",
-        config.store_path.display(),
+        config.storage().path().display(),
         keyring.versions().last().copied().unwrap_or_default(),
         keyring.versions()
     );

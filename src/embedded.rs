@@ -6,7 +6,7 @@ use std::sync::Arc;
 #[cfg(feature = "access")]
 use crate::access::{ConsoleAccessPolicy, StoreRootSeat};
 use crate::challenge::{Http01Responder, Http01Server, Http01Solver};
-use crate::cipher::Keyring;
+use crate::cipher::{Keyring, SecretCipher};
 use crate::config::Setting;
 use crate::issuer::{AcmeIssuer, IssuerRouter, SelfSignedIssuer};
 use crate::renewer::OnDemand;
@@ -15,7 +15,11 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 
 /// The default parts built from a [`Config`]: a [`FileStore`] in
 /// `_APP_CERTIFICATES_PATH` (or, with `_APP_CERTIFICATES_DATABASE_URL`, the
-/// cluster's PostgreSQL or MariaDB store), a [`Keyring`] from `_APP_OPENSSL_KEY_V*`, an
+/// cluster's PostgreSQL or MariaDB store), a [`Keyring`] from
+/// `_APP_OPENSSL_KEY_V*` (or the cipher given to
+/// [`start_with_cipher`](Self::start_with_cipher), such as a
+/// [`SourcedKeyring`](crate::cipher::SourcedKeyring) whose keys a KMS
+/// holds), an
 /// HTTP-01 solver (with its own listener on `_APP_ACME_CHALLENGE_ADDRESS`
 /// when the ACME issuer is in use, unless that is `off`), the DNS-01 solver
 /// of the `_APP_DNS01_*` settings for wildcard names (feature `dns01`), an [`AcmeIssuer`] for
@@ -33,15 +37,19 @@ use crate::{CertResolver, Config, Error, Renewer, Result};
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Embedded {
-    /// The renewer; call [`Renewer::run`] with `config.maintenance_interval`.
+    /// The renewer; call [`Renewer::run`] with
+    /// `config.renewal().maintenance_interval()`.
     pub renewer: Renewer,
     /// Serves the stored certificates by SNI; give
     /// [`CertResolver::server_config`] to the TLS listener.
     pub resolver: CertResolver,
     /// The store.
     pub store: Arc<dyn CertStore>,
-    /// The keyring sealing private keys and account credentials.
-    pub keyring: Arc<Keyring>,
+    /// The cipher sealing private keys and account credentials: the
+    /// [`Keyring`] of the config, or the cipher given to
+    /// [`start_with_cipher`](Self::start_with_cipher). Rotate with
+    /// `certkeeper::vault::rotate(&*embedded.store, &*embedded.cipher)`.
+    pub cipher: Arc<dyn SecretCipher>,
     /// Answers `/.well-known/acme-challenge/{token}` for an embedding server
     /// that serves port 80 itself.
     pub challenge_responder: Http01Responder,
@@ -63,8 +71,42 @@ impl Embedded {
     /// setting at fault (a weak key in production, a port that cannot be
     /// bound, an unreadable store folder ...).
     pub async fn start(config: Config) -> Result<Self> {
-        let store: Arc<dyn CertStore> = match &config.database_url {
-            None => Arc::new(FileStore::open(&config.store_path).await?),
+        let keyring: Arc<Keyring> = Arc::new(config.keyring()?);
+        Self::start_sealing_with(config, keyring).await
+    }
+
+    /// [`start`](Self::start), sealing with `cipher` instead of the
+    /// config's keyring: a [`SourcedKeyring`](crate::cipher::SourcedKeyring)
+    /// whose keys come from a KMS (see `examples/kms_cipher.rs`), or a
+    /// [`Keyring`] built in code. The config then needs no
+    /// `_APP_OPENSSL_KEY_V*`; keys it holds anyway are not used (a warning
+    /// says so).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use certkeeper::cipher::{KeySet, SourcedKeyring};
+    /// use certkeeper::{Config, Embedded};
+    /// # async fn run(kms: KeySet) -> certkeeper::Result<()> {
+    /// let cipher = Arc::new(SourcedKeyring::new(Arc::new(kms)).await?);
+    /// let embedded = Embedded::start_with_cipher(Config::from_env()?, cipher.clone()).await?;
+    /// // Later, after the KMS gained a version: new seals use it.
+    /// cipher.refresh().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_with_cipher(config: Config, cipher: Arc<dyn SecretCipher>) -> Result<Self> {
+        if let Some(keys) = config.secrets().keyring() {
+            tracing::warn!(
+                versions = ?keys.versions(),
+                "the config's encryption keys are not used: the cipher given seals and opens"
+            );
+        }
+        Self::start_sealing_with(config, cipher).await
+    }
+
+    async fn start_sealing_with(config: Config, cipher: Arc<dyn SecretCipher>) -> Result<Self> {
+        let storage = config.storage();
+        let store: Arc<dyn CertStore> = match storage.database_url() {
+            None => Arc::new(FileStore::open(storage.path()).await?),
             #[cfg(any(feature = "postgres", feature = "mysql"))]
             Some(url) => {
                 tracing::info!(database = %url, "using the cluster's database as the store");
@@ -79,19 +121,20 @@ impl Embedded {
                 ))
             }
         };
-        let keyring = Arc::new(config.keyring()?);
         // Answers kept in the store too, so any instance sharing it can answer the CA.
         let solver = Http01Solver::new().with_store(store.clone());
         let challenge_responder = solver.responder();
-        let acme_enabled = config.production && config.security_email.is_some();
-        if config.production && config.security_email.is_none() {
+        let (acme_config, renewal) = (config.acme(), config.renewal());
+        let security_email = acme_config.security_email();
+        let acme_enabled = config.production() && security_email.is_some();
+        if config.production() && security_email.is_none() {
             tracing::warn!(
                 "{} is unset: no ACME issuer, so public names cannot get certificates (local \
                  names still get self-signed ones)",
                 Setting::SecurityEmail
             );
         }
-        let challenge_server = match (acme_enabled, config.challenge_address) {
+        let challenge_server = match (acme_enabled, acme_config.challenge_address()) {
             (true, Some(address)) => Some(solver.serve(address).await.map_err(|e| {
                 Error::config(
                     Setting::AcmeChallengeAddress.name(),
@@ -101,36 +144,36 @@ impl Embedded {
             _ => None,
         };
         let resolver = CertResolver::new();
-        let mut builder = Renewer::builder(store.clone(), keyring.clone())
-            .production(config.production)
-            .main_domain(config.main_domain.clone())
-            .concurrency(config.concurrency)
+        let mut builder = Renewer::builder(store.clone(), cipher.clone())
+            .production(config.production())
+            .main_domain(renewal.main_domain().cloned())
+            .concurrency(renewal.concurrency())
             .resolver(resolver.clone())
             .on_demand(OnDemand::new());
         let mut router = IssuerRouter::new(Arc::new(SelfSignedIssuer::new()))
-            .production(config.production)
+            .production(config.production())
             .naming(config.naming());
-        if let (true, Some(email)) = (acme_enabled, &config.security_email) {
-            let mut acme = AcmeIssuer::builder(config.acme_directory_url.clone())
+        if let (true, Some(email)) = (acme_enabled, security_email) {
+            let mut acme = AcmeIssuer::builder(acme_config.directory_url())
                 .contact_email(email)
                 .solver(Arc::new(solver.clone()))
                 .store(store.clone())
-                .cipher(keyring.clone())
-                .request_timeout(config.acme_timeout)
-                .budgets(config.acme_budgets);
-            if let Some(root) = &config.acme_ca_root {
+                .cipher(cipher.clone())
+                .request_timeout(acme_config.timeout())
+                .budgets(acme_config.budgets());
+            if let Some(root) = acme_config.ca_root() {
                 acme = acme.ca_root_pem_file(root);
             }
             // Wildcard names, through DNS-01 (RFC 2136 + TSIG), when set up.
             #[cfg(feature = "dns01")]
-            if let Some(dns01) = &config.dns01 {
+            if let Some(dns01) = acme_config.dns01() {
                 acme = acme.solver(Arc::new(dns01.clone()));
             }
-            acme = acme.key_type(config.acme_key_type);
-            if let Some(profile) = &config.acme_profile {
+            acme = acme.key_type(acme_config.key_type());
+            if let Some(profile) = acme_config.profile() {
                 acme = acme.profile(profile);
             }
-            if let Some(eab) = &config.acme_eab {
+            if let Some(eab) = acme_config.external_account_binding() {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }
             let acme = Arc::new(acme.naming(config.naming()).build()?);
@@ -145,7 +188,7 @@ impl Embedded {
             builder = builder.subscriber(Arc::new(notifier));
         }
         #[cfg(not(feature = "smtp"))]
-        if config.smtp.is_some() {
+        if config.email().smtp().is_some() {
             tracing::warn!(
                 "{} is set, but this build has no `smtp` feature: no notice is emailed",
                 Setting::SmtpHost
@@ -163,7 +206,7 @@ impl Embedded {
             renewer,
             resolver,
             store,
-            keyring,
+            cipher,
             challenge_responder,
             challenge_server,
             config,
@@ -174,7 +217,7 @@ impl Embedded {
     /// background task.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<Result<()>> {
         let renewer = self.renewer.clone();
-        let interval = self.config.maintenance_interval;
+        let interval = self.config.renewal().maintenance_interval();
         tokio::spawn(async move { renewer.run(interval).await })
     }
 }

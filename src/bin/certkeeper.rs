@@ -292,7 +292,8 @@ fn parse_domain(name: &str) -> Result<Domain, (Option<Output>, Failure)> {
 /// The store of the settings: a file store read-only (no lock) for
 /// reading, locked for writing; a SQL store either way.
 async fn open_store(config: &Config, write: bool) -> Result<Arc<dyn CertStore>, Error> {
-    match &config.database_url {
+    let storage = config.storage();
+    match storage.database_url() {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
         Some(url) => url.connect().await,
         #[cfg(not(any(feature = "postgres", feature = "mysql")))]
@@ -300,14 +301,12 @@ async fn open_store(config: &Config, write: bool) -> Result<Arc<dyn CertStore>, 
             certkeeper::Setting::CertificatesDatabaseUrl.name(),
             "this build has no SQL store",
         )),
-        None if write => Ok(Arc::new(FileStore::open(&config.store_path).await?)),
-        None if !config.store_path.join("certs").is_dir() => Err(Error::NotFound {
+        None if write => Ok(Arc::new(FileStore::open(storage.path()).await?)),
+        None if !storage.path().join("certs").is_dir() => Err(Error::NotFound {
             what: "certificate store (set _APP_CERTIFICATES_PATH)",
-            key: config.store_path.display().to_string(),
+            key: storage.path().display().to_string(),
         }),
-        None => Ok(Arc::new(
-            FileStore::open_read_only(&config.store_path).await?,
-        )),
+        None => Ok(Arc::new(FileStore::open_read_only(storage.path()).await?)),
     }
 }
 
@@ -616,10 +615,10 @@ fn file_store_state(path: &Path) -> (String, Option<u32>) {
 
 async fn check(config: &Config) -> Outcome {
     let mut text = String::from("settings: valid\n");
-    let mut report = json!({"valid": true, "production": config.production});
+    let mut report = json!({"valid": true, "production": config.production()});
     text += &format!(
         "mode: {}\n",
-        if config.production {
+        if config.production() {
             "production"
         } else {
             "development (self-signed certificates for every name)"
@@ -632,13 +631,14 @@ async fn check(config: &Config) -> Outcome {
     text += &format!("keys: versions {versions:?}, new secrets sealed under V{sealing}\n");
     report["key_versions"] = json!(versions);
 
-    match &config.database_url {
+    let (storage, acme_config) = (config.storage(), config.acme());
+    match storage.database_url() {
         Some(url) => {
             text += &format!("store: {url} (shared SQL store)\n");
             report["store"] = json!({"kind": "sql", "url": url.to_string()});
         }
         None => {
-            let path = &config.store_path;
+            let path = storage.path();
             let (state, holder) = file_store_state(path);
             text += &format!("store: file store at {} ({state})\n", path.display());
             report["store"] =
@@ -646,24 +646,23 @@ async fn check(config: &Config) -> Outcome {
         }
     }
 
-    let acme = config.production && config.security_email.is_some();
+    let acme = config.production() && acme_config.security_email().is_some();
     if acme {
         text += &format!(
             "CA: {} as {}{}, {}s per call\n",
-            config.acme_directory_url,
-            config.security_email.as_deref().unwrap_or_default(),
-            config
-                .acme_ca_root
-                .as_ref()
+            acme_config.directory_url(),
+            acme_config.security_email().unwrap_or_default(),
+            acme_config
+                .ca_root()
                 .map(|p| format!(", trusting {}", p.display()))
                 .unwrap_or_default(),
-            config.acme_timeout.as_secs()
+            acme_config.timeout().as_secs()
         );
-        match config.challenge_address {
+        match acme_config.challenge_address() {
             Some(address) => text += &format!("HTTP-01 challenges: answered on {address}\n"),
             None => text += "HTTP-01 challenges: answered by the server itself (listener off)\n",
         }
-    } else if config.production {
+    } else if config.production() {
         text += &format!(
             "CA: none: {} is unset, so public names cannot get certificates (local names get self-signed ones)\n",
             certkeeper::Setting::SecurityEmail
@@ -673,11 +672,11 @@ async fn check(config: &Config) -> Outcome {
     }
     report["ca"] = json!({
         "enabled": acme,
-        "directory_url": config.acme_directory_url,
-        "contact": config.security_email,
-        "challenge_address": config.challenge_address.map(|a| a.to_string()),
+        "directory_url": acme_config.directory_url(),
+        "contact": acme_config.security_email(),
+        "challenge_address": acme_config.challenge_address().map(|a| a.to_string()),
     });
-    let configured = config.main_domain.as_ref();
+    let configured = config.renewal().main_domain();
     text += &match configured {
         Some(main) if !DomainPolicy::learns(configured) => format!("main domain: {main}\n"),
         _ => format!(
@@ -685,10 +684,10 @@ async fn check(config: &Config) -> Outcome {
             configured.map_or("unset", Domain::as_str)
         ),
     };
-    report["main_domain"] = json!(config.main_domain.as_ref().map(Domain::as_str));
+    report["main_domain"] = json!(configured.map(Domain::as_str));
 
     // What the next cycle would pick, if the store exists.
-    let exists = config.database_url.is_some() || config.store_path.join("certs").is_dir();
+    let exists = storage.database_url().is_some() || storage.path().join("certs").is_dir();
     if exists {
         let store = open_store(config, false).await.map_err(fail)?;
         let policy = RenewalPolicy::default();

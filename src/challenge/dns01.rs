@@ -20,7 +20,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use zeroize::Zeroizing;
 
 use super::{Challenge, ChallengeKind, ChallengeSolver};
-use crate::config::Setting;
+use crate::config::{Naming, Setting};
 use crate::error::DnsProblem;
 use crate::{Domain, Error, Result};
 
@@ -120,7 +120,14 @@ pub struct Dns01SolverBuilder {
     ttl: u32,
     request_timeout: Duration,
     propagation_timeout: Duration,
+    /// Whether errors name the `_APP_DNS01_*` variables or the methods.
+    naming: Naming,
 }
+
+/// The builder's method of each setting, named in its errors.
+const ZONE_METHOD: &str = "Dns01Solver::builder(zone)";
+const TSIG_METHOD: &str = "Dns01SolverBuilder::tsig_key";
+const PROPAGATION_METHOD: &str = "Dns01SolverBuilder::propagation_timeout";
 
 impl Dns01Solver {
     /// Time the record gets to become visible unless set otherwise.
@@ -141,6 +148,7 @@ impl Dns01Solver {
             ttl: Self::DEFAULT_TTL,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             propagation_timeout: Self::DEFAULT_PROPAGATION_TIMEOUT,
+            naming: Naming::default(),
         }
     }
 
@@ -493,42 +501,55 @@ impl Dns01SolverBuilder {
         self
     }
 
+    /// Errors name the `_APP_DNS01_*` variables: for a solver built from
+    /// the environment.
+    pub(crate) fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
+    }
+
     /// Checks the settings and builds the solver; nothing is sent yet.
     ///
-    /// Fails with [`Error::Config`] naming the setting at fault: a zone
-    /// that is not a DNS name, a missing key, a key name that is not a DNS
-    /// name, a secret that is not base64 or shorter than 16 bytes, a zero
-    /// timeout. The error never shows the secret.
+    /// Fails with [`Error::Config`] naming the method of the setting at
+    /// fault (`Dns01SolverBuilder::tsig_key` ...; the `_APP_DNS01_*`
+    /// variable for the solver a [`Config`](crate::Config) reads from the
+    /// environment): a zone that is not a DNS name, a missing key, a key
+    /// name that is not a DNS name, a secret that is not base64 or shorter
+    /// than 16 bytes, a zero timeout. The error never shows the secret.
     pub fn build(self) -> Result<Dns01Solver> {
+        let n = self.naming;
+        let zone_name = n.of(Setting::Dns01Zone, ZONE_METHOD);
+        let key_name_name = n.of(Setting::Dns01TsigKeyName, TSIG_METHOD);
+        let secret_name = n.of(Setting::Dns01TsigSecret, TSIG_METHOD);
         let zone_text = self.zone.trim().trim_end_matches('.');
         if zone_text.is_empty() {
-            return Err(Error::config(Setting::Dns01Zone.name(), "required"));
+            return Err(Error::config(zone_name, "required"));
         }
-        let mut zone = Name::from_ascii(zone_text)
-            .map_err(|_| Error::config(Setting::Dns01Zone.name(), "not a DNS name"))?;
+        let mut zone =
+            Name::from_ascii(zone_text).map_err(|_| Error::config(zone_name, "not a DNS name"))?;
         zone.set_fqdn(true);
-        let (key_name, secret, algorithm) = self.key.ok_or_else(|| {
-            Error::config(Setting::Dns01TsigKeyName.name(), "a TSIG key is required")
-        })?;
+        let (key_name, secret, algorithm) = self
+            .key
+            .ok_or_else(|| Error::config(key_name_name, "a TSIG key is required"))?;
         let signer_name = Name::from_ascii(key_name.trim())
             .ok()
             .filter(|name| !name.is_root())
-            .ok_or_else(|| Error::config(Setting::Dns01TsigKeyName.name(), "not a DNS name"))?;
+            .ok_or_else(|| Error::config(key_name_name, "not a DNS name"))?;
         let key = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
                 .decode(secret.trim().as_bytes())
-                .map_err(|_| Error::config(Setting::Dns01TsigSecret.name(), "not base64"))?,
+                .map_err(|_| Error::config(secret_name, "not base64"))?,
         );
         if key.len() < 16 {
             return Err(Error::config(
-                Setting::Dns01TsigSecret.name(),
+                secret_name,
                 "shorter than 16 bytes; make one with `tsig-keygen`",
             ));
         }
         for (name, limit) in [
             ("Dns01SolverBuilder::request_timeout", self.request_timeout),
             (
-                Setting::Dns01PropagationTimeout.name(),
+                n.of(Setting::Dns01PropagationTimeout, PROPAGATION_METHOD),
                 self.propagation_timeout,
             ),
         ] {
@@ -537,8 +558,13 @@ impl Dns01SolverBuilder {
             }
         }
         // The fudge is RFC 8945's recommended 300 s of clock difference.
-        let signer = TSigner::new(key.to_vec(), algorithm.hickory(), signer_name, 300)
-            .map_err(|e| Error::config(Setting::Dns01TsigAlgorithm.name(), e.to_string()))?;
+        let signer =
+            TSigner::new(key.to_vec(), algorithm.hickory(), signer_name, 300).map_err(|e| {
+                Error::config(
+                    n.of(Setting::Dns01TsigAlgorithm, TSIG_METHOD),
+                    e.to_string(),
+                )
+            })?;
         Ok(Dns01Solver {
             inner: Arc::new(Inner {
                 server: self.server,
@@ -584,23 +610,26 @@ mod tests {
         assert_eq!(name("*.example.com"), "_acme-challenge.example.com");
     }
 
-    #[test]
-    fn bad_settings_name_the_setting_and_never_show_the_secret() {
-        let cases = [
-            (builder(), Setting::Dns01TsigKeyName.name()),
+    /// Each bad setting, with the variable and the method its error names.
+    fn bad_builders() -> Vec<(Dns01SolverBuilder, Setting, &'static str)> {
+        vec![
+            (builder(), Setting::Dns01TsigKeyName, TSIG_METHOD),
             (
                 builder().tsig_key("k", "not base64 at all!", TsigAlgorithm::HmacSha256),
-                Setting::Dns01TsigSecret.name(),
+                Setting::Dns01TsigSecret,
+                TSIG_METHOD,
             ),
             (
                 builder().tsig_key("k", "c2hvcnQ=", TsigAlgorithm::HmacSha256),
-                Setting::Dns01TsigSecret.name(),
+                Setting::Dns01TsigSecret,
+                TSIG_METHOD,
             ),
             (
                 builder()
                     .tsig_key("k", SECRET, TsigAlgorithm::HmacSha256)
                     .propagation_timeout(Duration::ZERO),
-                Setting::Dns01PropagationTimeout.name(),
+                Setting::Dns01PropagationTimeout,
+                PROPAGATION_METHOD,
             ),
             (
                 Dns01Solver::builder("127.0.0.1:53".parse().unwrap(), "").tsig_key(
@@ -608,13 +637,31 @@ mod tests {
                     SECRET,
                     TsigAlgorithm::HmacSha256,
                 ),
-                Setting::Dns01Zone.name(),
+                Setting::Dns01Zone,
+                ZONE_METHOD,
             ),
-        ];
-        for (builder, setting) in cases {
+        ]
+    }
+
+    #[test]
+    fn bad_settings_name_the_method_and_never_show_the_secret() {
+        for (builder, _, method) in bad_builders() {
             let err = builder.build().unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == setting),
+                matches!(&err, Error::Config { name, .. } if name == method),
+                "{method}: {err:?}"
+            );
+            assert!(!err.to_string().contains(SECRET));
+            assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_from_the_environment_name_the_variable() {
+        for (builder, setting, _) in bad_builders() {
+            let err = builder.naming(Naming::Environment).build().unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == setting.name()),
                 "{setting}: {err:?}"
             );
             assert!(!err.to_string().contains(SECRET));

@@ -143,7 +143,25 @@ impl Keyring {
         I: IntoIterator<Item = (u32, S)>,
         S: AsRef<str>,
     {
-        Self::from_key_set(KeySet::from_passphrases(production, keys)?)
+        Self::from_keys_named(production, keys, &|_| Naming::Builder, "Keyring::from_keys")
+    }
+
+    /// [`from_keys`](Self::from_keys), naming in errors the variable of a
+    /// version whose `naming` is the environment, otherwise `method` and
+    /// the version.
+    pub(crate) fn from_keys_named<I, S>(
+        production: bool,
+        keys: I,
+        naming: &dyn Fn(u32) -> Naming,
+        method: &'static str,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = (u32, S)>,
+        S: AsRef<str>,
+    {
+        Self::from_key_set(KeySet::from_passphrases_named(
+            production, keys, naming, method,
+        )?)
     }
 
     /// Builds a keyring from data keys, sealing under
@@ -570,7 +588,7 @@ mod tests {
         ] {
             match Keyring::from_keys(true, [(3, key)]) {
                 Err(Error::WeakKey { name, reason }) => {
-                    assert_eq!(name, Setting::openssl_key(3));
+                    assert_eq!(name, "Keyring::from_keys(version 3)");
                     assert!(reason.contains(reason_part), "{key:?}: {reason}");
                 }
                 other => panic!("{key:?}: {other:?}"),
@@ -608,20 +626,53 @@ mod tests {
     }
 
     #[test]
-    fn bad_key_sets_are_config_errors() {
+    fn bad_key_sets_name_the_function_in_code_and_the_variable_from_the_environment() {
         let none: [(u32, &str); 0] = [];
+        let method = "Keyring::from_keys";
+        // Given in code: the function and the version.
         assert!(matches!(
             Keyring::from_keys(false, none),
-            Err(Error::Config { name, .. }) if name == Setting::openssl_key(1)
+            Err(Error::Config { name, .. }) if name == method
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(0, V1)]),
-            Err(Error::Config { name, .. }) if name == format!("{}0", Setting::OpensslKey)
+            Err(Error::Config { name, .. }) if name == "Keyring::from_keys(version 0)"
         ));
         assert!(matches!(
             Keyring::from_keys(false, [(2, V1), (2, V2)]),
-            Err(Error::Config { name, .. }) if name == Setting::openssl_key(2)
+            Err(Error::Config { name, .. }) if name == "Keyring::from_keys(version 2)"
         ));
+        assert!(matches!(
+            KeySet::from_passphrases(true, [(1, "qwerty12")]),
+            Err(Error::WeakKey { name, .. }) if name == "KeySet::from_passphrases(version 1)"
+        ));
+        // Read from the environment: the variable.
+        let env = |keys: &[(u32, &str)]| {
+            Keyring::from_keys_named(true, keys.iter().copied(), &|_| Naming::Environment, method)
+                .unwrap_err()
+        };
+        assert!(matches!(env(&[]), Error::Config { name, .. } if name == Setting::openssl_key(1)));
+        assert!(matches!(
+            env(&[(2, V1), (2, V2)]),
+            Error::Config { name, .. } if name == Setting::openssl_key(2)
+        ));
+        assert!(matches!(
+            env(&[(1, "qwerty12")]),
+            Error::WeakKey { name, .. } if name == Setting::openssl_key(1)
+        ));
+        for err in [
+            env(&[(1, "qwerty12")]),
+            Keyring::from_keys(true, [(1, "qwerty12")]).unwrap_err(),
+        ] {
+            assert!(!err.to_string().contains("qwerty12"), "{err}");
+        }
+        for err in [
+            Keyring::from_keys(false, none).unwrap_err(),
+            Keyring::from_keys(false, [(0, V1)]).unwrap_err(),
+            Keyring::from_keys(true, [(1, "qwerty12")]).unwrap_err(),
+        ] {
+            assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+        }
     }
 
     #[test]

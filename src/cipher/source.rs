@@ -8,7 +8,8 @@ use std::fmt;
 use async_trait::async_trait;
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use super::keyring::{weakness, Keyring, OPENSSL_KEY_PREFIX};
+use super::keyring::{weakness, Keyring};
+use crate::config::{Naming, Setting};
 use crate::{Error, Result};
 
 /// Bytes of a [`DataKey`]: a 256-bit XChaCha20-Poly1305 key.
@@ -114,20 +115,48 @@ impl KeySet {
     /// `_APP_OPENSSL_KEY_V1`, `_APP_OPENSSL_KEY_V2` ..., each derived by
     /// [`Keyring::derive_key`], the highest version sealing. This is what
     /// [`Keyring::from_keys`] builds its keyring from, with the same checks:
-    /// [`Error::Config`] naming the variable when no key is given or a
-    /// version is 0 or given twice, and (in production) [`Error::WeakKey`]
-    /// for a weak passphrase; in development a weak one is accepted with a
-    /// warning that names the variable, never the key.
+    /// [`Error::Config`] when no key is given or a version is 0 or given
+    /// twice, and (in production) [`Error::WeakKey`] for a weak passphrase;
+    /// in development a weak one is accepted with a warning, never showing
+    /// the key. Errors name this function and the version
+    /// (`KeySet::from_passphrases(version 1)`); the keyring a
+    /// [`Config`](crate::Config) reads from the environment names the
+    /// variable (`_APP_OPENSSL_KEY_V1`) instead.
     pub fn from_passphrases<I, S>(production: bool, passphrases: I) -> Result<Self>
     where
         I: IntoIterator<Item = (u32, S)>,
         S: AsRef<str>,
     {
+        Self::from_passphrases_named(
+            production,
+            passphrases,
+            &|_| Naming::Builder,
+            "KeySet::from_passphrases",
+        )
+    }
+
+    /// [`from_passphrases`](Self::from_passphrases), naming in errors the
+    /// variable of a version whose `naming` is the environment, otherwise
+    /// `method` and the version.
+    pub(crate) fn from_passphrases_named<I, S>(
+        production: bool,
+        passphrases: I,
+        naming: &dyn Fn(u32) -> Naming,
+        method: &'static str,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = (u32, S)>,
+        S: AsRef<str>,
+    {
+        let name_of = |version: u32| match naming(version) {
+            Naming::Environment => Setting::openssl_key(version),
+            Naming::Builder => format!("{method}(version {version})"),
+        };
         let mut keys = BTreeMap::new();
         for (version, passphrase) in passphrases {
-            let name = format!("{OPENSSL_KEY_PREFIX}{version}");
+            let name = name_of(version);
             if version == 0 {
-                return Err(Error::config(name, "key variables are numbered from V1"));
+                return Err(Error::config(name, "key versions are numbered from 1"));
             }
             if keys.contains_key(&version) {
                 return Err(Error::config(name, "this key version is given twice"));
@@ -138,7 +167,7 @@ impl KeySet {
                     return Err(Error::WeakKey { name, reason });
                 }
                 tracing::warn!(
-                    variable = %name,
+                    setting = %name,
                     reason,
                     "weak encryption key accepted because this is not production"
                 );
@@ -146,8 +175,12 @@ impl KeySet {
             keys.insert(version, DataKey::from_passphrase(passphrase));
         }
         if keys.is_empty() {
+            let name = match naming(1) {
+                Naming::Environment => Setting::openssl_key(1),
+                Naming::Builder => method.to_owned(),
+            };
             return Err(Error::config(
-                format!("{OPENSSL_KEY_PREFIX}1"),
+                name,
                 "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
             ));
         }

@@ -44,14 +44,18 @@
 //! | `_APP_DNS01_TSIG_ALGORITHM` | `hmac-sha256` | `hmac-sha256`, `hmac-sha384` or `hmac-sha512` |
 //! | `_APP_DNS01_PROPAGATION_TIMEOUT` | `120` | seconds a DNS-01 record gets to be visible at the server before the attempt fails |
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+mod sections;
 mod setting;
+#[cfg(feature = "access")]
+pub use sections::ConsoleSection;
+pub use sections::{AcmeSection, EmailSection, RenewalSection, SecretsSection, StorageSection};
 pub(crate) use setting::Naming;
 pub use setting::Setting;
 
@@ -70,8 +74,12 @@ use crate::{Domain, Error, Result};
 /// Let's Encrypt's production directory, the default CA.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
-/// Every certkeeper setting, parsed and checked. Build it with
-/// [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`].
+/// Every certkeeper setting, parsed and checked, in typed sections. Build
+/// it with [`Config::from_env`], [`Config::from_vars`] or [`Config::builder`];
+/// all three go through [`ConfigBuilder::build`], the one place values are
+/// checked. The fields are private and the sections read-only, so a
+/// `Config` never holds a value that was not checked: to change one, go
+/// back to the builder with [`into_builder`](Self::into_builder).
 ///
 /// `Config` is the only part of certkeeper that reads the environment; every
 /// component takes the typed values it holds. Each kind of value has one
@@ -81,75 +89,63 @@ pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/d
 /// ACME issuer checks it (`https://` only), the CA root file is read, the
 /// addresses follow the one email rule ([`normalize_email`](crate::email::normalize_email)).
 ///
-/// `Debug` shows which key versions are set, never the keys.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
+/// | section | settings |
+/// | --- | --- |
+/// | [`acme`](Self::acme) | directory, CA root, timeout, profile, key type, external account binding, budgets, challenge address, contact address, DNS-01 solver |
+/// | [`console`](Self::console) (feature `access`) | IP and email whitelists, root-only sign-up, trusted proxies |
+/// | [`storage`](Self::storage) | the file store's folder, a cluster's database URL |
+/// | [`renewal`](Self::renewal) | maintenance interval, concurrency, main domain |
+/// | [`secrets`](Self::secrets) | the keyring |
+/// | [`email`](Self::email) | SMTP |
+///
+/// ```
+/// use certkeeper::config::{Config, Setting};
+///
+/// let config = Config::from_vars([
+///     (Setting::Env.name(), "development"),
+///     (Setting::Domain.name(), "example.com"),
+/// ])?;
+/// assert_eq!(config.renewal().main_domain().map(|d| d.as_str()), Some("example.com"));
+/// // The environment plus one change, checked again:
+/// let config = config.into_builder().challenge_address(None).build()?;
+/// assert_eq!(config.acme().challenge_address(), None);
+/// assert!(!config.production());
+/// # Ok::<(), certkeeper::Error>(())
+/// ```
+///
+/// `Debug` shows which key versions are set, never the keys, nor any other
+/// secret.
+#[derive(Clone)]
 pub struct Config {
-    /// Production mode (`_APP_ENV=production`, the default).
-    pub production: bool,
-    /// The main domain (`_APP_DOMAIN`); unset or `localhost` means it is
-    /// learned from the first public domain seen (the rule of
-    /// [`DomainPolicy::learns`](crate::renewer::DomainPolicy::learns)).
-    pub main_domain: Option<Domain>,
-    /// The ACME contact address, normalised (`_APP_SYSTEM_SECURITY_EMAIL_ADDRESS`).
-    pub security_email: Option<String>,
-    /// Time between maintenance cycles (`_APP_MAINTENANCE_INTERVAL`).
-    pub maintenance_interval: Duration,
-    /// The keyring from `_APP_OPENSSL_KEY_V1`, `V2` ...; `None` when no key
-    /// is set (see [`keyring`](Self::keyring)).
-    pub keyring: Option<Keyring>,
-    /// The console IP whitelist (`_APP_CONSOLE_WHITELIST_IPS`).
+    production: bool,
+    acme: AcmeSection,
     #[cfg(feature = "access")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
-    pub console_whitelist_ips: IpWhitelist,
-    /// The console email whitelist (`_APP_CONSOLE_WHITELIST_EMAILS`).
-    #[cfg(feature = "access")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
-    pub console_whitelist_emails: EmailWhitelist,
-    /// Only the first user may sign up (`_APP_CONSOLE_WHITELIST_ROOT`, default on).
-    #[cfg(feature = "access")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
-    pub console_root_only: bool,
-    /// Proxies whose `X-Forwarded-For` is believed (`_APP_CONSOLE_TRUSTED_PROXIES`).
-    #[cfg(feature = "access")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
-    pub console_trusted_proxies: TrustedProxies,
-    /// The ACME directory, an `https://` URL (`_APP_ACME_DIRECTORY_URL`).
-    pub acme_directory_url: String,
-    /// A root certificate to trust for the CA's HTTPS (`_APP_ACME_CA_ROOT`).
-    pub acme_ca_root: Option<PathBuf>,
-    /// Limit on any single call to the CA (`_APP_ACME_TIMEOUT`).
-    pub acme_timeout: Duration,
-    /// Where the HTTP-01 listener binds; `None` when off (`_APP_ACME_CHALLENGE_ADDRESS`).
-    pub challenge_address: Option<SocketAddr>,
-    /// The certificate profile to order; `None`: the CA's default (`_APP_ACME_PROFILE`).
-    pub acme_profile: Option<String>,
-    /// The certificate key type (`_APP_ACME_KEY_TYPE`).
-    pub acme_key_type: KeyType,
-    /// External account binding (`_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY`);
-    /// its `Debug` hides the key.
-    pub acme_eab: Option<ExternalAccountBinding>,
-    /// The file store's folder (`_APP_CERTIFICATES_PATH`).
-    pub store_path: PathBuf,
-    /// Certificates issued at once (`_APP_CERTIFICATES_CONCURRENCY`).
-    pub concurrency: usize,
-    /// The database of a cluster's shared store, instead of the file store
-    /// (`_APP_CERTIFICATES_DATABASE_URL`).
-    pub database_url: Option<DatabaseUrl>,
-    /// Where notices are emailed, when `_APP_SMTP_HOST` is set (the
-    /// `_APP_SMTP_*` and `_APP_SYSTEM_EMAIL_*` settings).
-    pub smtp: Option<SmtpSettings>,
-    /// The DNS-01 solver from the `_APP_DNS01_*` settings, checked; `None`
-    /// when `_APP_DNS01_SERVER` is unset. Its `Debug` never shows the secret.
-    #[cfg(feature = "dns01")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
-    pub dns01: Option<Dns01Solver>,
-    /// The CA's limits the ACME issuer keeps within
-    /// (`_APP_ACME_ORDER_BUDGET`, `_APP_ACME_FAILED_VALIDATION_BUDGET`).
-    pub acme_budgets: CaBudgets,
+    console: ConsoleSection,
+    storage: StorageSection,
+    renewal: RenewalSection,
+    secrets: SecretsSection,
+    email: EmailSection,
     /// Whether errors name the variables (read from the environment) or
     /// the builder methods.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
     naming: Naming,
+    /// The values it was built from, for [`Config::into_builder`].
+    source: Box<ConfigBuilder>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Config");
+        d.field("production", &self.production)
+            .field("acme", &self.acme);
+        #[cfg(feature = "access")]
+        d.field("console", &self.console);
+        d.field("storage", &self.storage)
+            .field("renewal", &self.renewal)
+            .field("secrets", &self.secrets)
+            .field("email", &self.email)
+            .finish()
+    }
 }
 
 impl Config {
@@ -179,7 +175,7 @@ impl Config {
         V: Into<String>,
     {
         let mut b = Self::builder();
-        b.config.naming = Naming::Environment;
+        b.naming = Naming::Environment;
         #[cfg(feature = "dns01")]
         let mut dns01 = Dns01Vars::default();
         for (name, value) in vars {
@@ -201,7 +197,7 @@ impl Config {
             };
             match setting {
                 Setting::Env => {
-                    b.config.production = if v.eq_ignore_ascii_case("production") {
+                    b.production = if v.eq_ignore_ascii_case("production") {
                         true
                     } else if v.eq_ignore_ascii_case("development") {
                         false
@@ -221,35 +217,33 @@ impl Config {
                             "the main domain is one host name, not a wildcard",
                         ));
                     }
-                    b.config.main_domain = Some(main);
+                    b.main_domain = Some(main);
                 }
-                Setting::SecurityEmail => b.config.security_email = Some(v.to_string()),
+                Setting::SecurityEmail => b.security_email = Some(v.to_string()),
                 Setting::MaintenanceInterval => {
-                    b.config.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?)
+                    b.maintenance_interval = Duration::from_secs(parse_positive(&name, v)?)
                 }
                 #[cfg(feature = "access")]
                 Setting::ConsoleWhitelistIps => {
-                    b.config.console_whitelist_ips = IpWhitelist::parse(&name, v)?;
+                    b.console_whitelist_ips = IpWhitelist::parse(&name, v)?;
                 }
                 #[cfg(feature = "access")]
                 Setting::ConsoleWhitelistEmails => {
-                    b.config.console_whitelist_emails = EmailWhitelist::parse(&name, v)?;
+                    b.console_whitelist_emails = EmailWhitelist::parse(&name, v)?;
                 }
                 #[cfg(feature = "access")]
-                Setting::ConsoleWhitelistRoot => {
-                    b.config.console_root_only = parse_switch(&name, v)?
-                }
+                Setting::ConsoleWhitelistRoot => b.console_root_only = parse_switch(&name, v)?,
                 #[cfg(feature = "access")]
                 Setting::ConsoleTrustedProxies => {
-                    b.config.console_trusted_proxies = TrustedProxies::parse(&name, v)?;
+                    b.console_trusted_proxies = TrustedProxies::parse(&name, v)?;
                 }
-                Setting::AcmeDirectoryUrl => b.config.acme_directory_url = v.to_string(),
-                Setting::AcmeCaRoot => b.config.acme_ca_root = Some(PathBuf::from(v)),
+                Setting::AcmeDirectoryUrl => b.acme_directory_url = v.to_string(),
+                Setting::AcmeCaRoot => b.acme_ca_root = Some(PathBuf::from(v)),
                 Setting::AcmeTimeout => {
-                    b.config.acme_timeout = Duration::from_secs(parse_positive(&name, v)?)
+                    b.acme_timeout = Duration::from_secs(parse_positive(&name, v)?)
                 }
                 Setting::AcmeChallengeAddress => {
-                    b.config.challenge_address = if v.eq_ignore_ascii_case("off") {
+                    b.challenge_address = if v.eq_ignore_ascii_case("off") {
                         None
                     } else {
                         Some(v.parse().map_err(|_| {
@@ -262,38 +256,38 @@ impl Config {
                         })?)
                     };
                 }
-                Setting::AcmeProfile => b.config.acme_profile = Some(v.to_string()),
-                Setting::AcmeKeyType => b.config.acme_key_type = v.parse()?,
+                Setting::AcmeProfile => b.acme_profile = Some(v.to_string()),
+                Setting::AcmeKeyType => b.acme_key_type = KeyType::parse_named(&name, v)?,
                 Setting::AcmeEabKid => b.eab_kid = Some(v.to_string()),
                 Setting::AcmeEabHmacKey => b.eab_hmac_key = Some(Zeroizing::new(v.to_string())),
-                Setting::CertificatesPath => b.config.store_path = PathBuf::from(v),
+                Setting::CertificatesPath => b.store_path = PathBuf::from(v),
                 Setting::CertificatesDatabaseUrl => {
-                    b.config.database_url = Some(DatabaseUrl::parse(&name, v)?)
+                    b.database_url = Some(DatabaseUrl::parse(&name, v)?)
                 }
                 Setting::CertificatesConcurrency => {
-                    b.config.concurrency =
+                    b.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
                 }
-                Setting::SmtpHost => b.smtp.host = Some(v.to_string()),
+                Setting::SmtpHost => b.smtp_vars.host = Some(v.to_string()),
                 Setting::SmtpPort => {
-                    b.smtp.port =
+                    b.smtp_vars.port =
                         Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
                             Error::config(&name, format!("{v:?} is not a port (1 to 65535)"))
                         })?)
                 }
-                Setting::SmtpSecure => b.smtp.security = SmtpSecurity::parse(&name, v)?,
-                Setting::SmtpUsername => b.smtp.username = Some(v.to_string()),
+                Setting::SmtpSecure => b.smtp_vars.security = SmtpSecurity::parse(&name, v)?,
+                Setting::SmtpUsername => b.smtp_vars.username = Some(v.to_string()),
                 // Not trimmed: a password may start or end with a space.
-                Setting::SmtpPassword => b.smtp.password = Some(value.clone()),
-                Setting::SystemEmailAddress => b.smtp.from_address = Some(v.to_string()),
-                Setting::SystemEmailName => b.smtp.from_name = Some(v.to_string()),
-                Setting::SmtpCaRoot => b.smtp.ca_root = Some(PathBuf::from(v)),
+                Setting::SmtpPassword => b.smtp_vars.password = Some(value.clone()),
+                Setting::SystemEmailAddress => b.smtp_vars.from_address = Some(v.to_string()),
+                Setting::SystemEmailName => b.smtp_vars.from_name = Some(v.to_string()),
+                Setting::SmtpCaRoot => b.smtp_vars.ca_root = Some(PathBuf::from(v)),
                 Setting::AcmeOrderBudget => {
-                    b.config.acme_budgets.orders =
+                    b.acme_budgets.orders =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
                 Setting::AcmeFailedValidationBudget => {
-                    b.config.acme_budgets.failed_validations =
+                    b.acme_budgets.failed_validations =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
                 #[cfg(feature = "dns01")]
@@ -328,97 +322,107 @@ impl Config {
         }
         #[cfg(feature = "dns01")]
         {
-            b.config.dns01 = dns01.solver()?;
+            b.dns01 = dns01.solver()?;
         }
         b.build()
     }
 
-    /// The keyring, or an [`Error::Config`] when no key is set, naming
-    /// `_APP_OPENSSL_KEY_V1` (read from the environment) or
-    /// `ConfigBuilder::openssl_key`.
-    pub fn keyring(&self) -> Result<Keyring> {
-        self.keyring.clone().ok_or_else(|| {
-            let name = match self.naming {
-                Naming::Builder => "ConfigBuilder::openssl_key".to_owned(),
-                Naming::Environment => Setting::openssl_key(1),
-            };
-            Error::config(
-                name,
-                "no encryption key is set; set it to a long random secret (openssl rand -base64 32)",
-            )
-        })
+    /// Production mode (`_APP_ENV=production`, the default), or
+    /// development (self-signed certificates for every name, weak keys
+    /// allowed with a warning).
+    pub fn production(&self) -> bool {
+        self.production
     }
 
-    /// The console access policy from the `_APP_CONSOLE_*` settings.
-    ///
-    /// It knows the trusted proxies, so a client address that is one of them
-    /// never passes the IP whitelist.
+    /// How certificates are ordered from the ACME CA.
+    pub fn acme(&self) -> &AcmeSection {
+        &self.acme
+    }
+
+    /// Who may reach the console.
+    #[cfg(feature = "access")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
+    pub fn console(&self) -> &ConsoleSection {
+        &self.console
+    }
+
+    /// Where certificates are kept.
+    pub fn storage(&self) -> &StorageSection {
+        &self.storage
+    }
+
+    /// What the renewer does and how often.
+    pub fn renewal(&self) -> &RenewalSection {
+        &self.renewal
+    }
+
+    /// The encryption keys.
+    pub fn secrets(&self) -> &SecretsSection {
+        &self.secrets
+    }
+
+    /// Where notices are emailed.
+    pub fn email(&self) -> &EmailSection {
+        &self.email
+    }
+
+    /// The keyring, or an [`Error::Config`] when no key is set, naming
+    /// `_APP_OPENSSL_KEY_V1` (read from the environment) or
+    /// `ConfigBuilder::openssl_key` (see [`SecretsSection::require_keyring`]).
+    pub fn keyring(&self) -> Result<Keyring> {
+        self.secrets.require_keyring()
+    }
+
+    /// The console access policy from the `_APP_CONSOLE_*` settings (see
+    /// [`ConsoleSection::access_policy`]).
     #[cfg(feature = "access")]
     #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub fn console_access_policy(&self) -> ConsoleAccessPolicy {
-        ConsoleAccessPolicy::new(
-            self.console_whitelist_ips.clone(),
-            self.console_whitelist_emails.clone(),
-            self.console_root_only,
-        )
-        .with_trusted_proxies(self.console_trusted_proxies.clone())
+        self.console.access_policy()
     }
 
     /// The email notifier of the `_APP_SMTP_*` settings; `None` when
-    /// `_APP_SMTP_HOST` is unset.
+    /// `_APP_SMTP_HOST` is unset (see [`EmailSection::notifier`]).
     #[cfg(feature = "smtp")]
     #[cfg_attr(docsrs, doc(cfg(feature = "smtp")))]
     pub fn smtp_notifier(&self) -> Result<Option<crate::notify::SmtpNotifier>> {
-        self.smtp
-            .clone()
-            .map(crate::notify::SmtpNotifier::new)
-            .transpose()
+        self.email.notifier()
     }
 
     /// How the components built from this config name a setting in their
     /// errors: by its variable when it was read from the environment.
+    #[cfg_attr(not(feature = "fs"), allow(dead_code))]
     pub(crate) fn naming(&self) -> Naming {
         self.naming
     }
 
     /// A typed builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder {
-            config: Self {
-                production: true,
-                main_domain: None,
-                security_email: None,
-                maintenance_interval: Duration::from_secs(86_400),
-                keyring: None,
-                #[cfg(feature = "access")]
-                console_whitelist_ips: IpWhitelist::default(),
-                #[cfg(feature = "access")]
-                console_whitelist_emails: EmailWhitelist::default(),
-                #[cfg(feature = "access")]
-                console_root_only: true,
-                #[cfg(feature = "access")]
-                console_trusted_proxies: TrustedProxies::none(),
-                acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
-                acme_ca_root: None,
-                acme_timeout: Duration::from_secs(30),
-                challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
-                acme_profile: None,
-                acme_key_type: KeyType::default(),
-                acme_eab: None,
-                store_path: PathBuf::from("./certificates"),
-                concurrency: 8,
-                database_url: None,
-                smtp: None,
-                #[cfg(feature = "dns01")]
-                dns01: None,
-                acme_budgets: CaBudgets::default(),
-                naming: Naming::default(),
-            },
-            keys: BTreeMap::new(),
-            eab_kid: None,
-            eab_hmac_key: None,
-            smtp: SmtpVars::default(),
-        }
+        ConfigBuilder::default()
+    }
+
+    /// A builder holding this config's values, to change some and
+    /// [`build`](ConfigBuilder::build) (and so check) again:
+    ///
+    /// ```no_run
+    /// # fn main() -> certkeeper::Result<()> {
+    /// let config = certkeeper::Config::from_env()?
+    ///     .into_builder()
+    ///     .challenge_address(None) // the server answers HTTP-01 itself
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Values read from the environment keep naming their variable in
+    /// errors; the ones changed through the builder name its method.
+    pub fn into_builder(self) -> ConfigBuilder {
+        *self.source
+    }
+}
+
+impl From<Config> for ConfigBuilder {
+    fn from(config: Config) -> Self {
+        config.into_builder()
     }
 }
 
@@ -608,8 +612,9 @@ impl Dns01Vars {
         let secret = self
             .secret
             .ok_or_else(|| required(Setting::Dns01TsigSecret.name()))?;
-        let mut builder =
-            Dns01Solver::builder(server, zone).tsig_key(key_name, secret.as_str(), self.algorithm);
+        let mut builder = Dns01Solver::builder(server, zone)
+            .tsig_key(key_name, secret.as_str(), self.algorithm)
+            .naming(Naming::Environment);
         if let Some(limit) = self.propagation {
             builder = builder.propagation_timeout(limit);
         }
@@ -641,14 +646,89 @@ fn parse_positive(name: &str, v: &str) -> Result<u64> {
 }
 
 /// Builds a [`Config`] in code; [`build`](Self::build) checks every value
-/// with the same validators as [`Config::from_vars`].
+/// with the same validators as [`Config::from_vars`] (which builds through
+/// it too). [`Config::into_builder`] gives the builder of an existing config.
 #[derive(Clone)]
 pub struct ConfigBuilder {
-    config: Config,
+    production: bool,
+    main_domain: Option<Domain>,
+    security_email: Option<String>,
+    maintenance_interval: Duration,
     keys: BTreeMap<u32, Zeroizing<String>>,
+    #[cfg(feature = "access")]
+    console_whitelist_ips: IpWhitelist,
+    #[cfg(feature = "access")]
+    console_whitelist_emails: EmailWhitelist,
+    #[cfg(feature = "access")]
+    console_root_only: bool,
+    #[cfg(feature = "access")]
+    console_trusted_proxies: TrustedProxies,
+    acme_directory_url: String,
+    acme_ca_root: Option<PathBuf>,
+    acme_timeout: Duration,
+    challenge_address: Option<SocketAddr>,
+    acme_profile: Option<String>,
+    acme_key_type: KeyType,
     eab_kid: Option<String>,
     eab_hmac_key: Option<Zeroizing<String>>,
-    smtp: SmtpVars,
+    store_path: PathBuf,
+    concurrency: usize,
+    database_url: Option<DatabaseUrl>,
+    /// Settings given whole through [`smtp`](Self::smtp).
+    smtp: Option<SmtpSettings>,
+    /// The `_APP_SMTP_*` values read.
+    smtp_vars: SmtpVars,
+    #[cfg(feature = "dns01")]
+    dns01: Option<Dns01Solver>,
+    acme_budgets: CaBudgets,
+    naming: Naming,
+    /// The settings given through a builder method: their errors name the
+    /// method even in a config read from the environment.
+    by_method: BTreeSet<Method>,
+    /// The key versions given through [`openssl_key`](Self::openssl_key).
+    keys_by_method: BTreeSet<u32>,
+}
+
+/// A builder method, for [`ConfigBuilder::by_method`].
+type Method = &'static str;
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        Self {
+            production: true,
+            main_domain: None,
+            security_email: None,
+            maintenance_interval: Duration::from_secs(86_400),
+            keys: BTreeMap::new(),
+            #[cfg(feature = "access")]
+            console_whitelist_ips: IpWhitelist::default(),
+            #[cfg(feature = "access")]
+            console_whitelist_emails: EmailWhitelist::default(),
+            #[cfg(feature = "access")]
+            console_root_only: true,
+            #[cfg(feature = "access")]
+            console_trusted_proxies: TrustedProxies::none(),
+            acme_directory_url: LETS_ENCRYPT_DIRECTORY.into(),
+            acme_ca_root: None,
+            acme_timeout: Duration::from_secs(30),
+            challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
+            acme_profile: None,
+            acme_key_type: KeyType::default(),
+            eab_kid: None,
+            eab_hmac_key: None,
+            store_path: PathBuf::from("./certificates"),
+            concurrency: 8,
+            database_url: None,
+            smtp: None,
+            smtp_vars: SmtpVars::default(),
+            #[cfg(feature = "dns01")]
+            dns01: None,
+            acme_budgets: CaBudgets::default(),
+            naming: Naming::default(),
+            by_method: BTreeSet::new(),
+            keys_by_method: BTreeSet::new(),
+        }
+    }
 }
 
 /// The `_APP_SMTP_*` and `_APP_SYSTEM_EMAIL_*` values read, put together
@@ -681,7 +761,7 @@ impl SmtpVars {
             )
         })?;
         let from = self.from_address.as_deref().unwrap_or(to);
-        let mut settings = SmtpSettings::new(host, from, to)?;
+        let mut settings = SmtpSettings::named(host, from, to, Naming::Environment)?;
         settings.port = self.port.unwrap_or(25);
         settings.security = self.security;
         settings.username = self.username;
@@ -698,42 +778,90 @@ impl SmtpVars {
 
 impl std::fmt::Debug for ConfigBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigBuilder")
-            .field("config", &self.config)
-            .field("key_versions", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        let mut d = f.debug_struct("ConfigBuilder");
+        d.field("production", &self.production)
+            .field("main_domain", &self.main_domain)
+            .field("security_email", &self.security_email)
+            .field("maintenance_interval", &self.maintenance_interval)
+            .field("key_versions", &self.keys.keys().collect::<Vec<_>>());
+        #[cfg(feature = "access")]
+        d.field("console_whitelist_ips", &self.console_whitelist_ips)
+            .field("console_whitelist_emails", &self.console_whitelist_emails)
+            .field("console_root_only", &self.console_root_only)
+            .field("console_trusted_proxies", &self.console_trusted_proxies);
+        d.field("acme_directory_url", &self.acme_directory_url)
+            .field("acme_ca_root", &self.acme_ca_root)
+            .field("acme_timeout", &self.acme_timeout)
+            .field("challenge_address", &self.challenge_address)
+            .field("acme_profile", &self.acme_profile)
+            .field("acme_key_type", &self.acme_key_type)
+            .field("eab_kid", &self.eab_kid)
+            .field("store_path", &self.store_path)
+            .field("concurrency", &self.concurrency)
+            .field("database_url", &self.database_url)
+            .field("smtp", &self.smtp)
+            .field("smtp_host", &self.smtp_vars.host);
+        #[cfg(feature = "dns01")]
+        d.field("dns01", &self.dns01);
+        d.field("acme_budgets", &self.acme_budgets).finish()
     }
 }
 
 impl ConfigBuilder {
-    /// Production (`true`, the default) or development mode.
-    pub fn production(mut self, production: bool) -> Self {
-        self.config.production = production;
+    /// Notes that `method` set a value, so its errors name the method.
+    fn by(mut self, method: Method) -> Self {
+        self.by_method.insert(method);
         self
     }
 
-    /// The main domain.
-    pub fn main_domain(mut self, domain: Domain) -> Self {
-        self.config.main_domain = Some(domain);
-        self
+    /// How an error names `setting`: its builder `method` when the value
+    /// came through it, otherwise as the config's naming says.
+    fn name(&self, setting: Setting, method: Method) -> &'static str {
+        if self.by_method.contains(method) {
+            method
+        } else {
+            self.naming.of(setting, method)
+        }
+    }
+
+    /// How a component built from the value of `method` names it.
+    fn naming_of(&self, method: Method) -> Naming {
+        if self.by_method.contains(method) {
+            Naming::Builder
+        } else {
+            self.naming
+        }
+    }
+
+    /// Production (`true`, the default) or development mode.
+    pub fn production(mut self, production: bool) -> Self {
+        self.production = production;
+        self.by("ConfigBuilder::production")
+    }
+
+    /// The main domain; `None`: learned from the first public domain seen.
+    pub fn main_domain(mut self, domain: impl Into<Option<Domain>>) -> Self {
+        self.main_domain = domain.into();
+        self.by("ConfigBuilder::main_domain")
     }
 
     /// The ACME contact address; checked when the config is built.
     pub fn security_email(mut self, email: impl Into<String>) -> Self {
-        self.config.security_email = Some(email.into());
-        self
+        self.security_email = Some(email.into());
+        self.by("ConfigBuilder::security_email")
     }
 
-    /// Time between maintenance cycles.
+    /// Time between maintenance cycles; must be positive.
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
-        self.config.maintenance_interval = interval;
-        self
+        self.maintenance_interval = interval;
+        self.by("ConfigBuilder::maintenance_interval")
     }
 
-    /// Adds the encryption key of `version` (1, 2 ...); checked when the
-    /// config is built.
+    /// Adds (or replaces) the encryption key of `version` (1, 2 ...);
+    /// checked when the config is built.
     pub fn openssl_key(mut self, version: u32, key: impl Into<String>) -> Self {
         self.keys.insert(version, Zeroizing::new(key.into()));
+        self.keys_by_method.insert(version);
         self
     }
 
@@ -746,50 +874,50 @@ impl ConfigBuilder {
         emails: EmailWhitelist,
         root_only: bool,
     ) -> Self {
-        self.config.console_whitelist_ips = ips;
-        self.config.console_whitelist_emails = emails;
-        self.config.console_root_only = root_only;
-        self
+        self.console_whitelist_ips = ips;
+        self.console_whitelist_emails = emails;
+        self.console_root_only = root_only;
+        self.by("ConfigBuilder::console_whitelists")
     }
 
     /// The proxies whose `X-Forwarded-For` is believed.
     #[cfg(feature = "access")]
     #[cfg_attr(docsrs, doc(cfg(feature = "access")))]
     pub fn console_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
-        self.config.console_trusted_proxies = proxies;
-        self
+        self.console_trusted_proxies = proxies;
+        self.by("ConfigBuilder::console_trusted_proxies")
     }
 
     /// The ACME directory URL; must be `https://`.
     pub fn acme_directory_url(mut self, url: impl Into<String>) -> Self {
-        self.config.acme_directory_url = url.into();
-        self
+        self.acme_directory_url = url.into();
+        self.by("ConfigBuilder::acme_directory_url")
     }
 
     /// A root to trust for the CA's HTTPS, as a PEM file; read when the
     /// config is built.
     pub fn acme_ca_root(mut self, path: impl Into<PathBuf>) -> Self {
-        self.config.acme_ca_root = Some(path.into());
-        self
+        self.acme_ca_root = Some(path.into());
+        self.by("ConfigBuilder::acme_ca_root")
     }
 
-    /// Limit on any single call to the CA.
+    /// Limit on any single call to the CA; must be positive.
     pub fn acme_timeout(mut self, timeout: Duration) -> Self {
-        self.config.acme_timeout = timeout;
-        self
+        self.acme_timeout = timeout;
+        self.by("ConfigBuilder::acme_timeout")
     }
 
     /// The certificate profile to order (`_APP_ACME_PROFILE`); checked
     /// against the CA's directory at the first issue.
     pub fn acme_profile(mut self, profile: impl Into<String>) -> Self {
-        self.config.acme_profile = Some(profile.into());
-        self
+        self.acme_profile = Some(profile.into());
+        self.by("ConfigBuilder::acme_profile")
     }
 
     /// The certificate key type (`_APP_ACME_KEY_TYPE`).
     pub fn acme_key_type(mut self, key_type: KeyType) -> Self {
-        self.config.acme_key_type = key_type;
-        self
+        self.acme_key_type = key_type;
+        self.by("ConfigBuilder::acme_key_type")
     }
 
     /// External account binding: the key id and base64url HMAC key the CA
@@ -798,90 +926,94 @@ impl ConfigBuilder {
     pub fn acme_external_account_binding(mut self, key_id: &str, hmac_key: &str) -> Self {
         self.eab_kid = Some(key_id.to_owned());
         self.eab_hmac_key = Some(Zeroizing::new(hmac_key.to_owned()));
-        self
+        self.by(EAB_METHOD)
     }
 
     /// Where the HTTP-01 listener binds (`None`: the embedding server answers).
     pub fn challenge_address(mut self, address: Option<SocketAddr>) -> Self {
-        self.config.challenge_address = address;
-        self
+        self.challenge_address = address;
+        self.by("ConfigBuilder::challenge_address")
     }
 
     /// The file store's folder.
     pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.config.store_path = path.into();
-        self
+        self.store_path = path.into();
+        self.by("ConfigBuilder::store_path")
     }
 
-    /// The database of a cluster's shared store (see [`DatabaseUrl`]).
-    pub fn database_url(mut self, url: DatabaseUrl) -> Self {
-        self.config.database_url = Some(url);
-        self
+    /// The database of a cluster's shared store (see [`DatabaseUrl`]);
+    /// `None`: the file store.
+    pub fn database_url(mut self, url: impl Into<Option<DatabaseUrl>>) -> Self {
+        self.database_url = url.into();
+        self.by("ConfigBuilder::database_url")
     }
 
-    /// The CA's limits the ACME issuer keeps within.
+    /// The CA's limits the ACME issuer keeps within; both must be positive.
     pub fn acme_budgets(mut self, budgets: CaBudgets) -> Self {
-        self.config.acme_budgets = budgets;
-        self
+        self.acme_budgets = budgets;
+        self.by("ConfigBuilder::acme_budgets")
     }
 
-    /// The DNS-01 solver (see [`Dns01Solver::builder`]).
+    /// The DNS-01 solver (see [`Dns01Solver::builder`]); `None`: no DNS-01.
     #[cfg(feature = "dns01")]
     #[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
-    pub fn dns01(mut self, solver: Dns01Solver) -> Self {
-        self.config.dns01 = Some(solver);
-        self
+    pub fn dns01(mut self, solver: impl Into<Option<Dns01Solver>>) -> Self {
+        self.dns01 = solver.into();
+        self.by("ConfigBuilder::dns01")
     }
 
-    /// Certificates issued at once in a cycle.
+    /// Certificates issued at once in a cycle; must be positive.
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.config.concurrency = n;
-        self
+        self.concurrency = n;
+        self.by("ConfigBuilder::concurrency")
     }
 
-    /// Where notices are emailed (replaces the `_APP_SMTP_*` values read).
-    pub fn smtp(mut self, settings: SmtpSettings) -> Self {
-        self.config.smtp = Some(settings);
-        self.smtp = SmtpVars::default();
-        self
+    /// Where notices are emailed (replaces the `_APP_SMTP_*` values read);
+    /// `None`: no email.
+    pub fn smtp(mut self, settings: impl Into<Option<SmtpSettings>>) -> Self {
+        self.smtp = settings.into();
+        self.smtp_vars = SmtpVars::default();
+        self.by("ConfigBuilder::smtp")
     }
 
     /// Checks the settings and returns the config; an [`Error::Config`] (or
-    /// [`Error::WeakKey`]) names the setting at fault.
+    /// [`Error::WeakKey`]) names the setting at fault: its variable when it
+    /// was read from the environment, its builder method when it was set
+    /// through one.
     pub fn build(self) -> Result<Config> {
-        let mut config = self.config;
-        let n = config.naming;
-        if let Some(email) = &config.security_email {
-            config.security_email = Some(parse_email(
-                n.of(Setting::SecurityEmail, "ConfigBuilder::security_email"),
+        let security_email = match &self.security_email {
+            Some(email) => Some(parse_email(
+                self.name(Setting::SecurityEmail, "ConfigBuilder::security_email"),
                 email,
-            )?);
-        }
-        config.acme_directory_url = acme_settings::directory_url(
-            n.of(
+            )?),
+            None => None,
+        };
+        let directory_url = acme_settings::directory_url(
+            self.name(
                 Setting::AcmeDirectoryUrl,
                 "ConfigBuilder::acme_directory_url",
             ),
-            &config.acme_directory_url,
+            &self.acme_directory_url,
         )?;
-        if let Some(path) = &config.acme_ca_root {
+        if let Some(path) = &self.acme_ca_root {
             acme_settings::read_ca_root(
-                n.of(Setting::AcmeCaRoot, "ConfigBuilder::acme_ca_root"),
+                self.name(Setting::AcmeCaRoot, "ConfigBuilder::acme_ca_root"),
                 path,
             )?;
         }
-        if let Some(profile) = &config.acme_profile {
-            config.acme_profile = Some(acme_settings::profile(
-                n.of(Setting::AcmeProfile, "ConfigBuilder::acme_profile"),
+        let profile = match &self.acme_profile {
+            Some(profile) => Some(acme_settings::profile(
+                self.name(Setting::AcmeProfile, "ConfigBuilder::acme_profile"),
                 profile,
-            )?);
-        }
-        config.acme_eab = match (&self.eab_kid, &self.eab_hmac_key) {
+            )?),
+            None => None,
+        };
+        let eab = match (&self.eab_kid, &self.eab_hmac_key) {
             (Some(kid), Some(key)) => Some(ExternalAccountBinding::named(
                 kid,
                 key,
-                n,
-                "ConfigBuilder::acme_external_account_binding",
+                self.naming_of(EAB_METHOD),
+                EAB_METHOD,
             )?),
             (None, None) => None,
             (Some(_), None) => {
@@ -905,54 +1037,122 @@ impl ConfigBuilder {
         };
         for (name, zero) in [
             (
-                n.of(
+                self.name(
                     Setting::MaintenanceInterval,
                     "ConfigBuilder::maintenance_interval",
                 ),
-                config.maintenance_interval.is_zero(),
+                self.maintenance_interval.is_zero(),
             ),
             (
-                n.of(Setting::AcmeTimeout, "ConfigBuilder::acme_timeout"),
-                config.acme_timeout.is_zero(),
+                self.name(Setting::AcmeTimeout, "ConfigBuilder::acme_timeout"),
+                self.acme_timeout.is_zero(),
             ),
             (
-                n.of(
+                self.name(
                     Setting::CertificatesConcurrency,
                     "ConfigBuilder::concurrency",
                 ),
-                config.concurrency == 0,
+                self.concurrency == 0,
             ),
             (
-                n.of(Setting::AcmeOrderBudget, "ConfigBuilder::acme_budgets"),
-                config.acme_budgets.orders == 0,
+                self.name(Setting::AcmeOrderBudget, "ConfigBuilder::acme_budgets"),
+                self.acme_budgets.orders == 0,
             ),
             (
-                n.of(
+                self.name(
                     Setting::AcmeFailedValidationBudget,
                     "ConfigBuilder::acme_budgets",
                 ),
-                config.acme_budgets.failed_validations == 0,
+                self.acme_budgets.failed_validations == 0,
             ),
         ] {
             if zero {
                 return Err(Error::config(name, "must be positive"));
             }
         }
-        if config.smtp.is_none() {
-            config.smtp = self.smtp.settings(config.security_email.as_deref())?;
+        if let Some(domain) = &self.main_domain {
+            if domain.is_wildcard() {
+                return Err(Error::config(
+                    self.name(Setting::Domain, "ConfigBuilder::main_domain"),
+                    "the main domain is one host name, not a wildcard",
+                ));
+            }
         }
-        if !self.keys.is_empty() {
-            config.keyring = Some(
-                Keyring::from_keys(
-                    config.production,
+        let smtp = match &self.smtp {
+            Some(settings) => Some(settings.clone()),
+            None => self.smtp_vars.clone().settings(security_email.as_deref())?,
+        };
+        // Each key named as it was given: its variable, or the method.
+        let key_naming = |version: u32| {
+            if self.keys_by_method.contains(&version) {
+                Naming::Builder
+            } else {
+                self.naming
+            }
+        };
+        // A missing key is named by the variable unless a key came in code.
+        let keys_naming = if self.keys_by_method.is_empty() {
+            self.naming
+        } else {
+            Naming::Builder
+        };
+        let keyring = if self.keys.is_empty() {
+            None
+        } else {
+            Some(
+                Keyring::from_keys_named(
+                    self.production,
                     self.keys.iter().map(|(v, k)| (*v, k.as_str())),
+                    &key_naming,
+                    "ConfigBuilder::openssl_key",
                 )?
-                .with_naming(n),
-            );
-        }
-        Ok(config)
+                .with_naming(keys_naming),
+            )
+        };
+        Ok(Config {
+            production: self.production,
+            acme: AcmeSection {
+                directory_url,
+                ca_root: self.acme_ca_root.clone(),
+                timeout: self.acme_timeout,
+                profile,
+                key_type: self.acme_key_type,
+                eab,
+                budgets: self.acme_budgets,
+                challenge_address: self.challenge_address,
+                security_email,
+                #[cfg(feature = "dns01")]
+                dns01: self.dns01.clone(),
+            },
+            #[cfg(feature = "access")]
+            console: ConsoleSection {
+                whitelist_ips: self.console_whitelist_ips.clone(),
+                whitelist_emails: self.console_whitelist_emails.clone(),
+                root_only: self.console_root_only,
+                trusted_proxies: self.console_trusted_proxies.clone(),
+            },
+            storage: StorageSection {
+                path: self.store_path.clone(),
+                database_url: self.database_url.clone(),
+            },
+            renewal: RenewalSection {
+                maintenance_interval: self.maintenance_interval,
+                concurrency: self.concurrency,
+                main_domain: self.main_domain.clone(),
+            },
+            secrets: SecretsSection {
+                keyring,
+                naming: keys_naming,
+            },
+            email: EmailSection { smtp },
+            naming: self.naming,
+            source: Box::new(self),
+        })
     }
 }
+
+/// The builder method of the external account binding.
+const EAB_METHOD: &str = "ConfigBuilder::acme_external_account_binding";
 
 #[cfg(test)]
 mod tests {
@@ -961,13 +1161,19 @@ mod tests {
     #[test]
     fn defaults_are_the_reference_ones() {
         let c = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
-        assert!(c.production);
-        assert_eq!(c.maintenance_interval, Duration::from_secs(86_400));
+        assert!(c.production());
+        assert_eq!(
+            c.renewal().maintenance_interval(),
+            Duration::from_secs(86_400)
+        );
         #[cfg(feature = "access")]
-        assert!(c.console_root_only);
-        assert_eq!(c.acme_directory_url, LETS_ENCRYPT_DIRECTORY);
-        assert_eq!(c.challenge_address, Some("[::]:80".parse().unwrap()));
-        assert!(c.main_domain.is_none());
+        assert!(c.console().root_only());
+        assert_eq!(c.acme().directory_url(), LETS_ENCRYPT_DIRECTORY);
+        assert_eq!(
+            c.acme().challenge_address(),
+            Some("[::]:80".parse().unwrap())
+        );
+        assert!(c.renewal().main_domain().is_none());
     }
 
     const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
@@ -981,9 +1187,9 @@ mod tests {
             (Setting::AcmeEabHmacKey.name(), EAB_KEY),
         ])
         .unwrap();
-        assert_eq!(c.acme_profile.as_deref(), Some("shortlived"));
-        assert_eq!(c.acme_key_type, KeyType::EcdsaP384);
-        let eab = c.acme_eab.as_ref().unwrap();
+        assert_eq!(c.acme().profile(), Some("shortlived"));
+        assert_eq!(c.acme().key_type(), KeyType::EcdsaP384);
+        let eab = c.acme().external_account_binding().unwrap();
         assert_eq!(eab.key_id(), "kid-1");
         assert_eq!(eab.expose_hmac_key(), EAB_KEY);
         // The key never shows in Debug.
@@ -997,9 +1203,9 @@ mod tests {
         );
 
         let defaults = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
-        assert_eq!(defaults.acme_profile, None);
-        assert_eq!(defaults.acme_key_type, KeyType::EcdsaP256);
-        assert!(defaults.acme_eab.is_none());
+        assert_eq!(defaults.acme().profile(), None);
+        assert_eq!(defaults.acme().key_type(), KeyType::EcdsaP256);
+        assert!(defaults.acme().external_account_binding().is_none());
     }
 
     #[test]
@@ -1080,34 +1286,38 @@ mod tests {
             ("PATH", "/usr/bin"),
         ])
         .unwrap();
-        assert!(!c.production);
+        assert!(!c.production());
         assert_eq!(
-            c.main_domain.as_ref().unwrap().as_str(),
+            c.renewal().main_domain().unwrap().as_str(),
             "console.example.com"
         );
-        assert_eq!(c.security_email.as_deref(), Some("certs@example.com"));
-        assert_eq!(c.maintenance_interval, Duration::from_secs(3600));
-        assert_eq!(c.keyring.as_ref().unwrap().versions(), vec![1, 2]);
+        assert_eq!(c.acme().security_email(), Some("certs@example.com"));
+        assert_eq!(
+            c.renewal().maintenance_interval(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(c.secrets().keyring().unwrap().versions(), vec![1, 2]);
         #[cfg(feature = "access")]
-        assert!(!c.console_root_only);
+        assert!(!c.console().root_only());
         #[cfg(feature = "access")]
         assert!(c
-            .console_trusted_proxies
+            .console()
+            .trusted_proxies()
             .contains("172.16.4.2".parse().unwrap()));
-        assert_eq!(c.acme_timeout, Duration::from_secs(5));
-        assert_eq!(c.challenge_address, None);
-        assert_eq!(c.store_path, PathBuf::from("/var/lib/certs"));
-        assert_eq!(c.concurrency, 16);
+        assert_eq!(c.acme().timeout(), Duration::from_secs(5));
+        assert_eq!(c.acme().challenge_address(), None);
+        assert_eq!(c.storage().path(), std::path::Path::new("/var/lib/certs"));
+        assert_eq!(c.renewal().concurrency(), 16);
         #[cfg(feature = "dns01")]
-        assert!(c.dns01.is_none());
-        assert_eq!(c.acme_budgets, CaBudgets::default());
+        assert!(c.acme().dns01().is_none());
+        assert_eq!(c.acme().budgets(), CaBudgets::default());
         let c = Config::from_vars([
             (Setting::AcmeOrderBudget.name(), "50"),
             (Setting::AcmeFailedValidationBudget.name(), "2"),
         ])
         .unwrap();
-        assert_eq!(c.acme_budgets.orders, 50);
-        assert_eq!(c.acme_budgets.failed_validations, 2);
+        assert_eq!(c.acme().budgets().orders, 50);
+        assert_eq!(c.acme().budgets().failed_validations, 2);
         for var in [
             Setting::AcmeOrderBudget.name(),
             Setting::AcmeFailedValidationBudget.name(),
@@ -1137,7 +1347,7 @@ mod tests {
             (Setting::Dns01PropagationTimeout.name(), "30"),
         ])
         .unwrap();
-        let solver = c.dns01.as_ref().unwrap();
+        let solver = c.acme().dns01().unwrap();
         assert_eq!(solver.server(), "192.0.2.53:53".parse().unwrap());
         assert_eq!(solver.zone(), "example.com");
         assert_eq!(solver.key_name(), "certkeeper-key");
@@ -1152,7 +1362,7 @@ mod tests {
             (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
         ])
         .unwrap();
-        let solver = c.dns01.unwrap();
+        let solver = c.acme().dns01().unwrap().clone();
         assert_eq!(solver.server(), "[::1]:5353".parse().unwrap());
         assert_eq!(solver.algorithm(), TsigAlgorithm::HmacSha256);
         assert_eq!(
@@ -1317,7 +1527,7 @@ mod tests {
             .production(false)
             .build()
             .unwrap();
-        assert!(!c.production);
+        assert!(!c.production());
     }
 
     // One validator per kind of value: what Config accepts, the component
@@ -1345,8 +1555,8 @@ mod tests {
         ])
         .unwrap();
         let store = std::sync::Arc::new(crate::store::MemoryStore::new());
-        let issuer = crate::issuer::AcmeIssuer::builder(c.acme_directory_url.clone())
-            .contact_email(c.security_email.as_deref().unwrap())
+        let issuer = crate::issuer::AcmeIssuer::builder(c.acme().directory_url())
+            .contact_email(c.acme().security_email().unwrap())
             .solver(std::sync::Arc::new(crate::challenge::Http01Solver::new()))
             .store(store)
             .cipher(std::sync::Arc::new(c.keyring().unwrap()))
@@ -1419,6 +1629,125 @@ mod tests {
     }
 
     #[test]
+    fn into_builder_keeps_every_value_and_checks_again() {
+        let (_dir, ca_root) = ca_root_file();
+        let vars = [
+            (Setting::Env.name(), "development"),
+            (Setting::Domain.name(), "example.com"),
+            (Setting::SecurityEmail.name(), "Ops@Example.com"),
+            (Setting::MaintenanceInterval.name(), "3600"),
+            (&*Setting::openssl_key(1), "qwerty12"),
+            (&*Setting::openssl_key(2), "second-key-0123456789abcdefgh"),
+            (Setting::ConsoleWhitelistIps.name(), "10.0.0.0/8"),
+            (
+                Setting::AcmeDirectoryUrl.name(),
+                "https://localhost:14000/dir",
+            ),
+            (Setting::AcmeCaRoot.name(), ca_root.to_str().unwrap()),
+            (Setting::AcmeProfile.name(), "shortlived"),
+            (Setting::AcmeEabKid.name(), "kid-1"),
+            (Setting::AcmeEabHmacKey.name(), EAB_KEY),
+            (Setting::CertificatesConcurrency.name(), "3"),
+            (Setting::SmtpHost.name(), "smtp.example.com"),
+            (Setting::SmtpPassword.name(), "s3cret-smtp-password"),
+        ];
+        let from_env = Config::from_vars(vars).unwrap();
+        let rebuilt = from_env.clone().into_builder().build().unwrap();
+        assert_eq!(format!("{rebuilt:?}"), format!("{from_env:?}"));
+        assert_eq!(rebuilt.secrets().keyring().unwrap().versions(), vec![1, 2]);
+        assert_eq!(
+            rebuilt
+                .email()
+                .smtp()
+                .unwrap()
+                .password
+                .as_deref()
+                .map(String::as_str),
+            Some("s3cret-smtp-password")
+        );
+
+        // The environment plus one change.
+        let changed = ConfigBuilder::from(from_env.clone())
+            .challenge_address(None)
+            .build()
+            .unwrap();
+        assert_eq!(changed.acme().challenge_address(), None);
+        assert_eq!(changed.renewal().concurrency(), 3);
+        assert_eq!(changed.acme().security_email(), Some("ops@example.com"));
+
+        // A change is checked, and its error names the method ...
+        let err = from_env
+            .clone()
+            .into_builder()
+            .concurrency(0)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::concurrency"),
+            "{err}"
+        );
+        // ... while a value read from the environment keeps naming its
+        // variable: the weak V1 key, allowed in development, is refused
+        // once the copy is switched to production.
+        let err = from_env
+            .into_builder()
+            .production(true)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if *name == Setting::openssl_key(1)),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("qwerty12"), "{err}");
+        // A key added in code is named by the method and its version; the
+        // environment's keep their variable.
+        let dev = Config::from_vars([
+            (Setting::Env.name(), "development"),
+            (&*Setting::openssl_key(1), "qwerty12"),
+        ])
+        .unwrap();
+        let err = dev
+            .clone()
+            .into_builder()
+            .openssl_key(3, "second-key-0123456789abcdefgh")
+            .production(true)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if *name == Setting::openssl_key(1)),
+            "{err}"
+        );
+        let err = dev
+            .into_builder()
+            .openssl_key(1, "long-enough-but-rotated-0123456789")
+            .openssl_key(3, "qwerty34")
+            .production(true)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::WeakKey { name, .. } if name == "ConfigBuilder::openssl_key(version 3)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_builder_refuses_a_wildcard_main_domain_as_the_environment_does() {
+        let wildcard = Domain::new("*.example.com").unwrap();
+        let err = Config::builder().main_domain(wildcard).build().unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::main_domain"),
+            "{err}"
+        );
+        let c = Config::builder()
+            .main_domain(Domain::new("example.com").unwrap())
+            .build()
+            .unwrap();
+        assert_eq!(c.renewal().main_domain().unwrap().as_str(), "example.com");
+        let c = c.into_builder().main_domain(None).build().unwrap();
+        assert!(c.renewal().main_domain().is_none());
+    }
+
+    #[test]
     fn builder_errors_name_the_builder_method() {
         let err = Config::builder()
             .maintenance_interval(Duration::ZERO)
@@ -1468,8 +1797,12 @@ mod tests {
             assert_eq!(contact.is_ok(), user.is_some(), "{address:?}");
             assert_eq!(listed.is_ok(), user.is_some(), "{address:?}");
             if let Ok(c) = contact {
-                assert_eq!(c.security_email, user, "{address:?}");
-                assert!(listed.unwrap().console_whitelist_emails.contains(address));
+                assert_eq!(c.acme().security_email(), user.as_deref(), "{address:?}");
+                assert!(listed
+                    .unwrap()
+                    .console()
+                    .whitelist_emails()
+                    .contains(address));
             }
         }
     }
@@ -1490,7 +1823,7 @@ mod tests {
         )]);
         if cfg!(feature = "postgres") {
             let c = c.unwrap();
-            let url = c.database_url.as_ref().unwrap();
+            let url = c.storage().database_url().unwrap();
             assert_eq!(url.kind(), DatabaseKind::Postgres);
             assert_eq!(url.to_string(), "postgres://app:***@db.internal:5432/certs");
             let shown = format!("{c:?}");
@@ -1507,7 +1840,10 @@ mod tests {
                 "mariadb://root@db/certs",
             )])
             .unwrap();
-            assert_eq!(c.database_url.unwrap().kind(), DatabaseKind::MySql);
+            assert_eq!(
+                c.storage().database_url().unwrap().kind(),
+                DatabaseKind::MySql
+            );
         }
     }
 
@@ -1523,7 +1859,7 @@ mod tests {
             (Setting::SystemEmailName.name(), "Example Ops"),
         ])
         .unwrap();
-        let smtp = config.smtp.as_ref().unwrap();
+        let smtp = config.email().smtp().unwrap();
         assert_eq!((smtp.host.as_str(), smtp.port), ("smtp.example.com", 465));
         assert_eq!(smtp.security, SmtpSecurity::Tls);
         assert_eq!(smtp.to, "ops@example.com");
@@ -1538,7 +1874,7 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
 
         let none = Config::from_vars([(Setting::SmtpPort.name(), "587")]).unwrap();
-        assert!(none.smtp.is_none());
+        assert!(none.email().smtp().is_none());
 
         for (vars, setting) in [
             (

@@ -17,7 +17,7 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::config::Setting;
+use crate::config::{Naming, Setting};
 use crate::error::rfc3339;
 use crate::events::Event;
 use crate::{Error, Result};
@@ -88,14 +88,37 @@ pub struct SmtpSettings {
 
 impl SmtpSettings {
     /// Settings for `host` on port 25 without TLS or sign-in, from
-    /// `from_address` to `to`; both addresses are checked.
+    /// `from_address` to `to`; both addresses are checked. An error names
+    /// the argument at fault (`SmtpSettings::new(from_address)` ...).
     pub fn new(host: impl Into<String>, from_address: &str, to: &str) -> Result<Self> {
-        let from_address =
-            crate::email::parse_email(Setting::SystemEmailAddress.name(), from_address)?;
-        let to = crate::email::parse_email(Setting::SecurityEmail.name(), to)?;
+        Self::named(host, from_address, to, Naming::Builder)
+    }
+
+    /// [`new`](Self::new), naming in errors the variables the values were
+    /// read from when `naming` says they came from the environment.
+    pub(crate) fn named(
+        host: impl Into<String>,
+        from_address: &str,
+        to: &str,
+        naming: Naming,
+    ) -> Result<Self> {
+        let from_address = crate::email::parse_email(
+            naming.of(
+                Setting::SystemEmailAddress,
+                "SmtpSettings::new(from_address)",
+            ),
+            from_address,
+        )?;
+        let to = crate::email::parse_email(
+            naming.of(Setting::SecurityEmail, "SmtpSettings::new(to)"),
+            to,
+        )?;
         let host = host.into();
         if host.trim().is_empty() {
-            return Err(Error::config(Setting::SmtpHost.name(), "empty"));
+            return Err(Error::config(
+                naming.of(Setting::SmtpHost, "SmtpSettings::new(host)"),
+                "empty",
+            ));
         }
         Ok(Self {
             host,
@@ -235,6 +258,43 @@ fn problem_line(problem: Option<&str>) -> String {
 mod tests {
     use super::*;
     use crate::Domain;
+
+    #[test]
+    fn bad_smtp_settings_name_the_argument_in_code_and_the_variable_from_the_environment() {
+        let cases = [
+            (
+                ("smtp.example.com", "not an address", "ops@example.com"),
+                Setting::SystemEmailAddress,
+                "SmtpSettings::new(from_address)",
+            ),
+            (
+                ("smtp.example.com", "ops@example.com", "a@localhost"),
+                Setting::SecurityEmail,
+                "SmtpSettings::new(to)",
+            ),
+            (
+                (" ", "ops@example.com", "ops@example.com"),
+                Setting::SmtpHost,
+                "SmtpSettings::new(host)",
+            ),
+        ];
+        for ((host, from, to), setting, argument) in cases {
+            let err = SmtpSettings::new(host, from, to).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == argument),
+                "{argument}: {err:?}"
+            );
+            assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+            let err = SmtpSettings::named(host, from, to, Naming::Environment).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == setting.name()),
+                "{setting}: {err:?}"
+            );
+        }
+        assert!(
+            SmtpSettings::new("smtp.example.com", "ops@example.com", "ops@example.com").is_ok()
+        );
+    }
 
     #[test]
     fn secure_reads_the_reference_values_and_refuses_others() {

@@ -97,7 +97,7 @@ impl RotationReport {
 /// Run it where the store is open: a `FileStore` folder is locked by the
 /// process that has it open, so with the file store either call `rotate`
 /// inside the server, over the store it holds
-/// (`rotate(&*embedded.store, &*embedded.keyring)`), or stop the server
+/// (`rotate(&*embedded.store, &*embedded.cipher)`), or stop the server
 /// first.
 pub async fn rotate(store: &dyn CertStore, cipher: &dyn SecretCipher) -> Result<RotationReport> {
     rotate_batch(store, cipher, usize::MAX).await

@@ -41,7 +41,7 @@ async fn a_dns01_run(captured: Captured) {
     ])
     .unwrap();
     shown += &format!("{config:?}\n");
-    let solver = config.dns01.clone().unwrap();
+    let solver = config.acme().dns01().cloned().unwrap();
     let issue = |solver: Dns01Solver, name: &'static str| {
         let issuer = pebble_issuer(
             &pebble,

@@ -6,6 +6,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(feature = "fs")]
+mod embedded_cipher;
 mod events;
 #[cfg(all(feature = "metrics", feature = "fs"))]
 mod metrics_prometheus;

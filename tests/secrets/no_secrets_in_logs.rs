@@ -151,7 +151,11 @@ async fn a_full_run(captured: Captured) {
         ("_APP_ACME_EAB_HMAC_KEY", EAB_HMAC_KEY),
     ])
     .unwrap();
-    let eab = eab_config.acme_eab.clone().unwrap();
+    let eab = eab_config
+        .acme()
+        .external_account_binding()
+        .cloned()
+        .unwrap();
     let eab_issuer = pebble_issuer(
         &eab_pebble,
         Arc::new(eab_solver.clone()),

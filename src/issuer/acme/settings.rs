@@ -8,7 +8,7 @@ use std::str::FromStr;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use crate::config::{Naming, Setting};
+use crate::config::Naming;
 use crate::{Error, Result};
 
 /// The directory URL, trimmed: an `https://` URL with a host (ACME
@@ -98,13 +98,23 @@ impl FromStr for KeyType {
     type Err = Error;
 
     /// `ecdsa-p256` or `ecdsa-p384` (any case); otherwise an
-    /// [`Error::Config`] naming `_APP_ACME_KEY_TYPE`.
+    /// [`Error::Config`] naming `KeyType::from_str` (the
+    /// [`Config`](crate::Config) names `_APP_ACME_KEY_TYPE` when it reads
+    /// the variable).
     fn from_str(value: &str) -> Result<Self> {
+        Self::parse_named("KeyType::from_str", value)
+    }
+}
+
+impl KeyType {
+    /// Parses `value`; an error names `name`, the variable or method the
+    /// value came through.
+    pub(crate) fn parse_named(name: &str, value: &str) -> Result<Self> {
         match value.trim().to_ascii_lowercase().as_str() {
             "ecdsa-p256" => Ok(Self::EcdsaP256),
             "ecdsa-p384" => Ok(Self::EcdsaP384),
             _ => Err(Error::config(
-                Setting::AcmeKeyType.name(),
+                name,
                 format!(
                     "{:?} is not a key type: ecdsa-p256 (the default) or ecdsa-p384",
                     value.chars().take(40).collect::<String>()
@@ -174,6 +184,7 @@ impl fmt::Debug for ExternalAccountBinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Setting;
 
     #[test]
     fn key_types_parse_by_their_setting_spelling_only() {
@@ -183,11 +194,21 @@ mod tests {
             KeyType::EcdsaP384
         );
         for bad in ["rsa2048", "p384", ""] {
+            // Parsed in code: the function is named.
             let err = bad.parse::<KeyType>().unwrap_err();
             assert!(
-                matches!(&err, Error::Config { name, .. } if name == Setting::AcmeKeyType.name()),
+                matches!(&err, Error::Config { name, .. } if name == "KeyType::from_str"),
                 "{bad:?}: {err:?}"
             );
+            assert!(!err.to_string().contains(Setting::PREFIX), "{err}");
+            // Read from the environment: the variable.
+            let err = crate::Config::from_vars([(Setting::AcmeKeyType.name(), bad)]);
+            if !bad.is_empty() {
+                assert!(
+                    matches!(&err, Err(Error::Config { name, .. }) if name == Setting::AcmeKeyType.name()),
+                    "{bad:?}: {err:?}"
+                );
+            }
         }
         assert_eq!(KeyType::default().to_string(), "ecdsa-p256");
     }
