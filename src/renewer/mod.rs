@@ -8,6 +8,30 @@
 //!   public name seen).
 //! - [`CycleReport`]: what a cycle did, typed.
 //! - [`OnDemand`]: issuance started by a handshake, and its limits.
+//!
+//! # Failures that are not the domain's
+//! A failed issuance is an attempt of its domain (attempts + 1; after
+//! [`RenewalPolicy::max_attempts`] the cycle no longer picks it) only when
+//! the failure is the domain's. None of these is an attempt, nor charged to
+//! the CA's failed-validation budget: the CA down or rate limiting, a
+//! wrong setting ([`Error::is_settings_error`](crate::Error::is_settings_error),
+//! a keyring that cannot open the stored account among them), or a failure
+//! of certkeeper's own infrastructure
+//! ([`Error::is_infrastructure_failure`](crate::Error::is_infrastructure_failure):
+//! the store, the disk, stored data that cannot be read back). Each is
+//! logged on the record when the record can be saved, listed in
+//! [`CycleReport::deferred`], and tried again next cycle, so a flapping
+//! database never walks domains to the attempt limit. (What the CA itself
+//! refuses still counts: when a shared store fails while the CA fetches an
+//! HTTP-01 answer kept in it, the CA finds no answer and refuses the
+//! validation.)
+//!
+//! A cycle stops ordering after [`RenewalPolicy::max_ca_failures`] CA
+//! failures in a row ([`SkipReason::CaUnavailable`]) or
+//! [`RenewalPolicy::max_store_failures`] store failures in a row
+//! ([`SkipReason::StoreUnavailable`]), and at once on a rate limit or a
+//! wrong setting; [`CycleReport::stopped`] (and so
+//! [`Event::CycleFinished`]) says why.
 
 // One file a responsibility of the one `Renewer`:
 // - mod.rs: `Renewer`, what its clones share (`Inner`), accessors, events;

@@ -1,12 +1,13 @@
 //! The renewer: the maintenance cycle's rules on a settable clock, the same
-//! cycle against a real Pebble, on-demand issuance through real handshakes, its
-//! events, and what reads them (SMTP notices through a real server, Prometheus
-//! metrics).
+//! cycle against a real Pebble (also over a store that fails), on-demand
+//! issuance through real handshakes, its events, and what reads them (SMTP
+//! notices through a real server, Prometheus metrics).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod events;
+mod fault_store;
 #[cfg(all(feature = "metrics", feature = "fs"))]
 mod metrics_prometheus;
 #[cfg(all(feature = "smtp", feature = "fs"))]
@@ -14,3 +15,4 @@ mod notify_smtp;
 mod on_demand;
 mod renewer_pebble;
 mod renewer_rules;
+mod store_faults;
