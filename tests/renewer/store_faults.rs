@@ -79,6 +79,12 @@ async fn attempts(store: &FaultStore) -> Vec<(Domain, u32)> {
 #[tokio::test]
 async fn a_store_that_keeps_failing_stops_the_cycle_and_charges_no_domain() {
     limited(TEST_LIMIT, async {
+        // The metrics of this test's renewer: this thread's recorder (every
+        // task of the test runs here, on `#[tokio::test]`'s runtime).
+        #[cfg(feature = "metrics")]
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        #[cfg(feature = "metrics")]
+        let _recorder = metrics::set_default_local_recorder(&recorder);
         let main = domain("www.store-faults-test.com");
         let s = stage(&main).await;
         for i in 0..5 {
@@ -129,6 +135,26 @@ async fn a_store_that_keeps_failing_stops_the_cycle_and_charges_no_domain() {
             })
             .expect("the cycle's event");
         assert_eq!(finished.stopped, report.stopped);
+        #[cfg(feature = "metrics")]
+        {
+            let handle = recorder.handle();
+            let started = std::time::Instant::now();
+            let stopped = "certkeeper_cycles_stopped_total{reason=\"store_unavailable\"} 1";
+            while !handle.render().contains(stopped) {
+                assert!(
+                    started.elapsed() < StdDuration::from_secs(20),
+                    "{}",
+                    handle.render()
+                );
+                tokio::time::sleep(StdDuration::from_millis(50)).await;
+            }
+            let body = handle.render();
+            assert!(
+                body.contains("certkeeper_deferred_total{code=\"store\"} 3"),
+                "{body}"
+            );
+            assert!(!body.contains("certkeeper_failed_attempts_total"), "{body}");
+        }
 
         // Five more cycles of a failing store give up on nothing; the store
         // back, everything issues.
