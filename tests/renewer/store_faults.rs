@@ -2,8 +2,9 @@
 //! validates HTTP-01: a failure of the store (saving or loading the ACME
 //! account, storing the issued certificate) is never an attempt of the
 //! domain nor a failed validation of its name, and a cycle whose store
-//! keeps failing stops ordering and says why. The store is a fault double
-//! over the memory store (tests/renewer/fault_store.rs).
+//! keeps failing stops ordering and says why; a keyring that cannot open
+//! the stored account is a wrong setting, not an attempt either. The store
+//! is a fault double over the memory store (tests/renewer/fault_store.rs).
 
 use crate::common;
 use crate::fault_store::FaultStore;
@@ -218,6 +219,57 @@ async fn an_account_or_certificate_the_store_failed_to_keep_is_not_an_attempt() 
             !events.iter().any(|e| matches!(e, Event::Failed { .. })),
             "{events:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_keyring_that_cannot_open_the_stored_account_is_a_setting_not_an_attempt() {
+    limited(TEST_LIMIT, async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let solver = Http01Solver::new();
+        let _listener = serve_http01(&solver, &pebble).await;
+        let store = Arc::new(MemoryStore::new());
+        let renewer_with = |passphrase: &str| {
+            let keyring = keyring(passphrase);
+            let issuer = pebble_issuer(
+                &pebble,
+                Arc::new(solver.clone()),
+                store.clone(),
+                keyring.clone(),
+            )
+            .request_timeout(StdDuration::from_secs(30))
+            .order_timeout(StdDuration::from_secs(120))
+            .build()
+            .unwrap();
+            Renewer::builder(store.clone(), keyring)
+                .acme(Arc::new(issuer))
+                .concurrency(1)
+                .build()
+        };
+        // The account is stored sealed under one key ...
+        let first = domain("first.keyring-test.com");
+        let before = renewer_with(KEY);
+        before.add_domain(&first).await.unwrap();
+        before.issue_now(Some(&first)).await.unwrap();
+        // ... and the server restarts with another (a key changed without
+        // rotation): no order can be signed, through no fault of a domain.
+        let after = renewer_with(common::OTHER_TEST_KEY);
+        let names: Vec<Domain> = (0..3)
+            .map(|i| domain(&format!("k{i}.keyring-test.com")))
+            .collect();
+        for name in &names {
+            after.add_domain(name).await.unwrap();
+        }
+        let report = after.run_cycle().await.unwrap();
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.deferred.len(), 1, "{report}");
+        assert_eq!(report.deferred[0].error.code(), "decrypt");
+        assert_eq!(report.stopped, Some(SkipReason::Misconfigured), "{report}");
+        for name in &names {
+            let record = store.load(name).await.unwrap().unwrap();
+            assert_eq!(record.attempts, 0, "{name}: {:?}", record.log_lines());
+        }
     })
     .await;
 }
