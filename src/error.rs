@@ -461,17 +461,56 @@ impl Error {
         }
     }
 
-    /// Whether this is a wrong setting ([`Error::Config`]): the operator's
-    /// to fix, not the domain's failure, so the renewer counts no attempt
-    /// and stops the cycle's ordering.
+    /// Whether this is a wrong setting: [`Error::Config`], or a keyring
+    /// that cannot open or seal what it must ([`Error::Decrypt`]: a wrong
+    /// key, or data sealed under another one; [`Error::MissingKey`]: a key
+    /// version that is not configured; [`Error::WeakKey`]). The
+    /// operator's to fix, not the domain's failure: the renewer counts no
+    /// attempt and stops the cycle's ordering
+    /// ([`SkipReason::Misconfigured`]).
     pub fn is_settings_error(&self) -> bool {
-        matches!(self, Self::Config { .. })
+        matches!(
+            self,
+            Self::Config { .. } | Self::Decrypt | Self::MissingKey { .. } | Self::WeakKey { .. }
+        )
+    }
+
+    /// Whether certkeeper's own storage failed: the store could not be
+    /// reached or failed the operation ([`Error::Store`]: a database down,
+    /// a deadline passed, a lost connection), the disk did
+    /// ([`Error::Io`]), or the store cannot be written now
+    /// ([`Error::StoreInUse`], [`Error::ReadOnly`]). Not the domain's
+    /// failure: the renewer counts no attempt, and a cycle whose store
+    /// keeps failing stops ordering ([`SkipReason::StoreUnavailable`]).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Store { .. } | Self::Io { .. } | Self::StoreInUse { .. } | Self::ReadOnly { .. }
+        )
+    }
+
+    /// Whether the failure is certkeeper's own infrastructure's rather than
+    /// the domain's: a store failure ([`is_store_failure`](Self::is_store_failure)),
+    /// stored data that cannot be read back ([`Error::Corrupt`], a
+    /// malformed sealed [`Error::Envelope`]) or a key source that failed
+    /// ([`Error::KeySource`]). The renewer never charges such a failure to
+    /// a domain as an attempt.
+    pub fn is_infrastructure_failure(&self) -> bool {
+        self.is_store_failure()
+            || matches!(
+                self,
+                Self::Corrupt { .. } | Self::Envelope(_) | Self::KeySource { .. }
+            )
     }
 
     /// Whether the renewer leaves the domain's attempts alone for this
-    /// failure: the CA unavailable or rate limiting, or a wrong setting.
+    /// failure: the CA unavailable or rate limiting, a wrong setting, or a
+    /// failure of certkeeper's own infrastructure (store, disk, keyring).
     pub(crate) fn counts_no_attempt(&self) -> bool {
-        self.is_ca_unavailable() || self.is_rate_limited() || self.is_settings_error()
+        self.is_ca_unavailable()
+            || self.is_rate_limited()
+            || self.is_settings_error()
+            || self.is_infrastructure_failure()
     }
 
     /// Whether the CA answered `rateLimited`: not the domain's failure
@@ -583,9 +622,15 @@ pub enum SkipReason {
     /// not begun: the renew date moved to the window.
     RenewalWindowAhead,
     /// The cycle stopped ordering: the issuer's settings are wrong
-    /// ([`Error::Config`], a profile the CA does not offer, say); no
-    /// domain is charged an attempt until they are fixed.
+    /// ([`Error::Config`], a profile the CA does not offer, say), or the
+    /// keyring cannot open what the store holds ([`Error::is_settings_error`]);
+    /// no domain is charged an attempt until they are fixed.
     Misconfigured,
+    /// The cycle stopped ordering: certkeeper's own store failed several
+    /// times in a row ([`Error::is_store_failure`]: a database down or
+    /// unreachable, a disk failing); no domain is charged an attempt, and
+    /// the rest waits for the next cycle.
+    StoreUnavailable,
 }
 
 impl SkipReason {
@@ -604,6 +649,7 @@ impl SkipReason {
             Self::FailedValidationBudget => "failed_validation_budget",
             Self::RenewalWindowAhead => "renewal_window_ahead",
             Self::Misconfigured => "misconfigured",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -627,6 +673,7 @@ impl fmt::Display for SkipReason {
                 "the CA's renewal window was checked again and has not begun"
             }
             Self::Misconfigured => "the issuer's settings are wrong; left for the next cycle",
+            Self::StoreUnavailable => "the store kept failing; left for the next cycle",
         })
     }
 }
@@ -929,6 +976,44 @@ mod tests {
         );
         assert_eq!(acme(None).code(), "acme_unreachable");
         assert_eq!(Error::Decrypt.code(), "decrypt");
+    }
+
+    #[test]
+    fn failures_of_the_crates_own_infrastructure_are_never_attempts() {
+        let io = Error::io("/tmp/x", std::io::Error::other("disk full"));
+        for e in [Error::store("postgres", "connection refused"), io] {
+            assert!(e.is_store_failure() && e.is_infrastructure_failure(), "{e}");
+            assert!(e.counts_no_attempt(), "{e}");
+        }
+        let corrupt = Error::Corrupt {
+            key: "a.example.com".into(),
+            reason: "truncated".into(),
+        };
+        assert!(!corrupt.is_store_failure() && corrupt.is_infrastructure_failure());
+        for e in [
+            Error::Decrypt,
+            Error::MissingKey {
+                version: 2,
+                variable: None,
+            },
+        ] {
+            assert!(e.is_settings_error() && e.counts_no_attempt(), "{e}");
+        }
+        // The domain's own failures still count.
+        let refused = Error::Acme {
+            domain: None,
+            step: "validation",
+            problem: Some(Box::new(AcmeProblem {
+                type_uri: Some("urn:ietf:params:acme:error:unauthorized".into()),
+                detail: None,
+                status: Some(403),
+                subproblems: Vec::new(),
+            })),
+            message: String::new(),
+            source: None,
+        };
+        assert!(!refused.counts_no_attempt());
+        assert!(!Error::Envelope("bad header").is_store_failure());
     }
 
     #[test]

@@ -28,11 +28,15 @@ pub struct CycleReport {
     /// Certificates picked but left alone, and why.
     pub skipped: Vec<(Domain, SkipReason)>,
     /// Issuances that failed through no fault of their domain (the CA was
-    /// unavailable or rate limited): not counted as attempts, tried again
-    /// next cycle.
+    /// unavailable or rate limited, a setting is wrong, or certkeeper's own
+    /// store, disk or keyring failed: [`Error::is_infrastructure_failure`]):
+    /// not counted as attempts, tried again next cycle.
     pub deferred: Vec<CycleFailure>,
     /// Why the cycle stopped ordering before the end, if it did
-    /// ([`SkipReason::CaUnavailable`] or [`SkipReason::RateLimited`]).
+    /// ([`SkipReason::CaUnavailable`], [`SkipReason::StoreUnavailable`],
+    /// [`SkipReason::RateLimited`], [`SkipReason::OrderBudget`] or
+    /// [`SkipReason::Misconfigured`]); the domains it did not reach are in
+    /// [`skipped`](Self::skipped) with that reason.
     pub stopped: Option<SkipReason>,
     /// Due certificates the per-cycle cap left for a later cycle: the
     /// first [`PASSED_OVER_LISTED`] by renew

@@ -19,6 +19,14 @@ pub const FAILED_ATTEMPTS: &str = "certkeeper_failed_attempts_total";
 pub const GAVE_UP: &str = "certkeeper_gave_up_total";
 /// How long maintenance cycles take, in seconds.
 pub const CYCLE_DURATION: &str = "certkeeper_cycle_duration_seconds";
+/// Cycles that stopped ordering before their end, by `reason`
+/// ([`SkipReason::code`](crate::renewer::SkipReason::code): `ca_unavailable`,
+/// `store_unavailable`, `rate_limited`, `order_budget`, `misconfigured`).
+pub const CYCLES_STOPPED: &str = "certkeeper_cycles_stopped_total";
+/// Issuances deferred (failed through no fault of their domain, not counted
+/// as attempts), by error `code`: the CA's (`acme_unreachable`, `timeout`
+/// ...), a setting's, or certkeeper's own store's (`store`, `io`).
+pub const DEFERRED: &str = "certkeeper_deferred_total";
 /// Certificates by `state` after the last cycle: `picked` (tried by it),
 /// `left_for_later` (the cap), `at_attempt_limit`, `expiring_soon`.
 pub const CERTIFICATES: &str = "certkeeper_certificates";
@@ -90,6 +98,12 @@ impl Subscriber for MetricsSubscriber {
             Event::DomainRemoved { domain } => self.track_expiry(domain, None),
             Event::CycleFinished { report, duration } => {
                 metrics::histogram!(CYCLE_DURATION).record(duration.as_secs_f64());
+                if let Some(reason) = report.stopped {
+                    metrics::counter!(CYCLES_STOPPED, "reason" => reason.code()).increment(1);
+                }
+                for deferred in &report.deferred {
+                    metrics::counter!(DEFERRED, "code" => deferred.error.code()).increment(1);
+                }
                 let picked = report.issued.len()
                     + report.failed.len()
                     + report.deferred.len()

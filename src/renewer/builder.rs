@@ -5,7 +5,7 @@ use std::time::Duration as StdDuration;
 
 use super::cycle::Cycles;
 use super::issue::Issuing;
-use super::lease::Leases;
+use super::lease::{Leases, LEASE_TTL, MIN_LEASE_TTL};
 use super::on_demand::Pending;
 use super::schedule::Schedule;
 use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
@@ -30,6 +30,7 @@ pub struct RenewerBuilder {
     pub(super) renewal: RenewalPolicy,
     pub(super) concurrency: usize,
     pub(super) issue_timeout: StdDuration,
+    pub(super) lease_ttl: StdDuration,
     pub(super) production: bool,
     pub(super) resolver: Option<CertResolver>,
     pub(super) instance_id: Option<String>,
@@ -51,6 +52,7 @@ impl RenewerBuilder {
             renewal: RenewalPolicy::default(),
             concurrency: 8,
             issue_timeout: StdDuration::from_secs(600),
+            lease_ttl: LEASE_TTL,
             production: true,
             resolver: None,
             instance_id: None,
@@ -118,11 +120,27 @@ impl RenewerBuilder {
         self
     }
 
-    /// The longest one issuance may take before it counts as a failed
-    /// attempt (default 10 minutes). The ACME issuer also bounds each call
-    /// to the CA; this bounds any issuer.
+    /// The longest one issuance may take (default 10 minutes); one that
+    /// takes longer is given up as the CA's failure ([`Error::Timeout`](crate::Error::Timeout)),
+    /// not counted as an attempt. The ACME issuer also bounds each call to
+    /// the CA; this bounds any issuer. The domain's lease is renewed
+    /// meanwhile ([`lease_ttl`](Self::lease_ttl)).
     pub fn issue_timeout(mut self, timeout: StdDuration) -> Self {
         self.issue_timeout = timeout;
+        self
+    }
+
+    /// How long this renewer's leases in the store last without renewal
+    /// (default [`LEASE_TTL`], a minute; at least one second): the cycle
+    /// lease, and each domain's lease while the domain is issued. The
+    /// holder renews a lease every third of this while its work goes on,
+    /// however long an issuance takes
+    /// ([`issue_timeout`](Self::issue_timeout)), so a holder that died or
+    /// lost its database frees the cycle and its names within this time.
+    /// Shorter frees them sooner and writes to the store more often (one
+    /// renewal per lease held every third of it).
+    pub fn lease_ttl(mut self, ttl: StdDuration) -> Self {
+        self.lease_ttl = ttl.max(MIN_LEASE_TTL);
         self
     }
 
@@ -231,7 +249,7 @@ impl RenewerBuilder {
                 vault: self.vault,
                 clock: self.clock,
                 renewal: self.renewal,
-                leases: Leases::new(cluster.clone(), instance_id, self.issue_timeout),
+                leases: Leases::new(cluster.clone(), instance_id, self.lease_ttl),
                 cluster,
                 resolver: self.resolver,
                 events,

@@ -1,9 +1,10 @@
 //! One maintenance cycle: the due records it picks (oldest renew date
 //! first, at most the per-cycle cap, fewer than the attempt limit), issuing
-//! them with bounded concurrency, stopping when the CA fails or limits, and
-//! the [`CycleReport`] of it all.
+//! them with bounded concurrency, stopping when the CA fails or limits or
+//! the store keeps failing, and the [`CycleReport`] of it all.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
@@ -52,6 +53,18 @@ impl Renewer {
     /// certificate (attempts + 1, renew date now, a log line) and the cycle
     /// goes on; only a failure of the store itself to list what is due is an
     /// error of the cycle.
+    ///
+    /// A failure that is not the domain's is no attempt: the CA down or
+    /// rate limiting, a wrong setting, or certkeeper's own store, disk or
+    /// keyring failing ([`Error::is_infrastructure_failure`]). It is listed
+    /// in [`CycleReport::deferred`] and the next cycle tries again. The
+    /// cycle stops ordering ([`CycleReport::stopped`]) after
+    /// [`max_ca_failures`](super::RenewalPolicy::max_ca_failures) CA
+    /// failures in a row ([`SkipReason::CaUnavailable`]), after
+    /// [`max_store_failures`](super::RenewalPolicy::max_store_failures)
+    /// store failures in a row ([`SkipReason::StoreUnavailable`]), at once
+    /// on a rate limit or a wrong setting; the rest is skipped for the next
+    /// cycle, with that reason.
     ///
     /// The main domain (configured, or learned) is part of every cycle: when
     /// it has no record (a first start, or after
@@ -103,7 +116,7 @@ impl Renewer {
         };
         info!(due = due.len(), "maintenance cycle started");
         let semaphore = Arc::new(Semaphore::new(self.inner.cycle.concurrency()));
-        let gate = Arc::new(CaGate::new(renewal.max_ca_failures));
+        let gate = Arc::new(Gate::new(&renewal));
         let mut tasks = JoinSet::new();
         for entry in due {
             let this = self.clone();
@@ -114,8 +127,9 @@ impl Renewer {
                 async move {
                     let _permit = semaphore.acquire_owned().await;
                     let domain = entry.domain;
-                    // Once the CA is down or asks to slow down, the rest of
-                    // the cycle waits for the next one.
+                    // Once the CA is down or asks to slow down, a setting is
+                    // wrong or the store keeps failing, the rest of the
+                    // cycle waits for the next one.
                     if let Some(reason) = gate.stopped() {
                         return (domain, Outcome::Skipped(reason));
                     }
@@ -262,18 +276,23 @@ fn left_for_later(due: &mut Vec<DueEntry>, cap: usize) -> PassedOver {
 }
 
 /// Stops a cycle's ordering when the CA is down (several CA failures in a
-/// row) or rate limits.
-struct CaGate {
-    max_failures: u32,
-    failures_in_a_row: std::sync::atomic::AtomicU32,
+/// row) or rate limits, when a setting is wrong, or when certkeeper's own
+/// store keeps failing (several store failures in a row).
+struct Gate {
+    max_ca_failures: u32,
+    ca_failures_in_a_row: AtomicU32,
+    max_store_failures: u32,
+    store_failures_in_a_row: AtomicU32,
     stopped: Mutex<Option<SkipReason>>,
 }
 
-impl CaGate {
-    fn new(max_failures: u32) -> Self {
+impl Gate {
+    fn new(renewal: &super::RenewalPolicy) -> Self {
         Self {
-            max_failures: max_failures.max(1),
-            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            max_ca_failures: renewal.max_ca_failures.max(1),
+            ca_failures_in_a_row: AtomicU32::new(0),
+            max_store_failures: renewal.max_store_failures.max(1),
+            store_failures_in_a_row: AtomicU32::new(0),
             stopped: Mutex::new(None),
         }
     }
@@ -290,19 +309,36 @@ impl CaGate {
     }
 
     fn record(&self, outcome: &Outcome) {
-        use std::sync::atomic::Ordering;
+        let one_more = |count: &AtomicU32, max: u32, reason: SkipReason| {
+            if count.fetch_add(1, Ordering::SeqCst) + 1 >= max {
+                self.stop(reason);
+            }
+        };
+        match outcome {
+            Outcome::Deferred(e) if e.is_store_failure() => one_more(
+                &self.store_failures_in_a_row,
+                self.max_store_failures,
+                SkipReason::StoreUnavailable,
+            ),
+            // Anything else deferred: the store answered.
+            Outcome::Deferred(_) => self.store_failures_in_a_row.store(0, Ordering::SeqCst),
+            _ => {}
+        }
         match outcome {
             Outcome::Deferred(e) if e.is_rate_limited() => self.stop(SkipReason::RateLimited),
             Outcome::Deferred(e) if e.is_settings_error() => self.stop(SkipReason::Misconfigured),
-            Outcome::Deferred(_) => {
-                let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
-                if in_a_row >= self.max_failures {
-                    self.stop(SkipReason::CaUnavailable);
-                }
-            }
-            // The CA answered about the domain: it is up.
+            Outcome::Deferred(e) if e.is_ca_unavailable() => one_more(
+                &self.ca_failures_in_a_row,
+                self.max_ca_failures,
+                SkipReason::CaUnavailable,
+            ),
+            // The store's failure, or stored data that cannot be read: the
+            // CA was not asked, or answered.
+            Outcome::Deferred(_) => {}
+            // The CA answered about the domain, and the store kept it.
             Outcome::Issued(_) | Outcome::Failed(_) => {
-                self.failures_in_a_row.store(0, Ordering::SeqCst)
+                self.ca_failures_in_a_row.store(0, Ordering::SeqCst);
+                self.store_failures_in_a_row.store(0, Ordering::SeqCst);
             }
             // The account's order budget is spent: the rest waits too.
             Outcome::Skipped(SkipReason::OrderBudget) => self.stop(SkipReason::OrderBudget),
@@ -325,6 +361,46 @@ mod tests {
                 attempts: 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_store_failing_in_a_row_stops_the_cycle_and_anything_it_kept_resets_the_count() {
+        let store_down = || Outcome::Deferred(Error::store("memory", "down"));
+        let ca_down = || {
+            Outcome::Deferred(Error::Timeout {
+                step: "issue",
+                after: std::time::Duration::from_secs(1),
+            })
+        };
+        let gate = Gate::new(&crate::RenewalPolicy::default());
+        gate.record(&store_down());
+        gate.record(&store_down());
+        // A CA failure was stored: the store answered.
+        gate.record(&ca_down());
+        gate.record(&store_down());
+        gate.record(&store_down());
+        assert_eq!(gate.stopped(), None);
+        gate.record(&store_down());
+        assert_eq!(gate.stopped(), Some(SkipReason::StoreUnavailable));
+
+        // Store failures say nothing of the CA, and stored data that
+        // cannot be read says nothing of either.
+        let gate = Gate::new(&crate::RenewalPolicy::default());
+        gate.record(&ca_down());
+        gate.record(&ca_down());
+        gate.record(&store_down());
+        gate.record(&Outcome::Deferred(Error::Corrupt {
+            key: "a.example.com".into(),
+            reason: "truncated".into(),
+        }));
+        assert_eq!(gate.stopped(), None);
+        gate.record(&ca_down());
+        assert_eq!(gate.stopped(), Some(SkipReason::CaUnavailable));
+
+        // A keyring that cannot open what the store holds is a setting.
+        let gate = Gate::new(&crate::RenewalPolicy::default());
+        gate.record(&Outcome::Deferred(Error::Decrypt));
+        assert_eq!(gate.stopped(), Some(SkipReason::Misconfigured));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub(super) struct Issuing {
 pub(super) enum Outcome {
     Issued(Box<CertRecord>),
     Failed(Error),
-    /// Failed through no fault of the domain (the CA): not an attempt.
+    /// Failed through no fault of the domain (the CA, a setting, the
+    /// store): not an attempt.
     Deferred(Error),
     Skipped(SkipReason),
 }
@@ -156,7 +157,7 @@ impl Renewer {
         match self.store().save(&next).await {
             Ok(version) => next.version = version,
             Err(Error::Conflict { .. }) => return Outcome::Skipped(SkipReason::KeptChanging),
-            Err(e) => return store_failed(&domain, e),
+            Err(e) => return not_attempted(&domain, e),
         }
         if next.is_due(now, self.inner.renewal.max_attempts)
             && next.ari.as_ref().is_none_or(|ari| ari.renew_at <= now)
@@ -216,7 +217,7 @@ impl Renewer {
                             Outcome::Issued(Box::new(next))
                         }
                         Err(e) if e.counts_no_attempt() => {
-                            warn!(%domain, error = %e, code = e.code(), "could not issue now (CA unavailable or rate limiting, or wrong settings); not counted as an attempt");
+                            warn!(%domain, error = %e, code = e.code(), "could not issue now (CA unavailable or rate limiting, wrong settings, or the store failing); not counted as an attempt");
                             Outcome::Deferred(e)
                         }
                         Err(e) => {
@@ -233,9 +234,9 @@ impl Renewer {
                     }
                     Ok(Some(fresh)) => current = fresh,
                     Ok(None) => return Outcome::Skipped(SkipReason::RemovedWhileIssuing),
-                    Err(e) => return store_failed(&domain, e),
+                    Err(e) => return store_failed(&domain, e, &result),
                 },
-                Err(e) => return store_failed(&domain, e),
+                Err(e) => return store_failed(&domain, e, &result),
             }
         }
         Outcome::Skipped(SkipReason::KeptChanging)
@@ -393,13 +394,25 @@ fn fingerprint_of(record: &CertRecord) -> Option<String> {
     record.certificate.as_ref().map(|c| c.fingerprint.clone())
 }
 
-fn store_failed(domain: &Domain, e: Error) -> Outcome {
-    warn!(%domain, error = %e, "could not store the outcome of an attempt");
-    Outcome::Failed(e)
+/// The store failed to keep the outcome of an issuance (`result`): nothing
+/// was stored, so nothing is charged to the domain, and the next cycle
+/// tries again. A certificate the CA issued is lost with it.
+fn store_failed<T>(domain: &Domain, e: Error, result: &Result<T>) -> Outcome {
+    match result {
+        Ok(_) => {
+            warn!(%domain, error = %e, "could not store the issued certificate; not counted as an attempt")
+        }
+        Err(failure) => {
+            warn!(%domain, error = %e, failure = %failure, "could not store the outcome of an attempt; not counted as one")
+        }
+    }
+    Outcome::Deferred(e)
 }
 
-/// The store failed before anything was asked of the issuer.
+/// The store failed before anything was asked of the issuer (reading the
+/// record, the lease): nothing was stored, so nothing is charged to the
+/// domain, and the next cycle tries again.
 pub(super) fn not_attempted(domain: &Domain, e: Error) -> Outcome {
-    warn!(%domain, error = %e, "the store failed before the attempt; not attempted");
-    Outcome::Failed(e)
+    warn!(%domain, error = %e, code = e.code(), "the store failed before the attempt; not attempted");
+    Outcome::Deferred(e)
 }

@@ -2,6 +2,16 @@
 //! store has none): a domain's lease, so one task of one instance orders a
 //! name at a time, and the cycle lease, so one instance runs a cycle at a
 //! time.
+//!
+//! Every lease is short ([`LEASE_TTL`], or
+//! [`RenewerBuilder::lease_ttl`](super::RenewerBuilder::lease_ttl)) and
+//! renewed by a heartbeat every third of its TTL while its work goes on, so
+//! a holder that died, hangs in a dropped task or lost its database frees
+//! the name (or the cycle) within one TTL. A holder whose heartbeat finds
+//! the lease taken goes on: every write of its work is fenced by the
+//! record's version (compare-and-swap), so it cannot overwrite newer work.
+//! A release that fails is tried again in the background, a few times with
+//! back-off, while the lease has not expired anyway.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -16,9 +26,24 @@ use crate::{Domain, Result};
 
 /// The store's lease of the maintenance cycle.
 pub(super) const CYCLE_LEASE: &str = "maintenance-cycle";
-/// How long the cycle lease lasts without renewal; the holder renews it
-/// every third of that while its cycle runs.
-pub const CYCLE_LEASE_TTL: StdDuration = StdDuration::from_secs(60);
+
+/// How long a lease (the cycle's, or a domain's) lasts without renewal,
+/// unless set with
+/// [`RenewerBuilder::lease_ttl`](super::RenewerBuilder::lease_ttl): a
+/// minute. Its holder renews it every third of that while its work goes on.
+pub const LEASE_TTL: StdDuration = StdDuration::from_secs(60);
+
+/// The shortest lease TTL a renewer takes.
+pub(super) const MIN_LEASE_TTL: StdDuration = StdDuration::from_secs(1);
+
+/// The waits before each new try of a release that failed. A retry stops
+/// once the lease has expired by itself.
+const RELEASE_RETRIES: [StdDuration; 4] = [
+    StdDuration::from_millis(500),
+    StdDuration::from_secs(1),
+    StdDuration::from_secs(2),
+    StdDuration::from_secs(4),
+];
 
 /// Who holds which lease: this renewer's name in the cluster, and the
 /// domains this process is issuing.
@@ -28,23 +53,17 @@ pub(super) struct Leases {
     instance_id: String,
     /// The domains being issued in this process.
     in_flight: Mutex<HashSet<Domain>>,
-    /// How long a domain's lease lasts: as long as one issuance may
-    /// ([`RenewerBuilder::issue_timeout`](super::RenewerBuilder::issue_timeout))
-    /// and a minute more.
-    domain_ttl: StdDuration,
+    /// How long a lease lasts without renewal.
+    ttl: StdDuration,
 }
 
 impl Leases {
-    pub(super) fn new(
-        cluster: Coordinator,
-        instance_id: String,
-        issue_timeout: StdDuration,
-    ) -> Self {
+    pub(super) fn new(cluster: Coordinator, instance_id: String, ttl: StdDuration) -> Self {
         Self {
             cluster,
             instance_id,
             in_flight: Mutex::default(),
-            domain_ttl: issue_timeout + StdDuration::from_secs(60),
+            ttl: ttl.max(MIN_LEASE_TTL),
         }
     }
 
@@ -53,7 +72,13 @@ impl Leases {
         &self.instance_id
     }
 
+    /// How long a lease lasts without renewal.
+    pub(super) fn ttl(&self) -> StdDuration {
+        self.ttl
+    }
+
     /// The lease of `domain`, unless another task (or instance) holds it.
+    /// Renewed in the background until released or dropped.
     pub(super) async fn domain(&self, domain: &Domain) -> Result<Option<DomainLease<'_>>> {
         let set = &self.in_flight;
         if !set
@@ -67,68 +92,42 @@ impl Leases {
         let mut lease = DomainLease {
             set,
             domain: domain.clone(),
-            shared: None,
+            held: None,
         };
-        let cluster = self.cluster.clone();
-        let name = domain_lease_name(domain);
-        let holder = self.instance_id.clone();
-        if cluster
-            .get()
-            .acquire_lease(&name, &holder, self.domain_ttl)
-            .await?
-        {
-            lease.shared = Some(SharedLease {
-                cluster,
-                name,
-                holder,
-            });
-            Ok(Some(lease))
-        } else {
-            debug!(%domain, "being issued by another instance");
-            Ok(None)
+        match self.acquire(domain_lease_name(domain)).await? {
+            Some(held) => {
+                lease.held = Some(held);
+                Ok(Some(lease))
+            }
+            None => {
+                debug!(%domain, "being issued by another instance");
+                Ok(None)
+            }
         }
     }
 
     /// The cycle lease: `None` when another instance holds it. Renewed in
-    /// the background every third of [`CYCLE_LEASE_TTL`] until released.
+    /// the background until released or dropped.
     pub(super) async fn cycle(&self) -> Result<Option<CycleLease>> {
-        let cluster = self.cluster.clone();
-        let holder = self.instance_id.clone();
-        if !cluster
-            .get()
-            .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
+        Ok(self
+            .acquire(CYCLE_LEASE.into())
             .await?
-        {
+            .map(|held| CycleLease { held: Some(held) }))
+    }
+
+    /// Takes the lease `name` and starts its heartbeat.
+    async fn acquire(&self, name: String) -> Result<Option<HeldLease>> {
+        let shared = SharedLease {
+            cluster: self.cluster.clone(),
+            name,
+            holder: self.instance_id.clone(),
+            ttl: self.ttl,
+        };
+        if !shared.renew().await? {
             return Ok(None);
         }
-        let renewal = {
-            let (cluster, holder) = (cluster.clone(), holder.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(CYCLE_LEASE_TTL / 3).await;
-                    match cluster
-                        .get()
-                        .acquire_lease(CYCLE_LEASE, &holder, CYCLE_LEASE_TTL)
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            warn!("the cycle lease went to another instance; this cycle's writes are fenced by record versions");
-                            return;
-                        }
-                        Err(e) => warn!(error = %e, "could not renew the cycle lease"),
-                    }
-                }
-            })
-        };
-        let shared = SharedLease {
-            cluster,
-            name: CYCLE_LEASE.into(),
-            holder,
-        };
-        Ok(Some(CycleLease {
-            shared: Some((shared, renewal)),
-        }))
+        let heartbeat = tokio::spawn(shared.clone().heartbeat());
+        Ok(Some(HeldLease { shared, heartbeat }))
     }
 }
 
@@ -136,18 +135,18 @@ impl Leases {
 /// no other instance orders the same name meanwhile). The in-process part
 /// is released when dropped, however the issuance ends; the cluster's part
 /// by [`release`](Self::release), or by a task spawned on drop, or at worst
-/// when it expires.
+/// when it expires, one TTL after its last heartbeat.
 pub(super) struct DomainLease<'a> {
     set: &'a Mutex<HashSet<Domain>>,
     domain: Domain,
-    shared: Option<SharedLease>,
+    held: Option<HeldLease>,
 }
 
 impl DomainLease<'_> {
-    /// Releases the cluster's lease now.
+    /// Stops the heartbeat and releases the cluster's lease now.
     pub(super) async fn release(mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.release().await;
+        if let Some(held) = self.held.take() {
+            held.release().await;
         }
     }
 }
@@ -158,56 +157,135 @@ impl Drop for DomainLease<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.domain);
-        if let Some(shared) = self.shared.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(shared.release());
-            }
+        if let Some(held) = self.held.take() {
+            held.release_on_drop();
         }
     }
 }
 
 /// The cycle lease, renewed in the background until released.
 pub(super) struct CycleLease {
-    shared: Option<(SharedLease, JoinHandle<()>)>,
+    held: Option<HeldLease>,
 }
 
 impl CycleLease {
+    /// Stops the heartbeat and releases the lease now.
     pub(super) async fn release(mut self) {
-        if let Some((shared, renewal)) = self.shared.take() {
-            renewal.abort();
-            // Wait until the renewal task is gone, so nothing of the cycle
-            // (its handle of the store, above all) outlives it.
-            let _ = renewal.await;
-            shared.release().await;
+        if let Some(held) = self.held.take() {
+            held.release().await;
         }
     }
 }
 
 impl Drop for CycleLease {
     fn drop(&mut self) {
-        if let Some((_, renewal)) = &self.shared {
-            renewal.abort();
+        if let Some(held) = self.held.take() {
+            held.release_on_drop();
         }
     }
 }
 
-/// A lease held in the store's cluster (or this process's).
+/// A lease held in the cluster, and its heartbeat.
+struct HeldLease {
+    shared: SharedLease,
+    heartbeat: JoinHandle<()>,
+}
+
+impl HeldLease {
+    async fn release(self) {
+        self.heartbeat.abort();
+        // Wait until the heartbeat is gone, so nothing of the work (its
+        // handle of the store, above all) outlives it.
+        let _ = self.heartbeat.await;
+        self.shared.release().await;
+    }
+
+    /// Stops the heartbeat at once and releases in the background (when a
+    /// runtime is there; otherwise the lease expires by itself).
+    fn release_on_drop(self) {
+        self.heartbeat.abort();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.shared.release());
+        }
+    }
+}
+
+/// A lease in the store's cluster (or this process's).
+#[derive(Clone)]
 struct SharedLease {
     cluster: Coordinator,
     name: String,
     holder: String,
+    ttl: StdDuration,
 }
 
 impl SharedLease {
+    /// Takes or renews the lease for one more TTL; `false` when another
+    /// holder has it.
+    async fn renew(&self) -> Result<bool> {
+        self.cluster
+            .get()
+            .acquire_lease(&self.name, &self.holder, self.ttl)
+            .await
+    }
+
+    /// Renews the lease every third of its TTL, until aborted or until
+    /// another holder has it.
+    async fn heartbeat(self) {
+        loop {
+            tokio::time::sleep(self.ttl / 3).await;
+            match self.renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(lease = %self.name, "the lease went to another holder; this work goes on, its writes fenced by record versions");
+                    return;
+                }
+                Err(e) => {
+                    warn!(lease = %self.name, error = %e, "could not renew a lease; trying again");
+                }
+            }
+        }
+    }
+
+    /// Releases the lease. When that fails, tries again in the background
+    /// a few times with back-off, until the lease would have expired.
     async fn release(self) {
-        if let Err(e) = self
-            .cluster
+        let Err(e) = self.release_once().await else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            warn!(lease = %self.name, error = %e, "could not release a lease; it expires by itself");
+            return;
+        };
+        warn!(lease = %self.name, error = %e, "could not release a lease; trying again");
+        runtime.spawn(self.retry_release());
+    }
+
+    async fn release_once(&self) -> Result<bool> {
+        self.cluster
             .get()
             .release_lease(&self.name, &self.holder)
             .await
-        {
-            warn!(lease = %self.name, error = %e, "could not release a lease; it expires by itself");
+    }
+
+    async fn retry_release(self) {
+        let started = tokio::time::Instant::now();
+        for wait in RELEASE_RETRIES {
+            if started.elapsed() + wait >= self.ttl {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            match self.release_once().await {
+                Ok(_) => {
+                    debug!(lease = %self.name, "lease released on a later try");
+                    return;
+                }
+                Err(e) => {
+                    warn!(lease = %self.name, error = %e, "could not release a lease; trying again")
+                }
+            }
         }
+        warn!(lease = %self.name, "could not release a lease; it expires by itself");
     }
 }
 

@@ -8,6 +8,43 @@
 //!   public name seen).
 //! - [`CycleReport`]: what a cycle did, typed.
 //! - [`OnDemand`]: issuance started by a handshake, and its limits.
+//!
+//! # Failures that are not the domain's
+//! A failed issuance is an attempt of its domain (attempts + 1; after
+//! [`RenewalPolicy::max_attempts`] the cycle no longer picks it) only when
+//! the failure is the domain's. None of these is an attempt, nor charged to
+//! the CA's failed-validation budget: the CA down or rate limiting, a
+//! wrong setting ([`Error::is_settings_error`](crate::Error::is_settings_error),
+//! a keyring that cannot open the stored account among them), or a failure
+//! of certkeeper's own infrastructure
+//! ([`Error::is_infrastructure_failure`](crate::Error::is_infrastructure_failure):
+//! the store, the disk, stored data that cannot be read back). Each is
+//! logged on the record when the record can be saved, listed in
+//! [`CycleReport::deferred`], and tried again next cycle, so a flapping
+//! database never walks domains to the attempt limit. (What the CA itself
+//! refuses still counts: when a shared store fails while the CA fetches an
+//! HTTP-01 answer kept in it, the CA finds no answer and refuses the
+//! validation.)
+//!
+//! A cycle stops ordering after [`RenewalPolicy::max_ca_failures`] CA
+//! failures in a row ([`SkipReason::CaUnavailable`]) or
+//! [`RenewalPolicy::max_store_failures`] store failures in a row
+//! ([`SkipReason::StoreUnavailable`]), and at once on a rate limit or a
+//! wrong setting; [`CycleReport::stopped`] (and so
+//! [`Event::CycleFinished`]) says why.
+//!
+//! # Leases
+//! Through the store's cluster (or this process's, when the store has
+//! none), one instance at a time runs a cycle (the cycle lease) and one
+//! task of one instance issues a name (the domain's lease). Every lease is
+//! short ([`LEASE_TTL`], a minute, or
+//! [`RenewerBuilder::lease_ttl`]) and its holder renews it every third of
+//! that while the work goes on, however long an issuance takes; a holder
+//! that died, was cancelled or lost its database frees the cycle and its
+//! names within one TTL. A holder whose renewal finds the lease taken by
+//! another goes on: its writes are fenced by the record's version
+//! (compare-and-swap), so it never overwrites newer work. A release that
+//! fails is tried again in the background a few times, with back-off.
 
 // One file a responsibility of the one `Renewer`:
 // - mod.rs: `Renewer`, what its clones share (`Inner`), accessors, events;
@@ -15,9 +52,10 @@
 // - domains.rs: `DomainPolicy`, the main-domain rule (`MainDomain`), the
 //   records of the domains (add, remove, observe);
 // - cycle.rs: one cycle: the due records, bounded concurrency, the cap,
-//   stopping on CA failures, the report;
+//   stopping on CA or store failures, the report;
 // - issue.rs: issuing one domain and storing the outcome; manual generation;
-// - lease.rs: the domain lease and the cycle lease, in the cluster;
+// - lease.rs: the domain lease and the cycle lease, in the cluster, their
+//   heartbeat and their release;
 // - schedule.rs: the run loop, cycle spacing by the cluster's mark, the
 //   start-up load and the change feed;
 // - revoke.rs, notice.rs (the expiry notice), on_demand.rs, policy.rs.
@@ -38,7 +76,7 @@ pub use crate::error::SkipReason;
 pub use crate::report::{CycleFailure, CycleReport, PASSED_OVER_LISTED};
 pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
-pub use lease::CYCLE_LEASE_TTL;
+pub use lease::LEASE_TTL;
 pub use on_demand::{Decision, OnDemand};
 pub use policy::RenewalPolicy;
 pub use schedule::CYCLE_MARK;
@@ -105,6 +143,7 @@ impl fmt::Debug for Renewer {
             .field("renewal", &i.renewal)
             .field("concurrency", &i.cycle.concurrency())
             .field("instance_id", &i.leases.instance_id())
+            .field("lease_ttl", &i.leases.ttl())
             .finish_non_exhaustive()
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
-use super::issue::Outcome;
+use super::issue::{not_attempted, Outcome};
 use super::{Inner, Renewer};
 use crate::{Domain, Result};
 
@@ -185,7 +185,7 @@ impl Renewer {
         let lease = match self.inner.leases.domain(domain).await {
             Ok(Some(lease)) => lease,
             Ok(None) => return Outcome::Skipped(super::SkipReason::AlreadyBeingIssued),
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return not_attempted(domain, e),
         };
         let now = self.inner.clock.now();
         let record = match self.store().load(domain).await {
@@ -201,12 +201,12 @@ impl Renewer {
                 Ok(record) => record,
                 Err(e) => {
                     lease.release().await;
-                    return Outcome::Failed(e);
+                    return not_attempted(domain, e);
                 }
             },
             Err(e) => {
                 lease.release().await;
-                return Outcome::Failed(e);
+                return not_attempted(domain, e);
             }
         };
         let outcome = self.issue_leased(record, false).await;
@@ -279,8 +279,14 @@ async fn on_demand_task(renewer: Weak<Inner>, pending: Pending) {
         tokio::spawn(
             async move {
                 let outcome = this.issue_on_demand(&domain).await;
-                if let Outcome::Failed(e) = &outcome {
-                    warn!(error = %e, code = e.code(), "on-demand certificate attempt failed");
+                match &outcome {
+                    Outcome::Failed(e) => {
+                        warn!(error = %e, code = e.code(), "on-demand certificate attempt failed")
+                    }
+                    Outcome::Deferred(e) => {
+                        warn!(error = %e, code = e.code(), "on-demand certificate not issued now; not counted as an attempt")
+                    }
+                    Outcome::Issued(_) | Outcome::Skipped(_) => {}
                 }
                 let mut state = lock(&state);
                 state.active.remove(&domain);

@@ -15,12 +15,18 @@ pub struct RenewalPolicy {
     /// How long before `not_after` renewal starts (30 days).
     pub renew_before: Duration,
     /// Failed attempts after which the cycle stops picking a certificate (5).
+    /// Only the domain's own failures are attempts: one of the CA (down,
+    /// rate limiting), of a setting, or of certkeeper's own store, disk or
+    /// keyring is not counted ([`Error::is_infrastructure_failure`]).
     pub max_attempts: u32,
     /// Most certificates one cycle issues (200), to stay inside the CA's rate limits.
     pub per_cycle: usize,
     /// Failures of the CA itself in a row (see
     /// [`Error::is_ca_unavailable`]) after which a cycle stops ordering (3).
     pub max_ca_failures: u32,
+    /// Failures of certkeeper's own store in a row (see
+    /// [`Error::is_store_failure`]) after which a cycle stops ordering (3).
+    pub max_store_failures: u32,
 }
 
 impl Default for RenewalPolicy {
@@ -30,6 +36,7 @@ impl Default for RenewalPolicy {
             max_attempts: 5,
             per_cycle: 200,
             max_ca_failures: 3,
+            max_store_failures: 3,
         }
     }
 }
@@ -89,9 +96,10 @@ impl RenewalPolicy {
     }
 
     /// Records an issuance that failed through no fault of the domain (the
-    /// CA is unavailable or rate limited): a log line, and nothing else, so
-    /// the attempts and the renew date stay as they were and the next cycle
-    /// tries again.
+    /// CA is unavailable or rate limited, a setting is wrong, or
+    /// certkeeper's own store, disk or keyring failed): a log line, and
+    /// nothing else, so the attempts and the renew date stay as they were
+    /// and the next cycle tries again.
     pub fn on_not_attempted(
         &self,
         record: &mut CertRecord,

@@ -3,8 +3,8 @@
 //!
 //! Through the store's cluster (or this process's, when the store has
 //! none), one instance at a time holds the cycle lease (renewed while the
-//! cycle runs, so an instance that dies loses it after
-//! [`CYCLE_LEASE_TTL`](super::CYCLE_LEASE_TTL)), and the cluster marks when the last completed
+//! cycle runs, so an instance that dies loses it after its TTL,
+//! [`LEASE_TTL`](super::LEASE_TTL) by default), and the cluster marks when the last completed
 //! scheduled cycle started ([`CYCLE_MARK`], on the store's clock), so the
 //! cluster runs one cycle per maintenance interval, however many instances
 //! call [`Renewer::run`] and whatever their clocks say. Each instance tells
