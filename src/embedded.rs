@@ -149,7 +149,8 @@ impl Embedded {
             .main_domain(renewal.main_domain().cloned())
             .concurrency(renewal.concurrency())
             .resolver(resolver.clone())
-            .on_demand(OnDemand::new());
+            .on_demand(OnDemand::new())
+            .naming(config.naming());
         let mut router = IssuerRouter::new(Arc::new(SelfSignedIssuer::new()))
             .production(config.production())
             .naming(config.naming());

@@ -10,6 +10,7 @@ use super::on_demand::Pending;
 use super::schedule::Schedule;
 use super::{DomainPolicy, Inner, OnDemand, RenewalPolicy, Renewer};
 use crate::clock::{Clock, SystemClock};
+use crate::config::Naming;
 use crate::events::{EventBus, Subscriber, DEFAULT_QUEUE};
 use crate::issuer::{Issuer, IssuerRouter, Revoker, SelfSignedIssuer};
 use crate::resolver::CertResolver;
@@ -37,6 +38,7 @@ pub struct RenewerBuilder {
     pub(super) refresh_interval: StdDuration,
     pub(super) on_demand: Option<OnDemand>,
     pub(super) subscribers: Vec<(Arc<dyn Subscriber>, usize)>,
+    pub(super) naming: Naming,
 }
 
 impl RenewerBuilder {
@@ -59,7 +61,16 @@ impl RenewerBuilder {
             refresh_interval: StdDuration::from_secs(10),
             on_demand: None,
             subscribers: Vec::new(),
+            naming: Naming::Builder,
         }
+    }
+
+    /// Whether errors name this builder's methods (the default) or the
+    /// settings' environment variables (a renewer built from the
+    /// environment's settings).
+    pub(crate) fn naming(mut self, naming: Naming) -> Self {
+        self.naming = naming;
+        self
     }
 
     /// The ACME issuer for public names (in production) of the default
@@ -257,6 +268,7 @@ impl RenewerBuilder {
                     issuer,
                     revoker: self.revoker,
                     timeout: self.issue_timeout,
+                    naming: self.naming,
                 },
                 cycle: Cycles::new(self.concurrency),
                 schedule: Schedule::new(self.refresh_interval),

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::{Renewer, SkipReason};
 use crate::cert::IssuedCert;
-use crate::config::Setting;
+use crate::config::{Naming, Setting};
 use crate::error::{rfc3339, CertProblem};
 use crate::events::{problem_type, Event};
 use crate::issuer::{IssueRequest, Issued, IssuedChain, Issuer, RenewalWindow, Revoker};
@@ -31,6 +31,8 @@ pub(super) struct Issuing {
     pub(super) revoker: Option<Arc<dyn Revoker>>,
     /// The longest one issuance may take.
     pub(super) timeout: StdDuration,
+    /// Whether errors name the builder's methods or the settings' variables.
+    pub(super) naming: Naming,
 }
 
 /// How one issuance ended.
@@ -58,7 +60,10 @@ impl Renewer {
             Some(d) => d.clone(),
             None => main.clone().ok_or_else(|| {
                 Error::config(
-                    Setting::Domain.name(),
+                    self.inner
+                        .issuing
+                        .naming
+                        .of(Setting::Domain, "RenewerBuilder::main_domain"),
                     "no main domain is set or learned yet; name a domain",
                 )
             })?,
