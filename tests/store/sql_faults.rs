@@ -253,6 +253,7 @@ async fn expect_deadline<T: std::fmt::Debug>(
         other => panic!("{name} through a silent network: {other:?}"),
     }
     assert!(took <= bound, "{name} took {took:?}, more than {bound:?}");
+    eprintln!("{name} through a silent network failed after {took:?}");
 }
 
 /// The challenge answer kept in the store reaches the CA although the
