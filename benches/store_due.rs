@@ -210,7 +210,9 @@ fn postgres(c: &mut Criterion) {
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let store = rt.block_on(PostgresStore::connect(&url)).unwrap();
+    let store = rt
+        .block_on(PostgresStore::connect_with(&url, bulk_fill_options()))
+        .unwrap();
     let pool = store.pool().clone();
     for n in sizes() {
         let start = Instant::now();
@@ -294,7 +296,9 @@ fn mysql(c: &mut Criterion) {
         format!("?{query}")
     };
     let url = format!("{}/{database}{query}", &without_query[..host_end]);
-    let store = rt.block_on(MySqlStore::connect(&url)).unwrap();
+    let store = rt
+        .block_on(MySqlStore::connect_with(&url, bulk_fill_options()))
+        .unwrap();
     let pool = store.pool().clone();
     for n in sizes() {
         let start = Instant::now();
@@ -353,3 +357,11 @@ fn mysql(_: &mut Criterion) {
 
 criterion_group!(benches, memory, file, postgres, mysql);
 criterion_main!(benches);
+
+/// The store's options for filling it in bulk through its pool: a statement
+/// deadline long enough for a `COPY` or an `INSERT` of many rows.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn bulk_fill_options() -> certkeeper::store::sql::SqlOptions {
+    certkeeper::store::sql::SqlOptions::new()
+        .statement_timeout(std::time::Duration::from_secs(3600))
+}

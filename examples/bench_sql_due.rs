@@ -149,7 +149,9 @@ async fn postgres(fill: &Fill, keep: bool) {
         .unwrap();
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{NAME}");
-    let store = PostgresStore::connect(&url).await.unwrap();
+    let store = PostgresStore::connect_with(&url, bulk_fill_options())
+        .await
+        .unwrap();
     let pool = store.pool().clone();
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM certkeeper_certificates")
         .fetch_one(&pool)
@@ -241,7 +243,7 @@ async fn mysql(fill: &Fill, keep: bool) {
         .execute(format!("CREATE DATABASE IF NOT EXISTS {NAME}").as_str())
         .await
         .unwrap();
-    let store = MySqlStore::connect(&with_database(&base, NAME))
+    let store = MySqlStore::connect_with(&with_database(&base, NAME), bulk_fill_options())
         .await
         .unwrap();
     let pool = store.pool().clone();
@@ -350,4 +352,11 @@ async fn main() {
     let fill = Fill { count, now };
     postgres(&fill, keep).await;
     mysql(&fill, keep).await;
+}
+
+/// The store's options for filling it in bulk through its pool: a statement
+/// deadline long enough for a `COPY` or an `INSERT` of many rows.
+fn bulk_fill_options() -> certkeeper::store::sql::SqlOptions {
+    certkeeper::store::sql::SqlOptions::new()
+        .statement_timeout(std::time::Duration::from_secs(3600))
 }

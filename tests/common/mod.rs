@@ -6,6 +6,7 @@
 
 pub mod acme;
 pub mod bind9;
+pub mod fault_proxy;
 pub mod logs;
 pub mod pebble;
 pub mod smtp;

@@ -30,7 +30,7 @@ use time::{Duration, OffsetDateTime};
 const T: OffsetDateTime = datetime!(2031-05-01 10:00:00 UTC);
 
 /// A name unique to this call: 12 hex digits.
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hash = Sha256::new();
     hash.update(
@@ -369,7 +369,9 @@ fn assert_dump_holds_no_key(dump: &str, record: &CertRecord, key_pem: &str) {
 }
 
 /// Polls every future until all have finished, from the calling task.
-async fn join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
@@ -499,7 +501,7 @@ async fn login_throttle_is_shared(
 // PostgreSQL
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use super::*;
     #[cfg(feature = "conformance")]
     use certkeeper::store::conformance;
@@ -510,18 +512,18 @@ mod postgres {
     /// The lock the migrator takes (documented with the store).
     const MIGRATION_LOCK: i64 = 0x6365_7274_6b70_6731;
 
-    fn base_url() -> String {
+    pub(crate) fn base_url() -> String {
         std::env::var("CERTKEEPER_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
     /// A schema of its own, dropped with the value.
-    struct Schema {
-        name: String,
+    pub(crate) struct Schema {
+        pub(crate) name: String,
     }
 
     impl Schema {
-        async fn new() -> Self {
+        pub(crate) async fn new() -> Self {
             let name = format!("certkeeper_test_{}", unique());
             let mut conn = PgConnection::connect(&base_url()).await.unwrap();
             conn.execute(format!("CREATE SCHEMA {name}").as_str())
@@ -532,17 +534,17 @@ mod postgres {
 
         /// The URL of the test database with this schema first in the
         /// search path.
-        fn url(&self) -> String {
+        pub(crate) fn url(&self) -> String {
             let base = base_url();
             let sep = if base.contains('?') { '&' } else { '?' };
             format!("{base}{sep}options=-c%20search_path%3D{}", self.name)
         }
 
-        async fn connection(&self) -> PgConnection {
+        pub(crate) async fn connection(&self) -> PgConnection {
             PgConnection::connect(&self.url()).await.unwrap()
         }
 
-        async fn store(&self) -> PostgresStore {
+        pub(crate) async fn store(&self) -> PostgresStore {
             PostgresStore::connect(&self.url()).await.unwrap()
         }
     }
@@ -765,7 +767,7 @@ mod postgres {
 // MariaDB / MySQL
 
 #[cfg(feature = "mysql")]
-mod mysql {
+pub(crate) mod mysql {
     use super::*;
     #[cfg(feature = "conformance")]
     use certkeeper::store::conformance;
@@ -773,18 +775,18 @@ mod mysql {
     use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
     use sqlx::{Connection, Executor};
 
-    fn base_url() -> String {
+    pub(crate) fn base_url() -> String {
         std::env::var("CERTKEEPER_TEST_MYSQL_URL")
             .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
     }
 
     /// A database of its own, dropped with the value.
-    struct Database {
-        name: String,
+    pub(crate) struct Database {
+        pub(crate) name: String,
     }
 
     impl Database {
-        async fn new() -> Self {
+        pub(crate) async fn new() -> Self {
             let name = format!("certkeeper_test_{}", unique());
             let mut conn = MySqlConnection::connect(&base_url()).await.unwrap();
             conn.execute(format!("CREATE DATABASE {name}").as_str())
@@ -793,15 +795,15 @@ mod mysql {
             Self { name }
         }
 
-        fn url(&self) -> String {
+        pub(crate) fn url(&self) -> String {
             with_database(&base_url(), &self.name)
         }
 
-        async fn connection(&self) -> MySqlConnection {
+        pub(crate) async fn connection(&self) -> MySqlConnection {
             MySqlConnection::connect(&self.url()).await.unwrap()
         }
 
-        async fn store(&self) -> MySqlStore {
+        pub(crate) async fn store(&self) -> MySqlStore {
             MySqlStore::connect(&self.url()).await.unwrap()
         }
     }

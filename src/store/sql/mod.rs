@@ -110,8 +110,50 @@
 //!   what is kept gets [`Changes::reset`].
 //! - **Errors.** A failure of the database is [`Error::Store`]
 //!   with the sqlx error as its source; a record that does not decode is
-//!   [`Error::Corrupt`]. A deadlock or serialization
-//!   failure is retried a few times before it is reported.
+//!   [`Error::Corrupt`].
+//! - **Retries.** Every call runs again, up to 6 runs in all, after a
+//!   deadlock, a serialization failure or a lock wait timeout (PostgreSQL
+//!   SQLSTATE `40001` and `40P01`; MariaDB / MySQL error 1213, SQLSTATE
+//!   `40001`, and 1205, whose SQLSTATE is the generic `HY000`): the
+//!   server rolled the work back, and a transaction runs again whole. The
+//!   pause before each retry is jittered and grows (between half and all
+//!   of 4, 8, 16 ... ms, at most 250 ms), so that calls that met do not
+//!   meet again. A call that only reads also runs again after its
+//!   connection failed (reset, closed by the server); a write does not,
+//!   since nobody knows whether it took effect.
+//!
+//! # Clocks
+//!
+//! Every time the stores keep (a lease's or an answer's expiry, a mark, a
+//! budget's window, the change feed's dates) is read from the database
+//! server's clock inside the statement: `clock_timestamp()` on PostgreSQL,
+//! `UTC_TIMESTAMP(6)` / `NOW(6)` on MariaDB / MySQL. The instances' clocks
+//! may drift apart; the server's is one. Only `due(now, ...)` and the
+//! records' own dates come from the caller.
+//!
+//! # Deadlines
+//!
+//! Every call of a store has a deadline, the *statement timeout*: 10
+//! seconds unless [`SqlOptions::statement_timeout`] (through
+//! `connect_with`) or the store's `with_statement_timeout` sets another.
+//! - **On the client**, the whole call (waiting for a free connection or
+//!   opening one, every statement, every retry) is bounded by it: a server
+//!   that went silent (a dropped network, a half-open connection, a stuck
+//!   proxy) cannot hang a call, which fails within the deadline with
+//!   [`Error::Store`], its message naming the call and the deadline, its
+//!   source tokio's `Elapsed`. The connection of a call that ran out of
+//!   time may be in the middle of a statement: it is closed, never
+//!   returned to the pool, and the next call gets a fresh one. A
+//!   connection that failed is closed the same way.
+//! - **On the server**, each connection that `connect` / `connect_with`
+//!   opens limits its statements to the same time: PostgreSQL's
+//!   `statement_timeout` (set when connecting), MariaDB's
+//!   `max_statement_time`, MySQL's `max_execution_time` (which limits
+//!   `SELECT`s only). A statement stopped there fails with
+//!   [`Error::Store`] too, and the server frees its locks at once. A pool
+//!   given to `from_pool` keeps its own settings.
+//! - The migrations at connect are exempt: waiting for another instance's
+//!   migrations is no failure. They have 6 minutes in all.
 
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -127,6 +169,8 @@ pub use postgres::PostgresStore;
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -135,6 +179,95 @@ use time::OffsetDateTime;
 
 use super::{AccountRecord, CertRecord, Change, Changes};
 use crate::{Domain, Error, Result};
+
+/// How a SQL store connects and how long it waits for its database: for
+/// `PostgresStore::connect_with` and `MySqlStore::connect_with`.
+///
+/// ```
+/// use std::time::Duration;
+/// use certkeeper::store::sql::SqlOptions;
+/// let options = SqlOptions::new()
+///     .statement_timeout(Duration::from_secs(5))
+///     .max_connections(20);
+/// assert_eq!(options.get_statement_timeout(), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqlOptions {
+    max_connections: u32,
+    statement_timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    /// 10 connections, a statement deadline of 10 seconds.
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+/// The statement deadline of a store unless set otherwise.
+pub(crate) const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest statement deadline (a shorter one is raised to it).
+const MIN_STATEMENT_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The longest statement deadline the server is told (PostgreSQL keeps
+/// `statement_timeout` in milliseconds in a 32-bit integer); the client
+/// side keeps the deadline as given.
+const MAX_SERVER_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
+impl SqlOptions {
+    /// The defaults: 10 connections, a statement deadline of 10 seconds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps up to `max` connections open (at least 1).
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The deadline of every call of the store (see the
+    /// [module documentation](self#deadlines)); at least a millisecond.
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.statement_timeout = limit.max(MIN_STATEMENT_TIMEOUT);
+        self
+    }
+
+    /// The most connections kept open.
+    pub fn get_max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// The deadline of every call.
+    pub fn get_statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    /// The deadline as the server is told it, in whole milliseconds (at
+    /// least 1).
+    pub(crate) fn server_timeout_millis(&self) -> u64 {
+        u64::try_from(
+            self.statement_timeout
+                .min(MAX_SERVER_STATEMENT_TIMEOUT)
+                .as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+        .max(1)
+    }
+}
+
+/// How long `connect` waits for the migrations in all: another instance's
+/// migrations (5 minutes at most on MariaDB / MySQL), then its own.
+pub(crate) const MIGRATION_LIMIT: Duration = Duration::from_secs(360);
+
+/// A statement deadline as a store keeps it.
+pub(crate) fn checked_timeout(limit: Duration) -> Duration {
+    limit.max(MIN_STATEMENT_TIMEOUT)
+}
 
 /// One embedded migration.
 #[derive(Debug)]
@@ -578,38 +711,243 @@ pub(crate) fn db_error(store: &'static str, what: &str, e: sqlx::Error) -> Error
     }
 }
 
-/// Whether `e` is a deadlock or serialization failure, after which the
-/// whole transaction may simply run again.
-fn is_transient(e: &Error) -> bool {
-    let Error::Store {
-        source: Some(source),
-        ..
-    } = e
-    else {
-        return false;
-    };
-    let Some(sqlx::Error::Database(db)) = source.downcast_ref::<sqlx::Error>() else {
-        return false;
-    };
-    // 40001: serialization failure (and MySQL's deadlock); 40P01: PostgreSQL's deadlock.
-    matches!(db.code().as_deref(), Some("40001" | "40P01"))
+/// How a failed statement may be met again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// A deadlock, a serialization failure or a lock wait that timed out:
+    /// the server rolled the work back (the transaction, or on MariaDB /
+    /// MySQL after a lock wait timeout the statement, and the dropped
+    /// transaction rolls back the rest), so the whole call may run again.
+    Contention,
+    /// The connection failed (I/O, TLS, protocol, the server going away):
+    /// whether a write took effect is unknown, but a read may run again on
+    /// another connection.
+    Connection,
+    /// Anything else: reported at once.
+    Other,
 }
 
-/// Runs `attempt` again (up to 5 times in all) while it fails with a
-/// deadlock or serialization failure.
-pub(crate) async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T>
+/// The failure a database error names: by SQLSTATE (`40001` serialization
+/// failure, and MariaDB / MySQL's deadlock; `40P01` PostgreSQL's deadlock;
+/// class `08` and `57P01` to `57P03`: the connection or the server went
+/// away) and, on MariaDB / MySQL, by error number (1213 deadlock, 1205 lock
+/// wait timeout, whose SQLSTATE is the generic `HY000`; 1053 and 1927: the
+/// server shut down or killed the connection).
+pub(crate) fn failure_of_codes(sqlstate: Option<&str>, mysql_number: Option<u16>) -> Failure {
+    match mysql_number {
+        Some(1213 | 1205) => return Failure::Contention,
+        Some(1053 | 1927) => return Failure::Connection,
+        _ => {}
+    }
+    match sqlstate {
+        Some("40001" | "40P01") => Failure::Contention,
+        Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
+            Failure::Connection
+        }
+        _ => Failure::Other,
+    }
+}
+
+/// The failure of a driver error.
+pub(crate) fn failure_of_sqlx(e: &sqlx::Error) -> Failure {
+    match e {
+        sqlx::Error::Database(db) => {
+            #[cfg(feature = "mysql")]
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number());
+            #[cfg(not(feature = "mysql"))]
+            let number = None;
+            failure_of_codes(db.code().as_deref(), number)
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Failure::Connection,
+        _ => Failure::Other,
+    }
+}
+
+/// The failure of a store error: that of the driver's error it carries.
+pub(crate) fn failure_of(e: &Error) -> Failure {
+    match e {
+        Error::Store {
+            source: Some(source),
+            ..
+        } => source
+            .downcast_ref::<sqlx::Error>()
+            .map_or(Failure::Other, failure_of_sqlx),
+        _ => Failure::Other,
+    }
+}
+
+/// What a store call does to the database, which decides what is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Only reads: run again after contention or a failed connection.
+    Read,
+    /// Writes: run again after contention only (after a failed connection
+    /// nobody knows whether the write took effect).
+    Write,
+}
+
+impl Access {
+    /// Whether a call of this kind that failed with `failure` runs again.
+    pub(crate) fn retries(self, failure: Failure) -> bool {
+        match failure {
+            Failure::Contention => true,
+            Failure::Connection => self == Self::Read,
+            Failure::Other => false,
+        }
+    }
+}
+
+/// Runs of one call at most, the first included.
+pub(crate) const TRIES: u32 = 6;
+/// The pause before the first retry is at most this long ...
+const BACKOFF_FIRST: Duration = Duration::from_millis(4);
+/// ... doubles with each retry, and never exceeds this.
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+
+/// The pause before retry number `retry` (1: the first), from a random
+/// number: between half and all of `4 ms * 2^(retry - 1)`, capped at
+/// 250 ms. The jitter spreads the retries of calls that met each other, so
+/// that they do not meet again.
+pub(crate) fn backoff(retry: u32, random: u64) -> Duration {
+    let ceiling = BACKOFF_FIRST
+        .saturating_mul(1 << retry.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let ceiling = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    let floor = ceiling / 2;
+    Duration::from_micros(floor + random % (ceiling - floor + 1))
+}
+
+/// A random number for [`backoff`]: hashed by a freshly keyed hasher (the
+/// standard library keys each from the system's randomness), which is all
+/// the randomness a jitter needs.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+/// The error of a call that did not finish within its deadline.
+fn deadline_error(
+    store: &'static str,
+    what: &str,
+    deadline: Duration,
+    elapsed: tokio::time::error::Elapsed,
+) -> Error {
+    Error::Store {
+        store,
+        message: format!(
+            "{what}: no answer from the database within the statement deadline of {deadline:?};              the connection was closed"
+        ),
+        source: Some(Box::new(elapsed)),
+    }
+}
+
+/// Ties the lifetime `'c` of a connection lent to a call's work to the
+/// lifetime `'a` of what the work borrows (`'a` outlives `'c`).
+pub(crate) type Scope<'c, 'a> = PhantomData<&'c &'a ()>;
+
+/// The work of a call, on the connection lent to it.
+pub(crate) type Work<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
+
+/// Runs `work` on a connection of `pool`, within `deadline` in all:
+///
+/// - the connection is acquired, and `work` run, under a client-side
+///   timeout, so that a server that went silent (a dropped network, a
+///   half-open connection) cannot hang the call. A connection whose work
+///   did not finish in time is closed, never returned to the pool: it may
+///   be in the middle of a statement;
+/// - a connection whose work failed on the connection itself is closed too;
+/// - `work` runs again (up to [`TRIES`] times, with a jittered exponential
+///   [`backoff`]) after a deadlock, a serialization failure or a lock wait
+///   timeout, and for an [`Access::Read`] after a failed connection,
+///   while the deadline allows.
+///
+/// `what` names the call in errors (`loading a record`).
+pub(crate) async fn call<'a, DB, T, F>(
+    store: &'static str,
+    pool: &sqlx::Pool<DB>,
+    deadline: Duration,
+    what: &'static str,
+    access: Access,
+    mut work: F,
+) -> Result<T>
+where
+    DB: sqlx::Database,
+    T: Send,
+    F: for<'c> FnMut(&'c mut DB::Connection, Scope<'c, 'a>) -> Work<'c, T> + Send,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    let mut tries = 1;
+    loop {
+        let outcome = match tokio::time::timeout_at(end, pool.acquire()).await {
+            Err(elapsed) => Err(deadline_error(store, what, deadline, elapsed)),
+            Ok(Err(e @ sqlx::Error::PoolTimedOut)) => Err(Error::Store {
+                store,
+                message: format!(
+                    "{what}: no connection of the pool was free, or could be opened, \
+                     within the statement deadline of {deadline:?}"
+                ),
+                source: Some(Box::new(e)),
+            }),
+            Ok(Err(e)) => Err(db_error(store, what, e)),
+            Ok(Ok(mut conn)) => {
+                match tokio::time::timeout_at(end, work(&mut conn, PhantomData)).await {
+                    Ok(done) => {
+                        if matches!(&done, Err(e) if failure_of(e) == Failure::Connection) {
+                            drop(conn.detach());
+                        }
+                        done
+                    }
+                    Err(elapsed) => {
+                        // Possibly mid-statement: closed, not pooled.
+                        drop(conn.detach());
+                        Err(deadline_error(store, what, deadline, elapsed))
+                    }
+                }
+            }
+        };
+        match outcome {
+            Err(e) if tries < TRIES && access.retries(failure_of(&e)) => {
+                let pause = backoff(tries, random());
+                if tokio::time::Instant::now() + pause >= end {
+                    return Err(e);
+                }
+                tracing::debug!(store, error = %e, tries, "{what}: retried");
+                tries += 1;
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `attempt` again (up to [`TRIES`] runs in all, with the jittered
+/// [`backoff`]) while it fails with a deadlock, a serialization failure or
+/// a lock wait timeout: for PostgreSQL's migrations, which hold one
+/// connection throughout.
+#[cfg(feature = "postgres")]
+pub(crate) async fn retry_contention<T, F, Fut>(mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    const TRIES: u32 = 5;
     let mut tries = 1;
     loop {
         match attempt().await {
-            Err(e) if tries < TRIES && is_transient(&e) => {
+            Err(e) if tries < TRIES && failure_of(&e) == Failure::Contention => {
                 tracing::debug!(error = %e, tries, "transaction retried");
+                tokio::time::sleep(backoff(tries, random())).await;
                 tries += 1;
-                tokio::time::sleep(Duration::from_millis(5 * u64::from(tries))).await;
             }
             other => return other,
         }
@@ -626,6 +964,130 @@ mod tests {
             domain: Domain::new("a.example.com").unwrap(),
             deleted: false,
         }
+    }
+
+    #[test]
+    fn deadlocks_serialization_failures_and_lock_wait_timeouts_are_contention() {
+        // PostgreSQL: by SQLSTATE.
+        assert_eq!(failure_of_codes(Some("40001"), None), Failure::Contention);
+        assert_eq!(failure_of_codes(Some("40P01"), None), Failure::Contention);
+        // MariaDB / MySQL: by number, whatever the SQLSTATE (1205's is HY000).
+        assert_eq!(
+            failure_of_codes(Some("40001"), Some(1213)),
+            Failure::Contention
+        );
+        assert_eq!(
+            failure_of_codes(Some("HY000"), Some(1205)),
+            Failure::Contention
+        );
+        assert_eq!(failure_of_codes(None, Some(1213)), Failure::Contention);
+        assert_eq!(failure_of_codes(None, Some(1205)), Failure::Contention);
+        // HY000 alone says nothing: a duplicate key, a syntax error, a
+        // statement the server stopped at its deadline are reported.
+        assert_eq!(failure_of_codes(Some("HY000"), Some(1062)), Failure::Other);
+        assert_eq!(failure_of_codes(Some("HY000"), None), Failure::Other);
+        assert_eq!(failure_of_codes(Some("23505"), None), Failure::Other);
+        assert_eq!(failure_of_codes(Some("57014"), None), Failure::Other);
+        assert_eq!(failure_of_codes(Some("70100"), Some(1969)), Failure::Other);
+        assert_eq!(failure_of_codes(None, None), Failure::Other);
+        // The connection or the server went away.
+        assert_eq!(failure_of_codes(Some("08006"), None), Failure::Connection);
+        assert_eq!(failure_of_codes(Some("57P01"), None), Failure::Connection);
+        assert_eq!(
+            failure_of_codes(Some("08S01"), Some(1053)),
+            Failure::Connection
+        );
+        assert_eq!(
+            failure_of_codes(Some("70100"), Some(1927)),
+            Failure::Connection
+        );
+    }
+
+    #[test]
+    fn driver_errors_are_classified_through_the_store_error() {
+        let reset = || {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            ))
+        };
+        assert_eq!(failure_of_sqlx(&reset()), Failure::Connection);
+        assert_eq!(
+            failure_of_sqlx(&sqlx::Error::Protocol("garbled".into())),
+            Failure::Connection
+        );
+        assert_eq!(failure_of_sqlx(&sqlx::Error::PoolTimedOut), Failure::Other);
+        assert_eq!(failure_of_sqlx(&sqlx::Error::RowNotFound), Failure::Other);
+        assert_eq!(
+            failure_of(&db_error("test", "loading", reset())),
+            Failure::Connection
+        );
+        assert_eq!(
+            failure_of(&Error::Conflict {
+                key: "a.example.com".into(),
+                expected: 1,
+                found: 2
+            }),
+            Failure::Other
+        );
+        assert_eq!(
+            failure_of(&Error::store("test", "no source")),
+            Failure::Other
+        );
+    }
+
+    #[test]
+    fn reads_run_again_after_a_failed_connection_writes_only_after_contention() {
+        for access in [Access::Read, Access::Write] {
+            assert!(access.retries(Failure::Contention));
+            assert!(!access.retries(Failure::Other));
+        }
+        assert!(Access::Read.retries(Failure::Connection));
+        assert!(!Access::Write.retries(Failure::Connection));
+    }
+
+    #[test]
+    fn the_backoff_grows_is_bounded_and_jittered() {
+        let micros = |d: Duration| d.as_micros();
+        for retry in 1..=TRIES + 20 {
+            let ceiling = (4_000u128 << (retry - 1).min(16)).min(250_000);
+            let low = backoff(retry, 0);
+            let high = backoff(retry, u64::MAX - 1);
+            assert_eq!(micros(low), ceiling / 2, "retry {retry}");
+            assert!(micros(high) <= ceiling, "retry {retry}");
+            for random in [1, 7, 1 << 40, u64::MAX] {
+                let pause = micros(backoff(retry, random));
+                assert!((ceiling / 2..=ceiling).contains(&pause), "retry {retry}");
+            }
+        }
+        assert_eq!(backoff(1, 0), Duration::from_millis(2));
+        assert!(backoff(1, u64::MAX) <= Duration::from_millis(4));
+        assert!(backoff(3, 0) >= Duration::from_millis(8));
+        assert_eq!(backoff(40, 0), Duration::from_millis(125));
+        assert!(backoff(40, u64::MAX) <= Duration::from_millis(250));
+        // Every run of a call waits at most this long in all.
+        let worst: Duration = (1..TRIES).map(|r| backoff(r, u64::MAX - 1)).sum();
+        assert!(worst <= Duration::from_millis(150), "{worst:?}");
+        // Random numbers spread the pauses of calls that met.
+        let pauses: std::collections::HashSet<_> = (0..64).map(|_| backoff(5, random())).collect();
+        assert!(pauses.len() > 32, "{} distinct pauses", pauses.len());
+    }
+
+    #[test]
+    fn statement_deadlines_are_kept_within_what_the_servers_take() {
+        let options = SqlOptions::default();
+        assert_eq!(options.get_statement_timeout(), Duration::from_secs(10));
+        assert_eq!(options.get_max_connections(), 10);
+        assert_eq!(options.server_timeout_millis(), 10_000);
+        let options = SqlOptions::new()
+            .statement_timeout(Duration::ZERO)
+            .max_connections(0);
+        assert_eq!(options.get_statement_timeout(), Duration::from_millis(1));
+        assert_eq!(options.get_max_connections(), 1);
+        assert_eq!(options.server_timeout_millis(), 1);
+        let long = SqlOptions::new().statement_timeout(Duration::MAX);
+        assert_eq!(long.server_timeout_millis(), i32::MAX as u64);
+        assert_eq!(checked_timeout(Duration::ZERO), Duration::from_millis(1));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use sha2::{Digest, Sha256};
 use sqlx::mysql::{MySqlConnection, MySqlPool};
 use sqlx::Executor;
 
-use super::STORE;
-use crate::store::sql::{db_error, hex, pending, Migration};
+use super::{limit_statements, STORE};
+use crate::store::sql::{db_error, hex, pending, Migration, MIGRATION_LIMIT};
 use crate::{Error, Result};
 
 /// The embedded migrations, in order.
@@ -32,10 +32,31 @@ const MIGRATIONS: &[Migration] = &[
 const MIGRATION_LOCK_WAIT_SECS: i64 = 300;
 
 /// Applies the pending migrations while holding a named lock for this
-/// database, so that instances starting together migrate one at a time.
+/// database, so that instances starting together migrate one at a time;
+/// within [`MIGRATION_LIMIT`].
 pub(super) async fn migrate(pool: &MySqlPool) -> Result<()> {
+    tokio::time::timeout(MIGRATION_LIMIT, migrate_under_lock(pool))
+        .await
+        .map_err(|elapsed| Error::Store {
+            store: STORE,
+            message: format!(
+                "the migrations did not finish within {MIGRATION_LIMIT:?} \
+                 (another instance holding the migration lock, or the server not answering)"
+            ),
+            source: Some(Box::new(elapsed)),
+        })?
+}
+
+async fn migrate_under_lock(pool: &MySqlPool) -> Result<()> {
     let mut conn = pool
         .acquire()
+        .await
+        .map_err(|e| db_error(STORE, "could not migrate", e))?;
+    // Waiting for another instance's migrations is no statement to cut
+    // short: the connection's server-side limit is lifted, and the
+    // connection closed afterwards rather than pooled without its limit.
+    conn.close_on_drop();
+    limit_statements(&mut conn, 0)
         .await
         .map_err(|e| db_error(STORE, "could not migrate", e))?;
     let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
@@ -68,14 +89,11 @@ pub(super) async fn migrate(pool: &MySqlPool) -> Result<()> {
         ));
     }
     let applied = apply_migrations(&mut conn).await;
-    let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+    // Should this fail, closing the connection (see above) frees the lock.
+    let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
         .bind(&lock)
         .execute(&mut *conn)
         .await;
-    if released.is_err() {
-        // Closing the connection frees the lock for certain.
-        conn.close_on_drop();
-    }
     applied
 }
 
