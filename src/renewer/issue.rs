@@ -194,7 +194,11 @@ impl Renewer {
         let now = self.inner.clock.now();
         let read_fingerprint = fingerprint_of(&record);
         let mut current = record;
-        for _ in 0..3 {
+        // An issued certificate is worth waiting for the store: the CA
+        // issued it, and giving up means ordering the name again.
+        let mut patience = StoreRetry::new(result.is_ok());
+        let mut conflicts = 0;
+        loop {
             let mut next = current.clone();
             match &result {
                 Ok((_, cert, window)) => {
@@ -209,7 +213,33 @@ impl Renewer {
                 }
                 Err(e) => renewal.on_failure(&mut next, e, now, step),
             }
-            match self.store().save(&next).await {
+            let saved = match self.store().save(&next).await {
+                Ok(version) => Ok(version),
+                Err(Error::Conflict { .. }) => {
+                    conflicts += 1;
+                    match self.store().load(&domain).await {
+                        // Our own save, whose answer was lost on the way
+                        // back: it stands.
+                        Ok(Some(fresh)) if stored_ours(&fresh, &result) => {
+                            next = fresh;
+                            Ok(next.version)
+                        }
+                        Ok(Some(fresh)) if fingerprint_of(&fresh) != read_fingerprint => {
+                            info!(%domain, "renewed elsewhere meanwhile; keeping that certificate");
+                            return Outcome::Skipped(SkipReason::RenewedElsewhere);
+                        }
+                        Ok(Some(fresh)) if conflicts < 3 => {
+                            current = fresh;
+                            continue;
+                        }
+                        Ok(Some(_)) => return Outcome::Skipped(SkipReason::KeptChanging),
+                        Ok(None) => return Outcome::Skipped(SkipReason::RemovedWhileIssuing),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match saved {
                 Ok(version) => {
                     next.version = version;
                     return match result {
@@ -232,19 +262,15 @@ impl Renewer {
                         }
                     };
                 }
-                Err(Error::Conflict { .. }) => match self.store().load(&domain).await {
-                    Ok(Some(fresh)) if fingerprint_of(&fresh) != read_fingerprint => {
-                        info!(%domain, "renewed elsewhere meanwhile; keeping that certificate");
-                        return Outcome::Skipped(SkipReason::RenewedElsewhere);
+                Err(e) => match patience.pause(&e) {
+                    Some(pause) => {
+                        warn!(%domain, error = %e, retry_in = ?pause, "could not store the issued certificate; trying again");
+                        tokio::time::sleep(pause).await;
                     }
-                    Ok(Some(fresh)) => current = fresh,
-                    Ok(None) => return Outcome::Skipped(SkipReason::RemovedWhileIssuing),
-                    Err(e) => return store_failed(&domain, e, &result),
+                    None => return store_failed(&domain, e, &result),
                 },
-                Err(e) => return store_failed(&domain, e, &result),
             }
         }
-        Outcome::Skipped(SkipReason::KeptChanging)
     }
 
     /// Tells subscribers of a certificate stored over `before` (the record
@@ -402,6 +428,52 @@ fn fingerprint_of(record: &CertRecord) -> Option<String> {
 /// The store failed to keep the outcome of an issuance (`result`): nothing
 /// was stored, so nothing is charged to the domain, and the next cycle
 /// tries again. A certificate the CA issued is lost with it.
+/// How long an issued certificate waits for a failing store before the
+/// renewer gives up on it (and orders the name again at the next cycle):
+/// pauses of half a second doubling up to 8 s, for at most a minute. The
+/// domain's lease is renewed meanwhile, and the save stays fenced by the
+/// record's version.
+pub(super) const STORE_PATIENCE: StdDuration = StdDuration::from_secs(60);
+
+/// The pauses between tries to store an issued certificate.
+struct StoreRetry {
+    /// When to give up; `None` for an outcome that is not worth waiting for.
+    until: Option<std::time::Instant>,
+    next: StdDuration,
+}
+
+impl StoreRetry {
+    fn new(worth_waiting: bool) -> Self {
+        Self {
+            until: worth_waiting.then(|| std::time::Instant::now() + STORE_PATIENCE),
+            next: StdDuration::from_millis(500),
+        }
+    }
+
+    /// The pause before trying again after `e`, or `None` to give up.
+    fn pause(&mut self, e: &Error) -> Option<StdDuration> {
+        let until = self.until?;
+        let pause = self.next;
+        if !e.is_store_failure() || std::time::Instant::now() + pause > until {
+            return None;
+        }
+        self.next = (pause * 2).min(StdDuration::from_secs(8));
+        Some(pause)
+    }
+}
+
+/// Whether `fresh` holds the certificate `result` issued: a save of ours
+/// that landed although its answer was lost.
+fn stored_ours(
+    fresh: &CertRecord,
+    result: &Result<(IssuedCert, StoredCert, Option<RenewalWindow>)>,
+) -> bool {
+    match (result, &fresh.certificate) {
+        (Ok((_, ours, _)), Some(theirs)) => ours.fingerprint == theirs.fingerprint,
+        _ => false,
+    }
+}
+
 fn store_failed<T>(domain: &Domain, e: Error, result: &Result<T>) -> Outcome {
     match result {
         Ok(_) => {
@@ -420,4 +492,37 @@ fn store_failed<T>(domain: &Domain, e: Error, result: &Result<T>) -> Outcome {
 pub(super) fn not_attempted(domain: &Domain, e: Error) -> Outcome {
     warn!(%domain, error = %e, code = e.code(), "the store failed before the attempt; not attempted");
     Outcome::Deferred(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_certificate_waits_for_a_failing_store_then_gives_up() {
+        let store_down = Error::store("postgres", "pool timed out");
+        let mut retry = StoreRetry::new(true);
+        let mut waited = StdDuration::ZERO;
+        let mut pauses = Vec::new();
+        while let Some(pause) = retry.pause(&store_down) {
+            pauses.push(pause);
+            waited += pause;
+            // As if the pause had passed.
+            retry.until = retry.until.map(|until| until - pause);
+        }
+        assert_eq!(
+            pauses[..5],
+            [500, 1000, 2000, 4000, 8000].map(StdDuration::from_millis)
+        );
+        assert!(pauses.iter().all(|p| *p <= StdDuration::from_secs(8)));
+        assert!(waited <= STORE_PATIENCE, "{waited:?}");
+        assert!(
+            waited >= STORE_PATIENCE - StdDuration::from_secs(8),
+            "{waited:?}"
+        );
+        // Not for another failure, nor for an outcome not worth waiting for.
+        let mut retry = StoreRetry::new(true);
+        assert_eq!(retry.pause(&Error::config("x", "wrong")), None);
+        assert_eq!(StoreRetry::new(false).pause(&store_down), None);
+    }
 }

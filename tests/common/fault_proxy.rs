@@ -311,3 +311,35 @@ fn forwards(mode: Mode, direction: Direction) -> bool {
         Mode::Reset | Mode::SilentDrop => false,
     }
 }
+
+/// `url` with its host and port replaced by `addr` (the proxy's).
+pub fn via(url: &str, addr: SocketAddr) -> String {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let end = url[authority..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority + i);
+    let host = url[authority..end]
+        .rfind('@')
+        .map_or(authority, |i| authority + i + 1);
+    format!("{}{addr}{}", &url[..host], &url[end..])
+}
+
+/// The server address `url` names (host and port, resolved).
+pub async fn server_of(url: &str, default_port: u16) -> SocketAddr {
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let end = url[authority..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority + i);
+    let host_port = &url[authority..end];
+    let host_port = host_port.rsplit('@').next().unwrap();
+    let host_port = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .expect("the test server's address")
+}

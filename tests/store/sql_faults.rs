@@ -24,43 +24,11 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::fault_proxy::{Direction, FaultProxy, Mode};
+use crate::common::fault_proxy::{server_of, via, Direction, FaultProxy, Mode};
 use crate::common::{domain, limited};
 use crate::sql_stores::unique;
 
 const T: OffsetDateTime = datetime!(2031-05-01 10:00:00 UTC);
-
-/// `url` with its host and port replaced by `addr` (the proxy's).
-fn via(url: &str, addr: SocketAddr) -> String {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let end = url[authority..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| authority + i);
-    let host = url[authority..end]
-        .rfind('@')
-        .map_or(authority, |i| authority + i + 1);
-    format!("{}{addr}{}", &url[..host], &url[end..])
-}
-
-/// The server address `url` names (host and port, resolved).
-async fn server_of(url: &str, default_port: u16) -> SocketAddr {
-    let authority = url.find("://").map_or(0, |i| i + 3);
-    let end = url[authority..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| authority + i);
-    let host_port = &url[authority..end];
-    let host_port = host_port.rsplit('@').next().unwrap();
-    let host_port = if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{default_port}")
-    };
-    tokio::net::lookup_host(host_port)
-        .await
-        .unwrap()
-        .next()
-        .expect("the test server's address")
-}
 
 #[test]
 fn urls_are_pointed_at_the_proxy() {
