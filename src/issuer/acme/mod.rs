@@ -116,6 +116,14 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// answering fails with [`Error::Timeout`] instead of hanging. A CA's refusal
 /// comes back as [`Error::Acme`] carrying the CA's problem document
 /// ([`Error::acme_problem`], typed by [`ProblemKind`](crate::error::ProblemKind)).
+/// Other failures are classed by what they are: no answer (a refused
+/// connection, TLS, a timeout) or a server error (5xx, with or without a
+/// problem document or `Retry-After`) means the CA is unavailable
+/// ([`Error::is_ca_unavailable`], code `acme_unreachable`); an answer that
+/// breaks the protocol (JSON that does not decode, a missing `Location` or
+/// nonce, another error status without a problem document, an HTML page)
+/// is the CA's error for that order, not an outage
+/// ([`Error::acme_protocol_error`], code `acme_protocol`).
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -336,7 +344,9 @@ impl AcmeIssuer {
             },
         )) = &outcome
         {
-            if !e.is_ca_unavailable() {
+            // The CA's own failures, an outage or a broken answer, are not
+            // failed validations.
+            if !e.is_ca_unavailable() && e.acme_protocol_error().is_none() {
                 self.budgets
                     .record_failed_validation(&self.account_id, domain)
                     .await;

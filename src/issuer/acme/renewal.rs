@@ -10,7 +10,7 @@ use x509_parser::extensions::ParsedExtension;
 
 use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::cert::leaf_der;
-use crate::error::CertProblem;
+use crate::error::{AcmeProtocolError, CertProblem};
 use crate::issuer::RenewalWindow;
 use crate::{Domain, Error, Result};
 
@@ -53,16 +53,18 @@ impl AcmeIssuer {
         self.ari.store(ARI_OFFERED, Ordering::Relaxed);
         let window = info.suggested_window;
         if window.end < window.start {
-            return Err(Error::Acme {
-                domain: None,
-                step: "renewal-info",
-                problem: None,
-                message: format!(
-                    "the CA's renewal window for {id} ends ({}) before it starts ({})",
-                    window.end, window.start
+            return Err(problem::protocol_error(
+                None,
+                "renewal-info",
+                AcmeProtocolError::new(
+                    format!(
+                        "the CA's renewal window for {id} ends ({}) before it starts ({})",
+                        window.end, window.start
+                    ),
+                    None,
+                    None,
                 ),
-                source: None,
-            });
+            ));
         }
         Ok(Some(RenewalWindow {
             start: window.start,
