@@ -4,7 +4,9 @@
 //! what it is: an outage (the CA unavailable, `acme_unreachable`), the CA's
 //! problem document (its type), or an answer that breaks the protocol
 //! (`acme_protocol`, the CA's error for that order, not an outage), and only
-//! an outage stops a maintenance cycle.
+//! an outage stops a maintenance cycle. A CA that creates a renewal order
+//! without echoing `replaces` (RFC 9773 section 5) still renews, with one
+//! order per name, and is remembered.
 
 use crate::common;
 
@@ -20,10 +22,13 @@ use certkeeper::challenge::{Http01Server, Http01Solver};
 use certkeeper::cipher::Keyring;
 use certkeeper::error::SkipReason;
 use certkeeper::issuer::instant_acme::{self, BodyWrapper, BytesResponse, HttpClient};
-use certkeeper::issuer::{AcmeIssuer, AcmeIssuerBuilder, IssuerExt};
+use certkeeper::issuer::{
+    AcmeIssuer, AcmeIssuerBuilder, IssueRequest, IssuedChain, Issuer, IssuerExt,
+};
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{Error, Renewer, TestClock};
 use common::acme::serve_http01;
+use common::logs::{captured, Captured};
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, limited, TEST_KEY};
 use http_body_util::BodyExt;
@@ -263,6 +268,73 @@ impl Stage {
             .request_timeout(Duration::from_secs(10))
             .order_timeout(Duration::from_secs(60))
     }
+}
+
+/// Pebble's answer to a new order without the `replaces` it was sent.
+fn strip_replaces(answer: &mut Answer) {
+    let mut order = answer.json();
+    order.remove("replaces");
+    answer.set_json(order);
+}
+
+#[test]
+fn a_ca_that_drops_replaces_still_renews_with_one_order_and_is_remembered() {
+    captured(drops_replaces);
+}
+
+async fn drops_replaces(captured: Captured) {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start().await;
+        let issuer = stage.issuer().build().unwrap();
+        let first = issuer.issue_for(&domain(MAIN)).await.unwrap();
+        assert_eq!(stage.client.new_orders().len(), 1);
+
+        // The CA creates renewal orders but never echoes `replaces`.
+        stage.client.set(
+            Method::POST,
+            NEW_ORDER,
+            usize::MAX,
+            Shape::Rewrite(strip_replaces),
+        );
+        let replaced = IssuedChain::new(first.chain_pem.clone(), issuer.kind());
+        let renewed = issuer
+            .issue(&IssueRequest::new(domain(MAIN)).replacing(replaced))
+            .await
+            .expect("the renewal goes through although the CA dropped replaces");
+        assert_ne!(renewed.cert.fingerprint, first.fingerprint);
+        let orders = stage.client.new_orders();
+        // One order for the renewal, the one created: none left pending.
+        assert_eq!(orders.len(), 2, "{orders:?}");
+        assert!(orders[1]["replaces"].is_string(), "{orders:?}");
+        assert!(captured.text().contains("without echoing replaces"));
+
+        // Remembered, in this issuer and in the store: a later renewal,
+        // by this issuer or a new one, is sent without `replaces`.
+        let replaced = IssuedChain::new(renewed.cert.chain_pem.clone(), issuer.kind());
+        let again = issuer
+            .issue(&IssueRequest::new(domain(MAIN)).replacing(replaced.clone()))
+            .await
+            .unwrap();
+        let fresh = stage.issuer().build().unwrap();
+        fresh
+            .issue(
+                &IssueRequest::new(domain(MAIN))
+                    .replacing(IssuedChain::new(again.cert.chain_pem.clone(), fresh.kind())),
+            )
+            .await
+            .unwrap();
+        let orders = stage.client.new_orders();
+        assert_eq!(orders.len(), 4, "{orders:?}");
+        assert!(orders[2].get("replaces").is_none(), "{orders:?}");
+        assert!(orders[3].get("replaces").is_none(), "{orders:?}");
+        let log = captured.text();
+        assert!(
+            log.contains("renewal ordered without replaces")
+                && log.contains("without echoing replaces (RFC 9773 section 5)"),
+            "{log}"
+        );
+    })
+    .await;
 }
 
 /// What a shape must come to.

@@ -46,7 +46,9 @@ pub(super) fn account_builder(
 /// - an error status without a problem document (a proxy's HTML 502 page,
 ///   an empty 503) comes back as [`ErrorStatus`], classed by its status;
 /// - a problem document without `status` gets the answer's HTTP status, so
-///   a 5xx problem is known as one.
+///   a 5xx problem is known as one;
+/// - inside [`capturing`], a `201 Created` answer is noted (its `Location`
+///   and `replaces`), for a CA that does not echo `replaces`.
 ///
 /// Anything else instant-acme then refuses (JSON that does not decode, a
 /// missing `Location`, a mismatched field) is the CA breaking the protocol.
@@ -57,6 +59,7 @@ impl HttpClient for Checked {
         &self,
         req: hyper::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let post = req.method() == hyper::Method::POST;
         let answer = self.0.request(req);
         Box::pin(async move {
             let BytesResponse { parts, mut body } = match answer.await {
@@ -80,6 +83,9 @@ impl HttpClient for Checked {
                         ))))
                     }
                 }
+            }
+            if post && status == hyper::StatusCode::CREATED {
+                note_created(&parts, &bytes);
             }
             Ok(BytesResponse {
                 parts,
@@ -197,6 +203,56 @@ impl std::fmt::Display for ErrorStatus {
 }
 
 impl std::error::Error for ErrorStatus {}
+
+/// A `201 Created` answer noted inside [`capturing`]: the new-order's.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Created {
+    /// Its `Location`: the order's URL.
+    pub(super) location: Option<String>,
+    /// Whether the body is a JSON object (an order).
+    pub(super) is_object: bool,
+    /// The `replaces` field of that object, when it has one.
+    pub(super) replaces: Option<String>,
+}
+
+/// Where [`capturing`] notes the answer.
+pub(super) type CreatedSlot = Arc<std::sync::Mutex<Option<Created>>>;
+
+tokio::task_local! {
+    static CREATED: CreatedSlot;
+}
+
+/// Runs `call` (one new-order) noting its `201 Created` answer in `slot`,
+/// so that an order instant-acme refuses after the CA created it (no
+/// `replaces` echoed) can still be found and kept.
+pub(super) async fn capturing<F: Future>(slot: &CreatedSlot, call: F) -> F::Output {
+    CREATED.scope(slot.clone(), call).await
+}
+
+fn note_created(parts: &hyper::http::response::Parts, body: &Bytes) {
+    let _ = CREATED.try_with(|slot| {
+        let object = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| match v {
+                serde_json::Value::Object(object) => Some(object),
+                _ => None,
+            });
+        let created = Created {
+            location: parts
+                .headers
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            is_object: object.is_some(),
+            replaces: object
+                .as_ref()
+                .and_then(|o| o.get("replaces"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(created);
+    });
+}
 
 /// certkeeper's client to the CA, trusting the root in `ca_root` (a PEM
 /// file) or, without one, the system's roots (the platform verifier).

@@ -125,6 +125,13 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// is the CA's error for that order, not an outage
 /// ([`Error::acme_protocol_error`], code `acme_protocol`).
 ///
+/// A CA that offers ARI but creates a renewal order without echoing its
+/// `replaces` (RFC 9773 section 5 says it must) still renews: the order it
+/// created is kept, and the CA is remembered (in the issuer and in the
+/// store's setting `acme-drops-replaces-` and 16 hex digits of SHA-256 over
+/// the directory URL; remove it to try `replaces` again), so later renewals
+/// with it are ordered without `replaces`, with a warning saying why.
+///
 /// ```no_run
 /// # use std::sync::Arc;
 /// # use certkeeper::challenge::Http01Solver;
@@ -162,6 +169,9 @@ pub struct AcmeIssuer {
     account: tokio::sync::Mutex<Option<account::Current>>,
     /// Whether the CA offers ARI, as learned (`renewal::ARI_*`).
     ari: std::sync::atomic::AtomicU8,
+    /// Whether the CA answers orders without echoing `replaces`, as
+    /// learned (`renewal::REPLACES_*`).
+    replaces_memory: std::sync::atomic::AtomicU8,
     kind: IssuerKind,
     budgets: BudgetCounter,
     naming: Naming,
@@ -591,6 +601,7 @@ impl AcmeIssuerBuilder {
             account_id,
             account: tokio::sync::Mutex::new(None),
             ari: std::sync::atomic::AtomicU8::new(renewal::ARI_UNKNOWN),
+            replaces_memory: std::sync::atomic::AtomicU8::new(renewal::REPLACES_UNKNOWN),
             kind: self.kind,
             naming,
         })
