@@ -394,8 +394,9 @@ impl Error {
     /// A stable, lowercase code naming the kind of failure, for logs,
     /// metrics and alerts: one per variant, and for [`Error::Acme`] one per
     /// problem type of the CA (`acme_rate_limited`,
-    /// `acme_rejected_identifier` ...; `acme_unreachable` when the CA gave no
-    /// problem document).
+    /// `acme_rejected_identifier` ...; `acme_protocol` for an answer that
+    /// breaks the protocol, see [`AcmeProtocolError`]; `acme_unreachable`
+    /// when the CA gave no problem document otherwise).
     pub fn code(&self) -> &'static str {
         match self {
             Self::InvalidDomain { .. } => "invalid_domain",
@@ -418,10 +419,12 @@ impl Error {
             Self::MissingKey { .. } => "missing_key",
             Self::WeakKey { .. } => "weak_key",
             Self::KeySource { .. } => "key_source",
-            Self::Acme { problem, .. } => match problem {
-                Some(problem) => problem.kind().code(),
-                None => "acme_unreachable",
-            },
+            Self::Acme {
+                problem: Some(problem),
+                ..
+            } => problem.kind().code(),
+            Self::Acme { .. } if self.acme_protocol_error().is_some() => "acme_protocol",
+            Self::Acme { .. } => "acme_unreachable",
             Self::Timeout { .. } => "timeout",
             Self::Challenge { .. } => "challenge",
             Self::Dns { problem, .. } => problem.code(),
@@ -432,22 +435,40 @@ impl Error {
         }
     }
 
+    /// The CA's answer that broke the protocol, when this is an
+    /// [`Error::Acme`] for one (code `acme_protocol`).
+    pub fn acme_protocol_error(&self) -> Option<&AcmeProtocolError> {
+        match self {
+            Self::Acme {
+                problem: None,
+                source: Some(source),
+                ..
+            } => source.downcast_ref::<AcmeProtocolError>(),
+            _ => None,
+        }
+    }
+
     /// Whether the failure is the CA's, not the domain's: the CA could not
     /// be reached or did not answer in time ([`Error::Timeout`], an
     /// [`Error::Acme`] carrying the client's error instead of a problem
-    /// document), answered with a server
-    /// error (HTTP 5xx, `serverInternal`) or kept rejecting nonces. Such a
-    /// failure is not counted as an attempt of the domain.
+    /// document: a refused connection, a TLS failure), answered with a
+    /// server error (HTTP 5xx, with or without `Retry-After`,
+    /// `serverInternal`) or kept rejecting nonces. Such a failure is not
+    /// counted as an attempt of the domain.
+    ///
+    /// An answer that breaks the protocol ([`AcmeProtocolError`], code
+    /// `acme_protocol`) is not an outage: the CA answered, wrongly, for
+    /// that order.
     pub fn is_ca_unavailable(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,
             // No problem document, but the client's own error: a refused
-            // connection, a TLS failure, an answer that is not ACME.
+            // connection, a TLS failure, a 5xx error page.
             Self::Acme {
                 problem: None,
                 source: Some(_),
                 ..
-            } => true,
+            } => self.acme_protocol_error().is_none(),
             Self::Acme {
                 problem: Some(problem),
                 ..
@@ -1122,5 +1143,59 @@ impl fmt::Display for Budget {
             Self::Orders => "order",
             Self::FailedValidations => "failed-validation",
         })
+    }
+}
+
+/// An answer of the ACME CA that breaks the protocol (RFC 8555): JSON that
+/// does not decode, a required field or header missing, a field that does
+/// not match the request, an unexpected status, an error page instead of a
+/// problem document. It is the source of an [`Error::Acme`] without a
+/// problem document, whose [`code`](Error::code) is then `acme_protocol`
+/// (see [`Error::acme_protocol_error`]).
+///
+/// The CA answered, wrongly, for that order: it is not an outage
+/// ([`Error::is_ca_unavailable`] is false), so a maintenance cycle goes on
+/// with its other names, and the renewer counts it as a failed attempt of
+/// the domain, so a name the CA keeps answering wrongly is given up after
+/// [`max_attempts`](crate::RenewalPolicy::max_attempts) like any failure
+/// instead of being ordered again every cycle.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AcmeProtocolError {
+    /// The HTTP status of the answer, when it was an error status without
+    /// a problem document.
+    pub status: Option<u16>,
+    /// What is wrong with the answer, readable.
+    pub reason: String,
+    source: Option<BoxError>,
+}
+
+impl AcmeProtocolError {
+    /// A protocol error: what is wrong, the HTTP status when it was an
+    /// error status, and the client's error about it.
+    pub fn new(reason: impl Into<String>, status: Option<u16>, source: Option<BoxError>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for AcmeProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the CA's answer breaks the ACME protocol: {}",
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for AcmeProtocolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

@@ -116,6 +116,21 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// answering fails with [`Error::Timeout`] instead of hanging. A CA's refusal
 /// comes back as [`Error::Acme`] carrying the CA's problem document
 /// ([`Error::acme_problem`], typed by [`ProblemKind`](crate::error::ProblemKind)).
+/// Other failures are classed by what they are: no answer (a refused
+/// connection, TLS, a timeout) or a server error (5xx, with or without a
+/// problem document or `Retry-After`) means the CA is unavailable
+/// ([`Error::is_ca_unavailable`], code `acme_unreachable`); an answer that
+/// breaks the protocol (JSON that does not decode, a missing `Location` or
+/// nonce, another error status without a problem document, an HTML page)
+/// is the CA's error for that order, not an outage
+/// ([`Error::acme_protocol_error`], code `acme_protocol`).
+///
+/// A CA that offers ARI but creates a renewal order without echoing its
+/// `replaces` (RFC 9773 section 5 says it must) still renews: the order it
+/// created is kept, and the CA is remembered (in the issuer and in the
+/// store's setting `acme-drops-replaces-` and 16 hex digits of SHA-256 over
+/// the directory URL; remove it to try `replaces` again), so later renewals
+/// with it are ordered without `replaces`, with a warning saying why.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -154,6 +169,9 @@ pub struct AcmeIssuer {
     account: tokio::sync::Mutex<Option<account::Current>>,
     /// Whether the CA offers ARI, as learned (`renewal::ARI_*`).
     ari: std::sync::atomic::AtomicU8,
+    /// Whether the CA answers orders without echoing `replaces`, as
+    /// learned (`renewal::REPLACES_*`).
+    replaces_memory: std::sync::atomic::AtomicU8,
     kind: IssuerKind,
     budgets: BudgetCounter,
     naming: Naming,
@@ -336,7 +354,9 @@ impl AcmeIssuer {
             },
         )) = &outcome
         {
-            if !e.is_ca_unavailable() {
+            // The CA's own failures, an outage or a broken answer, are not
+            // failed validations.
+            if !e.is_ca_unavailable() && e.acme_protocol_error().is_none() {
                 self.budgets
                     .record_failed_validation(&self.account_id, domain)
                     .await;
@@ -581,6 +601,7 @@ impl AcmeIssuerBuilder {
             account_id,
             account: tokio::sync::Mutex::new(None),
             ari: std::sync::atomic::AtomicU8::new(renewal::ARI_UNKNOWN),
+            replaces_memory: std::sync::atomic::AtomicU8::new(renewal::REPLACES_UNKNOWN),
             kind: self.kind,
             naming,
         })

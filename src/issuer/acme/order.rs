@@ -11,7 +11,7 @@ use instant_acme::{
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
+use super::{client, problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::cert::{leaf_der, IssuedCert};
 use crate::challenge::{Challenge, ChallengeKind, ChallengeSolver};
 use crate::config::Setting;
@@ -101,7 +101,10 @@ impl AcmeIssuer {
 
     /// A new order, with the profile and the replaced certificate's id.
     /// A CA that refuses the `replaces` field (the certificate is unknown
-    /// to it, or was replaced already) gets the order again without it.
+    /// to it, or was replaced already) gets the order again without it. A
+    /// CA that creates the order but does not echo `replaces` (RFC 9773
+    /// section 5 says it must) keeps that order, fetched by its URL, and is
+    /// remembered, so later renewals with it are sent without `replaces`.
     async fn new_order(
         &self,
         account: &Account,
@@ -129,12 +132,23 @@ impl AcmeIssuer {
             );
         };
         let replacing = plain().replaces(replaces.clone());
+        let created = client::CreatedSlot::default();
         match retry!(
             self,
             "new-order",
             Some(domain),
-            account.new_order(&replacing)
+            client::capturing(&created, account.new_order(&replacing))
         ) {
+            Err(e) if e.acme_protocol_error().is_some() => {
+                let noted = created.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let Some((url, echoed)) = unechoed_replaces(noted, replaces) else {
+                    return Err(e);
+                };
+                self.remember_drops_replaces(domain, echoed.as_deref())
+                    .await;
+                tracing::info!(%domain, order_url = %url, "keeping the order the CA created without echoing replaces");
+                retry!(self, "new-order", Some(domain), account.order(url.clone()))
+            }
             Err(e) if refused_replaces(&e) => {
                 tracing::info!(%domain, error = %e, "the CA refused the replaced certificate's id; ordering without it");
                 retry!(
@@ -481,6 +495,21 @@ fn is_unknown_account(e: &Error) -> bool {
         .is_some_and(|problem| problem.is(ProblemKind::AccountDoesNotExist))
 }
 
+/// The URL of an order the CA created (`201 Created` with a `Location`
+/// and an order object) without echoing `replaces` as sent, and what it
+/// echoed instead; `None` when the answer was not such an order.
+fn unechoed_replaces(
+    noted: Option<client::Created>,
+    sent: &CertificateIdentifier<'static>,
+) -> Option<(String, Option<String>)> {
+    let created = noted?;
+    let url = created.location.filter(|_| created.is_object)?;
+    if created.replaces.as_deref() == Some(sent.to_string().as_str()) {
+        return None;
+    }
+    Some((url, created.replaces))
+}
+
 /// The CA refused an order for its `replaces` field: the certificate is not
 /// one it knows for this account, or it was replaced already (RFC 9773
 /// section 5: `malformed`, `unauthorized`, or `alreadyReplaced`).
@@ -556,4 +585,45 @@ fn check_leaf(domain: &Domain, chain_pem: &str, key: &rcgen::KeyPair) -> Result<
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_order_created_without_the_replaces_sent_is_kept() {
+        let sent = CertificateIdentifier::new(
+            rustls_pki_types::Der::from_slice(&[1, 2, 3]),
+            rustls_pki_types::Der::from_slice(&[4, 5]),
+        )
+        .into_owned();
+        let created = |location: Option<&str>, is_object, replaces: Option<String>| {
+            Some(client::Created {
+                location: location.map(str::to_owned),
+                is_object,
+                replaces,
+            })
+        };
+        let at = "https://ca.example/order/1";
+        let url = Some(at);
+        assert_eq!(
+            unechoed_replaces(created(url, true, None), &sent),
+            Some((at.to_owned(), None))
+        );
+        let other = Some("AQID.BAUG".to_owned());
+        assert_eq!(
+            unechoed_replaces(created(url, true, other.clone()), &sent),
+            Some((at.to_owned(), other))
+        );
+        // Echoed as sent: the refusal was about something else.
+        assert_eq!(
+            unechoed_replaces(created(url, true, Some(sent.to_string())), &sent),
+            None
+        );
+        // No order to keep: no URL, an answer that is no order, no answer.
+        assert_eq!(unechoed_replaces(created(None, true, None), &sent), None);
+        assert_eq!(unechoed_replaces(created(url, false, None), &sent), None);
+        assert_eq!(unechoed_replaces(None, &sent), None);
+    }
 }

@@ -10,7 +10,7 @@ use x509_parser::extensions::ParsedExtension;
 
 use super::{problem, AcmeIssuer, BAD_NONCE_ATTEMPTS};
 use crate::cert::leaf_der;
-use crate::error::CertProblem;
+use crate::error::{AcmeProtocolError, CertProblem};
 use crate::issuer::RenewalWindow;
 use crate::{Domain, Error, Result};
 
@@ -20,6 +20,24 @@ pub(super) const ARI_UNKNOWN: u8 = 0;
 pub(super) const ARI_OFFERED: u8 = 1;
 /// The CA does not offer ARI.
 pub(super) const ARI_ABSENT: u8 = 2;
+
+/// Whether the CA answers orders without echoing `replaces`: not read yet.
+pub(super) const REPLACES_UNKNOWN: u8 = 0;
+/// It was not seen doing so.
+const REPLACES_NOT_SEEN_DROPPED: u8 = 1;
+/// It does: renewals with it are ordered without `replaces`.
+const REPLACES_DROPPED: u8 = 2;
+
+/// The store setting that remembers a CA answering orders without
+/// echoing `replaces`: `acme-drops-replaces-` and 16 hex digits of
+/// SHA-256 over its directory URL; its value is when that was seen.
+/// Removing it makes the issuers send `replaces` to that CA again.
+pub(super) fn drops_replaces_key(directory_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(directory_url.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("acme-drops-replaces-{hex}")
+}
 
 /// The shortest and longest wait before asking for a window again, whatever
 /// the CA's Retry-After says (RFC 9773 section 4.3.2 suggests such limits).
@@ -53,16 +71,18 @@ impl AcmeIssuer {
         self.ari.store(ARI_OFFERED, Ordering::Relaxed);
         let window = info.suggested_window;
         if window.end < window.start {
-            return Err(Error::Acme {
-                domain: None,
-                step: "renewal-info",
-                problem: None,
-                message: format!(
-                    "the CA's renewal window for {id} ends ({}) before it starts ({})",
-                    window.end, window.start
+            return Err(problem::protocol_error(
+                None,
+                "renewal-info",
+                AcmeProtocolError::new(
+                    format!(
+                        "the CA's renewal window for {id} ends ({}) before it starts ({})",
+                        window.end, window.start
+                    ),
+                    None,
+                    None,
                 ),
-                source: None,
-            });
+            ));
         }
         Ok(Some(RenewalWindow {
             start: window.start,
@@ -88,12 +108,73 @@ impl AcmeIssuer {
         if self.ari.load(Ordering::Relaxed) != ARI_OFFERED {
             return None;
         }
+        if self.drops_replaces().await {
+            tracing::warn!(
+                directory_url = %self.directory_url,
+                reason = "the CA answered an earlier order without echoing replaces (RFC 9773 section 5)",
+                "renewal ordered without replaces"
+            );
+            return None;
+        }
         match certificate_id(chain_pem) {
             Ok(id) => Some(id),
             Err(e) => {
                 tracing::warn!(error = %e, "the replaced certificate has no ARI id; ordering without replaces");
                 None
             }
+        }
+    }
+
+    /// Whether this CA is known to answer orders without echoing
+    /// `replaces`: seen by this issuer, or by one sharing the store (read
+    /// once from the store's setting [`drops_replaces_key`]).
+    async fn drops_replaces(&self) -> bool {
+        match self.replaces_memory.load(Ordering::Relaxed) {
+            REPLACES_DROPPED => return true,
+            REPLACES_UNKNOWN => {}
+            _ => return false,
+        }
+        let key = drops_replaces_key(&self.directory_url);
+        let learned = match self.vault.store().get_meta(&key).await {
+            Ok(seen) => {
+                if seen.is_some() {
+                    REPLACES_DROPPED
+                } else {
+                    REPLACES_NOT_SEEN_DROPPED
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read whether the CA drops replaces");
+                return false;
+            }
+        };
+        // A drop noted meanwhile wins over a read that missed it.
+        let _ = self.replaces_memory.compare_exchange(
+            REPLACES_UNKNOWN,
+            learned,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.replaces_memory.load(Ordering::Relaxed) == REPLACES_DROPPED
+    }
+
+    /// Remembers that this CA created an order for `domain` without
+    /// echoing `replaces` (`echoed`: what it sent back instead), in this
+    /// issuer and in the store, so later renewals skip `replaces`.
+    pub(super) async fn remember_drops_replaces(&self, domain: &Domain, echoed: Option<&str>) {
+        tracing::warn!(
+            %domain,
+            directory_url = %self.directory_url,
+            echoed = echoed.unwrap_or("nothing"),
+            "the CA created the order without echoing replaces (RFC 9773 section 5 says it must): \
+             the order is kept, and later renewals with this CA are ordered without replaces"
+        );
+        self.replaces_memory
+            .store(REPLACES_DROPPED, Ordering::Relaxed);
+        let key = drops_replaces_key(&self.directory_url);
+        let seen = crate::error::rfc3339(time::OffsetDateTime::now_utc());
+        if let Err(e) = self.vault.store().set_meta(&key, &seen).await {
+            tracing::warn!(error = %e, "could not store that the CA drops replaces; remembered in this process only");
         }
     }
 
