@@ -110,7 +110,7 @@ impl Embedded {
             #[cfg(any(feature = "postgres", feature = "mysql"))]
             Some(url) => {
                 tracing::info!(database = %url, "using the cluster's database as the store");
-                url.connect().await?
+                url.connect_with(storage.database_options()).await?
             }
             // Config refuses a database URL this build has no store for.
             #[cfg(not(any(feature = "postgres", feature = "mysql")))]

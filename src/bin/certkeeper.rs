@@ -295,7 +295,7 @@ async fn open_store(config: &Config, write: bool) -> Result<Arc<dyn CertStore>, 
     let storage = config.storage();
     match storage.database_url() {
         #[cfg(any(feature = "postgres", feature = "mysql"))]
-        Some(url) => url.connect().await,
+        Some(url) => url.connect_with(storage.database_options()).await,
         #[cfg(not(any(feature = "postgres", feature = "mysql")))]
         Some(_) => Err(Error::config(
             certkeeper::Setting::CertificatesDatabaseUrl.name(),

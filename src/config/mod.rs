@@ -264,6 +264,9 @@ impl Config {
                 Setting::CertificatesDatabaseUrl => {
                     b.database_url = Some(DatabaseUrl::parse(&name, v)?)
                 }
+                Setting::CertificatesDatabaseTimeout => {
+                    b.database_timeout = Duration::from_secs(parse_positive(&name, v)?)
+                }
                 Setting::CertificatesConcurrency => {
                     b.concurrency =
                         usize::try_from(parse_positive(&name, v)?).unwrap_or(usize::MAX);
@@ -512,13 +515,17 @@ impl DatabaseUrl {
         &self.url
     }
 
-    /// Connects the store this URL names, with its migrations applied.
+    /// Connects the store this URL names, with its migrations applied,
+    /// each call bounded by `options`' deadline.
     #[cfg(any(feature = "postgres", feature = "mysql"))]
-    pub async fn connect(&self) -> Result<std::sync::Arc<dyn crate::store::CertStore>> {
+    pub async fn connect_with(
+        &self,
+        options: crate::store::sql::SqlOptions,
+    ) -> Result<std::sync::Arc<dyn crate::store::CertStore>> {
         match self.kind {
             #[cfg(feature = "postgres")]
             DatabaseKind::Postgres => Ok(std::sync::Arc::new(
-                crate::store::PostgresStore::connect(&self.url).await?,
+                crate::store::PostgresStore::connect_with(&self.url, options).await?,
             )),
             #[cfg(feature = "mysql")]
             DatabaseKind::MySql => {
@@ -530,7 +537,7 @@ impl DatabaseUrl {
                     _ => self.url.clone(),
                 };
                 Ok(std::sync::Arc::new(
-                    crate::store::MySqlStore::connect(&url).await?,
+                    crate::store::MySqlStore::connect_with(&url, options).await?,
                 ))
             }
             #[allow(unreachable_patterns)]
@@ -539,6 +546,14 @@ impl DatabaseUrl {
                 "this build has no store for that database",
             )),
         }
+    }
+
+    /// Connects the store this URL names, with its migrations applied and
+    /// the default deadline of each call (10 s).
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub async fn connect(&self) -> Result<std::sync::Arc<dyn crate::store::CertStore>> {
+        self.connect_with(crate::store::sql::SqlOptions::new())
+            .await
     }
 }
 
@@ -674,6 +689,7 @@ pub struct ConfigBuilder {
     store_path: PathBuf,
     concurrency: usize,
     database_url: Option<DatabaseUrl>,
+    database_timeout: Duration,
     /// Settings given whole through [`smtp`](Self::smtp).
     smtp: Option<SmtpSettings>,
     /// The `_APP_SMTP_*` values read.
@@ -719,6 +735,7 @@ impl Default for ConfigBuilder {
             store_path: PathBuf::from("./certificates"),
             concurrency: 8,
             database_url: None,
+            database_timeout: DEFAULT_DATABASE_TIMEOUT,
             smtp: None,
             smtp_vars: SmtpVars::default(),
             #[cfg(feature = "dns01")]
@@ -799,6 +816,7 @@ impl std::fmt::Debug for ConfigBuilder {
             .field("store_path", &self.store_path)
             .field("concurrency", &self.concurrency)
             .field("database_url", &self.database_url)
+            .field("database_timeout", &self.database_timeout)
             .field("smtp", &self.smtp)
             .field("smtp_host", &self.smtp_vars.host);
         #[cfg(feature = "dns01")]
@@ -948,6 +966,15 @@ impl ConfigBuilder {
         self.by("ConfigBuilder::database_url")
     }
 
+    /// How long any single call to the shared database may take, its
+    /// retries included (`_APP_CERTIFICATES_DATABASE_TIMEOUT`, default
+    /// 10 s): past it the call ends with a store error instead of waiting
+    /// on a network that went silent. More than zero.
+    pub fn database_timeout(mut self, timeout: Duration) -> Self {
+        self.database_timeout = timeout;
+        self.by("ConfigBuilder::database_timeout")
+    }
+
     /// The CA's limits the ACME issuer keeps within; both must be positive.
     pub fn acme_budgets(mut self, budgets: CaBudgets) -> Self {
         self.acme_budgets = budgets;
@@ -1049,6 +1076,13 @@ impl ConfigBuilder {
             ),
             (
                 self.name(
+                    Setting::CertificatesDatabaseTimeout,
+                    "ConfigBuilder::database_timeout",
+                ),
+                self.database_timeout.is_zero(),
+            ),
+            (
+                self.name(
                     Setting::CertificatesConcurrency,
                     "ConfigBuilder::concurrency",
                 ),
@@ -1134,6 +1168,7 @@ impl ConfigBuilder {
             storage: StorageSection {
                 path: self.store_path.clone(),
                 database_url: self.database_url.clone(),
+                database_timeout: self.database_timeout,
             },
             renewal: RenewalSection {
                 maintenance_interval: self.maintenance_interval,
@@ -1153,6 +1188,9 @@ impl ConfigBuilder {
 
 /// The builder method of the external account binding.
 const EAB_METHOD: &str = "ConfigBuilder::acme_external_account_binding";
+/// The deadline of each call to a cluster's database unless set otherwise
+/// (`_APP_CERTIFICATES_DATABASE_TIMEOUT`).
+const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -1174,6 +1212,7 @@ mod tests {
             Some("[::]:80".parse().unwrap())
         );
         assert!(c.renewal().main_domain().is_none());
+        assert_eq!(c.storage().database_timeout(), Duration::from_secs(10));
     }
 
     const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
@@ -1265,6 +1304,7 @@ mod tests {
             (Setting::Domain.name(), "Console.Example.COM"),
             (Setting::SecurityEmail.name(), "certs@example.com"),
             (Setting::MaintenanceInterval.name(), "3600"),
+            (Setting::CertificatesDatabaseTimeout.name(), "3"),
             (&*Setting::openssl_key(1), "first-key-0123456789"),
             (&*Setting::openssl_key(2), "second-key-0123456789"),
             (Setting::ConsoleWhitelistIps.name(), "10.0.0.0/8"),
@@ -1296,6 +1336,7 @@ mod tests {
             c.renewal().maintenance_interval(),
             Duration::from_secs(3600)
         );
+        assert_eq!(c.storage().database_timeout(), Duration::from_secs(3));
         assert_eq!(c.secrets().keyring().unwrap().versions(), vec![1, 2]);
         #[cfg(feature = "access")]
         assert!(!c.console().root_only());
@@ -1452,6 +1493,8 @@ mod tests {
             (Setting::SecurityEmail.name(), "a%40b@example.com"),
             (Setting::MaintenanceInterval.name(), "soon"),
             (Setting::MaintenanceInterval.name(), "0"),
+            (Setting::CertificatesDatabaseTimeout.name(), "0"),
+            (Setting::CertificatesDatabaseTimeout.name(), "ten"),
             (Setting::AcmeDirectoryUrl.name(), "ftp://x"),
             (
                 Setting::AcmeDirectoryUrl.name(),
@@ -1749,6 +1792,14 @@ mod tests {
 
     #[test]
     fn builder_errors_name_the_builder_method() {
+        let err = Config::builder()
+            .database_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, .. } if name == "ConfigBuilder::database_timeout"),
+            "{err}"
+        );
         let err = Config::builder()
             .maintenance_interval(Duration::ZERO)
             .build()

@@ -153,6 +153,7 @@ impl ConsoleSection {
 pub struct StorageSection {
     pub(super) path: PathBuf,
     pub(super) database_url: Option<DatabaseUrl>,
+    pub(super) database_timeout: Duration,
 }
 
 impl StorageSection {
@@ -166,6 +167,19 @@ impl StorageSection {
     /// store (`_APP_CERTIFICATES_DATABASE_URL`); it hides its password.
     pub fn database_url(&self) -> Option<&DatabaseUrl> {
         self.database_url.as_ref()
+    }
+
+    /// How long any single call to the shared database may take, its
+    /// retries included (`_APP_CERTIFICATES_DATABASE_TIMEOUT`, default 10 s).
+    pub fn database_timeout(&self) -> Duration {
+        self.database_timeout
+    }
+
+    /// The options the shared database's store is connected with: the
+    /// deadline of each call.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    pub fn database_options(&self) -> crate::store::sql::SqlOptions {
+        crate::store::sql::SqlOptions::new().statement_timeout(self.database_timeout)
     }
 }
 

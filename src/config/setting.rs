@@ -85,6 +85,10 @@ pub enum Setting {
     /// A PostgreSQL or MariaDB URL: the store a cluster shares, instead of
     /// the file store. Default unset.
     CertificatesDatabaseUrl,
+    /// Seconds any single call to the shared database may take, its
+    /// retries included; past it the call ends with a store error (a
+    /// silent network never hangs a cycle). Default `10`.
+    CertificatesDatabaseTimeout,
     /// The SMTP server notices are emailed through; unset: no email.
     /// Default unset.
     SmtpHost,
@@ -153,6 +157,7 @@ impl Setting {
             CertificatesPath,
             CertificatesConcurrency,
             CertificatesDatabaseUrl,
+            CertificatesDatabaseTimeout,
             SmtpHost,
             SmtpPort,
             SmtpSecure,
@@ -196,6 +201,7 @@ impl Setting {
             Self::CertificatesPath => "_APP_CERTIFICATES_PATH",
             Self::CertificatesConcurrency => "_APP_CERTIFICATES_CONCURRENCY",
             Self::CertificatesDatabaseUrl => "_APP_CERTIFICATES_DATABASE_URL",
+            Self::CertificatesDatabaseTimeout => "_APP_CERTIFICATES_DATABASE_TIMEOUT",
             Self::SmtpHost => "_APP_SMTP_HOST",
             Self::SmtpPort => "_APP_SMTP_PORT",
             Self::SmtpSecure => "_APP_SMTP_SECURE",
