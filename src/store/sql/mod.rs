@@ -846,7 +846,8 @@ fn deadline_error(
     Error::Store {
         store,
         message: format!(
-            "{what}: no answer from the database within the statement deadline of {deadline:?};              the connection was closed"
+            "{what}: no answer from the database within the statement deadline of {deadline:?}; \
+             the connection was closed"
         ),
         source: Some(Box::new(elapsed)),
     }
