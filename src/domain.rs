@@ -335,13 +335,22 @@ impl Domain {
         }
     }
 
-    /// Whether no public CA can issue for this name: `localhost`, IP literals,
-    /// and names under `.test`, `.localhost`, `.local`, `.internal`,
-    /// `.invalid` or `.example` (a wildcard: when its base is local). Such
-    /// names get self-signed certificates.
+    /// Whether no public CA can issue for this name: `localhost`, names
+    /// under `.test`, `.localhost`, `.local`, `.internal`, `.invalid` or
+    /// `.example` (a wildcard: when its base is local), and IP addresses
+    /// that are not globally routable (see [`is_public`](Self::is_public)).
+    /// Such names get self-signed certificates.
+    ///
+    /// ```
+    /// use certkeeper::Domain;
+    /// assert!(Domain::new("127.0.0.1").unwrap().is_local());
+    /// assert!(Domain::new("192.168.1.10").unwrap().is_local());
+    /// assert!(Domain::new("fe80::1").unwrap().is_local());
+    /// assert!(!Domain::new("8.8.8.8").unwrap().is_local());
+    /// ```
     pub fn is_local(&self) -> bool {
-        if self.ip().is_some() {
-            return true;
+        if let Some(ip) = self.ip() {
+            return !is_global(ip);
         }
         let tld = self.0.rsplit('.').next().unwrap_or_default();
         LOCAL_TLDS.contains(&tld)
@@ -352,7 +361,32 @@ impl Domain {
     /// (`example.co.uk` yes, `co.uk` and `foo.unknowntld` no). A wildcard is
     /// public when its base is, but a public CA validates it only through
     /// DNS-01, never HTTP-01 or TLS-ALPN-01.
+    ///
+    /// An IP address is public when it is globally routable unicast (RFC
+    /// 8738 certificates, validated through HTTP-01 or TLS-ALPN-01, never
+    /// DNS-01). IPv4: every address but `0.0.0.0/8`, private (`10/8`,
+    /// `172.16/12`, `192.168/16`), shared CGNAT (`100.64/10`), loopback
+    /// (`127/8`), link-local (`169.254/16`), IETF protocol assignments
+    /// (`192.0.0/24`), documentation (`192.0.2/24`, `198.51.100/24`,
+    /// `203.0.113/24`), the old 6to4 relay (`192.88.99/24`), benchmarking
+    /// (`198.18/15`), multicast (`224/4`), reserved (`240/4`) and broadcast.
+    /// IPv6: global unicast (`2000::/3`) but IETF protocol assignments
+    /// (`2001::/23`), documentation (`2001:db8::/32`, `3fff::/20`) and
+    /// 6to4 (`2002::/16`); everything outside `2000::/3` (loopback,
+    /// unspecified, IPv4-mapped, NAT64, unique local `fc00::/7`, link-local
+    /// `fe80::/10`, multicast ...) is local.
+    ///
+    /// ```
+    /// use certkeeper::Domain;
+    /// assert!(Domain::new("8.8.8.8").unwrap().is_public());
+    /// assert!(Domain::new("2606:4700:4700::1111").unwrap().is_public());
+    /// assert!(!Domain::new("100.64.0.1").unwrap().is_public());
+    /// assert!(!Domain::new("2001:db8::1").unwrap().is_public());
+    /// ```
     pub fn is_public(&self) -> bool {
+        if let Some(ip) = self.ip() {
+            return is_global(ip);
+        }
         if self.is_local() {
             return false;
         }
@@ -361,6 +395,50 @@ impl Domain {
             Some(suffix) if suffix.is_known() => suffix.as_bytes().len() < name.len(),
             _ => false,
         }
+    }
+}
+
+/// Whether `ip` is globally routable unicast, so that a public CA may
+/// issue for it (see [`Domain::is_public`]). Conservative: an address of a
+/// special-purpose block (IANA's IPv4 and IPv6 special-purpose registries)
+/// is never global, even where the registry marks a few as reachable, as
+/// no certificate is wanted for them.
+fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_global_v4(ip),
+        IpAddr::V6(ip) => is_global_v6(ip),
+    }
+}
+
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0 // "this network", 0.0.0.0 included
+        || ip.is_private()
+        || (a == 100 && (b & 0xc0) == 64) // shared address space (CGNAT), 100.64/10
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || ip.is_documentation()
+        || (a == 192 && b == 88 && c == 99) // deprecated 6to4 relay anycast
+        || (a == 198 && (b & 0xfe) == 18) // benchmarking, 198.18/15
+        || ip.is_multicast()
+        || a >= 240) // reserved, 240/4, and the broadcast address
+}
+
+fn is_global_v6(ip: Ipv6Addr) -> bool {
+    let [first, second, ..] = ip.segments();
+    if first & 0xe000 != 0x2000 {
+        // Outside global unicast, 2000::/3.
+        return false;
+    }
+    match first {
+        // IETF protocol assignments (2001::/23) and documentation (2001:db8::/32).
+        0x2001 => second >= 0x0200 && second != 0x0db8,
+        // 6to4.
+        0x2002 => false,
+        // Documentation, 3fff::/20.
+        0x3fff => second >= 0x1000,
+        _ => true,
     }
 }
 
@@ -678,6 +756,119 @@ mod tests {
                 "{not_public}"
             );
         }
+    }
+
+    #[test]
+    fn ip_addresses_are_public_only_when_globally_routable() {
+        // Each block's first and last addresses, and its neighbours outside.
+        let table: &[(&str, bool)] = &[
+            // IPv4
+            ("0.0.0.0", false),
+            ("0.255.255.255", false),
+            ("1.0.0.0", true),
+            ("1.1.1.1", true),
+            ("8.8.8.8", true),
+            ("9.255.255.255", true),
+            ("10.0.0.0", false),
+            ("10.255.255.255", false),
+            ("11.0.0.0", true),
+            ("100.63.255.255", true),
+            ("100.64.0.0", false),
+            ("100.127.255.255", false),
+            ("100.128.0.0", true),
+            ("126.255.255.255", true),
+            ("127.0.0.1", false),
+            ("127.255.255.255", false),
+            ("128.0.0.0", true),
+            ("169.253.255.255", true),
+            ("169.254.0.0", false),
+            ("169.254.255.255", false),
+            ("169.255.0.0", true),
+            ("172.15.255.255", true),
+            ("172.16.0.0", false),
+            ("172.31.255.255", false),
+            ("172.32.0.0", true),
+            ("191.255.255.255", true),
+            ("192.0.0.0", false),
+            ("192.0.0.255", false),
+            ("192.0.1.0", true),
+            ("192.0.2.0", false),
+            ("192.0.2.255", false),
+            ("192.0.3.0", true),
+            ("192.88.98.255", true),
+            ("192.88.99.0", false),
+            ("192.88.99.255", false),
+            ("192.88.100.0", true),
+            ("192.167.255.255", true),
+            ("192.168.0.0", false),
+            ("192.168.255.255", false),
+            ("192.169.0.0", true),
+            ("198.17.255.255", true),
+            ("198.18.0.0", false),
+            ("198.19.255.255", false),
+            ("198.20.0.0", true),
+            ("198.51.99.255", true),
+            ("198.51.100.0", false),
+            ("198.51.100.255", false),
+            ("198.51.101.0", true),
+            ("203.0.112.255", true),
+            ("203.0.113.0", false),
+            ("203.0.113.255", false),
+            ("203.0.114.0", true),
+            ("223.255.255.255", true),
+            ("224.0.0.0", false),
+            ("239.255.255.255", false),
+            ("240.0.0.0", false),
+            ("255.255.255.254", false),
+            ("255.255.255.255", false),
+            // IPv6
+            ("::", false),
+            ("::1", false),
+            ("::ffff:8.8.8.8", false),
+            ("64:ff9b::808:808", false),
+            ("100::1", false),
+            ("1fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2000::", true),
+            ("2001::1", false),
+            ("2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2001:200::", true),
+            ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("2001:db8::", false),
+            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2001:db9::", true),
+            ("2001:4860:4860::8888", true),
+            ("2002::1", false),
+            ("2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("2003::", true),
+            ("2606:4700:4700::1111", true),
+            ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("3fff::", false),
+            ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("3fff:1000::", true),
+            ("3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", true),
+            ("4000::", false),
+            ("5f00::1", false),
+            ("fc00::", false),
+            ("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("fe80::1", false),
+            ("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+            ("fec0::1", false),
+            ("ff02::1", false),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", false),
+        ];
+        for (input, public) in table {
+            let d = Domain::new(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert!(d.ip().is_some(), "{input}");
+            assert_eq!(d.is_public(), *public, "{input}");
+            assert_eq!(d.is_local(), !*public, "{input}");
+        }
+        // The same address however it is written.
+        for written in ["[2606:4700:4700::1111]", "2606:4700:4700:0:0:0:0:1111"] {
+            let d = Domain::new(written).unwrap();
+            assert_eq!(d.as_str(), "2606:4700:4700::1111");
+            assert!(d.is_public(), "{written}");
+        }
+        assert!(Domain::new("8.8.8.8.").unwrap().is_public());
     }
 
     /// Asserts that each input is refused with a reason containing the text.

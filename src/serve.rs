@@ -7,8 +7,9 @@
 //!   everything else.
 //! - [`TlsListener`]: a TCP listener and a [`CertResolver`] that
 //!   `axum::serve` accepts directly: each connection's TLS handshake runs
-//!   on its own task, the client's certificate is loaded before it is
-//!   answered ([`CertResolver::accept`]), and a failed handshake is logged
+//!   on its own task, the client's certificate (by SNI, or by the local
+//!   address for a client without SNI) is loaded before it is answered
+//!   ([`CertResolver::accept_at`]), and a failed handshake is logged
 //!   and skipped, never ending the accept loop.
 //!
 //! ```no_run
@@ -133,8 +134,10 @@ const MAX_HANDSHAKES: usize = 1024;
 ///
 /// Each accepted connection's handshake runs on its own task (at most
 /// 1024 at once by default, each within 10 s), through
-/// [`CertResolver::accept`], so a stored name's certificate is loaded
-/// before the client is answered. A handshake that fails or times out is
+/// [`CertResolver::accept_at`], so a stored name's certificate is loaded
+/// before the client is answered, and a client without SNI (one that
+/// connects to an IP address) gets the certificate of the local address
+/// it connected to. A handshake that fails or times out is
 /// logged at debug level and skipped; an error of the TCP listener
 /// itself (out of file descriptors ...) is logged and retried after a
 /// pause. [`accept`](axum::serve::Listener::accept) never ends the loop.
@@ -199,7 +202,8 @@ impl TlsListener {
             self.handshake_timeout,
         );
         self.handshakes.spawn(async move {
-            match tokio::time::timeout(timeout, resolver.accept(config, tcp)).await {
+            let local = tcp.local_addr().ok().map(|addr| addr.ip());
+            match tokio::time::timeout(timeout, resolver.accept_at(config, tcp, local)).await {
                 Ok(Ok(tls)) => Some((tls, peer)),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -17,13 +17,15 @@ const PUBLIC_ISSUER_METHOD: &str = "RenewerBuilder::acme";
 /// Chooses the issuer of each name, and is an [`Issuer`] itself, so the
 /// renewer holds one issuer whatever the rule.
 ///
-/// - In production (the default), a public name ([`Domain::is_public`]) goes
-///   to the public issuer (an [`AcmeIssuer`](super::AcmeIssuer), a
+/// - In production (the default), a public name ([`Domain::is_public`]: a
+///   name under a known public suffix, or a globally routable IP address)
+///   goes to the public issuer (an [`AcmeIssuer`](super::AcmeIssuer), a
 ///   [`FallbackIssuer`](super::FallbackIssuer) ...); without one it fails
 ///   with [`Error::Config`] (a public name needs a public CA), before
 ///   anything is ordered.
-/// - Every other name (`localhost`, private addresses, `.test` ...), and
-///   every name in development, goes to the local issuer (a
+/// - Every other name (`localhost`, private, loopback and link-local
+///   addresses, `.test` ...), and every name in development, goes to the
+///   local issuer (a
 ///   [`SelfSignedIssuer`] by default).
 ///
 /// A user with another rule (a private CA for `*.internal`, say) writes an
@@ -213,6 +215,42 @@ mod tests {
             "local"
         );
         assert_eq!(development.kind().as_str(), "local");
+    }
+
+    #[test]
+    fn public_ip_addresses_go_to_the_ca_private_ones_to_the_local_issuer() {
+        let router = IssuerRouter::new(Arc::new(Named("local"))).public(Arc::new(Named("ca")));
+        let name = |domain: &str| router.route(&d(domain)).unwrap().kind().to_string();
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450::1"] {
+            assert_eq!(name(public), "ca", "{public}");
+        }
+        for local in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "192.0.2.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert_eq!(name(local), "local", "{local}");
+        }
+        // In development every address is self-signed.
+        let development = router.clone().production(false);
+        assert_eq!(
+            development.route(&d("8.8.8.8")).unwrap().kind().as_str(),
+            "local"
+        );
+        // Without a public CA, a public address is refused before any order.
+        let no_ca = IssuerRouter::new(Arc::new(Named("local")));
+        assert!(no_ca.check(&d("8.8.8.8")).unwrap_err().is_settings_error());
+        assert!(no_ca.check(&d("192.168.1.1")).is_ok());
     }
 
     #[test]

@@ -148,9 +148,12 @@ impl DomainPolicy {
     /// wildcard) becomes it. Returns the main domain in force afterwards.
     pub async fn observe(&self, domain: &Domain) -> Result<Option<Domain>> {
         let main = self.main().await?;
+        // An address is never learned: a client reaching the server by its
+        // public IP says nothing of the name the operator owns.
         if !matches!(main, MainDomain::NotLearnedYet { .. })
             || !domain.is_public()
             || domain.is_wildcard()
+            || domain.ip().is_some()
         {
             return Ok(main.name().cloned());
         }

@@ -17,6 +17,7 @@ pub use cache::{CertSource, SourcedCert};
 pub(crate) use alpn::ACME_TLS_1;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -84,13 +85,18 @@ fn signing_key(
 ///    covering it (`*.example.com` covers `a.example.com`, not
 ///    `example.com` nor `a.b.example.com`): an exact name wins over a
 ///    wildcard.
-/// 2. Otherwise (no SNI, an unknown name, a local name without a
+/// 2. A handshake without SNI (a client connecting to an IP address sends
+///    none) accepted through [`accept_at`](Self::accept_at) or a
+///    [`TlsListener`](crate::serve::TlsListener): the certificate of the
+///    local address the connection arrived on (`203.0.113.7`, `::1`), when
+///    there is one.
+/// 3. Otherwise (no SNI, an unknown name, a local name without a
 ///    certificate, a stored certificate not loaded yet): the fallback
 ///    domain's certificate ([`set_fallback`](Self::set_fallback), the main
 ///    domain) when it is loaded, else a self-signed certificate made once,
 ///    on first need, for the fallback name (or `localhost`), so a browser
 ///    shows a warning its user can pass instead of a failed handshake.
-/// 3. A handshake offering the `acme-tls/1` protocol gets the TLS-ALPN-01
+/// 4. A handshake offering the `acme-tls/1` protocol gets the TLS-ALPN-01
 ///    challenge certificate of its name, or fails; only such a handshake.
 ///
 /// # No lock on the handshake path
@@ -493,23 +499,10 @@ impl CertResolver {
     /// that no client of a stored name gets the fallback because its
     /// certificate was not in memory yet.
     ///
-    /// ```no_run
-    /// # use certkeeper::CertResolver;
-    /// # async fn serve(resolver: CertResolver) -> std::io::Result<()> {
-    /// let config = resolver.server_config(&[b"http/1.1"]).unwrap();
-    /// let listener = tokio::net::TcpListener::bind("[::]:443").await?;
-    /// loop {
-    ///     let (tcp, _) = listener.accept().await?;
-    ///     let (resolver, config) = (resolver.clone(), config.clone());
-    ///     tokio::spawn(async move {
-    ///         if let Ok(tls) = resolver.accept(config, tcp).await {
-    ///             // serve HTTP over `tls`
-    ///             # drop(tls);
-    ///         }
-    ///     });
-    /// }
-    /// # }
-    /// ```
+    /// The local address of `io` is not known here, so a client without
+    /// SNI gets the fallback: accept a TCP connection with
+    /// [`accept_at`](Self::accept_at) to serve it the certificate of the
+    /// address it connected to.
     pub async fn accept<IO>(
         &self,
         config: Arc<rustls::ServerConfig>,
@@ -518,13 +511,79 @@ impl CertResolver {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
+        self.accept_at(config, io, None).await
+    }
+
+    /// [`accept`](Self::accept) for a connection that arrived on
+    /// `local_addr` (the TCP stream's
+    /// [`local_addr`](tokio::net::TcpStream::local_addr)): a client that
+    /// sends no SNI, as a client connecting to an IP address does, gets the
+    /// certificate stored or inserted for that address (an IPv4 address
+    /// mapped into IPv6, as a listener on `[::]` sees IPv4 clients, counts
+    /// as the IPv4 address), loaded first if needed; without one, the
+    /// fallback. A client sending SNI is served by its name as by
+    /// [`accept`](Self::accept).
+    ///
+    /// ```no_run
+    /// # use certkeeper::CertResolver;
+    /// # async fn serve(resolver: CertResolver) -> std::io::Result<()> {
+    /// let config = resolver.server_config(&[b"http/1.1"]).unwrap();
+    /// let listener = tokio::net::TcpListener::bind("[::]:443").await?;
+    /// loop {
+    ///     let (tcp, _) = listener.accept().await?;
+    ///     let local = tcp.local_addr().ok().map(|addr| addr.ip());
+    ///     let (resolver, config) = (resolver.clone(), config.clone());
+    ///     tokio::spawn(async move {
+    ///         if let Ok(tls) = resolver.accept_at(config, tcp, local).await {
+    ///             // serve HTTP over `tls`
+    ///             # drop(tls);
+    ///         }
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub async fn accept_at<IO>(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        io: IO,
+        local_addr: Option<IpAddr>,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
         let start = tokio_rustls::LazyConfigAcceptor::new(Acceptor::default(), io).await?;
         let hello = start.client_hello();
-        if !offers_acme_tls(hello.alpn()) {
-            let name = hello.server_name().map(str::to_owned);
-            let _ = tokio::time::timeout(ACCEPT_LOAD_LIMIT, self.prepare(name.as_deref())).await;
+        if offers_acme_tls(hello.alpn()) {
+            return start.into_stream(config).await;
         }
+        let name = hello.server_name().map(str::to_owned);
+        let address = match (&name, local_addr) {
+            (None, Some(ip)) => Some(ip.to_canonical().to_string()),
+            _ => None,
+        };
+        let wanted = name.as_deref().or(address.as_deref());
+        let _ = tokio::time::timeout(ACCEPT_LOAD_LIMIT, self.prepare(wanted)).await;
+        // Only a client without SNI, on an address with a certificate, gets
+        // a configuration of its own; every other handshake resolves
+        // through `config` as before.
+        let config = match address.as_deref().and_then(|a| self.by_address(a)) {
+            Some(key) => {
+                let mut own = (*config).clone();
+                own.cert_resolver = Arc::new(Chosen(key));
+                Arc::new(own)
+            }
+            None => config,
+        };
         start.into_stream(config).await
+    }
+
+    /// The loaded certificate of an IP address (canonical text), queueing
+    /// its load when it is known and not loaded.
+    fn by_address(&self, address: &str) -> Option<Arc<CertifiedKey>> {
+        self.inner
+            .table
+            .exact(address)
+            .and_then(|slot| self.served(&slot))
     }
 
     /// A rustls server configuration (TLS 1.2 and 1.3, ring) that resolves
@@ -601,6 +660,22 @@ impl ResolvesServerCert for CertResolver {
             return self.inner.challenges.get(client_hello.server_name()?);
         }
         self.lookup(client_hello.server_name())
+    }
+}
+
+/// The certificate picked for one connection before its handshake (by
+/// the local address of a client without SNI).
+struct Chosen(Arc<CertifiedKey>);
+
+impl fmt::Debug for Chosen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Chosen(..)")
+    }
+}
+
+impl ResolvesServerCert for Chosen {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 

@@ -508,6 +508,10 @@ async fn only_the_main_domain_and_custom_domains_get_certificates() {
     // localhost is seen first but is never learned as the main domain.
     assert!(renewer.observe(&d("localhost")).await.unwrap());
     assert_eq!(renewer.policy().main_domain().await.unwrap(), None);
+    // Nor is the server's public address, reached without a name.
+    renewer.observe(&d("8.8.4.4")).await.unwrap();
+    renewer.observe(&d("2a00:1450::1")).await.unwrap();
+    assert_eq!(renewer.policy().main_domain().await.unwrap(), None);
     let first = d("console.example.org");
     assert!(renewer.observe(&first).await.unwrap());
     assert!(!renewer.observe(&stranger).await.unwrap());

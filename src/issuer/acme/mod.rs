@@ -39,6 +39,8 @@ const EMAIL_METHOD: &str = "AcmeIssuerBuilder::contact_email";
 const CA_ROOT_METHOD: &str = "AcmeIssuerBuilder::ca_root_pem_file";
 /// The builder method that sets the profile, named in errors.
 const PROFILE_METHOD: &str = "AcmeIssuerBuilder::profile";
+/// The builder method that sets the profile of IP addresses, named in errors.
+const IP_PROFILE_METHOD: &str = "AcmeIssuerBuilder::ip_profile";
 /// The builder method that sets the external account binding, named in errors.
 const EAB_METHOD: &str = "AcmeIssuerBuilder::external_account_binding";
 
@@ -160,6 +162,7 @@ pub struct AcmeIssuer {
     solvers: Solvers,
     http: Option<Arc<dyn HttpClient>>,
     profile: Option<String>,
+    ip_profile: Option<String>,
     key_type: KeyType,
     eab: Option<account::Eab>,
     vault: Vault,
@@ -188,6 +191,7 @@ pub struct AcmeIssuerBuilder {
     preference: Vec<ChallengeKind>,
     http: Option<Arc<dyn HttpClient>>,
     profile: Option<String>,
+    ip_profile: Option<String>,
     key_type: KeyType,
     eab: Option<(String, Zeroizing<String>)>,
     store: Option<Arc<dyn CertStore>>,
@@ -218,6 +222,7 @@ impl AcmeIssuer {
             preference: DEFAULT_PREFERENCE.to_vec(),
             http: None,
             profile: None,
+            ip_profile: None,
             key_type: KeyType::default(),
             eab: None,
             store: None,
@@ -246,6 +251,22 @@ impl AcmeIssuer {
     /// The certificate profile asked for (`_APP_ACME_PROFILE`), if any.
     pub fn profile(&self) -> Option<&str> {
         self.profile.as_deref()
+    }
+
+    /// The certificate profile ordered for an IP address
+    /// ([`AcmeIssuerBuilder::ip_profile`], else [`profile`](Self::profile)).
+    pub fn ip_profile(&self) -> Option<&str> {
+        self.ip_profile.as_deref().or(self.profile())
+    }
+
+    /// The profile ordered for `domain`: [`ip_profile`](Self::ip_profile)
+    /// for an IP address, else [`profile`](Self::profile).
+    pub(super) fn profile_for(&self, domain: &Domain) -> Option<&str> {
+        if domain.ip().is_some() {
+            self.ip_profile()
+        } else {
+            self.profile()
+        }
     }
 
     /// The type of the certificate keys generated (`_APP_ACME_KEY_TYPE`).
@@ -391,6 +412,7 @@ impl Debug for AcmeIssuer {
             .field("ca_root", &self.ca_root)
             .field("http_client", &self.http.as_ref().map(|_| "custom"))
             .field("profile", &self.profile)
+            .field("ip_profile", &self.ip_profile)
             .field("key_type", &self.key_type)
             .field("eab", &self.eab)
             .field("solvers", &self.solvers.list)
@@ -437,6 +459,18 @@ impl AcmeIssuerBuilder {
     /// and the profiles it does offer.
     pub fn profile(mut self, profile: impl Into<String>) -> Self {
         self.profile = Some(profile.into());
+        self
+    }
+
+    /// The certificate profile to order for an IP address (RFC 8738)
+    /// instead of [`profile`](Self::profile): a CA may issue IP addresses
+    /// only under one profile (Let's Encrypt: `shortlived`, six days).
+    /// Unset: IP addresses get [`profile`](Self::profile). Checked like it:
+    /// a name the CA does not offer fails the issues of IP addresses with
+    /// [`Error::Config`] naming `AcmeIssuerBuilder::ip_profile` and the
+    /// profiles the CA offers.
+    pub fn ip_profile(mut self, profile: impl Into<String>) -> Self {
+        self.ip_profile = Some(profile.into());
         self
     }
 
@@ -564,6 +598,10 @@ impl AcmeIssuerBuilder {
             )?),
             None => None,
         };
+        let ip_profile = match &self.ip_profile {
+            Some(profile) => Some(settings::profile(IP_PROFILE_METHOD, profile)?),
+            None => None,
+        };
         let eab = match &self.eab {
             Some((kid, key)) => Some(account::Eab::new(kid, key, naming, EAB_METHOD)?),
             None => None,
@@ -594,6 +632,7 @@ impl AcmeIssuerBuilder {
             ca_root: self.ca_root,
             http: self.http,
             profile,
+            ip_profile,
             key_type: self.key_type,
             eab,
             request_timeout: self.request_timeout,
@@ -654,8 +693,27 @@ impl Solvers {
     }
 
     /// The solver that proves `domain`: DNS-01 for a wildcard (the only
-    /// challenge a CA validates one with), else the preferred one.
+    /// challenge a CA validates one with), the preferred HTTP-01 or
+    /// TLS-ALPN-01 solver for an IP address (RFC 8738 has no DNS-01 for
+    /// addresses), else the preferred one.
     fn for_domain(&self, domain: &Domain) -> Result<Arc<dyn ChallengeSolver>> {
+        if domain.ip().is_some() {
+            return self
+                .list
+                .iter()
+                .find(|solver| solver.kind() != ChallengeKind::Dns01)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::config(
+                        "AcmeIssuerBuilder::solver",
+                        format!(
+                            "the IP address {domain} is validated through HTTP-01 or \
+                             TLS-ALPN-01 (RFC 8738), never DNS-01: this issuer has only a \
+                             DNS-01 solver"
+                        ),
+                    )
+                });
+        }
         if !domain.is_wildcard() {
             return Ok(self.preferred().clone());
         }
@@ -678,6 +736,7 @@ impl Debug for AcmeIssuerBuilder {
             .field("ca_root", &self.ca_root)
             .field("http_client", &self.http.as_ref().map(|_| "custom"))
             .field("profile", &self.profile)
+            .field("ip_profile", &self.ip_profile)
             .field("key_type", &self.key_type)
             .field(
                 "eab_key_id",
@@ -749,6 +808,69 @@ mod tests {
             })
         ));
         assert!(Solvers::new(Vec::new(), DEFAULT_PREFERENCE.to_vec()).is_none());
+    }
+
+    #[test]
+    fn ip_addresses_go_to_http01_or_tls_alpn01_never_dns01() {
+        use ChallengeKind::*;
+        let dns_first = solvers(&[Dns01, Http01, TlsAlpn01], &[Dns01, TlsAlpn01, Http01]);
+        assert_eq!(picked(&dns_first, "203.0.114.7").unwrap(), TlsAlpn01);
+        assert_eq!(picked(&dns_first, "2606:4700::1").unwrap(), TlsAlpn01);
+        assert_eq!(picked(&dns_first, "www.example.com").unwrap(), Dns01);
+        let both = solvers(&[Dns01, Http01], &DEFAULT_PREFERENCE);
+        assert_eq!(picked(&both, "203.0.114.7").unwrap(), Http01);
+        let dns_only = solvers(&[Dns01], &DEFAULT_PREFERENCE);
+        let err = picked(&dns_only, "203.0.114.7").unwrap_err();
+        assert!(err.is_settings_error(), "{err}");
+        assert!(err.to_string().contains("DNS-01"), "{err}");
+        assert_eq!(picked(&dns_only, "www.example.com").unwrap(), Dns01);
+    }
+
+    #[test]
+    fn ip_addresses_get_the_ip_profile_else_the_profile() {
+        let build = |builder: AcmeIssuerBuilder| {
+            builder
+                .contact_email("ops@example.com")
+                .solver(Arc::new(Kind(ChallengeKind::Http01)))
+                .store(Arc::new(crate::store::MemoryStore::new()))
+                .cipher(Arc::new(
+                    crate::cipher::Keyring::from_keys(
+                        true,
+                        [(1, "Zq4uT9pLw2nX7cVb5mKr8sHd3fJg6yEa")],
+                    )
+                    .unwrap(),
+                ))
+                .build()
+        };
+        let ip = Domain::new("203.0.114.7").unwrap();
+        let name = Domain::new("www.example.com").unwrap();
+        let plain = build(AcmeIssuer::builder("https://ca.example.com/dir")).unwrap();
+        assert_eq!(
+            (plain.profile_for(&ip), plain.profile_for(&name)),
+            (None, None)
+        );
+        let both = build(
+            AcmeIssuer::builder("https://ca.example.com/dir")
+                .profile("classic")
+                .ip_profile(" shortlived "),
+        )
+        .unwrap();
+        assert_eq!(both.profile_for(&ip), Some("shortlived"));
+        assert_eq!(both.profile_for(&name), Some("classic"));
+        let one =
+            build(AcmeIssuer::builder("https://ca.example.com/dir").profile("tlsserver")).unwrap();
+        assert_eq!(one.profile_for(&ip), Some("tlsserver"));
+        let only_ip =
+            build(AcmeIssuer::builder("https://ca.example.com/dir").ip_profile("shortlived"))
+                .unwrap();
+        assert_eq!(only_ip.profile_for(&ip), Some("shortlived"));
+        assert_eq!(only_ip.profile_for(&name), None);
+        let bad =
+            build(AcmeIssuer::builder("https://ca.example.com/dir").ip_profile("short lived"));
+        assert!(
+            matches!(&bad, Err(Error::Config { name, .. }) if name == "AcmeIssuerBuilder::ip_profile"),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl AcmeIssuer {
         presented: &mut Presented,
     ) -> Result<IssuedCert> {
         let (account, generation) = self.account().await?;
-        self.check_profile(&account)?;
+        self.check_profile(&account, domain)?;
         let replaces = match replaces {
             Some(chain_pem) => self.replaces_id(chain_pem).await,
             None => None,
@@ -117,7 +117,7 @@ impl AcmeIssuer {
         }];
         let plain = || {
             let order = NewOrder::new(&identifiers);
-            match &self.profile {
+            match self.profile_for(domain) {
                 Some(profile) => order.profile(profile),
                 None => order,
             }
@@ -167,18 +167,22 @@ impl AcmeIssuer {
         }
     }
 
-    /// The profile asked for must be one the CA's directory lists.
-    fn check_profile(&self, account: &Account) -> Result<()> {
-        let Some(profile) = &self.profile else {
+    /// The profile asked for `domain` must be one the CA's directory lists.
+    fn check_profile(&self, account: &Account, domain: &Domain) -> Result<()> {
+        let Some(profile) = self.profile_for(domain) else {
             return Ok(());
         };
         let mut offered: Vec<&str> = account.profiles().map(|p| p.name).collect();
-        if offered.contains(&profile.as_str()) {
+        if offered.contains(&profile) {
             return Ok(());
         }
         offered.sort_unstable();
+        let setting = match &self.ip_profile {
+            Some(_) if domain.ip().is_some() => super::IP_PROFILE_METHOD,
+            _ => self.naming.of(Setting::AcmeProfile, super::PROFILE_METHOD),
+        };
         Err(Error::config(
-            self.naming.of(Setting::AcmeProfile, super::PROFILE_METHOD),
+            setting,
             if offered.is_empty() {
                 format!(
                     "the CA at {} offers no certificate profiles, so {profile:?} cannot be ordered",
