@@ -239,6 +239,44 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The CA took the ACME account's new key
+    /// ([`AcmeIssuer::rotate_account_key`](crate::issuer::AcmeIssuer::rotate_account_key),
+    /// RFC 8555 section 7.3.5), but the store did not take it: the key
+    /// still stored is the one the CA now refuses. The issuer that rolled
+    /// it over keeps signing with the new key and stores it at its next
+    /// use of the account (or at
+    /// [`store_pending_account_key`](crate::issuer::AcmeIssuer::store_pending_account_key));
+    /// if it stops first, the new key is gone with it, and the account
+    /// must be replaced: remove the stored account
+    /// ([`CertStore::delete_account`](crate::store::CertStore::delete_account))
+    /// and the next issue registers a new one.
+    #[error("the CA took a new key for the ACME account {account_id} ({account_url}) but the store did not ({source}); this process signs with it and stores it at its next use of the account")]
+    AccountKeyNotStored {
+        /// The store id of the account (`acme-` and 16 hex digits).
+        account_id: String,
+        /// The account's URL at the CA (unchanged by a rollover).
+        account_url: String,
+        /// Why the store did not take it.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// The CA gave no answer to a key rollover
+    /// ([`AcmeIssuer::rotate_account_key`](crate::issuer::AcmeIssuer::rotate_account_key))
+    /// and refuses the old key since: it took a new key whose answer was
+    /// lost, so the account can no longer be used. A new account was
+    /// registered and stored in its place when `replaced_by` names it;
+    /// otherwise the next issue registers one.
+    #[error("the CA took a new key for the ACME account {account_id} ({account_url}) but its answer was lost, so the account cannot be used any more; {}", replaced_by.as_ref().map_or_else(|| "the next issue registers a new one".to_owned(), |url| format!("a new account ({url}) was registered in its place")))]
+    AccountKeyLost {
+        /// The store id of the account.
+        account_id: String,
+        /// The URL of the account that was lost.
+        account_url: String,
+        /// The URL of the account registered in its place, if one was.
+        replaced_by: Option<String>,
+    },
+
     /// A call did not finish in time.
     #[error("timed out after {}s during {step}", after.as_secs_f64())]
     Timeout {
@@ -425,6 +463,8 @@ impl Error {
             } => problem.kind().code(),
             Self::Acme { .. } if self.acme_protocol_error().is_some() => "acme_protocol",
             Self::Acme { .. } => "acme_unreachable",
+            Self::AccountKeyNotStored { .. } => "account_key_not_stored",
+            Self::AccountKeyLost { .. } => "account_key_lost",
             Self::Timeout { .. } => "timeout",
             Self::Challenge { .. } => "challenge",
             Self::Dns { problem, .. } => problem.code(),

@@ -1,11 +1,12 @@
 //! `certkeeper`: list, inspect, issue, revoke and remove the certificates of a
-//! certkeeper store, rotate its encryption keys, and check the settings,
+//! certkeeper store, rotate its encryption keys, roll its ACME account key
+//! over, and check the settings,
 //! from the same `_APP_*` environment as the server (see the README's
 //! "The certkeeper command").
 //!
 //! Reading commands (`list`, `show`, `check`) open a file store read-only,
 //! so they work while a server holds it; writing commands (`issue`,
-//! `revoke`, `remove`, `rotate-keys`) take the store's lock and are refused while a
+//! `revoke`, `remove`, `rotate-keys`, `rotate-account-key`) take the store's lock and are refused while a
 //! server holds a file store. On a SQL store everything works from any
 //! machine.
 //!
@@ -17,13 +18,15 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use certkeeper::issuer::RevocationReason;
+use certkeeper::challenge::Http01Solver;
+use certkeeper::issuer::{AccountKeyRollover, AcmeIssuer, RevocationReason};
 use certkeeper::renewer::DomainPolicy;
 use certkeeper::store::{CertRecord, CertStore, FileStore};
 use certkeeper::vault::rotate_batch;
@@ -132,6 +135,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rolls the ACME account's key over (RFC 8555 section 7.3.5): the CA
+    /// takes a new key for the same account and refuses the old one from
+    /// then on, and the new key, sealed, is stored in place of the old one.
+    /// Takes the store's lock: refused while a server holds a file store;
+    /// on a SQL store, running servers switch to the new key by themselves.
+    RotateAccountKey {
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validates the settings and says what a server would do with them:
     /// which store, which CA, which domains are due. Changes nothing.
     Check {
@@ -150,6 +163,7 @@ impl Command {
             | Self::Remove { json, .. }
             | Self::Revoke { json, .. }
             | Self::RotateKeys { json, .. }
+            | Self::RotateAccountKey { json }
             | Self::Check { json } => *json,
         }
     }
@@ -175,7 +189,10 @@ impl From<Error> for Failure {
             | Error::WildcardNeedsDns01 { .. }
             | Error::NotRevocable { .. }
             | Error::LeaseHeld { .. } => exit::REFUSED,
-            Error::Acme { .. } | Error::Timeout { .. } | Error::Challenge { .. } => exit::CA,
+            Error::Acme { .. }
+            | Error::Timeout { .. }
+            | Error::Challenge { .. }
+            | Error::AccountKeyLost { .. } => exit::CA,
             _ => exit::FAILURE,
         };
         Failure {
@@ -281,6 +298,7 @@ async fn run(command: Command) -> Outcome {
             revoke(config, &domain, reason).await
         }
         Command::RotateKeys { batch, .. } => rotate_keys(&config, batch).await,
+        Command::RotateAccountKey { json } => rotate_account_key(&config, json).await,
         Command::Check { .. } => check(&config).await,
     }
 }
@@ -597,6 +615,115 @@ async fn rotate_keys(config: &Config, batch: Option<usize>) -> Outcome {
             message,
         },
     ))
+}
+
+/// How long `rotate-account-key` keeps trying to store a new key the CA
+/// took but the store did not, and the pause between two tries: when it
+/// gives up, the key is gone with the process.
+const STORE_PATIENCE: Duration = Duration::from_secs(120);
+const STORE_PAUSE: Duration = Duration::from_secs(5);
+
+async fn rotate_account_key(config: &Config, json: bool) -> Outcome {
+    let acme = config.acme();
+    let Some(email) = acme.security_email() else {
+        return Err(fail(Error::config(
+            certkeeper::Setting::SecurityEmail.name(),
+            "unset, so no ACME account is used: there is no account key to roll over",
+        )));
+    };
+    if !config.production() {
+        return Err(fail(Error::config(
+            certkeeper::Setting::Env.name(),
+            "development: every certificate is self-signed and no ACME account is used, so there is no account key to roll over",
+        )));
+    }
+    let keyring = Arc::new(config.keyring().map_err(fail)?);
+    let store = open_store(config, true).await.map_err(fail)?;
+    // The account's settings as the server has them; the solver is never
+    // asked, since nothing is ordered.
+    let mut builder = AcmeIssuer::builder(acme.directory_url())
+        .contact_email(email)
+        .solver(Arc::new(Http01Solver::new()))
+        .store(store)
+        .cipher(keyring)
+        .request_timeout(acme.timeout());
+    if let Some(root) = acme.ca_root() {
+        builder = builder.ca_root_pem_file(root);
+    }
+    if let Some(eab) = acme.external_account_binding() {
+        builder = builder.external_account_binding(eab.key_id(), eab.expose_hmac_key());
+    }
+    let issuer = builder.build().map_err(fail)?;
+    let rollover = match issuer.rotate_account_key().await {
+        Ok(rollover) => rollover,
+        // The CA took the new key and the store did not: this process
+        // holds the only copy, so it keeps trying before it exits.
+        Err(Error::AccountKeyNotStored { source, .. }) => {
+            store_pending_key(&issuer, *source, json).await?
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    Ok(account_key_output(&rollover, acme.directory_url()))
+}
+
+/// Tries to store the new key the CA took for [`STORE_PATIENCE`].
+async fn store_pending_key(
+    issuer: &AcmeIssuer,
+    mut last: Error,
+    json: bool,
+) -> Result<AccountKeyRollover, (Option<Output>, Failure)> {
+    let started = Instant::now();
+    while started.elapsed() < STORE_PATIENCE {
+        if !json {
+            eprintln!(
+                "certkeeper: the CA took the new account key but the store did not ({last}); trying again in {}s",
+                STORE_PAUSE.as_secs()
+            );
+        }
+        tokio::time::sleep(STORE_PAUSE).await;
+        match issuer.store_pending_account_key().await {
+            Ok(Some(rollover)) => return Ok(rollover),
+            Ok(None) => break,
+            Err(Error::AccountKeyNotStored { source, .. }) => last = *source,
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Err(fail(Failure {
+        code: exit::FAILURE,
+        kind: "account_key_not_stored",
+        message: format!(
+            "the CA took a new key for the ACME account {} but the store did not take it in {}s ({last}):              the stored key is refused by the CA and the new one ends with this process; remove the              stored account so that the next issue registers a new one",
+            issuer.account_id(),
+            STORE_PATIENCE.as_secs()
+        ),
+    }))
+}
+
+/// What a rollover did, without anything secret.
+fn account_key_output(rollover: &AccountKeyRollover, directory_url: &str) -> Output {
+    Output {
+        json: json!({
+            "account_id": rollover.account_id,
+            "account_url": rollover.account_url,
+            "directory_url": directory_url,
+            "old_key_thumbprint": rollover.old_key_thumbprint,
+            "new_key_thumbprint": rollover.new_key_thumbprint,
+            "version": rollover.version,
+        }),
+        text: format!(
+            "rolled the key of ACME account {} over at {directory_url}
+             account:            {}
+             old key thumbprint: {} (refused by the CA from now on)
+             new key thumbprint: {}
+             stored as version {}
+",
+            rollover.account_id,
+            rollover.account_url,
+            rollover.old_key_thumbprint,
+            rollover.new_key_thumbprint,
+            rollover.version
+        ),
+    }
 }
 
 /// Who holds the file store's folder, in words.

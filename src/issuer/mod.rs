@@ -9,7 +9,9 @@ mod router;
 mod self_signed;
 
 pub(crate) use acme::settings as acme_settings;
-pub use acme::{AcmeIssuer, AcmeIssuerBuilder, ExternalAccountBinding, KeyType};
+pub use acme::{
+    AccountKeyRollover, AcmeIssuer, AcmeIssuerBuilder, ExternalAccountBinding, KeyType,
+};
 pub(crate) use budget::BudgetCounter;
 pub use budget::CaBudgets;
 pub use fallback::FallbackIssuer;

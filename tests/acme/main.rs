@@ -1,5 +1,6 @@
 //! Issuing through ACME: the issuer against real Pebble CAs (2.4 and 2.10),
-//! a fallback CA, the CA budgets, a CA whose answers break the protocol, and
+//! a fallback CA, the CA budgets, a CA whose answers break the protocol,
+//! ACME account key rollover, and
 //! the HTTP-01, TLS-ALPN-01 and DNS-01 (bind9) challenges, each validated
 //! for real, and certificates for IP addresses (RFC 8738).
 
@@ -16,5 +17,6 @@ mod dns01_logs;
 mod fallback_ca;
 mod http01;
 mod ip_addresses;
+mod key_rollover;
 mod malformed_ca;
 mod tls_alpn01;

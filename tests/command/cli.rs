@@ -1,7 +1,7 @@
 //! The `certkeeper` command as a real process: reading a file store that a
 //! running renewer holds (and being refused a write to it), issuing from a
-//! real Pebble, rotating keys V1 -> V2, checking settings, and listing a
-//! PostgreSQL store.
+//! real Pebble, rotating keys V1 -> V2, rolling the ACME account key over at
+//! Pebble, checking settings, and listing a PostgreSQL store.
 
 use crate::common;
 
@@ -445,6 +445,151 @@ async fn rotate_keys_reseals_every_secret_from_v1_to_v2() {
     .await;
 }
 
+/// The stored ACME account's credentials (JSON), opened with `key`.
+async fn account_credentials(path: &Path, key: &str) -> Vec<u8> {
+    let store: Arc<dyn CertStore> = Arc::new(FileStore::open(path).await.unwrap());
+    let accounts = store.list_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    let record = store.load_account(&accounts[0]).await.unwrap().unwrap();
+    let vault = Vault::new(
+        store.clone(),
+        Arc::new(Keyring::from_keys(true, [(1, key)]).unwrap()),
+    );
+    vault.open_account(&record).unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_account_key_rolls_the_key_over_at_a_real_ca() {
+    use certkeeper::issuer::instant_acme::{Account, AccountCredentials, Identifier, NewOrder};
+    use certkeeper::issuer::AcmeIssuer;
+
+    limited(TEST_LIMIT, async {
+        let pebble = Pebble::start(PebbleOptions::default()).await;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("certificates");
+        let address = format!("[::]:{}", pebble.http_port());
+        let directory = pebble.directory_url();
+        let vars = [
+            ("_APP_ENV", "production"),
+            ("_APP_DOMAIN", MAIN),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", CONTACT_EMAIL),
+            ("_APP_OPENSSL_KEY_V1", KEY_V1),
+            ("_APP_ACME_DIRECTORY_URL", directory.as_str()),
+            (
+                "_APP_ACME_CA_ROOT",
+                pebble.ca_root_pem_path().to_str().unwrap(),
+            ),
+            ("_APP_ACME_TIMEOUT", "30"),
+            ("_APP_ACME_CHALLENGE_ADDRESS", address.as_str()),
+            ("_APP_CERTIFICATES_PATH", path.to_str().unwrap()),
+        ];
+
+        // No account stored yet: not found, nothing sent.
+        let none = certkeeper(&vars, &["rotate-account-key"]).await;
+        assert_exit(&none, 4);
+        assert!(
+            stderr(&none).contains("ACME account") && stderr(&none).contains("[not_found]"),
+            "{}",
+            stderr(&none)
+        );
+
+        assert_exit(&certkeeper(&vars, &["issue"]).await, 0);
+        let old = account_credentials(&path, KEY_V1).await;
+        let old_json: Value = serde_json::from_slice(&old).unwrap();
+        let old_key = old_json["key_pkcs8"].as_str().unwrap().to_owned();
+
+        let rotated = certkeeper(&vars, &["rotate-account-key", "--json"]).await;
+        assert_exit(&rotated, 0);
+        let report = json(&rotated);
+        assert_eq!(report["account_url"], old_json["id"], "{report}");
+        assert_eq!(report["directory_url"], directory.as_str());
+        assert!(report["account_id"].as_str().unwrap().starts_with("acme-"));
+        assert_ne!(report["old_key_thumbprint"], report["new_key_thumbprint"]);
+        assert!(report["version"].as_u64().unwrap() >= 2, "{report}");
+        let new = account_credentials(&path, KEY_V1).await;
+        let new_json: Value = serde_json::from_slice(&new).unwrap();
+        assert_eq!(new_json["id"], old_json["id"]);
+        let new_key = new_json["key_pkcs8"].as_str().unwrap().to_owned();
+        assert_ne!(new_key, old_key);
+
+        // In words, and again: each run rolls it over once more.
+        let again = certkeeper(&vars, &["rotate-account-key"]).await;
+        assert_exit(&again, 0);
+        let text = stdout(&again);
+        assert!(
+            text.contains("rolled the key of ACME account acme-")
+                && text.contains(report["account_url"].as_str().unwrap())
+                && text.contains(&format!(
+                    "old key thumbprint: {}",
+                    report["new_key_thumbprint"].as_str().unwrap()
+                )),
+            "{text}"
+        );
+        // Never a key, sealed or not, nor the encryption key.
+        let newest = account_credentials(&path, KEY_V1).await;
+        let newest_key = serde_json::from_slice::<Value>(&newest).unwrap()["key_pkcs8"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for output in [&rotated, &again] {
+            let all = format!("{}{}", stdout(output), stderr(output));
+            for secret in [&old_key, &new_key, &newest_key] {
+                assert!(!all.contains(&secret[..24]), "{all}");
+            }
+            assert!(!all.contains(KEY_V1) && !all.contains("sealed"), "{all}");
+        }
+
+        // Orders go on with the stored key.
+        let issued = certkeeper(&vars, &["issue", "--json"]).await;
+        assert_exit(&issued, 0);
+        assert_eq!(json(&issued)["issuer"], "acme");
+
+        // The CA refuses the keys rolled over from.
+        for credentials in [&old, &new] {
+            let credentials: AccountCredentials = serde_json::from_slice(credentials).unwrap();
+            let http = AcmeIssuer::default_http_client(Some(pebble.ca_root_pem_path())).unwrap();
+            let account = Account::builder_with_http(http)
+                .from_credentials(credentials)
+                .await
+                .unwrap();
+            let identifiers = [Identifier::Dns("old-key.certkeeper-test.com".into())];
+            let refused = account.new_order(&NewOrder::new(&identifiers)).await;
+            assert!(
+                matches!(
+                    &refused,
+                    Err(certkeeper::issuer::instant_acme::Error::Api(_))
+                ),
+                "{:?}",
+                refused.map(|_| "an order")
+            );
+        }
+
+        // Development uses no account: a configuration error naming _APP_ENV.
+        let mut dev = vars.to_vec();
+        dev.retain(|(name, _)| *name != "_APP_ENV");
+        dev.push(("_APP_ENV", "development"));
+        let refused = certkeeper(&dev, &["rotate-account-key"]).await;
+        assert_exit(&refused, 3);
+        assert!(
+            stderr(&refused).contains("_APP_ENV"),
+            "{}",
+            stderr(&refused)
+        );
+        // Without a contact address, none either.
+        let mut anonymous = vars.to_vec();
+        anonymous.retain(|(name, _)| *name != "_APP_SYSTEM_SECURITY_EMAIL_ADDRESS");
+        let refused = certkeeper(&anonymous, &["rotate-account-key", "--json"]).await;
+        assert_exit(&refused, 3);
+        let error: Value = serde_json::from_str(stderr(&refused).trim()).unwrap();
+        assert_eq!(error["error"], "config");
+        assert!(error["message"]
+            .as_str()
+            .unwrap()
+            .contains("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS"));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn check_names_a_bad_setting_and_usage_errors_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
@@ -485,7 +630,15 @@ async fn check_names_a_bad_setting_and_usage_errors_exit_2() {
 
     assert_exit(&certkeeper(&[], &["frobnicate"]).await, 2);
     assert_exit(&certkeeper(&[], &["list", "--jsn"]).await, 2);
-    for command in ["list", "show", "issue", "remove", "rotate-keys", "check"] {
+    for command in [
+        "list",
+        "show",
+        "issue",
+        "remove",
+        "rotate-keys",
+        "rotate-account-key",
+        "check",
+    ] {
         let help = certkeeper(&[], &[command, "--help"]).await;
         assert_exit(&help, 0);
         assert!(

@@ -1,7 +1,8 @@
 //! Certificates from an ACME CA (RFC 8555) through instant-acme.
 //!
 //! - `mod.rs`: the [`AcmeIssuer`], its builder and the bounded call.
-//! - `account.rs`: the ACME account, created once and stored sealed.
+//! - `account.rs`: the ACME account, created once and stored sealed; its
+//!   key rollover.
 //! - `client.rs`: the HTTPS client to the CA, on certkeeper's crypto provider.
 //! - `order.rs`: one order, from new-order to the checked chain.
 //! - `problem.rs`: the CA's answers as typed errors.
@@ -94,6 +95,7 @@ mod problem;
 mod renewal;
 pub(crate) mod settings;
 
+pub use account::AccountKeyRollover;
 pub use settings::{ExternalAccountBinding, KeyType};
 
 /// Issues certificates from an ACME CA (Let's Encrypt or any RFC 8555 CA),
@@ -106,6 +108,11 @@ pub use settings::{ExternalAccountBinding, KeyType};
 /// issues share one account. A CA that no longer knows it
 /// (`accountDoesNotExist`, after its database was reset) gets a new one,
 /// registered once and stored in its place, and the order is sent again.
+///
+/// [`rotate_account_key`](Self::rotate_account_key) rolls the account's key
+/// over (RFC 8555 section 7.3.5) and stores the new one, sealed, in place of
+/// the old one with compare-and-swap, so one instance of a cluster wins;
+/// the others switch to it when the CA first refuses their old key.
 ///
 /// With a CA that offers ACME Renewal Information (RFC 9773),
 /// [`renewal_window`](Issuer::renewal_window) gives its suggested renewal

@@ -56,6 +56,16 @@ impl AcmeIssuer {
                 let (account, _) = self.replace_account(generation).await?;
                 self.new_order(&account, domain, replaces.as_ref()).await?
             }
+            // A key the CA no longer takes, when another instance rolled
+            // it over: the stored one, once.
+            Err(e) if super::account::may_be_stale_key(&e) => {
+                match self.follow_stored_account(generation).await? {
+                    Some((account, _)) => {
+                        self.new_order(&account, domain, replaces.as_ref()).await?
+                    }
+                    None => return Err(e),
+                }
+            }
             other => other?,
         };
         let order_url = order.url().to_owned();

@@ -192,7 +192,7 @@ impl AcmeIssuer {
     ) -> Result<()> {
         use crate::issuer::RevocationReason as Reason;
         let leaf = leaf_der(chain_pem)?;
-        let (account, _) = self.account().await?;
+        let (account, generation) = self.account().await?;
         let request = RevocationRequest {
             certificate: &leaf,
             reason: Some(match reason {
@@ -202,7 +202,17 @@ impl AcmeIssuer {
                 Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
             }),
         };
-        retry!(self, "revoke", None, account.revoke(&request))?;
+        match retry!(self, "revoke", None, account.revoke(&request)) {
+            // A key the CA no longer takes, when another instance rolled
+            // it over: the stored one, once.
+            Err(e) if super::account::may_be_stale_key(&e) => {
+                match self.follow_stored_account(generation).await? {
+                    Some((account, _)) => retry!(self, "revoke", None, account.revoke(&request))?,
+                    None => return Err(e),
+                }
+            }
+            other => other?,
+        }
         tracing::info!("certificate revoked");
         Ok(())
     }
