@@ -78,7 +78,7 @@ pub use builder::RenewerBuilder;
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
 pub use lease::LEASE_TTL;
 pub use on_demand::{Decision, OnDemand};
-pub use policy::RenewalPolicy;
+pub use policy::{RenewalPolicy, MIN_RETRY_SPACING};
 pub use schedule::CYCLE_MARK;
 
 use std::fmt;
