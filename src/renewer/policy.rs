@@ -29,9 +29,9 @@ pub struct RenewalPolicy {
     pub max_store_failures: u32,
     /// The longest wait between two attempts of one certificate (1 day, the
     /// default maintenance interval): what a 90-day certificate and a first
-    /// issuance wait after a failed attempt. A certificate whose remaining
-    /// life is too short for that waits less (see
-    /// [`retry_date`](Self::retry_date)).
+    /// issuance wait after a failed attempt. [`Renewer::run`](crate::Renewer::run)
+    /// uses its own interval instead. A certificate whose remaining life is
+    /// too short for that waits less (see [`retry_date`](Self::retry_date)).
     pub retry_spacing: Duration,
 }
 
