@@ -30,10 +30,11 @@ pub const PASS_MARK: &str = "renewal-pass";
 /// [`RenewalPolicy::per_cycle`](super::RenewalPolicy::per_cycle) holds per
 /// maintenance interval across all of them.
 pub const ORDER_BUDGET: &str = "renewal-orders";
-/// How long the units of [`ORDER_BUDGET`] are kept at least (twice the
-/// maintenance interval when that is longer): longer than an off-cycle
-/// pass counts over.
-const ORDERS_KEPT: StdDuration = StdDuration::from_secs(8 * 86_400);
+/// How long the units of [`ORDER_BUDGET`] are kept outside
+/// [`run`](Renewer::run) (which keeps them twice its interval): longer than
+/// an off-cycle pass counts over (since the last cycle started), and short
+/// enough that the budget's stored value stays small.
+const ORDERS_KEPT: StdDuration = StdDuration::from_secs(2 * 86_400);
 /// Budget units are kept in whole seconds: the window since a cycle's
 /// start is widened by this, so its own first units are counted.
 const BUDGET_SLACK: StdDuration = StdDuration::from_secs(2);
@@ -286,9 +287,7 @@ impl Renewer {
             .inner
             .schedule
             .interval()
-            .map_or(ORDERS_KEPT, |interval| {
-                ORDERS_KEPT.max(interval.saturating_mul(2))
-            });
+            .map_or(ORDERS_KEPT, |interval| interval.saturating_mul(2));
         if let Err(e) = self
             .cluster()
             .take_budget(ORDER_BUDGET, kept, u32::MAX)
