@@ -111,13 +111,20 @@ impl Renewer {
                 lease: CYCLE_LEASE.into(),
             });
         };
-        let report = self.cycle_body().await;
+        let report = self.cycle_body(None).await;
         lease.release().await;
         report
     }
 
-    /// The cycle itself, under the cycle lease.
-    pub(super) async fn cycle_body(&self) -> Result<CycleReport> {
+    /// The cycle itself, under the cycle lease. With `ordered_within`, the
+    /// certificates picked in that window (the cluster's
+    /// [`ORDER_BUDGET`]) are taken off the cap: a scheduled cycle run again
+    /// because the start of the last one could not be recorded does not
+    /// order a second cap's worth in the same interval.
+    pub(super) async fn cycle_body(
+        &self,
+        ordered_within: Option<StdDuration>,
+    ) -> Result<CycleReport> {
         match self.ensure_main_record().await {
             Ok(None) => {}
             Ok(Some(e)) => debug!(error = %e, "the main domain cannot get a certificate"),
@@ -139,8 +146,16 @@ impl Renewer {
                 renewal.per_cycle.saturating_add(PASSED_OVER_LISTED + 1),
             )
             .await?;
+        let used = match ordered_within {
+            Some(window) => {
+                self.cluster()
+                    .budget_used(ORDER_BUDGET, window.saturating_add(BUDGET_SLACK))
+                    .await? as usize
+            }
+            None => 0,
+        };
         let mut report = CycleReport {
-            left_for_later: left_for_later(&mut due, renewal.per_cycle),
+            left_for_later: left_for_later(&mut due, renewal.per_cycle.saturating_sub(used)),
             ..CycleReport::default()
         };
         info!(due = due.len(), "maintenance cycle started");
@@ -178,7 +193,12 @@ impl Renewer {
                     if let Some(reason) = gate.stopped() {
                         return (domain, Outcome::Skipped(reason));
                     }
-                    this.charge_order().await;
+                    // An order the cap cannot count is not made.
+                    if let Err(e) = this.charge_order().await {
+                        let outcome = not_attempted(&domain, e);
+                        gate.record(&outcome);
+                        return (domain, outcome);
+                    }
                     let outcome = this.renew(&domain).await;
                     gate.record(&outcome);
                     (domain, outcome)
@@ -282,19 +302,16 @@ impl Renewer {
     }
 
     /// Counts one order in the cluster's [`ORDER_BUDGET`].
-    async fn charge_order(&self) {
+    async fn charge_order(&self) -> Result<()> {
         let kept = self
             .inner
             .schedule
             .interval()
             .map_or(ORDERS_KEPT, |interval| interval.saturating_mul(2));
-        if let Err(e) = self
-            .cluster()
+        self.cluster()
             .take_budget(ORDER_BUDGET, kept, u32::MAX)
             .await
-        {
-            warn!(error = %e, "could not count an order against the maintenance interval's cap");
-        }
+            .map(|_| ())
     }
 
     /// Marks, in the cluster, that a pass started `took` ago.

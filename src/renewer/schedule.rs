@@ -187,7 +187,13 @@ impl Renewer {
             Ok(purged) => debug!(purged, "expired HTTP-01 answers purged"),
             Err(e) => warn!(error = %e, "could not purge expired HTTP-01 answers"),
         }
-        let report = self.cycle_body().await;
+        // What was ordered since the interval after the last recorded
+        // cycle ended: nothing, unless recording a cycle's start failed.
+        let ordered_within = match last_age {
+            Some(age) if spaced => Some(age.saturating_sub(interval)),
+            _ => None,
+        };
+        let report = self.cycle_body(ordered_within).await;
         if report.is_ok() && spaced {
             // The mark is the cluster's clock at the cycle's start: the
             // store's now less how long this instance saw the cycle take.
