@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -18,6 +19,25 @@ use super::{CycleFailure, CycleReport, Renewer, SkipReason, PASSED_OVER_LISTED};
 use crate::events::Event;
 use crate::store::{DueEntry, PassedOver};
 use crate::{Domain, Error, Result};
+
+/// The cluster's mark ([`Leases::mark_age`](crate::store::Leases::mark_age))
+/// of when the last renewal pass (a maintenance cycle, or the renewals that
+/// came due between two) started: what came due after it is picked by the
+/// next pass.
+pub const PASS_MARK: &str = "renewal-pass";
+/// The cluster's budget ([`Budgets`](crate::store::Budgets)) that counts the
+/// certificates cycles and off-cycle passes picked, one unit each, so that
+/// [`RenewalPolicy::per_cycle`](super::RenewalPolicy::per_cycle) holds per
+/// maintenance interval across all of them.
+pub const ORDER_BUDGET: &str = "renewal-orders";
+/// How long the units of [`ORDER_BUDGET`] are kept outside
+/// [`run`](Renewer::run) (which keeps them twice its interval): longer than
+/// an off-cycle pass counts over (since the last cycle started), and short
+/// enough that the budget's stored value stays small.
+const ORDERS_KEPT: StdDuration = StdDuration::from_secs(2 * 86_400);
+/// Budget units are kept in whole seconds: the window since a cycle's
+/// start is widened by this, so its own first units are counted.
+const BUDGET_SLACK: StdDuration = StdDuration::from_secs(2);
 
 /// How a renewer runs its cycles.
 pub(super) struct Cycles {
@@ -50,7 +70,8 @@ impl Renewer {
     /// One maintenance cycle now: takes up to `per_cycle` due certificates
     /// with fewer than `max_attempts` failures, oldest renew date first, and
     /// issues them with bounded concurrency. A failure is recorded on its
-    /// certificate (attempts + 1, renew date now, a log line) and the cycle
+    /// certificate (attempts + 1, renew date its retry date
+    /// ([`RenewalPolicy::retry_date`](super::RenewalPolicy::retry_date)), a log line) and the cycle
     /// goes on; only a failure of the store itself to list what is due is an
     /// error of the cycle.
     ///
@@ -78,6 +99,11 @@ impl Renewer {
     /// cluster runs a cycle at a time: while another holds the cycle lease,
     /// this fails with [`Error::LeaseHeld`]. [`run`](Self::run) also spaces
     /// cycles by the maintenance interval across the cluster.
+    ///
+    /// Each certificate a cycle picks counts in the cluster's
+    /// [`ORDER_BUDGET`], which caps the renewals [`run`](Self::run) makes
+    /// between cycles; a cycle marks its start as the last pass
+    /// ([`PASS_MARK`]), so what it left waits for the next cycle.
     pub async fn run_cycle(&self) -> Result<CycleReport> {
         let _one_at_a_time = self.inner.cycle.one_at_a_time().await;
         let Some(lease) = self.inner.leases.cycle().await? else {
@@ -85,21 +111,31 @@ impl Renewer {
                 lease: CYCLE_LEASE.into(),
             });
         };
-        let report = self.cycle_body().await;
+        let report = self.cycle_body(None).await;
         lease.release().await;
         report
     }
 
-    /// The cycle itself, under the cycle lease.
-    pub(super) async fn cycle_body(&self) -> Result<CycleReport> {
+    /// The cycle itself, under the cycle lease. With `ordered_within`, the
+    /// certificates picked in that window (the cluster's
+    /// [`ORDER_BUDGET`]) are taken off the cap: a scheduled cycle run again
+    /// because the start of the last one could not be recorded does not
+    /// order a second cap's worth in the same interval.
+    pub(super) async fn cycle_body(
+        &self,
+        ordered_within: Option<StdDuration>,
+    ) -> Result<CycleReport> {
         match self.ensure_main_record().await {
             Ok(None) => {}
             Ok(Some(e)) => debug!(error = %e, "the main domain cannot get a certificate"),
             // The store is failing: listing what is due says so below.
             Err(e) => warn!(error = %e, "could not register the main domain"),
         }
-        let started = std::time::Instant::now();
+        // `now` first: the pass's mark (its start less what it took) is
+        // then not before it, so what was due at `now` is not new to the
+        // next pass.
         let now = self.inner.clock.now();
+        let started = std::time::Instant::now();
         let renewal = self.inner.renewal;
         // A few more than the cap, to name what the cap leaves for later.
         let mut due = self
@@ -110,11 +146,35 @@ impl Renewer {
                 renewal.per_cycle.saturating_add(PASSED_OVER_LISTED + 1),
             )
             .await?;
+        let used = match ordered_within {
+            Some(window) => {
+                self.cluster()
+                    .budget_used(ORDER_BUDGET, window.saturating_add(BUDGET_SLACK))
+                    .await? as usize
+            }
+            None => 0,
+        };
         let mut report = CycleReport {
-            left_for_later: left_for_later(&mut due, renewal.per_cycle),
+            left_for_later: left_for_later(&mut due, renewal.per_cycle.saturating_sub(used)),
             ..CycleReport::default()
         };
         info!(due = due.len(), "maintenance cycle started");
+        self.issue_due(due, &mut report).await;
+        report.at_attempt_limit = self.passed_over_at_limit().await;
+        report.expiring_soon = self.notice_expiring(&report).await;
+        info!(%report, "maintenance cycle finished");
+        self.mark_pass(started.elapsed()).await;
+        self.emit(Event::CycleFinished {
+            report: Arc::new(report.clone()),
+            duration: started.elapsed(),
+        });
+        Ok(report)
+    }
+
+    /// Issues the picked `due` entries with bounded concurrency, each
+    /// charged to the interval's order budget, into `report`.
+    async fn issue_due(&self, due: Vec<DueEntry>, report: &mut CycleReport) {
+        let renewal = self.inner.renewal;
         let semaphore = Arc::new(Semaphore::new(self.inner.cycle.concurrency()));
         let gate = Arc::new(Gate::new(&renewal));
         let mut tasks = JoinSet::new();
@@ -132,6 +192,12 @@ impl Renewer {
                     // cycle waits for the next one.
                     if let Some(reason) = gate.stopped() {
                         return (domain, Outcome::Skipped(reason));
+                    }
+                    // An order the cap cannot count is not made.
+                    if let Err(e) = this.charge_order().await {
+                        let outcome = not_attempted(&domain, e);
+                        gate.record(&outcome);
+                        return (domain, outcome);
                     }
                     let outcome = this.renew(&domain).await;
                     gate.record(&outcome);
@@ -163,14 +229,96 @@ impl Renewer {
         report.issued.sort();
         report.failed.sort_by(|a, b| a.domain.cmp(&b.domain));
         report.skipped.sort();
-        report.at_attempt_limit = self.passed_over_at_limit().await;
+    }
+
+    /// Renewals that came due since the last pass (a cycle or one of
+    /// these), between two maintenance cycles: what
+    /// [`run`](Self::run) does when it is not the cycle's time, under the
+    /// cycle lease. `since_cycle` is the age of the cluster's cycle mark.
+    ///
+    /// Only records whose renew date came after the last pass started are
+    /// picked (a retry date, a renewal window that opened, the CA's
+    /// renewal window to ask again, a new domain); what a pass left (not
+    /// attempted, or over the cap) waits for the next cycle, as before.
+    /// The pass orders only what the maintenance interval's cap leaves:
+    /// `per_cycle` less the orders since the last cycle started, counted in
+    /// the cluster's order budget ([`ORDER_BUDGET`]), so the cap holds for
+    /// the cycle and every pass of every instance together. `None` when
+    /// nothing came due.
+    pub(super) async fn off_cycle_body(
+        &self,
+        since_cycle: StdDuration,
+    ) -> Result<Option<CycleReport>> {
+        let since_pass = self
+            .cluster()
+            .mark_age(PASS_MARK)
+            .await?
+            .map_or(since_cycle, |age| age.min(since_cycle));
+        // `now` first: the pass's mark (its start less what it took) is
+        // then not before it, so what was due at `now` is not new to the
+        // next pass.
+        let now = self.inner.clock.now();
+        let started = std::time::Instant::now();
+        let from = time::Duration::try_from(since_pass)
+            .ok()
+            .and_then(|age| now.checked_sub(age))
+            .unwrap_or(now);
+        let renewal = self.inner.renewal;
+        let mut due = self
+            .store()
+            .due(
+                now,
+                renewal.max_attempts,
+                renewal.per_cycle.saturating_add(PASSED_OVER_LISTED + 1),
+            )
+            .await?;
+        due.retain(|entry| entry.renew_date > from);
+        if due.is_empty() {
+            return Ok(None);
+        }
+        // The orders since the cycle started: the units taken after it, in
+        // whole seconds (hence the slack).
+        let used = self
+            .cluster()
+            .budget_used(ORDER_BUDGET, since_cycle.saturating_add(BUDGET_SLACK))
+            .await?;
+        let cap = renewal.per_cycle.saturating_sub(used as usize);
+        let mut report = CycleReport {
+            left_for_later: left_for_later(&mut due, cap),
+            ..CycleReport::default()
+        };
+        debug!(due = due.len(), cap, "off-cycle renewals started");
+        self.issue_due(due, &mut report).await;
         report.expiring_soon = self.notice_expiring(&report).await;
-        info!(%report, "maintenance cycle finished");
-        self.emit(Event::CycleFinished {
-            report: Arc::new(report.clone()),
-            duration: started.elapsed(),
-        });
-        Ok(report)
+        if report.left_for_later.total > 0 {
+            info!(
+                left = report.left_for_later.total,
+                "the maintenance interval's cap is spent; the rest waits for the next cycle"
+            );
+        }
+        info!(%report, "off-cycle renewals done");
+        self.mark_pass(started.elapsed()).await;
+        Ok(Some(report))
+    }
+
+    /// Counts one order in the cluster's [`ORDER_BUDGET`].
+    async fn charge_order(&self) -> Result<()> {
+        let kept = self
+            .inner
+            .schedule
+            .interval()
+            .map_or(ORDERS_KEPT, |interval| interval.saturating_mul(2));
+        self.cluster()
+            .take_budget(ORDER_BUDGET, kept, u32::MAX)
+            .await
+            .map(|_| ())
+    }
+
+    /// Marks, in the cluster, that a pass started `took` ago.
+    async fn mark_pass(&self, took: StdDuration) {
+        if let Err(e) = self.cluster().set_mark(PASS_MARK, took).await {
+            warn!(error = %e, "could not record the start of the renewal pass");
+        }
     }
 
     /// A cycle's issuance of `domain`: under its lease, the record is read

@@ -190,7 +190,7 @@ impl Renewer {
         step: &str,
     ) -> Outcome {
         let domain = record.domain.clone();
-        let renewal = self.inner.renewal;
+        let renewal = self.renewal_in_force();
         let now = self.inner.clock.now();
         let read_fingerprint = fingerprint_of(&record);
         let mut current = record;

@@ -52,7 +52,8 @@
 // - domains.rs: `DomainPolicy`, the main-domain rule (`MainDomain`), the
 //   records of the domains (add, remove, observe);
 // - cycle.rs: one cycle: the due records, bounded concurrency, the cap,
-//   stopping on CA or store failures, the report;
+//   stopping on CA or store failures, the report; the off-cycle pass of
+//   what came due between cycles, within the interval's cap;
 // - issue.rs: issuing one domain and storing the outcome; manual generation;
 // - lease.rs: the domain lease and the cycle lease, in the cluster, their
 //   heartbeat and their release;
@@ -75,10 +76,11 @@ mod schedule;
 pub use crate::error::SkipReason;
 pub use crate::report::{CycleFailure, CycleReport, PASSED_OVER_LISTED};
 pub use builder::RenewerBuilder;
+pub use cycle::{ORDER_BUDGET, PASS_MARK};
 pub use domains::{DomainPolicy, MAIN_DOMAIN_META_KEY};
 pub use lease::LEASE_TTL;
 pub use on_demand::{Decision, OnDemand};
-pub use policy::RenewalPolicy;
+pub use policy::{RenewalPolicy, MIN_RETRY_SPACING};
 pub use schedule::CYCLE_MARK;
 
 use std::fmt;

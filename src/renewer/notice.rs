@@ -30,10 +30,12 @@ fn expiry_notice_key(domain: &Domain, cert: &StoredCert) -> String {
 }
 
 /// Whether `record`'s certificate in force expires within
-/// [`EXPIRING_SOON_DAYS`] at `now` while its renewal is due and not done.
+/// [`EXPIRING_SOON_DAYS`] at `now` while its renewal is due and not done
+/// (due now, or failed and waiting for its retry date).
 pub(super) fn is_expiring_unrenewed(record: &CertRecord, now: time::OffsetDateTime) -> bool {
     record.certificate.as_ref().is_some_and(|cert| {
-        cert.not_after - now <= Duration::days(EXPIRING_SOON_DAYS) && record.renew_date <= now
+        cert.not_after - now <= Duration::days(EXPIRING_SOON_DAYS)
+            && (record.renew_date <= now || record.attempts > 0)
     })
 }
 

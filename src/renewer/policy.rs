@@ -27,7 +27,16 @@ pub struct RenewalPolicy {
     /// Failures of certkeeper's own store in a row (see
     /// [`Error::is_store_failure`]) after which a cycle stops ordering (3).
     pub max_store_failures: u32,
+    /// The longest wait between two attempts of one certificate (1 day, the
+    /// default maintenance interval): what a 90-day certificate and a first
+    /// issuance wait after a failed attempt. [`Renewer::run`](crate::Renewer::run)
+    /// uses its own interval instead. A certificate whose remaining life is
+    /// too short for that waits less (see [`retry_date`](Self::retry_date)).
+    pub retry_spacing: Duration,
 }
+
+/// The shortest wait between two attempts of one certificate.
+pub const MIN_RETRY_SPACING: Duration = Duration::minutes(1);
 
 impl Default for RenewalPolicy {
     fn default() -> Self {
@@ -37,6 +46,7 @@ impl Default for RenewalPolicy {
             per_cycle: 200,
             max_ca_failures: 3,
             max_store_failures: 3,
+            retry_spacing: Duration::days(1),
         }
     }
 }
@@ -115,9 +125,45 @@ impl RenewalPolicy {
         });
     }
 
-    /// Applies a failed attempt: attempts + 1 and renew date now, so the next
-    /// cycle tries again until `max_attempts`. The certificate in force (if
-    /// any) is kept and still served.
+    /// When a certificate whose attempt failed at `now` is tried again,
+    /// `record.attempts` counting that failure: after
+    /// [`retry_spacing`](Self::retry_spacing), or sooner when the
+    /// certificate in force would not outlive the attempts left at that
+    /// pace.
+    ///
+    /// With `left` attempts left and `remaining` life (`not_after - now`),
+    /// the wait is `remaining / (2 * (left + 1))`, at most `retry_spacing`
+    /// and at least [`MIN_RETRY_SPACING`]. Each wait takes a shrinking share
+    /// of what remains, so the last attempt comes with about half of the
+    /// remaining life still ahead (with 4 left: 0.9 x 0.875 x 0.83 x 0.75
+    /// = 0.49), and the operator hears of the last failure well before the
+    /// certificate lapses. A 90-day certificate renewing 30 days ahead
+    /// waits `retry_spacing` (its shares are days); a 6-day one renewing 2
+    /// days ahead waits about 5, 5, 6 and 8 hours; a 1-hour one renewing 20
+    /// minutes ahead about 2 minutes. Without a certificate in force (a
+    /// first issuance, or one that expired) the wait is `retry_spacing`;
+    /// after the last attempt there is none (nothing is tried again).
+    pub fn retry_date(&self, record: &CertRecord, now: OffsetDateTime) -> OffsetDateTime {
+        let left = self.max_attempts.saturating_sub(record.attempts);
+        if left == 0 {
+            return now;
+        }
+        let spacing = self.retry_spacing.max(MIN_RETRY_SPACING);
+        let wait = match &record.certificate {
+            Some(cert) if cert.not_after > now => {
+                let share = (cert.not_after - now) / (2.0 * (f64::from(left) + 1.0));
+                share.clamp(MIN_RETRY_SPACING, spacing)
+            }
+            _ => spacing,
+        };
+        let date = now.checked_add(wait).unwrap_or(now);
+        date.replace_nanosecond(0).unwrap_or(date)
+    }
+
+    /// Applies a failed attempt: attempts + 1, and the renew date moved to
+    /// when it is tried again ([`retry_date`](Self::retry_date)), until
+    /// `max_attempts`. The certificate in force (if any) is kept and still
+    /// served.
     pub fn on_failure(
         &self,
         record: &mut CertRecord,
@@ -126,7 +172,7 @@ impl RenewalPolicy {
         step: &str,
     ) {
         record.attempts = record.attempts.saturating_add(1);
-        record.renew_date = now;
+        record.renew_date = self.retry_date(record, now);
         record.push_log(LogEntry {
             time: now,
             step: step.to_string(),
@@ -185,7 +231,7 @@ impl RenewalPolicy {
             next_check,
             explanation_url: window.explanation_url.clone(),
         });
-        // A failed attempt's "try again now" stands.
+        // A failed attempt's retry date stands unless the window comes first.
         if record.attempts == 0 || renew_at < record.renew_date {
             record.renew_date = renew_at.min(next_check);
         }
@@ -316,12 +362,104 @@ mod tests {
         assert_eq!(r.ari, None);
         assert_eq!(r.renew_date, NOT_BEFORE + Duration::days(60));
 
-        // A failed attempt's "try again now" is not pushed back by a window.
+        // A failed attempt's retry date is not pushed back by a window.
         let failed_at = NOT_BEFORE + Duration::days(60);
         let mut failed = record();
         policy.on_failure(&mut failed, &Error::config("x", "y"), failed_at, "renew");
         policy.on_renewal_window(&mut failed, Some(&window(70, 71, 6)), failed_at);
-        assert_eq!(failed.renew_date, failed_at);
+        assert_eq!(failed.renew_date, failed_at + Duration::days(1));
         assert_eq!(failed.attempts, 1);
+    }
+
+    /// A record holding a certificate of `lifetime` issued at
+    /// [`NOT_BEFORE`].
+    fn record_of(lifetime: Duration) -> CertRecord {
+        let mut r = record();
+        let cert = r.certificate.as_mut().unwrap();
+        cert.not_after = NOT_BEFORE + lifetime;
+        r.renew_date = RenewalPolicy::default().renew_date(NOT_BEFORE, cert.not_after);
+        r
+    }
+
+    /// Fails `r` at its renew date, then at each retry date, until the
+    /// attempts run out; returns the failure times.
+    fn fail_until_given_up(policy: &RenewalPolicy, r: &mut CertRecord) -> Vec<OffsetDateTime> {
+        let mut times = Vec::new();
+        while r.attempts < policy.max_attempts {
+            let now = r.renew_date;
+            times.push(now);
+            policy.on_failure(r, &Error::config("x", "y"), now, "renew");
+        }
+        times
+    }
+
+    #[test]
+    fn a_ninety_day_certificate_retries_a_day_apart_as_the_cycle_did() {
+        let policy = RenewalPolicy::default();
+        let mut r = record_of(Duration::days(90));
+        let times = fail_until_given_up(&policy, &mut r);
+        assert_eq!(times.len(), 5);
+        assert_eq!(times[0], NOT_BEFORE + Duration::days(60));
+        for pair in times.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::days(1), "{times:?}");
+        }
+        // After the last attempt nothing is scheduled.
+        assert_eq!(r.renew_date, times[4]);
+        // A first issuance has no life to fit: the full spacing.
+        let mut first = CertRecord::new(Domain::new("b.example.com").unwrap(), NOT_BEFORE);
+        policy.on_failure(&mut first, &Error::config("x", "y"), NOT_BEFORE, "issue");
+        assert_eq!(first.renew_date, NOT_BEFORE + Duration::days(1));
+        // The spacing is the policy's.
+        let hourly = RenewalPolicy {
+            retry_spacing: Duration::hours(1),
+            ..policy
+        };
+        let mut r = record_of(Duration::days(90));
+        let times = fail_until_given_up(&hourly, &mut r);
+        assert_eq!(times[1] - times[0], Duration::hours(1));
+    }
+
+    #[test]
+    fn a_six_day_certificate_gets_its_five_attempts_hours_apart_before_expiry() {
+        let policy = RenewalPolicy::default();
+        let mut r = record_of(Duration::days(6));
+        let not_after = NOT_BEFORE + Duration::days(6);
+        let times = fail_until_given_up(&policy, &mut r);
+        assert_eq!(times.len(), 5);
+        assert_eq!(times[0], NOT_BEFORE + Duration::days(4));
+        let gaps: Vec<i64> = times
+            .windows(2)
+            .map(|p| (p[1] - p[0]).whole_minutes())
+            .collect();
+        // 48 h / 10, then a growing share of a shrinking rest.
+        assert_eq!(gaps, vec![288, 324, 378, 472], "{times:?}");
+        // The operator hears of the last failure with about half of the
+        // two days left.
+        let left_at_last = not_after - times[4];
+        assert!(
+            left_at_last > Duration::hours(22) && left_at_last < Duration::hours(26),
+            "{left_at_last}"
+        );
+    }
+
+    #[test]
+    fn a_one_hour_certificate_retries_minutes_apart_and_never_below_a_minute() {
+        let policy = RenewalPolicy::default();
+        let mut r = record_of(Duration::hours(1));
+        let not_after = NOT_BEFORE + Duration::hours(1);
+        let times = fail_until_given_up(&policy, &mut r);
+        assert_eq!(times[0], NOT_BEFORE + Duration::minutes(40));
+        assert_eq!(times[1] - times[0], Duration::minutes(2));
+        assert!(times[4] < not_after - Duration::minutes(8), "{times:?}");
+        // Seconds before expiry, the wait does not shrink to nothing.
+        let mut late = record_of(Duration::hours(1));
+        let now = not_after - Duration::seconds(30);
+        policy.on_failure(&mut late, &Error::config("x", "y"), now, "renew");
+        assert_eq!(late.renew_date, now + MIN_RETRY_SPACING);
+        // An expired certificate waits as a first issuance does.
+        let mut expired = record_of(Duration::hours(1));
+        let now = not_after + Duration::minutes(5);
+        policy.on_failure(&mut expired, &Error::config("x", "y"), now, "renew");
+        assert_eq!(expired.renew_date, now + Duration::days(1));
     }
 }

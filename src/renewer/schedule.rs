@@ -12,12 +12,13 @@
 //! the change feed every refresh interval ([`Renewer::refresh`]), serves
 //! what the others stored, and stops serving what they removed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::{CycleReport, Renewer};
+use super::{CycleReport, RenewalPolicy, Renewer};
 use crate::resolver::CertResolver;
 use crate::store::CertRecord;
 use crate::Result;
@@ -37,6 +38,9 @@ pub(super) struct Schedule {
     /// Where this renewer stands in the store's change feed (`None`:
     /// nothing was loaded yet).
     feed_cursor: tokio::sync::Mutex<Option<u64>>,
+    /// The maintenance interval of [`Renewer::run`], in seconds (0: not
+    /// running): the spacing of a certificate's attempts.
+    interval_secs: AtomicU64,
 }
 
 impl Schedule {
@@ -45,6 +49,7 @@ impl Schedule {
             wake: Notify::new(),
             refresh_interval,
             feed_cursor: tokio::sync::Mutex::new(None),
+            interval_secs: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +57,14 @@ impl Schedule {
     /// learned, or revoked.
     pub(super) fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The maintenance interval [`Renewer::run`] was given, if it runs.
+    pub(super) fn interval(&self) -> Option<StdDuration> {
+        match self.interval_secs.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(StdDuration::from_secs(secs)),
+        }
     }
 }
 
@@ -67,9 +80,28 @@ impl Renewer {
     /// cycle per interval, so the per-cycle cap holds for the whole
     /// cluster. A cycle that fails as a whole (the store is down) is logged
     /// and tried again at the next refresh.
+    ///
+    /// Between cycles, each certificate is renewed at its own time: at
+    /// every refresh, one instance (the one that gets the cycle lease)
+    /// issues what came due since the last pass, so a renew date, a retry
+    /// date ([`RenewalPolicy::retry_date`]) or a renewal window of the CA
+    /// that falls between two cycles waits at most one refresh interval,
+    /// not until the next cycle. Those off-cycle passes and the cycle
+    /// share the cap: at most
+    /// [`per_cycle`](RenewalPolicy::per_cycle) certificates from the start
+    /// of one cycle to the next, counted in the cluster. Only cycles send
+    /// [`Event::CycleFinished`](crate::events::Event::CycleFinished) (one
+    /// report per interval); an off-cycle pass logs what it did, and each
+    /// certificate's events are sent as always. Attempts are spaced by
+    /// `interval`, or less for a certificate whose remaining life is too
+    /// short for that ([`RenewalPolicy::retry_date`]).
     pub async fn run(&self, interval: StdDuration) -> Result<()> {
         self.start_on_demand();
         let interval = interval.max(StdDuration::from_secs(1));
+        self.inner
+            .schedule
+            .interval_secs
+            .store(interval.as_secs(), Ordering::Relaxed);
         let tick = self.inner.schedule.refresh_interval.min(interval);
         let mut woken = false;
         loop {
@@ -77,9 +109,9 @@ impl Renewer {
                 warn!(error = %e, "could not read the store's change feed");
             }
             match self.scheduled_cycle(interval, woken).await {
-                // Subscribers got it as `Event::CycleFinished`.
-                Ok(Some(report)) => info!(%report, "scheduled cycle done"),
-                Ok(None) => {}
+                // Logged by the cycle or pass; subscribers got a cycle's
+                // as `Event::CycleFinished`.
+                Ok(_) => {}
                 Err(e) => warn!(error = %e, code = e.code(), "maintenance cycle failed"),
             }
             woken = tokio::select! {
@@ -92,9 +124,39 @@ impl Renewer {
         }
     }
 
+    /// One round of [`run`](Self::run), for a server that schedules the
+    /// renewer itself: if this instance gets the cycle lease, the
+    /// maintenance cycle when the cluster's last one started `interval` ago
+    /// or more (or never ran), else the renewals that came due since the
+    /// last pass, within what the interval's cap leaves. Returns the
+    /// report of what ran; `None` when it was not this instance's turn or
+    /// nothing came due. Call it at least every few minutes, so
+    /// certificates are renewed at their own time.
+    pub async fn run_round(&self, interval: StdDuration) -> Result<Option<CycleReport>> {
+        let interval = interval.max(StdDuration::from_secs(1));
+        self.inner
+            .schedule
+            .interval_secs
+            .store(interval.as_secs(), Ordering::Relaxed);
+        self.scheduled_cycle(interval, false).await
+    }
+
+    /// The date rules in force: [`RenewalPolicy::retry_spacing`] is the
+    /// interval of [`run`](Self::run) while it runs.
+    pub(super) fn renewal_in_force(&self) -> RenewalPolicy {
+        let mut renewal = self.inner.renewal;
+        if let Some(interval) = self.inner.schedule.interval() {
+            renewal.retry_spacing =
+                time::Duration::try_from(interval).unwrap_or(renewal.retry_spacing);
+        }
+        renewal
+    }
+
     /// Runs a cycle if this instance gets the cycle lease and the cluster's
     /// last scheduled cycle started `interval` ago or more (or `now` is true,
-    /// after a domain was added); `None` when it is not this instance's turn.
+    /// after a domain was added), else the off-cycle renewals (see
+    /// [`run`](Self::run)); `None` when it is not this instance's turn or
+    /// nothing came due.
     pub(super) async fn scheduled_cycle(
         &self,
         interval: StdDuration,
@@ -114,8 +176,9 @@ impl Renewer {
         };
         let spaced = last_age.is_none_or(|age| age >= interval);
         if !spaced && !now {
+            let report = self.off_cycle_body(last_age.unwrap_or_default()).await;
             lease.release().await;
-            return Ok(None);
+            return report;
         }
         // Answers left by instances that died before cleaning up; the
         // validation path itself never writes.
@@ -124,7 +187,13 @@ impl Renewer {
             Ok(purged) => debug!(purged, "expired HTTP-01 answers purged"),
             Err(e) => warn!(error = %e, "could not purge expired HTTP-01 answers"),
         }
-        let report = self.cycle_body().await;
+        // What was ordered since the interval after the last recorded
+        // cycle ended: nothing, unless recording a cycle's start failed.
+        let ordered_within = match last_age {
+            Some(age) if spaced => Some(age.saturating_sub(interval)),
+            _ => None,
+        };
+        let report = self.cycle_body(ordered_within).await;
         if report.is_ok() && spaced {
             // The mark is the cluster's clock at the cycle's start: the
             // store's now less how long this instance saw the cycle take.

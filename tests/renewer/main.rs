@@ -17,4 +17,5 @@ mod notify_smtp;
 mod on_demand;
 mod renewer_pebble;
 mod renewer_rules;
+mod short_lived;
 mod store_faults;

@@ -306,10 +306,16 @@ async fn failures_count_and_stop_at_five_then_manual_generation_still_works() {
         );
         let record = s.store.load(&domain).await.unwrap().unwrap();
         assert_eq!(record.attempts, attempt);
+        // Tried again a day later; after the last attempt, nothing is.
+        let retry = if attempt < 5 {
+            Duration::days(1)
+        } else {
+            Duration::ZERO
+        };
         assert_eq!(
             record.renew_date,
-            s.clock.now(),
-            "a failure is due again next cycle"
+            s.clock.now() + retry,
+            "a failure is due again next cycle, a day later"
         );
         s.clock.advance(Duration::days(1));
     }
@@ -1080,13 +1086,16 @@ async fn a_wildcard_is_never_ordered_through_http_01_and_is_self_signed_locally(
     assert!(refused(&acme.check(&wildcard).unwrap_err()));
     assert!(refused(&direct), "{direct}");
 
+    let clock = TestClock::new(start());
     let renewer = Renewer::builder(store.clone(), keyring())
         .acme(Arc::new(acme))
-        .clock(Arc::new(TestClock::new(start())))
+        .clock(Arc::new(clock.clone()))
         .build();
     renewer.add_domain(&wildcard).await.unwrap();
     let manual = renewer.issue_now(Some(&wildcard)).await.unwrap_err();
     assert!(refused(&manual), "{manual}");
+    // The failed attempt is tried again a day later.
+    clock.advance(Duration::days(1));
     let report = renewer.run_cycle().await.unwrap();
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert!(refused(&report.failed[0].error), "{report:?}");
