@@ -13,7 +13,7 @@ use certkeeper::challenge::Http01Solver;
 use certkeeper::error::SkipReason;
 use certkeeper::issuer::CaBudgets;
 use certkeeper::store::{CertStore, MemoryStore};
-use certkeeper::{Renewer, TestClock};
+use certkeeper::{RenewalPolicy, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
 use common::pebble::{Pebble, PebbleOptions};
 use common::{clock_at_now, domain, keyring, limited, TEST_KEY};
@@ -46,6 +46,12 @@ fn instance(
         .acme(Arc::new(issuer))
         .main_domain(Some(domain(main)))
         .clock(Arc::new(clock.clone()))
+        // A failed name is due again a minute later, so that the tests can
+        // walk a budget's window cycle by cycle.
+        .renewal_policy(RenewalPolicy {
+            retry_spacing: Duration::minutes(1),
+            ..RenewalPolicy::default()
+        })
         .build()
 }
 
