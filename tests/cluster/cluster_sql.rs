@@ -610,18 +610,11 @@ async fn register(store: &dyn CertStore, zone: &str, count: usize) -> Vec<Domain
     domains
 }
 
-/// Every record, each loaded and decoded, with its private key opened and
-/// checked against its certificate (when it has one) and the chain verified
-/// against Pebble's root; and the consistency every record must keep
-/// whatever was killed: one version per save (the creation, then one log
-/// entry per outcome), one change-feed row per save, attempts equal to the
-/// failures logged since the last success.
+/// [`check_whole_records`], and one change-feed row per save.
 async fn check_records(
     store: &PostgresStore,
     roots: &RootCertStore,
 ) -> BTreeMap<Domain, CertRecord> {
-    let shared: Arc<dyn CertStore> = Arc::new(store.clone());
-    let vault = Vault::new(shared, keyring(KEY));
     let feed: Vec<(String, i64)> = sqlx::query_as(
         "SELECT domain, COUNT(*) FROM certkeeper_changes WHERE NOT deleted GROUP BY domain",
     )
@@ -629,45 +622,46 @@ async fn check_records(
     .await
     .unwrap();
     let feed: HashMap<String, i64> = feed.into_iter().collect();
-    let mut records = BTreeMap::new();
-    for name in store.list().await.unwrap() {
-        let record = store
-            .load(&name)
-            .await
-            .unwrap_or_else(|e| panic!("the record of {name} does not load: {e}"))
-            .unwrap();
-        assert_eq!(
-            record.version,
-            1 + record.log.len() as u64,
-            "{name}: one version per save, one log entry per outcome: {:?}",
-            record.log_lines()
-        );
+    let shared: Arc<dyn CertStore> = Arc::new(store.clone());
+    let records = check_whole_records(&shared, roots).await;
+    for (name, record) in &records {
         assert_eq!(
             feed.get(name.as_str()).copied().unwrap_or(0),
             record.version as i64,
             "{name}: one change-feed row per save"
         );
-        let failed_since_success = counted_failures(&record);
-        assert_eq!(
-            record.attempts as usize,
-            failed_since_success,
-            "{name}: attempts count the failures since the last success: {:?}",
-            record.log_lines()
-        );
-        if let Some(cert) = &record.certificate {
-            assert_eq!(cert.issuer, IssuerKind::ACME, "{name}");
-            let key = vault
-                .open_cert_key(&name, cert)
-                .unwrap_or_else(|e| panic!("the key of {name} does not open: {e}"));
-            CertResolver::new()
-                .insert_pem(&name, &cert.chain_pem, &key)
-                .unwrap_or_else(|e| panic!("{name}: the key and certificate do not match: {e}"));
-            verify_chain(&cert.chain_pem, roots.clone(), name.as_str());
-            assert!(record.log.last().unwrap().success, "{name}");
-        }
-        records.insert(name, record);
     }
     records
+}
+
+/// Adds the start of the last completed cycle, as the store remembers it
+/// ([`CYCLE_MARK`], the store clock's unix microseconds), to `starts` when
+/// it is a new one.
+async fn note_cycle_start(store: &dyn CertStore, starts: &mut Vec<OffsetDateTime>) {
+    let mark = format!("mark.{CYCLE_MARK}");
+    if let Some(text) = store.get_meta(&mark).await.unwrap() {
+        let micros: i128 = text.parse().unwrap();
+        let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
+        if starts.last() != Some(&start) {
+            starts.push(start);
+        }
+    }
+}
+
+/// How many of `orders` fall in each interval that `starts` open (the
+/// last one open-ended).
+fn orders_per_interval(orders: &[Order], starts: &[OffsetDateTime]) -> Vec<usize> {
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            let end = starts.get(i + 1).map_or(i128::MAX, |next| nanos(*next));
+            orders
+                .iter()
+                .filter(|o| o.at >= nanos(*start) && o.at < end)
+                .count()
+        })
+        .collect()
 }
 
 /// The failures logged since the last success that count as attempts:
@@ -749,15 +743,7 @@ async fn three_processes_share_the_cap_and_never_order_a_name_twice() {
             for node in [&mut a, &mut b, &mut c] {
                 node.check_alive();
             }
-            // The store keeps the mark as its own clock's unix microseconds.
-            let mark = format!("mark.{CYCLE_MARK}");
-            if let Some(text) = store.get_meta(&mark).await.unwrap() {
-                let micros: i128 = text.parse().unwrap();
-                let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
-                if cycle_starts.last() != Some(&start) {
-                    cycle_starts.push(start);
-                }
-            }
+            note_cycle_start(&store, &mut cycle_starts).await;
             if Instant::now() >= deadline {
                 ca_stalled(&[&a, &b, &c]);
                 panic!(
@@ -1612,7 +1598,6 @@ async fn watch_cycle_starts(
 ) -> Vec<OffsetDateTime> {
     let mut starts: Vec<OffsetDateTime> = Vec::new();
     let deadline = Instant::now() + limit;
-    let mark = format!("mark.{CYCLE_MARK}");
     let done = |nodes: &[&mut NodeProcess]| {
         let n: usize = nodes
             .iter()
@@ -1624,13 +1609,7 @@ async fn watch_cycle_starts(
         for node in nodes.iter_mut() {
             node.check_alive();
         }
-        if let Some(text) = store.get_meta(&mark).await.unwrap() {
-            let micros: i128 = text.parse().unwrap();
-            let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
-            if starts.last() != Some(&start) {
-                starts.push(start);
-            }
-        }
+        note_cycle_start(store, &mut starts).await;
         if Instant::now() >= deadline {
             let refs: Vec<&NodeProcess> = nodes.iter().map(|n| &**n).collect();
             ca_stalled(&refs);
@@ -1729,15 +1708,7 @@ async fn three_skewed_instances(db_url: String, zone: &str) {
         orders.iter().all(|o| o.at >= nanos(starts[0])),
         "an order before the first cycle"
     );
-    let mut per_interval = Vec::new();
-    for (i, start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(i128::MAX, |next| nanos(*next));
-        let n = orders
-            .iter()
-            .filter(|o| o.at >= nanos(*start) && o.at < end)
-            .count();
-        per_interval.push(n);
-    }
+    let per_interval = orders_per_interval(&orders, &starts);
     assert!(
         per_interval.iter().all(|&n| n <= CAP),
         "more than {CAP} orders in an interval: {per_interval:?}"
@@ -1841,10 +1812,11 @@ impl Faults {
 }
 
 /// Every record of `store`, loaded and decoded, with the consistency each
-/// must keep whatever failed: one version per save (the creation, then one
-/// log entry per outcome), attempts equal to the failures logged since the
-/// last success, and a certificate whose key opens and matches it, chained
-/// to Pebble's root.
+/// must keep whatever failed or was killed: one version per save (the
+/// creation, then one log entry per outcome), attempts equal to the
+/// failures logged since the last success that count as attempts, and a
+/// certificate issued by ACME, logged as the last outcome, whose key opens
+/// and matches it, chained to Pebble's root.
 async fn check_whole_records(
     store: &Arc<dyn CertStore>,
     roots: &RootCertStore,
@@ -1863,19 +1835,14 @@ async fn check_whole_records(
             "{name}: one version per save, one log entry per outcome: {:?}",
             record.log_lines()
         );
-        let failed_since_success = record
-            .log
-            .iter()
-            .rev()
-            .take_while(|entry| !entry.success)
-            .count();
         assert_eq!(
             record.attempts as usize,
-            failed_since_success,
+            counted_failures(&record),
             "{name}: attempts count the failures since the last success: {:?}",
             record.log_lines()
         );
         if let Some(cert) = &record.certificate {
+            assert_eq!(cert.issuer, IssuerKind::ACME, "{name}");
             let key = vault
                 .open_cert_key(&name, cert)
                 .unwrap_or_else(|e| panic!("the key of {name} does not open: {e}"));
@@ -1883,6 +1850,7 @@ async fn check_whole_records(
                 .insert_pem(&name, &cert.chain_pem, &key)
                 .unwrap_or_else(|e| panic!("{name}: the key and certificate do not match: {e}"));
             verify_chain(&cert.chain_pem, roots.clone(), name.as_str());
+            assert!(record.log.last().unwrap().success, "{name}");
         }
         records.insert(name, record);
     }
@@ -1966,7 +1934,6 @@ async fn chaos(db_url: String, zone: &str) {
             .sum()
     };
     let mut switches = 0;
-    let mark = format!("mark.{CYCLE_MARK}");
     let mut starts: Vec<OffsetDateTime> = Vec::new();
     let deadline = Instant::now() + StdDuration::from_secs(330);
     let faults_end = Instant::now() + FAULTS_FOR;
@@ -1988,13 +1955,7 @@ async fn chaos(db_url: String, zone: &str) {
             }
         }
         // The mark is read on the clean link.
-        if let Ok(Some(text)) = store.get_meta(&mark).await {
-            let micros: i128 = text.parse().unwrap();
-            let start = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).unwrap();
-            if starts.last() != Some(&start) {
-                starts.push(start);
-            }
-        }
+        note_cycle_start(&*store, &mut starts).await;
         if now >= faults_end && issued(&[&mut a, &mut b, &mut c]) >= NAMES {
             break;
         }
@@ -2028,16 +1989,7 @@ async fn chaos(db_url: String, zone: &str) {
     let placed_orders = placed(&orders);
 
     // The cap held in each interval.
-    let mut per_interval = Vec::new();
-    for (i, start) in starts.iter().enumerate() {
-        let end = starts.get(i + 1).map_or(i128::MAX, |next| nanos(*next));
-        per_interval.push(
-            placed_orders
-                .iter()
-                .filter(|o| o.at >= nanos(*start) && o.at < end)
-                .count(),
-        );
-    }
+    let per_interval = orders_per_interval(&placed_orders, &starts);
     // Orders placed by a cycle count against its interval; manual orders
     // there are none.
     assert!(
