@@ -33,6 +33,9 @@ pub struct Faults {
     pub save: AtomicBool,
     /// `save` of a record: the next this many saves.
     pub save_times: AtomicUsize,
+    /// `save` of a record: the next this many saves land, then report a
+    /// failure (an answer lost on the way back).
+    pub save_lost_times: AtomicUsize,
     /// `load_account`.
     pub load_account: AtomicBool,
     /// `save_account`.
@@ -140,6 +143,10 @@ impl CertStore for FaultStore {
     async fn save(&self, record: &CertRecord) -> Result<u64> {
         if fires(&self.faults.save, &self.faults.save_times) {
             return Err(injected("save"));
+        }
+        if fires(&AtomicBool::new(false), &self.faults.save_lost_times) {
+            self.inner.save(record).await?;
+            return Err(injected("save's answer"));
         }
         self.inner.save(record).await
     }

@@ -208,6 +208,20 @@ async fn an_account_or_certificate_the_store_failed_to_keep_is_not_an_attempt() 
         assert!(record.certificate.is_some());
         assert_eq!(s.store.faults.save_times.load(Ordering::SeqCst), 0);
 
+        // The certificate of a custom domain is stored, but the store's
+        // answer is lost: the retry finds the renewer's own certificate
+        // stored and counts it issued, without another save or order.
+        let custom = domain("api.store-faults-test.com");
+        s.renewer.add_domain(&custom).await.unwrap();
+        s.store.faults.save_lost_times.store(1, Ordering::SeqCst);
+        let report = s.renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued, std::slice::from_ref(&custom), "{report:?}");
+        assert!(report.deferred.is_empty(), "{report:?}");
+        assert_eq!(s.store.faults.save_lost_times.load(Ordering::SeqCst), 0);
+        let record = s.store.load(&custom).await.unwrap().unwrap();
+        assert!(record.certificate.is_some());
+        assert_eq!(record.version, 2, "{:?}", record.log_lines());
+
         let taken = s.store.fault_cluster().budgets_taken();
         assert!(
             !taken.iter().any(|k| k.starts_with("failed-validations")),
