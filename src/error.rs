@@ -297,19 +297,23 @@ pub enum Error {
         message: String,
     },
 
-    /// A DNS-01 record could not be published, seen or removed at the
-    /// zone's authoritative server (RFC 2136 update with TSIG).
+    /// A DNS-01 record could not be published, seen or removed: at the
+    /// zone's primary server (RFC 2136 update with TSIG), through the DNS
+    /// provider's API, or at the servers asked for the zone and the record.
     #[error("DNS {step} at {server} failed{}: {problem}: {message}", domain.as_ref().map(|d| format!(" for {d}")).unwrap_or_default())]
     Dns {
         /// The domain of the challenge, when there is one.
         domain: Option<Domain>,
         /// The step (`present`, `propagation`, `cleanup`, `lookup`).
         step: &'static str,
-        /// The authoritative server.
-        server: std::net::SocketAddr,
+        /// The server or API asked: `192.0.2.53:53`, `cloudflare API`,
+        /// `http://127.0.0.1:8081` ...
+        server: String,
         /// What went wrong, typed.
         problem: DnsProblem,
-        /// The server's answer or the client's error, readable (never the TSIG secret).
+        /// The server's answer or the client's error, readable (never a
+        /// credential); for [`DnsProblem::NotAuthenticated`], the settings
+        /// to fix.
         message: String,
         /// The DNS client's own error.
         #[source]
@@ -525,14 +529,23 @@ impl Error {
     /// Whether this is a wrong setting: [`Error::Config`], or a keyring
     /// that cannot open or seal what it must ([`Error::Decrypt`]: a wrong
     /// key, or data sealed under another one; [`Error::MissingKey`]: a key
-    /// version that is not configured; [`Error::WeakKey`]). The
+    /// version that is not configured; [`Error::WeakKey`]), or DNS-01
+    /// credentials the DNS server or provider refused ([`Error::Dns`] with
+    /// [`DnsProblem::NotAuthenticated`]). The
     /// operator's to fix, not the domain's failure: the renewer counts no
     /// attempt and stops the cycle's ordering
     /// ([`SkipReason::Misconfigured`]).
     pub fn is_settings_error(&self) -> bool {
         matches!(
             self,
-            Self::Config { .. } | Self::Decrypt | Self::MissingKey { .. } | Self::WeakKey { .. }
+            Self::Config { .. }
+                | Self::Decrypt
+                | Self::MissingKey { .. }
+                | Self::WeakKey { .. }
+                | Self::Dns {
+                    problem: DnsProblem::NotAuthenticated,
+                    ..
+                }
         )
     }
 
@@ -1105,9 +1118,11 @@ mod tests {
 pub enum DnsProblem {
     /// The server could not be reached or did not answer in time.
     Unreachable,
-    /// The server did not accept the TSIG signature (unknown key, wrong
-    /// secret or algorithm, clocks too far apart): `NOTAUTH`, or an answer
-    /// whose signature did not verify.
+    /// The credentials were refused: the server did not accept the TSIG
+    /// signature (unknown key, wrong secret or algorithm, clocks too far
+    /// apart: `NOTAUTH`, or an answer whose signature did not verify), or
+    /// the provider's API answered 401 or 403. A settings error
+    /// ([`Error::is_settings_error`]): the message names the settings.
     NotAuthenticated,
     /// The server refused the update (`REFUSED`: the key may not update
     /// that name, or updates are off).
@@ -1140,7 +1155,7 @@ impl fmt::Display for DnsProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Unreachable => "server unreachable",
-            Self::NotAuthenticated => "TSIG authentication failed",
+            Self::NotAuthenticated => "credentials refused",
             Self::Refused => "update refused",
             Self::NotInZone => "name not in the zone",
             Self::NotVisible => "record not visible in time",

@@ -1,13 +1,17 @@
 //! Proving control of a domain to the CA: the [`ChallengeSolver`] trait, the
 //! default [`Http01Solver`], the [`TlsAlpn01Solver`] for servers that
 //! only have port 443, and (feature `dns01`) the `Dns01Solver` (RFC 2136
-//! updates with TSIG) for wildcard names and servers the CA cannot reach.
+//! updates with TSIG; with `dns-providers`, DNS providers' HTTP APIs) for
+//! wildcard names and servers the CA cannot reach.
 
 #[cfg(feature = "dns01")]
 mod dns01;
 mod http01;
 mod tls_alpn01;
 
+#[cfg(feature = "dns-providers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns-providers")))]
+pub use dns01::DnsProvider;
 #[cfg(feature = "dns01")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns01")))]
 pub use dns01::{Dns01Solver, Dns01SolverBuilder, TsigAlgorithm};

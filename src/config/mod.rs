@@ -307,6 +307,19 @@ impl Config {
                 Setting::Dns01PropagationTimeout => {
                     dns01.propagation = Some(Duration::from_secs(parse_positive(&name, v)?))
                 }
+                #[cfg(feature = "dns01")]
+                Setting::Dns01Provider => dns01.provider = Some(v.to_string()),
+                // Not trimmed, as the SMTP password: the provider trims its own.
+                #[cfg(feature = "dns01")]
+                Setting::Dns01Token => dns01.token = Some(value.clone()),
+                #[cfg(feature = "dns01")]
+                Setting::Dns01KeyId => dns01.key_id = Some(v.to_string()),
+                #[cfg(feature = "dns01")]
+                Setting::Dns01Secret => dns01.secret_key = Some(value.clone()),
+                #[cfg(feature = "dns01")]
+                Setting::Dns01ApiUrl => dns01.api_url = Some(v.to_string()),
+                #[cfg(feature = "dns01")]
+                Setting::Dns01Resolver => dns01.resolver = Some(parse_dns_server(&name, v)?),
                 // Wildcard names would fail at each order: refused at start instead.
                 #[cfg(not(feature = "dns01"))]
                 Setting::Dns01Server
@@ -314,7 +327,13 @@ impl Config {
                 | Setting::Dns01TsigKeyName
                 | Setting::Dns01TsigSecret
                 | Setting::Dns01TsigAlgorithm
-                | Setting::Dns01PropagationTimeout => {
+                | Setting::Dns01PropagationTimeout
+                | Setting::Dns01Provider
+                | Setting::Dns01Token
+                | Setting::Dns01KeyId
+                | Setting::Dns01Secret
+                | Setting::Dns01ApiUrl
+                | Setting::Dns01Resolver => {
                     return Err(Error::config(
                         &name,
                         "this build has no DNS-01 solver; enable certkeeper's `dns01` feature",
@@ -594,47 +613,140 @@ struct Dns01Vars {
     secret: Option<Zeroizing<String>>,
     algorithm: TsigAlgorithm,
     propagation: Option<Duration>,
+    provider: Option<String>,
+    token: Option<Zeroizing<String>>,
+    key_id: Option<String>,
+    secret_key: Option<Zeroizing<String>>,
+    api_url: Option<String>,
+    resolver: Option<SocketAddr>,
 }
 
 #[cfg(feature = "dns01")]
 impl Dns01Vars {
-    /// The solver, when the server is set; every other setting of it is
-    /// then required, and without the server none may be set.
+    /// The solver: RFC 2136 when the server is set (the key is then
+    /// required), a provider's API when `_APP_DNS01_PROVIDER` names one;
+    /// a setting of the other kind, or any without either, is refused.
     fn solver(self) -> Result<Option<Dns01Solver>> {
-        let Some(server) = self.server else {
-            for (name, set) in [
-                (Setting::Dns01Zone.name(), self.zone.is_some()),
-                (Setting::Dns01TsigKeyName.name(), self.key_name.is_some()),
-                (Setting::Dns01TsigSecret.name(), self.secret.is_some()),
-            ] {
-                if set {
+        let provider = self
+            .provider
+            .as_deref()
+            .filter(|p| !p.eq_ignore_ascii_case("rfc2136"));
+        let rfc2136_set = [
+            (
+                Setting::Dns01Zone,
+                self.zone.is_some() && provider.is_some(),
+            ),
+            (Setting::Dns01TsigKeyName, self.key_name.is_some()),
+            (Setting::Dns01TsigSecret, self.secret.is_some()),
+        ];
+        let provider_set = [
+            (Setting::Dns01Token, self.token.is_some()),
+            (Setting::Dns01KeyId, self.key_id.is_some()),
+            (Setting::Dns01Secret, self.secret_key.is_some()),
+            (Setting::Dns01ApiUrl, self.api_url.is_some()),
+        ];
+        let builder = match (self.server, provider) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    Setting::Dns01Server.name(),
+                    format!("set with {}, which takes no server", Setting::Dns01Provider),
+                ))
+            }
+            (None, None) => {
+                let solver_set = [
+                    (Setting::Dns01Zone, self.zone.is_some()),
+                    (Setting::Dns01Resolver, self.resolver.is_some()),
+                ];
+                if let Some((setting, _)) =
+                    solver_set.iter().chain(&rfc2136_set).find(|(_, set)| *set)
+                {
                     return Err(Error::config(
-                        name,
+                        setting.name(),
                         format!("set without {}", Setting::Dns01Server),
                     ));
                 }
+                if let Some((setting, _)) = provider_set.iter().find(|(_, set)| *set) {
+                    return Err(Error::config(
+                        setting.name(),
+                        format!("set without {}", Setting::Dns01Provider),
+                    ));
+                }
+                return Ok(None);
             }
-            return Ok(None);
+            (Some(server), None) => {
+                if let Some((setting, _)) = provider_set.iter().find(|(_, set)| *set) {
+                    return Err(Error::config(
+                        setting.name(),
+                        format!("set without {}", Setting::Dns01Provider),
+                    ));
+                }
+                let required = |setting: Setting| {
+                    Error::config(
+                        setting.name(),
+                        format!("required with {}", Setting::Dns01Server),
+                    )
+                };
+                let key_name = self
+                    .key_name
+                    .ok_or_else(|| required(Setting::Dns01TsigKeyName))?;
+                let secret = self
+                    .secret
+                    .ok_or_else(|| required(Setting::Dns01TsigSecret))?;
+                Dns01Solver::rfc2136(server).tsig_key(key_name, secret.as_str(), self.algorithm)
+            }
+            (None, Some(name)) => {
+                if let Some((setting, _)) = rfc2136_set[1..].iter().find(|(_, set)| *set) {
+                    return Err(Error::config(
+                        setting.name(),
+                        format!("not taken by the {name} provider"),
+                    ));
+                }
+                provider_builder(name, self.token, self.key_id, self.secret_key, self.api_url)?
+            }
         };
-        let required =
-            |name: &str| Error::config(name, format!("required with {}", Setting::Dns01Server));
-        let zone = self
-            .zone
-            .ok_or_else(|| required(Setting::Dns01Zone.name()))?;
-        let key_name = self
-            .key_name
-            .ok_or_else(|| required(Setting::Dns01TsigKeyName.name()))?;
-        let secret = self
-            .secret
-            .ok_or_else(|| required(Setting::Dns01TsigSecret.name()))?;
-        let mut builder = Dns01Solver::builder(server, zone)
-            .tsig_key(key_name, secret.as_str(), self.algorithm)
-            .naming(Naming::Environment);
+        let mut builder = builder.naming(Naming::Environment);
+        if let Some(zone) = self.zone {
+            builder = builder.zone(zone);
+        }
+        if let Some(resolver) = self.resolver {
+            builder = builder.resolver(resolver);
+        }
         if let Some(limit) = self.propagation {
             builder = builder.propagation_timeout(limit);
         }
         builder.build().map(Some)
     }
+}
+
+/// The solver of the provider `_APP_DNS01_PROVIDER` names.
+#[cfg(feature = "dns-providers")]
+fn provider_builder(
+    name: &str,
+    token: Option<Zeroizing<String>>,
+    key_id: Option<String>,
+    secret: Option<Zeroizing<String>>,
+    api_url: Option<String>,
+) -> Result<crate::challenge::Dns01SolverBuilder> {
+    let provider =
+        crate::challenge::DnsProvider::from_settings(name, token, key_id, secret, api_url)?;
+    Ok(Dns01Solver::provider(provider))
+}
+
+/// Without the `dns-providers` feature, only `rfc2136`.
+#[cfg(all(feature = "dns01", not(feature = "dns-providers")))]
+fn provider_builder(
+    name: &str,
+    _token: Option<Zeroizing<String>>,
+    _key_id: Option<String>,
+    _secret: Option<Zeroizing<String>>,
+    _api_url: Option<String>,
+) -> Result<crate::challenge::Dns01SolverBuilder> {
+    Err(Error::config(
+        Setting::Dns01Provider.name(),
+        format!(
+            "{name:?}: this build publishes through RFC 2136 only; enable certkeeper's `dns-providers` feature"
+        ),
+    ))
 }
 
 /// `192.0.2.53:53`, `[2001:db8::53]:53`, or an address alone (port 53).
@@ -1389,10 +1501,10 @@ mod tests {
         ])
         .unwrap();
         let solver = c.acme().dns01().unwrap();
-        assert_eq!(solver.server(), "192.0.2.53:53".parse().unwrap());
-        assert_eq!(solver.zone(), "example.com");
-        assert_eq!(solver.key_name(), "certkeeper-key");
-        assert_eq!(solver.algorithm(), TsigAlgorithm::HmacSha512);
+        assert_eq!(solver.server(), Some("192.0.2.53:53".parse().unwrap()));
+        assert_eq!(solver.zone().as_deref(), Some("example.com"));
+        assert_eq!(solver.key_name(), Some("certkeeper-key"));
+        assert_eq!(solver.algorithm(), Some(TsigAlgorithm::HmacSha512));
         assert_eq!(solver.propagation_timeout(), Duration::from_secs(30));
         assert!(!format!("{c:?}").contains(TSIG_SECRET));
 
@@ -1404,8 +1516,8 @@ mod tests {
         ])
         .unwrap();
         let solver = c.acme().dns01().unwrap().clone();
-        assert_eq!(solver.server(), "[::1]:5353".parse().unwrap());
-        assert_eq!(solver.algorithm(), TsigAlgorithm::HmacSha256);
+        assert_eq!(solver.server(), Some("[::1]:5353".parse().unwrap()));
+        assert_eq!(solver.algorithm(), Some(TsigAlgorithm::HmacSha256));
         assert_eq!(
             solver.propagation_timeout(),
             Dns01Solver::DEFAULT_PROPAGATION_TIMEOUT
@@ -1421,8 +1533,8 @@ mod tests {
             (Setting::Dns01TsigKeyName.name(), "k"),
             (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
         ];
-        // Each required one missing.
-        for missing in 1..full.len() {
+        // Each required one missing (the zone is found when unset).
+        for missing in 2..full.len() {
             let vars: Vec<_> = full
                 .iter()
                 .enumerate()
@@ -1453,6 +1565,109 @@ mod tests {
                 "{var}: {err:?}"
             );
             assert!(!err.to_string().contains(TSIG_SECRET));
+        }
+        // A provider's setting beside RFC 2136's, or without a provider.
+        for extra in [
+            (Setting::Dns01Token.name(), "t"),
+            (Setting::Dns01ApiUrl.name(), "http://127.0.0.1:8081"),
+        ] {
+            let mut vars = full.to_vec();
+            vars.push(extra);
+            let err = Config::from_vars(vars).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == extra.0),
+                "{err:?}"
+            );
+            let err = Config::from_vars([extra]).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == extra.0),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "dns01")]
+    #[test]
+    fn without_a_zone_the_rfc2136_solver_finds_it_through_the_server_or_the_resolver() {
+        let rfc2136 = [
+            (Setting::Dns01Server.name(), "192.0.2.53"),
+            (Setting::Dns01TsigKeyName.name(), "k"),
+            (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
+        ];
+        let c = Config::from_vars(rfc2136).unwrap();
+        let solver = c.acme().dns01().unwrap();
+        assert_eq!(solver.zone(), None);
+        assert_eq!(solver.resolver(), solver.server());
+        let mut vars = rfc2136.to_vec();
+        vars.push((Setting::Dns01Resolver.name(), "192.0.2.1"));
+        vars.push((Setting::Dns01Provider.name(), "RFC2136"));
+        let c = Config::from_vars(vars).unwrap();
+        let solver = c.acme().dns01().unwrap();
+        assert_eq!(solver.resolver(), Some("192.0.2.1:53".parse().unwrap()));
+        assert_eq!(solver.provider_name(), "rfc2136");
+    }
+
+    #[cfg(feature = "dns-providers")]
+    #[test]
+    fn reads_a_provider_and_its_credentials_and_never_shows_them() {
+        let token = "pdns-api-key-0123456789";
+        let c = Config::from_vars([
+            (Setting::Dns01Provider.name(), "PDNS"),
+            (Setting::Dns01Token.name(), token),
+            (Setting::Dns01ApiUrl.name(), "http://127.0.0.1:8081"),
+            (Setting::Dns01Resolver.name(), "127.0.0.1:5300"),
+        ])
+        .unwrap();
+        let solver = c.acme().dns01().unwrap();
+        assert_eq!(solver.provider_name(), "pdns");
+        assert_eq!(solver.server(), None);
+        assert_eq!(solver.resolver(), Some("127.0.0.1:5300".parse().unwrap()));
+        assert!(!format!("{c:?}").contains(token));
+
+        let secret = "route53-secret-0123456789";
+        let c = Config::from_vars([
+            (Setting::Dns01Provider.name(), "route53"),
+            (Setting::Dns01KeyId.name(), "AKIDEXAMPLE"),
+            (Setting::Dns01Secret.name(), secret),
+            (Setting::Dns01Zone.name(), "example.com"),
+        ])
+        .unwrap();
+        let solver = c.acme().dns01().unwrap();
+        assert_eq!(solver.zone().as_deref(), Some("example.com"));
+        assert!(!format!("{c:?}").contains(secret));
+
+        for (vars, named) in [
+            (
+                vec![(Setting::Dns01Provider.name(), "cloudflare")],
+                Setting::Dns01Token,
+            ),
+            (
+                vec![
+                    (Setting::Dns01Provider.name(), "cloudflare"),
+                    (Setting::Dns01Token.name(), token),
+                    (Setting::Dns01Server.name(), "192.0.2.53"),
+                ],
+                Setting::Dns01Server,
+            ),
+            (
+                vec![
+                    (Setting::Dns01Provider.name(), "cloudflare"),
+                    (Setting::Dns01Token.name(), token),
+                    (Setting::Dns01TsigSecret.name(), TSIG_SECRET),
+                ],
+                Setting::Dns01TsigSecret,
+            ),
+            (
+                vec![(Setting::Dns01Provider.name(), "bind-over-carrier-pigeon")],
+                Setting::Dns01Provider,
+            ),
+        ] {
+            let err = Config::from_vars(vars).unwrap_err();
+            assert!(
+                matches!(&err, Error::Config { name, .. } if name == named.name()),
+                "{named}: {err:?}"
+            );
+            assert!(!err.to_string().contains(token) && !err.to_string().contains(TSIG_SECRET));
         }
     }
 

@@ -125,6 +125,26 @@ pub enum Setting {
     /// Seconds a DNS-01 record gets to be visible at the server before the
     /// attempt fails. Default `120`.
     Dns01PropagationTimeout,
+    /// How DNS-01 records are published: `rfc2136`
+    /// (the default) or a DNS provider's API (`cloudflare`, `route53` ...;
+    /// feature `dns-providers`).
+    Dns01Provider,
+    /// The provider's API token (the consumer key for
+    /// OVH, the API key for PowerDNS); never shown.
+    Dns01Token,
+    /// The provider's key id (Route 53's access key
+    /// id, OVH's application key, GoDaddy's and Porkbun's API key,
+    /// DNSimple's account id).
+    Dns01KeyId,
+    /// The secret of that key (Route 53's secret
+    /// access key ...); never shown.
+    Dns01Secret,
+    /// The provider's API address (PowerDNS's URL,
+    /// Route 53's endpoint, OVH's API name).
+    Dns01ApiUrl,
+    /// The DNS server asked for each name's zone,
+    /// CNAME and name servers.
+    Dns01Resolver,
 }
 
 impl Setting {
@@ -172,6 +192,12 @@ impl Setting {
             Dns01TsigSecret,
             Dns01TsigAlgorithm,
             Dns01PropagationTimeout,
+            Dns01Provider,
+            Dns01Token,
+            Dns01KeyId,
+            Dns01Secret,
+            Dns01ApiUrl,
+            Dns01Resolver,
         ]
     }
 
@@ -216,6 +242,12 @@ impl Setting {
             Self::Dns01TsigSecret => "_APP_DNS01_TSIG_SECRET",
             Self::Dns01TsigAlgorithm => "_APP_DNS01_TSIG_ALGORITHM",
             Self::Dns01PropagationTimeout => "_APP_DNS01_PROPAGATION_TIMEOUT",
+            Self::Dns01Provider => "_APP_DNS01_PROVIDER",
+            Self::Dns01Token => "_APP_DNS01_TOKEN",
+            Self::Dns01KeyId => "_APP_DNS01_KEY_ID",
+            Self::Dns01Secret => "_APP_DNS01_SECRET",
+            Self::Dns01ApiUrl => "_APP_DNS01_API_URL",
+            Self::Dns01Resolver => "_APP_DNS01_RESOLVER",
         }
     }
 
