@@ -142,7 +142,17 @@ async fn knot_applies_the_solvers_signed_updates_and_answers_them_over_udp_at_on
         solver.cleanup(&second).await.unwrap();
         assert!(txt_udp(knot.addr(), RECORD).await.is_empty());
         let log = knot.log();
-        assert!(log.contains("DDNS"), "{log}");
+        assert_eq!(
+            log.matches("[example.test.] DDNS, finished, serial")
+                .count(),
+            4,
+            "{log}"
+        );
+        assert!(
+            log.contains("ACL, allowed, action update, remote 127.0.0.1@")
+                && log.contains(&format!("key '{TSIG_KEY_NAME}.'")),
+            "{log}"
+        );
     })
     .await;
 }
@@ -162,13 +172,15 @@ async fn knot_refuses_updates_unsigned_or_signed_with_a_wrong_secret() {
             matches!(
                 &err,
                 Error::Dns {
-                    problem: DnsProblem::NotAuthenticated | DnsProblem::Refused,
+                    problem: DnsProblem::NotAuthenticated,
                     step: "present",
                     ..
                 }
             ),
             "{err:?}"
         );
+
+        assert_eq!(err.code(), "dns_not_authenticated");
 
         // An update with no signature at all, over UDP.
         let mut record = Record::from_rdata(
@@ -188,6 +200,19 @@ async fn knot_refuses_updates_unsigned_or_signed_with_a_wrong_secret() {
             answer.metadata.response_code
         );
 
+        // knotd logs why, at debug level.
+        let log = knot.log();
+        assert!(
+            log.contains(&format!(
+                "TSIG, key '{TSIG_KEY_NAME}.', verification failed 'BADSIG'"
+            )),
+            "{log}"
+        );
+        assert!(
+            log.contains("ACL, denied, action update, remote 127.0.0.1@")
+                && log.contains(", key none"),
+            "{log}"
+        );
         // Nothing changed.
         assert!(txt_udp(knot.addr(), RECORD).await.is_empty());
         assert_eq!(serial_udp(knot.addr()).await, serial);
@@ -329,6 +354,10 @@ async fn a_wildcard_and_its_bare_name_are_issued_through_dns01_on_knot() {
             )),
             "{pebble_log}"
         );
+        // knotd applied the solver's updates (adds and removals; updates
+        // arriving together may be applied as one batch).
+        let log = knot.log();
+        assert!(log.contains("[example.test.] DDNS, finished"), "{log}");
         assert!(
             solver
                 .txt_values("_acme-challenge.example.test")

@@ -56,7 +56,8 @@ impl Knot {
         let port = free_dns_port();
         let secret = random_secret();
         let d = dir.path().display();
-        // No `user`: knotd keeps the user that starts it. The journal holds
+        // No `user`: knotd keeps the user that starts it. Debug logging shows
+        // each update's ACL and TSIG checks. The journal holds
         // every update (`zonefile-sync: -1` never rewrites the zone file),
         // and knotd answers an update only once the zone it serves has it.
         let mut conf = format!(
@@ -67,7 +68,7 @@ impl Knot {
     automatic-acl: off
 log:
   - target: stderr
-    any: info
+    any: debug
 database:
     storage: "{d}"
 control:
