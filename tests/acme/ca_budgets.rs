@@ -325,3 +325,64 @@ async fn renewals_sent_with_replaces_are_exempt_from_the_duplicate_budget() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn onboarding_200_custom_domains_under_one_registered_domain_burns_no_attempt() {
+    limited(TEST_LIMIT, async {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions::default()).await;
+        // Let's Encrypt's limits: 50 new certificates per registered domain.
+        let main = "www.certkeeper-test.com";
+        let renewer = instance(
+            &pebble,
+            &solver,
+            store.clone(),
+            &clock,
+            CaBudgets::default(),
+            main,
+        );
+        renewer.add_domain(&domain(main)).await.unwrap();
+        for i in 0..200 {
+            renewer
+                .add_domain(&domain(&format!("customer{i:03}.certkeeper-test.com")))
+                .await
+                .unwrap();
+        }
+        let orders = || pebble.log("pebble").matches("Added order").count();
+
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued.len(), 50, "{report}");
+        assert!(
+            report.failed.is_empty() && report.deferred.is_empty(),
+            "{report}"
+        );
+        assert_eq!(report.stopped, None, "{report}");
+        let waiting = |report: &certkeeper::CycleReport| {
+            report
+                .skipped
+                .iter()
+                .filter(|(_, why)| *why == SkipReason::RegisteredDomainBudget)
+                .count()
+        };
+        // 201 names, 200 a cycle: one left for the next cycle.
+        assert_eq!(waiting(&report), 150, "{report}");
+        assert_eq!(report.left_for_later.total, 1, "{report}");
+        assert_eq!(orders(), 50, "nothing was ordered over the budget");
+
+        // A day later the budget is still spent: nothing ordered, and no
+        // name has an attempt charged.
+        clock.advance(Duration::days(1));
+        let report = renewer.run_cycle().await.unwrap();
+        assert!(report.issued.is_empty(), "{report}");
+        assert_eq!(waiting(&report), 151, "{report}");
+        assert_eq!(orders(), 50);
+        for i in 0..200 {
+            let name = domain(&format!("customer{i:03}.certkeeper-test.com"));
+            assert_eq!(
+                store.load(&name).await.unwrap().unwrap().attempts,
+                0,
+                "{name}"
+            );
+        }
+    })
+    .await;
+}
