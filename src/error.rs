@@ -464,6 +464,10 @@ impl Error {
             Self::Acme {
                 problem: Some(problem),
                 ..
+            } if problem.unpause_url().is_some() => "acme_paused",
+            Self::Acme {
+                problem: Some(problem),
+                ..
             } => problem.kind().code(),
             Self::Acme { .. } if self.acme_protocol_error().is_some() => "acme_protocol",
             Self::Acme { .. } => "acme_unreachable",
@@ -588,10 +592,31 @@ impl Error {
     }
 
     /// Whether the CA answered `rateLimited`: not the domain's failure
-    /// either, and a reason to stop ordering for now.
+    /// either, and a reason to stop ordering for now. A paused name
+    /// ([`is_paused`](Self::is_paused)) is not: Let's Encrypt answers it
+    /// with the same type, but it is that name's alone.
     pub fn is_rate_limited(&self) -> bool {
-        self.acme_problem()
-            .is_some_and(|problem| problem.is(ProblemKind::RateLimited))
+        self.acme_problem().is_some_and(|problem| {
+            problem.is(ProblemKind::RateLimited) && problem.unpause_url().is_none()
+        })
+    }
+
+    /// Whether the CA paused ordering for this name: Let's Encrypt does so
+    /// for an account's name after a long run of failed validations, and
+    /// orders for it are refused until the operator unpauses it on the
+    /// page the error names ([`unpause_url`](Self::unpause_url)). Code
+    /// `acme_paused`. The renewer puts the name at the attempt limit at
+    /// once (it is no longer ordered by the cycle, and
+    /// [`Event::GaveUp`](crate::events::Event::GaveUp) carries the page);
+    /// manual generation orders it again once it is unpaused.
+    pub fn is_paused(&self) -> bool {
+        self.unpause_url().is_some()
+    }
+
+    /// The CA's page where the operator unpauses a paused name
+    /// ([`is_paused`](Self::is_paused)).
+    pub fn unpause_url(&self) -> Option<&str> {
+        self.acme_problem().and_then(AcmeProblem::unpause_url)
     }
 
     /// The CA's problem type, when this is an [`Error::Acme`] with a problem document.
@@ -692,6 +717,15 @@ pub enum SkipReason {
     /// The name failed validation as often as its budget allows
     /// ([`Budget::FailedValidations`]); it waits until that frees up.
     FailedValidationBudget,
+    /// The name's registered domain got as many new certificates as its
+    /// budget allows ([`Budget::RegisteredDomain`]); the name waits until
+    /// that frees up, and the cycle goes on with other names. Not an
+    /// attempt.
+    RegisteredDomainBudget,
+    /// The name got as many certificates for the same set of names as its
+    /// budget allows ([`Budget::DuplicateCertificates`]); it waits until
+    /// that frees up. Not an attempt.
+    DuplicateBudget,
     /// The CA's renewal window (ARI, RFC 9773) was checked again and has
     /// not begun: the renew date moved to the window.
     RenewalWindowAhead,
@@ -721,6 +755,8 @@ impl SkipReason {
             Self::RateLimited => "rate_limited",
             Self::OrderBudget => "order_budget",
             Self::FailedValidationBudget => "failed_validation_budget",
+            Self::RegisteredDomainBudget => "registered_domain_budget",
+            Self::DuplicateBudget => "duplicate_budget",
             Self::RenewalWindowAhead => "renewal_window_ahead",
             Self::Misconfigured => "misconfigured",
             Self::StoreUnavailable => "store_unavailable",
@@ -742,6 +778,12 @@ impl fmt::Display for SkipReason {
             Self::OrderBudget => "the CA's order budget is spent; left for later",
             Self::FailedValidationBudget => {
                 "the name's failed-validation budget is spent; left for later"
+            }
+            Self::RegisteredDomainBudget => {
+                "the registered domain's new-certificate budget is spent; left for later"
+            }
+            Self::DuplicateBudget => {
+                "the duplicate-certificate budget of the name is spent; left for later"
             }
             Self::RenewalWindowAhead => {
                 "the CA's renewal window was checked again and has not begun"
@@ -781,6 +823,24 @@ impl AcmeProblem {
     /// The problem type, parsed.
     pub fn kind(&self) -> ProblemKind {
         ProblemKind::from_uri(self.type_uri.as_deref())
+    }
+
+    /// The page where the operator unpauses the name, when the CA paused
+    /// ordering for it: Let's Encrypt's refusal reads "Your account is
+    /// temporarily prevented from requesting certificates for `<names>` ...
+    /// Please visit: `<url>`" (type `rateLimited`, or `unauthorized` in
+    /// older versions).
+    pub fn unpause_url(&self) -> Option<&str> {
+        const PAUSED: &str = "temporarily prevented from requesting certificates";
+        let detail = self.detail.as_deref()?;
+        if !detail.contains(PAUSED) {
+            return None;
+        }
+        let start = detail.find("https://")?;
+        let url = detail[start..]
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+            .next()?;
+        Some(url.trim_end_matches(['.', ',', ')']))
     }
 
     /// Whether the problem, or one of its subproblems, is of `kind`.
@@ -1008,6 +1068,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_paused_name_is_told_by_the_detail_whatever_the_type() {
+        let url = "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=abc.def.ghi";
+        let detail = format!(
+            "Your account is temporarily prevented from requesting certificates for \
+             www.example.com and possibly others. Please visit: {url}"
+        );
+        for type_uri in [
+            "urn:ietf:params:acme:error:rateLimited",
+            "urn:ietf:params:acme:error:unauthorized",
+        ] {
+            let problem = AcmeProblem {
+                type_uri: Some(type_uri.into()),
+                detail: Some(detail.clone()),
+                status: Some(429),
+                subproblems: Vec::new(),
+            };
+            assert_eq!(problem.unpause_url(), Some(url));
+            let error = Error::Acme {
+                domain: None,
+                step: "new-order",
+                problem: Some(Box::new(problem)),
+                message: String::new(),
+                source: None,
+            };
+            assert!(error.is_paused());
+            assert!(!error.is_rate_limited());
+            assert!(!error.counts_no_attempt());
+            assert_eq!(error.code(), "acme_paused");
+        }
+        let limited = AcmeProblem {
+            type_uri: Some("urn:ietf:params:acme:error:rateLimited".into()),
+            detail: Some("too many certificates (50) already issued for \"example.com\"".into()),
+            status: Some(429),
+            subproblems: Vec::new(),
+        };
+        assert_eq!(limited.unpause_url(), None);
+    }
+
+    #[test]
     fn problem_kinds_round_trip_their_uri_and_have_distinct_codes() {
         let mut codes = std::collections::HashSet::new();
         for (kind, name, code) in PROBLEM_KINDS {
@@ -1172,6 +1271,12 @@ pub enum Budget {
     Orders,
     /// Failed validations per name (Let's Encrypt: 5 per hour).
     FailedValidations,
+    /// New certificates per registered domain (Let's Encrypt: 50 per 7
+    /// days; renewals are exempt).
+    RegisteredDomain,
+    /// Certificates for the same set of names (Let's Encrypt: 5 per 7
+    /// days; renewals sent with `replaces` are exempt).
+    DuplicateCertificates,
 }
 
 impl Budget {
@@ -1180,6 +1285,8 @@ impl Budget {
         match self {
             Self::Orders => "budget_orders",
             Self::FailedValidations => "budget_failed_validations",
+            Self::RegisteredDomain => "budget_registered_domain",
+            Self::DuplicateCertificates => "budget_duplicate_certificates",
         }
     }
 
@@ -1188,6 +1295,8 @@ impl Budget {
         match self {
             Self::Orders => SkipReason::OrderBudget,
             Self::FailedValidations => SkipReason::FailedValidationBudget,
+            Self::RegisteredDomain => SkipReason::RegisteredDomainBudget,
+            Self::DuplicateCertificates => SkipReason::DuplicateBudget,
         }
     }
 }
@@ -1197,6 +1306,8 @@ impl fmt::Display for Budget {
         f.write_str(match self {
             Self::Orders => "order",
             Self::FailedValidations => "failed-validation",
+            Self::RegisteredDomain => "registered-domain certificate",
+            Self::DuplicateCertificates => "duplicate-certificate",
         })
     }
 }

@@ -37,6 +37,8 @@
 //! | `_APP_SMTP_CA_ROOT` | unset | PEM file of the roots to trust for the SMTP server's TLS (instead of the system's) |
 //! | `_APP_ACME_ORDER_BUDGET` | `300` | new orders per ACME account per 3 hours (the CA's limit), counted in the store and shared by the instances sharing it; a cycle leaves the rest for later |
 //! | `_APP_ACME_FAILED_VALIDATION_BUDGET` | `5` | failed validations per name per hour before the name waits (the CA's limit) |
+//! | `_APP_ACME_REGISTERED_DOMAIN_BUDGET` | `50` | new certificates per registered domain per 7 days (the CA's limit; renewals are exempt) before a new name under it waits |
+//! | `_APP_ACME_DUPLICATE_BUDGET` | `5` | certificates for one name per 7 days (the CA's limit; renewals sent with `replaces` are exempt) before it waits |
 //! | `_APP_DNS01_SERVER` | unset | the authoritative DNS server (`192.0.2.53` or `192.0.2.53:53`) that takes RFC 2136 updates: setting it turns DNS-01 on |
 //! | `_APP_DNS01_ZONE` | unset | the zone the `_acme-challenge` records go to (`example.com`); required with the server |
 //! | `_APP_DNS01_TSIG_KEY_NAME` | unset | the name of the TSIG key that signs the updates; required with the server |
@@ -291,6 +293,14 @@ impl Config {
                 }
                 Setting::AcmeFailedValidationBudget => {
                     b.acme_budgets.failed_validations =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
+                Setting::AcmeRegisteredDomainBudget => {
+                    b.acme_budgets.certificates_per_registered_domain =
+                        u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
+                }
+                Setting::AcmeDuplicateBudget => {
+                    b.acme_budgets.duplicate_certificates =
                         u32::try_from(parse_positive(&name, v)?).unwrap_or(u32::MAX)
                 }
                 #[cfg(feature = "dns01")]
@@ -1211,6 +1221,17 @@ impl ConfigBuilder {
                 ),
                 self.acme_budgets.failed_validations == 0,
             ),
+            (
+                self.name(
+                    Setting::AcmeRegisteredDomainBudget,
+                    "ConfigBuilder::acme_budgets",
+                ),
+                self.acme_budgets.certificates_per_registered_domain == 0,
+            ),
+            (
+                self.name(Setting::AcmeDuplicateBudget, "ConfigBuilder::acme_budgets"),
+                self.acme_budgets.duplicate_certificates == 0,
+            ),
         ] {
             if zero {
                 return Err(Error::config(name, "must be positive"));
@@ -1467,13 +1488,19 @@ mod tests {
         let c = Config::from_vars([
             (Setting::AcmeOrderBudget.name(), "50"),
             (Setting::AcmeFailedValidationBudget.name(), "2"),
+            (Setting::AcmeRegisteredDomainBudget.name(), "20"),
+            (Setting::AcmeDuplicateBudget.name(), "3"),
         ])
         .unwrap();
         assert_eq!(c.acme().budgets().orders, 50);
         assert_eq!(c.acme().budgets().failed_validations, 2);
+        assert_eq!(c.acme().budgets().certificates_per_registered_domain, 20);
+        assert_eq!(c.acme().budgets().duplicate_certificates, 3);
         for var in [
             Setting::AcmeOrderBudget.name(),
             Setting::AcmeFailedValidationBudget.name(),
+            Setting::AcmeRegisteredDomainBudget.name(),
+            Setting::AcmeDuplicateBudget.name(),
         ] {
             for bad in ["0", "lots"] {
                 let err = Config::from_vars([(var, bad)]).unwrap_err();

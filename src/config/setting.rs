@@ -78,6 +78,12 @@ pub enum Setting {
     /// Failed validations per name per hour before the name waits (the CA's
     /// limit). Default `5`.
     AcmeFailedValidationBudget,
+    /// New certificates per registered domain per 7 days (the CA's limit;
+    /// renewals are exempt). Default `50`.
+    AcmeRegisteredDomainBudget,
+    /// Certificates for one same set of names per 7 days (the CA's limit;
+    /// renewals sent with `replaces` are exempt). Default `5`.
+    AcmeDuplicateBudget,
     /// The folder of the default file store. Default `./certificates`.
     CertificatesPath,
     /// Certificates issued at once in a cycle. Default `8`.
@@ -174,6 +180,8 @@ impl Setting {
             AcmeEabHmacKey,
             AcmeOrderBudget,
             AcmeFailedValidationBudget,
+            AcmeRegisteredDomainBudget,
+            AcmeDuplicateBudget,
             CertificatesPath,
             CertificatesConcurrency,
             CertificatesDatabaseUrl,
@@ -224,6 +232,8 @@ impl Setting {
             Self::AcmeEabHmacKey => "_APP_ACME_EAB_HMAC_KEY",
             Self::AcmeOrderBudget => "_APP_ACME_ORDER_BUDGET",
             Self::AcmeFailedValidationBudget => "_APP_ACME_FAILED_VALIDATION_BUDGET",
+            Self::AcmeRegisteredDomainBudget => "_APP_ACME_REGISTERED_DOMAIN_BUDGET",
+            Self::AcmeDuplicateBudget => "_APP_ACME_DUPLICATE_BUDGET",
             Self::CertificatesPath => "_APP_CERTIFICATES_PATH",
             Self::CertificatesConcurrency => "_APP_CERTIFICATES_CONCURRENCY",
             Self::CertificatesDatabaseUrl => "_APP_CERTIFICATES_DATABASE_URL",

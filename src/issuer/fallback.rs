@@ -80,11 +80,9 @@ impl FallbackIssuer {
         match error {
             // This issuer cannot prove a wildcard; another may.
             Error::WildcardNeedsDns01 { .. } => true,
-            // This CA's account has no order left; another CA's may.
-            Error::BudgetSpent {
-                budget: crate::error::Budget::Orders,
-                ..
-            } => true,
+            // This CA's budget is spent; another CA's is its own (a name's
+            // failed validations are the same anywhere).
+            Error::BudgetSpent { budget, .. } => *budget != crate::error::Budget::FailedValidations,
             Error::Acme {
                 problem: Some(problem),
                 ..
@@ -140,6 +138,30 @@ impl Issuer for FallbackIssuer {
     /// The first issuer's kind; each [`Issued`] names the one that issued.
     fn kind(&self) -> IssuerKind {
         self.issuers[0].kind()
+    }
+
+    /// Admits a request one of the issuers would take now (each CA has its
+    /// own budgets); else the first spent budget, or the first refusal.
+    async fn admit(&self, request: &IssueRequest) -> Result<()> {
+        let (mut spent, mut refused) = (None, None);
+        for issuer in &self.issuers {
+            let admitted = match issuer.check(&request.domain) {
+                Ok(()) => issuer.admit(request).await,
+                Err(e) => Err(e),
+            };
+            match admitted {
+                Ok(()) => return Ok(()),
+                Err(e @ Error::BudgetSpent { .. }) => {
+                    spent.get_or_insert(e);
+                }
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
+            }
+        }
+        Err(spent
+            .or(refused)
+            .unwrap_or_else(|| Error::config("FallbackIssuer::new", "no issuer")))
     }
 
     /// Accepts a name one of the issuers accepts (a wildcard needs one

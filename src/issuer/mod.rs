@@ -72,6 +72,20 @@ pub trait Issuer: Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether `request` may be ordered now, within the CA's limits the
+    /// issuer keeps: [`Error::BudgetSpent`](crate::Error::BudgetSpent)
+    /// when a budget of the name is spent (for an
+    /// [`AcmeIssuer`]: its failed validations, its registered domain's new
+    /// certificates, its duplicates; see [`CaBudgets`]). Counts nothing
+    /// and sends nothing to the CA; [`issue`](Self::issue) fails the same
+    /// way. The renewer asks it before the name takes a place of the
+    /// maintenance interval's cap, so a name waiting on its own budget
+    /// does not hold one. The default admits every request.
+    async fn admit(&self, request: &IssueRequest) -> Result<()> {
+        let _ = request;
+        Ok(())
+    }
+
     /// The CA's suggested renewal window for `domain`'s certificate whose
     /// chain (PEM, leaf first) is `chain_pem`: ACME Renewal Information
     /// (ARI, RFC 9773). `Ok(None)` (the default) when the issuer or its CA

@@ -138,6 +138,10 @@ impl Issuer for IssuerRouter {
         self.route(domain).map(drop)
     }
 
+    async fn admit(&self, request: &IssueRequest) -> Result<()> {
+        self.route(&request.domain)?.admit(request).await
+    }
+
     async fn renewal_window(
         &self,
         domain: &Domain,

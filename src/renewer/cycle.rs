@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use super::issue::{not_attempted, Outcome};
+use super::issue::{not_attempted, request_for, Outcome};
 use super::lease::CYCLE_LEASE;
 use super::notice::is_expiring_unrenewed;
 use super::{CycleFailure, CycleReport, Renewer, SkipReason, PASSED_OVER_LISTED};
@@ -193,12 +193,6 @@ impl Renewer {
                     if let Some(reason) = gate.stopped() {
                         return (domain, Outcome::Skipped(reason));
                     }
-                    // An order the cap cannot count is not made.
-                    if let Err(e) = this.charge_order().await {
-                        let outcome = not_attempted(&domain, e);
-                        gate.record(&outcome);
-                        return (domain, outcome);
-                    }
                     let outcome = this.renew(&domain).await;
                     gate.record(&outcome);
                     (domain, outcome)
@@ -323,7 +317,10 @@ impl Renewer {
 
     /// A cycle's issuance of `domain`: under its lease, the record is read
     /// (once) and issued only if still due, so an issuance another task or
-    /// instance finished meanwhile is not repeated.
+    /// instance finished meanwhile is not repeated. A name whose own CA
+    /// budget is spent ([`Issuer::admit`](crate::issuer::Issuer::admit)) is
+    /// left for later before it takes a place of the interval's cap; an
+    /// order the cap cannot count is not made.
     async fn renew(&self, domain: &Domain) -> Outcome {
         let lease = match self.inner.leases.domain(domain).await {
             Ok(Some(lease)) => lease,
@@ -340,10 +337,22 @@ impl Renewer {
                     && record.attempts == 0
                     && record.ari.as_ref().is_some_and(|ari| ari.renew_at > now) =>
             {
-                self.check_renewal_window(record).await
+                match self.charge_order().await {
+                    Ok(()) => self.check_renewal_window(record).await,
+                    Err(e) => not_attempted(domain, e),
+                }
             }
             Ok(Some(record)) if record.is_due(now, max_attempts) => {
-                self.issue_leased(record, false).await
+                let admitted = self.inner.issuing.issuer.admit(&request_for(&record)).await;
+                match admitted {
+                    Err(e @ Error::BudgetSpent { .. }) => self.leave_for_budget(record, &e).await,
+                    Err(e) if e.is_store_failure() => not_attempted(domain, e),
+                    // Anything else is the issuance's to meet and record.
+                    Ok(()) | Err(_) => match self.charge_order().await {
+                        Ok(()) => self.issue_leased(record, false).await,
+                        Err(e) => not_attempted(domain, e),
+                    },
+                }
             }
             Ok(Some(_)) => Outcome::Skipped(SkipReason::NoLongerDue),
             Ok(None) => Outcome::Skipped(SkipReason::Removed),

@@ -12,10 +12,10 @@ use std::time::Duration as StdDuration;
 use time::Duration;
 use tracing::{debug, info, warn};
 
-use super::{Renewer, SkipReason};
+use super::{Renewer, SkipReason, MIN_RETRY_SPACING};
 use crate::cert::IssuedCert;
 use crate::config::{Naming, Setting};
-use crate::error::{rfc3339, CertProblem};
+use crate::error::{rfc3339, Budget, CertProblem};
 use crate::events::{problem_type, Event};
 use crate::issuer::{IssueRequest, Issued, IssuedChain, Issuer, RenewalWindow, Revoker};
 use crate::resolver::CertResolver;
@@ -92,7 +92,6 @@ impl Renewer {
     /// Issues for `record`'s domain, whose lease the caller holds, and
     /// stores the outcome.
     pub(super) async fn issue_leased(&self, record: CertRecord, manual: bool) -> Outcome {
-        let domain = record.domain.clone();
         let step = if manual {
             "manual"
         } else if record.certificate.is_some() {
@@ -100,22 +99,50 @@ impl Renewer {
         } else {
             "issue"
         };
-        // The certificate it replaces: the issuer decides whether its CA is
-        // told (ARI's `replaces`).
-        let mut request = IssueRequest::new(domain.clone());
-        if let Some(cert) = &record.certificate {
-            request = request.replacing(IssuedChain::new(
-                cert.chain_pem.clone(),
-                cert.issuer.clone(),
-            ));
-        }
-        let result = self.issue_sealed(&request).await;
-        // Nothing was asked of the CA: the record stays as it is.
-        if let Err(e @ Error::BudgetSpent { budget, .. }) = &result {
-            info!(%domain, error = %e, "left for later: a budget of the CA is spent");
-            return Outcome::Skipped(budget.skip_reason());
+        let result = self.issue_sealed(&request_for(&record)).await;
+        // Nothing was asked of the CA: not an attempt.
+        if let Err(e @ Error::BudgetSpent { .. }) = &result {
+            return self.leave_for_budget(record, e).await;
         }
         self.store_outcome(record, result, step).await
+    }
+
+    /// Leaves `record`, whose lease the caller holds, for later when a
+    /// budget of the CA is spent (`error`): not an attempt. A budget of the
+    /// name's own (its failed validations, its registered domain's new
+    /// certificates, its duplicates) moves its renew date by the budget's
+    /// window over its limit, about when a unit frees up, so the name does
+    /// not come first in every pass meanwhile; the account's order budget
+    /// leaves the record as it is.
+    pub(super) async fn leave_for_budget(&self, mut record: CertRecord, error: &Error) -> Outcome {
+        let domain = record.domain.clone();
+        info!(%domain, error = %error, "left for later: a budget of the CA is spent");
+        let (budget, wait) = match *error {
+            Error::BudgetSpent {
+                budget,
+                limit,
+                window,
+                ..
+            } => (budget, window / limit.max(1)),
+            _ => (Budget::Orders, StdDuration::ZERO),
+        };
+        if budget != Budget::Orders {
+            let wait = Duration::try_from(wait)
+                .unwrap_or(Duration::days(1))
+                .max(MIN_RETRY_SPACING);
+            let later = self.inner.clock.now().checked_add(wait);
+            if let Some(later) = later.filter(|later| record.renew_date < *later) {
+                record.renew_date = later.replace_nanosecond(0).unwrap_or(later);
+                match self.store().save(&record).await {
+                    Ok(_) => {}
+                    Err(Error::Conflict { .. }) => {
+                        return Outcome::Skipped(SkipReason::KeptChanging)
+                    }
+                    Err(e) => return not_attempted(&domain, e),
+                }
+            }
+        }
+        Outcome::Skipped(budget.skip_reason())
     }
 
     /// Asks the CA again for its renewal window (ARI) of `record`'s
@@ -489,6 +516,19 @@ fn store_failed<T>(domain: &Domain, e: Error, result: &Result<T>) -> Outcome {
 /// The store failed before anything was asked of the issuer (reading the
 /// record, the lease): nothing was stored, so nothing is charged to the
 /// domain, and the next cycle tries again.
+/// What issuing `record` asks: its name, and the certificate it replaces
+/// (the issuer decides whether its CA is told, ARI's `replaces`).
+pub(super) fn request_for(record: &CertRecord) -> IssueRequest {
+    let request = IssueRequest::new(record.domain.clone());
+    match &record.certificate {
+        Some(cert) => request.replacing(IssuedChain::new(
+            cert.chain_pem.clone(),
+            cert.issuer.clone(),
+        )),
+        None => request,
+    }
+}
+
 pub(super) fn not_attempted(domain: &Domain, e: Error) -> Outcome {
     warn!(%domain, error = %e, code = e.code(), "the store failed before the attempt; not attempted");
     Outcome::Deferred(e)

@@ -162,8 +162,10 @@ impl RenewalPolicy {
 
     /// Applies a failed attempt: attempts + 1, and the renew date moved to
     /// when it is tried again ([`retry_date`](Self::retry_date)), until
-    /// `max_attempts`. The certificate in force (if any) is kept and still
-    /// served.
+    /// `max_attempts`. A name the CA paused ([`Error::is_paused`]) goes to
+    /// `max_attempts` at once: ordering it again is refused until the
+    /// operator unpauses it. The certificate in force (if any) is kept and
+    /// still served.
     pub fn on_failure(
         &self,
         record: &mut CertRecord,
@@ -172,6 +174,9 @@ impl RenewalPolicy {
         step: &str,
     ) {
         record.attempts = record.attempts.saturating_add(1);
+        if error.is_paused() {
+            record.attempts = record.attempts.max(self.max_attempts);
+        }
         record.renew_date = self.retry_date(record, now);
         record.push_log(LogEntry {
             time: now,

@@ -9,13 +9,13 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use certkeeper::challenge::Http01Solver;
+use certkeeper::challenge::{Http01Server, Http01Solver};
 use certkeeper::error::SkipReason;
 use certkeeper::issuer::CaBudgets;
 use certkeeper::store::{CertStore, MemoryStore};
-use certkeeper::{RenewalPolicy, Renewer, TestClock};
+use certkeeper::{Clock, RenewalPolicy, Renewer, TestClock};
 use common::acme::{pebble_issuer, serve_http01};
-use common::pebble::{Pebble, PebbleOptions};
+use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, limited, TEST_KEY};
 use time::Duration;
 
@@ -55,19 +55,33 @@ fn instance(
         .build()
 }
 
+/// A Pebble with `options`, an HTTP-01 solver on its port, and a store
+/// whose clock (which the budgets follow) is the returned test clock.
+async fn stage(
+    options: PebbleOptions,
+) -> (
+    Pebble,
+    Http01Solver,
+    Http01Server,
+    TestClock,
+    Arc<MemoryStore>,
+) {
+    let pebble = Pebble::start(options).await;
+    let solver = Http01Solver::new();
+    let listener = serve_http01(&solver, &pebble).await;
+    let clock = clock_at_now();
+    let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+    (pebble, solver, listener, clock, store)
+}
+
 #[tokio::test]
 async fn instances_sharing_a_store_share_the_order_budget_and_leave_the_rest_for_later() {
     limited(TEST_LIMIT, async {
-        let pebble = Pebble::start(PebbleOptions {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions {
             nonce_reject_percent: 20,
             ..PebbleOptions::default()
         })
         .await;
-        let solver = Http01Solver::new();
-        let _listener = serve_http01(&solver, &pebble).await;
-        let clock = clock_at_now();
-        // The budgets follow the store's clock.
-        let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
         let budgets = CaBudgets {
             orders: 2,
             ..CaBudgets::default()
@@ -115,16 +129,11 @@ async fn instances_sharing_a_store_share_the_order_budget_and_leave_the_rest_for
 async fn a_name_that_keeps_failing_validation_waits_once_its_budget_is_spent() {
     limited(TEST_LIMIT, async {
         // No A record anywhere: every validation fails (the name's fault).
-        let pebble = Pebble::start(PebbleOptions {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions {
             dns_ipv4: None,
             ..PebbleOptions::default()
         })
         .await;
-        let solver = Http01Solver::new();
-        let _listener = serve_http01(&solver, &pebble).await;
-        let clock = clock_at_now();
-        // The budgets follow the store's clock.
-        let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
         let budgets = CaBudgets {
             failed_validations: 2,
             ..CaBudgets::default()
@@ -165,6 +174,215 @@ async fn a_name_that_keeps_failing_validation_waits_once_its_budget_is_spent() {
         let report = renewer.run_cycle().await.unwrap();
         assert_eq!(report.failed.len(), 1, "{report:?}");
         assert_eq!(orders(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn new_names_under_a_spent_registered_domain_wait_without_attempts_while_renewals_go_through()
+{
+    limited(TEST_LIMIT, async {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions::default()).await;
+        let budgets = CaBudgets {
+            certificates_per_registered_domain: 3,
+            duplicate_certificates: 2,
+            ..CaBudgets::default()
+        };
+        let main = "www.certkeeper-test.com";
+        let renewer = instance(&pebble, &solver, store.clone(), &clock, budgets, main);
+        // Six names under one registered domain, two under another.
+        let onboarded: Vec<String> = (0..5)
+            .map(|i| format!("shop{i}.certkeeper-test.com"))
+            .chain(["a.other-test.co.uk".into(), "b.other-test.co.uk".into()])
+            .collect();
+        renewer.add_domain(&domain(main)).await.unwrap();
+        for name in &onboarded {
+            renewer.add_domain(&domain(name)).await.unwrap();
+        }
+        let orders = || pebble.log("pebble").matches("Added order").count();
+
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(
+            report.stopped, None,
+            "one domain's budget does not stop the cycle"
+        );
+        assert_eq!(report.issued.len(), 5, "{report:?}");
+        let waiting: Vec<_> = report
+            .skipped
+            .iter()
+            .filter(|(_, why)| *why == SkipReason::RegisteredDomainBudget)
+            .map(|(d, _)| d.clone())
+            .collect();
+        assert_eq!(waiting.len(), 3, "{report:?}");
+        assert!(report.failed.is_empty(), "{report:?}");
+        // Both names of the other registered domain were issued.
+        for name in ["a.other-test.co.uk", "b.other-test.co.uk"] {
+            assert!(report.issued.contains(&domain(name)), "{report:?}");
+        }
+        assert_eq!(orders(), 5, "nothing was ordered over the budget");
+        // Not an attempt; the name waits about as long as a unit takes to
+        // free up (7 days over 3), so passes meanwhile do not pick it.
+        for name in &waiting {
+            let record = store.load(name).await.unwrap().unwrap();
+            assert_eq!(record.attempts, 0);
+            assert!(record.certificate.is_none());
+            let wait = record.renew_date - clock.now();
+            assert!(
+                (Duration::hours(55)..=Duration::hours(57)).contains(&wait),
+                "{wait}"
+            );
+        }
+        clock.advance(Duration::days(1));
+        let report = renewer.run_cycle().await.unwrap();
+        assert!(
+            report.issued.is_empty() && report.skipped.is_empty(),
+            "{report:?}"
+        );
+
+        // A renewal is exempt: manual generation renews an issued name of
+        // the spent domain at once (it counts as its first duplicate).
+        let renewed = report_issued_name(&store, "certkeeper-test.com").await;
+        let before = store.load(&renewed).await.unwrap().unwrap();
+        let after = renewer.issue_now(Some(&renewed)).await.unwrap();
+        assert_ne!(
+            after.certificate.as_ref().unwrap().fingerprint,
+            before.certificate.as_ref().unwrap().fingerprint
+        );
+        assert_eq!(orders(), 6);
+        // Without ARI (Debian's Pebble has none), renewals count as
+        // duplicates: the first certificate and one renewal spend 2.
+        let err = renewer.issue_now(Some(&renewed)).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                certkeeper::Error::InProgress {
+                    reason: SkipReason::DuplicateBudget,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(orders(), 6);
+
+        // A week after the first certificates, the waiting names are issued.
+        clock.advance(Duration::days(6));
+        let report = renewer.run_cycle().await.unwrap();
+        for name in &waiting {
+            assert!(report.issued.contains(name), "{report:?}");
+        }
+        assert_eq!(orders(), 9);
+    })
+    .await;
+}
+
+/// An issued name under `registered` in the store.
+async fn report_issued_name(store: &MemoryStore, registered: &str) -> certkeeper::Domain {
+    for i in 0..5 {
+        let name = domain(&format!("shop{i}.{registered}"));
+        if let Some(record) = store.load(&name).await.unwrap() {
+            if record.certificate.is_some() {
+                return name;
+            }
+        }
+    }
+    let main = domain(&format!("www.{registered}"));
+    assert!(store
+        .load(&main)
+        .await
+        .unwrap()
+        .unwrap()
+        .certificate
+        .is_some());
+    main
+}
+
+#[tokio::test]
+async fn renewals_sent_with_replaces_are_exempt_from_the_duplicate_budget() {
+    limited(TEST_LIMIT, async {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions {
+            version: PebbleVersion::V2_10,
+            ..PebbleOptions::default()
+        })
+        .await;
+        let budgets = CaBudgets {
+            duplicate_certificates: 1,
+            ..CaBudgets::default()
+        };
+        let main = "www.certkeeper-test.com";
+        let renewer = instance(&pebble, &solver, store.clone(), &clock, budgets, main);
+        renewer.add_domain(&domain(main)).await.unwrap();
+        let first = renewer.issue_now(Some(&domain(main))).await.unwrap();
+        // Renewals name the certificate they replace (ARI): not duplicates.
+        let mut last = first.certificate.unwrap().fingerprint;
+        for _ in 0..2 {
+            let renewed = renewer.issue_now(Some(&domain(main))).await.unwrap();
+            let fingerprint = renewed.certificate.unwrap().fingerprint;
+            assert_ne!(fingerprint, last);
+            last = fingerprint;
+        }
+        let log = pebble.log("pebble");
+        assert_eq!(log.matches("Added order").count(), 3, "{log}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn onboarding_200_custom_domains_under_one_registered_domain_burns_no_attempt() {
+    limited(TEST_LIMIT, async {
+        let (pebble, solver, _listener, clock, store) = stage(PebbleOptions::default()).await;
+        // Let's Encrypt's limits: 50 new certificates per registered domain.
+        let main = "www.certkeeper-test.com";
+        let renewer = instance(
+            &pebble,
+            &solver,
+            store.clone(),
+            &clock,
+            CaBudgets::default(),
+            main,
+        );
+        renewer.add_domain(&domain(main)).await.unwrap();
+        for i in 0..200 {
+            renewer
+                .add_domain(&domain(&format!("customer{i:03}.certkeeper-test.com")))
+                .await
+                .unwrap();
+        }
+        let orders = || pebble.log("pebble").matches("Added order").count();
+
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(report.issued.len(), 50, "{report}");
+        assert!(
+            report.failed.is_empty() && report.deferred.is_empty(),
+            "{report}"
+        );
+        assert_eq!(report.stopped, None, "{report}");
+        let waiting = |report: &certkeeper::CycleReport| {
+            report
+                .skipped
+                .iter()
+                .filter(|(_, why)| *why == SkipReason::RegisteredDomainBudget)
+                .count()
+        };
+        // 201 names, 200 a cycle: one left for the next cycle.
+        assert_eq!(waiting(&report), 150, "{report}");
+        assert_eq!(report.left_for_later.total, 1, "{report}");
+        assert_eq!(orders(), 50, "nothing was ordered over the budget");
+
+        // A day later the budget is still spent: nothing ordered, and no
+        // name has an attempt charged.
+        clock.advance(Duration::days(1));
+        let report = renewer.run_cycle().await.unwrap();
+        assert!(report.issued.is_empty(), "{report}");
+        assert_eq!(waiting(&report), 151, "{report}");
+        assert_eq!(orders(), 50);
+        for i in 0..200 {
+            let name = domain(&format!("customer{i:03}.certkeeper-test.com"));
+            assert_eq!(
+                store.load(&name).await.unwrap().unwrap().attempts,
+                0,
+                "{name}"
+            );
+        }
     })
     .await;
 }

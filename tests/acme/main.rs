@@ -1,8 +1,9 @@
 //! Issuing through ACME: the issuer against real Pebble CAs (2.4 and 2.10),
 //! a fallback CA, the CA budgets, a CA whose answers break the protocol,
 //! ACME account key rollover, and
-//! the HTTP-01, TLS-ALPN-01 and DNS-01 (bind9) challenges, each validated
-//! for real, and certificates for IP addresses (RFC 8738).
+//! the HTTP-01, TLS-ALPN-01 and DNS-01 (bind9, Knot) challenges, each
+//! validated for real, the Knot and PowerDNS servers taking records, and
+//! certificates for IP addresses (RFC 8738).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +15,8 @@ mod ca_budgets;
 mod dns01;
 #[cfg(feature = "dns01")]
 mod dns01_logs;
+#[cfg(feature = "dns01")]
+mod dns_servers;
 mod fallback_ca;
 mod http01;
 mod ip_addresses;

@@ -21,12 +21,13 @@ use bytes::Bytes;
 use certkeeper::challenge::{Http01Server, Http01Solver};
 use certkeeper::cipher::Keyring;
 use certkeeper::error::SkipReason;
+use certkeeper::events::Event;
 use certkeeper::issuer::instant_acme::{self, BodyWrapper, BytesResponse, HttpClient};
 use certkeeper::issuer::{
     AcmeIssuer, AcmeIssuerBuilder, IssueRequest, IssuedChain, Issuer, IssuerExt,
 };
 use certkeeper::store::{CertStore, MemoryStore};
-use certkeeper::{Error, Renewer, TestClock};
+use certkeeper::{Error, RenewalPolicy, Renewer, TestClock};
 use common::acme::serve_http01;
 use common::logs::{captured, Captured};
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
@@ -82,6 +83,8 @@ enum Shape {
 struct Rule {
     method: Method,
     path: &'static str,
+    /// Only requests whose JWS payload names this identifier, when set.
+    only_for: Option<&'static str>,
     times: usize,
     shape: Shape,
 }
@@ -127,9 +130,34 @@ impl Rewriting {
         *self.rule.lock().unwrap() = Some(Rule {
             method,
             path,
+            only_for: None,
             times,
             shape,
         });
+    }
+
+    /// From now on, every new order naming `identifier` gets `shape`.
+    fn set_for_name(&self, identifier: &'static str, shape: Shape) {
+        *self.rule.lock().unwrap() = Some(Rule {
+            method: Method::POST,
+            path: NEW_ORDER,
+            only_for: Some(identifier),
+            times: usize::MAX,
+            shape,
+        });
+    }
+
+    /// The CA answers every request as it would again.
+    fn clear(&self) {
+        *self.rule.lock().unwrap() = None;
+    }
+
+    /// The new orders sent so far that name `identifier`.
+    fn new_orders_for(&self, identifier: &str) -> usize {
+        self.new_orders()
+            .iter()
+            .filter(|order| names(order, identifier))
+            .count()
     }
 
     /// How many more times the rule applies (0: it was served each time).
@@ -148,15 +176,32 @@ impl Rewriting {
             .collect()
     }
 
-    fn take_shape(&self, method: &Method, path: &str) -> Option<Shape> {
+    fn take_shape(
+        &self,
+        method: &Method,
+        path: &str,
+        payload: Option<&serde_json::Value>,
+    ) -> Option<Shape> {
         let mut rule = self.rule.lock().unwrap();
         let rule = rule.as_mut()?;
         if rule.times == 0 || rule.method != method || !path.starts_with(rule.path) {
             return None;
         }
+        if let Some(identifier) = rule.only_for {
+            if !payload.is_some_and(|payload| names(payload, identifier)) {
+                return None;
+            }
+        }
         rule.times -= 1;
         Some(rule.shape)
     }
+}
+
+/// Whether a new-order payload names `identifier`.
+fn names(payload: &serde_json::Value, identifier: &str) -> bool {
+    payload["identifiers"]
+        .as_array()
+        .is_some_and(|ids| ids.iter().any(|id| id["value"] == identifier))
 }
 
 /// The payload of a JWS request body, decoded; `None` when it is empty.
@@ -176,12 +221,13 @@ impl HttpClient for Rewriting {
             let (mut parts, body) = req.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
             let path = parts.uri.path().to_owned();
+            let payload = jws_payload(&body);
+            let shape = this.take_shape(&parts.method, &path, payload.as_ref());
             this.sent.lock().unwrap().push(Sent {
                 method: parts.method.clone(),
                 path: path.clone(),
-                payload: jws_payload(&body),
+                payload,
             });
-            let shape = this.take_shape(&parts.method, &path);
             match shape {
                 Some(Shape::Refuse) => {
                     parts.uri = format!("https://127.0.0.1:{}{path}", this.closed_port)
@@ -677,6 +723,94 @@ async fn only_an_outage_stops_the_cycle_for_the_other_names() {
                 failure.error
             );
         }
+    })
+    .await;
+}
+
+const PAUSED: &str = "a-paused.certkeeper-test.com";
+const UNPAUSE_URL: &str =
+    "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=eyJhbGciOiJIUzI1NiJ9.e30.c2ln";
+
+/// Let's Encrypt's answer to a new order for an identifier it paused after
+/// a long run of failed validations (its wording, with a 429 and the
+/// `rateLimited` type).
+fn paused_answer(answer: &mut Answer) {
+    let detail = format!(
+        "Your account is temporarily prevented from requesting certificates for {PAUSED} \
+         and possibly others. Please visit: {UNPAUSE_URL}"
+    );
+    let problem = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:rateLimited",
+        "detail": detail,
+        "status": 429,
+    });
+    answer.page(429, "application/problem+json", &problem.to_string());
+}
+
+#[tokio::test]
+async fn a_paused_name_names_its_unpause_page_and_is_no_longer_ordered_while_the_others_are() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start().await;
+        let renewer = renewer(&stage);
+        renewer.add_domain(&domain(PAUSED)).await.unwrap();
+        for i in 0..2 {
+            renewer
+                .add_domain(&domain(&format!("app{i}.certkeeper-test.com")))
+                .await
+                .unwrap();
+        }
+        let mut events = renewer.subscribe(64);
+        stage
+            .client
+            .set_for_name(PAUSED, Shape::Rewrite(paused_answer));
+
+        // The pause is that name's alone: the cycle goes on for the others.
+        let report = renewer.run_cycle().await.unwrap();
+        assert_eq!(report.stopped, None, "{report:?}");
+        assert_eq!(report.issued.len(), 3, "{report:?}");
+        assert_eq!(report.failed.len(), 1, "{report:?}");
+        let failure = &report.failed[0];
+        assert_eq!(failure.domain, domain(PAUSED));
+        assert_eq!(failure.error.code(), "acme_paused", "{}", failure.error);
+        assert!(failure.error.is_paused());
+        assert!(!failure.error.is_rate_limited());
+        assert_eq!(failure.error.unpause_url(), Some(UNPAUSE_URL));
+
+        // The operator is told where to unpause, and the cycle stops
+        // ordering that name: it is at the attempt limit at once.
+        let record = stage.store.load(&domain(PAUSED)).await.unwrap().unwrap();
+        assert_eq!(record.attempts, RenewalPolicy::default().max_attempts);
+        let last = record.log.last().unwrap();
+        assert!(last.message.contains(UNPAUSE_URL), "{last:?}");
+        let mut gave_up = None;
+        while let Some(event) = events.try_recv() {
+            if let Event::GaveUp {
+                domain,
+                code,
+                message,
+                ..
+            } = event
+            {
+                gave_up = Some((domain, code, message));
+            }
+        }
+        let (gave_up_domain, code, message) = gave_up.expect("a GaveUp event for the paused name");
+        assert_eq!(gave_up_domain, domain(PAUSED));
+        assert_eq!(code, "acme_paused");
+        assert!(message.contains(UNPAUSE_URL), "{message}");
+
+        // Cycles later, the paused name is not ordered again.
+        stage.clock.advance(time::Duration::days(3));
+        renewer.run_cycle().await.unwrap();
+        stage.clock.advance(time::Duration::days(3));
+        renewer.run_cycle().await.unwrap();
+        assert_eq!(stage.client.new_orders_for(PAUSED), 1);
+
+        // Unpaused on the CA's page, manual generation issues it.
+        stage.client.clear();
+        let record = renewer.issue_now(Some(&domain(PAUSED))).await.unwrap();
+        assert_eq!(record.attempts, 0);
+        assert!(record.certificate.is_some());
     })
     .await;
 }

@@ -163,8 +163,8 @@ fn find_named() -> PathBuf {
     panic!("`named` was not found: install Debian's bind9 package (scripts/test does)");
 }
 
-/// 32 random bytes, base64.
-fn random_secret() -> String {
+/// 32 random bytes, base64: a TSIG secret or an API key.
+pub fn random_secret() -> String {
     use base64::Engine as _;
     let bytes: [u8; 32] = std::array::from_fn(|_| rand_byte());
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -178,7 +178,7 @@ fn rand_byte() -> u8 {
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
-fn free_dns_port() -> u16 {
+pub fn free_dns_port() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind a UDP port");
         let port = udp.local_addr().expect("UDP socket has an address").port();

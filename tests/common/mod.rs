@@ -7,8 +7,10 @@
 pub mod acme;
 pub mod bind9;
 pub mod fault_proxy;
+pub mod knot;
 pub mod logs;
 pub mod pebble;
+pub mod powerdns;
 pub mod smtp;
 pub mod store;
 pub mod tls;

@@ -312,13 +312,19 @@ impl Issuer for AcmeIssuer {
     /// Orders a certificate; when it replaces one this issuer issued (its
     /// [`kind`](Issuer::kind)), the order names it (`replaces`, RFC 9773).
     async fn issue(&self, request: &IssueRequest) -> Result<Issued> {
-        let replaces = request
-            .replaces
-            .as_ref()
-            .filter(|replaced| replaced.issuer == self.kind)
-            .map(|replaced| replaced.chain_pem.as_str());
-        let cert = self.issue_order(&request.domain, replaces).await?;
+        let cert = self
+            .issue_order(&request.domain, self.replaced_chain(request))
+            .await?;
         Ok(Issued::new(cert, self.kind.clone()))
+    }
+
+    /// Within the CA's limits for the name, counted in the store: its
+    /// failed validations, and the new-certificate budgets a first
+    /// certificate or a renewal counts against ([`CaBudgets`]). Nothing is
+    /// sent to the CA.
+    async fn admit(&self, request: &IssueRequest) -> Result<()> {
+        self.check_budgets(&request.domain, self.replaced_chain(request))
+            .await
     }
 
     fn kind(&self) -> IssuerKind {
@@ -361,14 +367,42 @@ impl Revoker for AcmeIssuer {
 }
 
 impl AcmeIssuer {
+    /// The chain of the certificate `request` replaces, when this issuer
+    /// issued it (its [`kind`](Issuer::kind)).
+    fn replaced_chain<'a>(&self, request: &'a IssueRequest) -> Option<&'a str> {
+        request
+            .replaces
+            .as_ref()
+            .filter(|replaced| replaced.issuer == self.kind)
+            .map(|replaced| replaced.chain_pem.as_str())
+    }
+
+    /// Fails with [`Error::BudgetSpent`] when a new certificate for
+    /// `domain` replacing `replaces` (a chain of this issuer's) would
+    /// exceed a budget of the name: its failed validations, or the
+    /// new-certificate budgets its order kind counts against. Counts
+    /// nothing.
+    async fn check_budgets(&self, domain: &Domain, replaces: Option<&str>) -> Result<()> {
+        self.budgets
+            .check_failed_validations(&self.account_id, domain)
+            .await?;
+        let with_replaces = match replaces {
+            Some(chain_pem) => self.would_send_replaces(chain_pem).await,
+            None => false,
+        };
+        let kind = self.budgets.order_kind(replaces, with_replaces);
+        self.budgets
+            .check_new_certificate(&self.account_id, domain, kind)
+            .await
+    }
+
     /// One issue, bounded by the order timeout; `replaces` is the chain of
     /// the certificate it replaces (RFC 9773), if any.
     async fn issue_order(&self, domain: &Domain, replaces: Option<&str>) -> Result<IssuedCert> {
         let solver = self.solvers.for_domain(domain)?;
-        // Within the CA's limits, counted before anything is sent.
-        self.budgets
-            .check_failed_validations(&self.account_id, domain)
-            .await?;
+        // Within the CA's limits, counted before anything is sent: a spent
+        // budget of the name costs no order.
+        self.check_budgets(domain, replaces).await?;
         self.budgets.take_order(&self.account_id, domain).await?;
         let mut presented = Presented::new(solver, self.request_timeout);
         let outcome = timeout(

@@ -16,6 +16,7 @@ use crate::cert::{leaf_der, IssuedCert};
 use crate::challenge::{Challenge, ChallengeKind, ChallengeSolver};
 use crate::config::Setting;
 use crate::error::{CertProblem, ProblemKind};
+use crate::issuer::budget::OrderKind;
 use crate::{Domain, Error, Result};
 
 /// The first wait before polling an order, growing by [`POLL_BACKOFF`].
@@ -46,10 +47,19 @@ impl AcmeIssuer {
     ) -> Result<IssuedCert> {
         let (account, generation) = self.account().await?;
         self.check_profile(&account, domain)?;
+        // Without `replaces`, a renewal counts against the CA's duplicate
+        // budget, and a first certificate against its registered domain's.
+        let plain_kind = self.budgets.order_kind(replaces, false);
         let replaces = match replaces {
             Some(chain_pem) => self.replaces_id(chain_pem).await,
             None => None,
         };
+        if replaces.is_none() {
+            self.budgets
+                .take_new_certificate(&self.account_id, domain, plain_kind)
+                .await?;
+        }
+        let replaces = replaces.map(|id| (id, plain_kind));
         let mut order = match self.new_order(&account, domain, replaces.as_ref()).await {
             // The CA forgot the account (a reset CA): a new account, once.
             Err(e) if is_unknown_account(&e) => {
@@ -115,11 +125,14 @@ impl AcmeIssuer {
     /// CA that creates the order but does not echo `replaces` (RFC 9773
     /// section 5 says it must) keeps that order, fetched by its URL, and is
     /// remembered, so later renewals with it are sent without `replaces`.
+    ///
+    /// `replaces` comes with the kind the order is without it, counted in
+    /// the CA's budgets when the CA refuses it.
     async fn new_order(
         &self,
         account: &Account,
         domain: &Domain,
-        replaces: Option<&CertificateIdentifier<'static>>,
+        replaces: Option<&(CertificateIdentifier<'static>, OrderKind)>,
     ) -> Result<Order> {
         let identifiers = [match domain.ip() {
             Some(ip) => Identifier::Ip(ip),
@@ -133,7 +146,7 @@ impl AcmeIssuer {
             }
         };
         let new_order = plain();
-        let Some(replaces) = replaces else {
+        let Some((replaces, plain_kind)) = replaces else {
             return retry!(
                 self,
                 "new-order",
@@ -161,6 +174,9 @@ impl AcmeIssuer {
             }
             Err(e) if refused_replaces(&e) => {
                 tracing::info!(%domain, error = %e, "the CA refused the replaced certificate's id; ordering without it");
+                self.budgets
+                    .take_new_certificate(&self.account_id, domain, *plain_kind)
+                    .await?;
                 retry!(
                     self,
                     "new-order",

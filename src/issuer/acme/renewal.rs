@@ -125,6 +125,15 @@ impl AcmeIssuer {
         }
     }
 
+    /// Whether a renewal of `chain_pem` would be sent with `replaces`, as
+    /// far as known without asking the CA (a CA whose ARI is not known yet
+    /// counts as one without).
+    pub(super) async fn would_send_replaces(&self, chain_pem: &str) -> bool {
+        self.ari.load(Ordering::Relaxed) == ARI_OFFERED
+            && !self.drops_replaces().await
+            && certificate_id(chain_pem).is_ok()
+    }
+
     /// Whether this CA is known to answer orders without echoing
     /// `replaces`: seen by this issuer, or by one sharing the store (read
     /// once from the store's setting [`drops_replaces_key`]).
