@@ -143,6 +143,12 @@ async fn a_wrong_tsig_secret_is_a_typed_error_not_a_hang() {
             "{err:?}"
         );
         assert_eq!(err.code(), "dns_not_authenticated");
+        // A settings error (no attempt charged), naming what to fix.
+        assert!(err.is_settings_error());
+        assert!(
+            err.to_string().contains("Dns01SolverBuilder::tsig_key"),
+            "{err}"
+        );
         let shown = format!("{err} {err:?} {solver:?}");
         assert!(!shown.contains(wrong) && !shown.contains(bind.secret()));
         assert!(solver

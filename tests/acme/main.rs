@@ -15,6 +15,8 @@ mod ca_budgets;
 mod dns01;
 #[cfg(feature = "dns01")]
 mod dns01_logs;
+#[cfg(feature = "dns-providers")]
+mod dns_providers;
 #[cfg(feature = "dns01")]
 mod dns_servers;
 mod fallback_ca;

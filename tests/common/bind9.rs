@@ -15,6 +15,28 @@ pub const TSIG_KEY_NAME: &str = "certkeeper-test-key";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A zone for [`Bind9::start_zones`].
+#[derive(Clone, Copy, Debug)]
+pub struct BindZone<'a> {
+    /// Its name (`example.test`).
+    pub name: &'a str,
+    /// Lines added to its zone file (`_acme-challenge.www CNAME www.validation.test.`).
+    pub records: &'a [&'a str],
+    /// Whether the TSIG key may update its TXT records.
+    pub updatable: bool,
+}
+
+impl<'a> BindZone<'a> {
+    /// A zone with the usual records, that the key may update.
+    pub fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            records: &[],
+            updatable: true,
+        }
+    }
+}
+
 /// A running `named`.
 #[derive(Debug)]
 pub struct Bind9 {
@@ -31,10 +53,35 @@ impl Bind9 {
     /// When `named` is missing (install Debian's `bind9`), or does not
     /// answer within 30 s; the message carries its log.
     pub async fn start(zones: &[&str]) -> Bind9 {
+        let zones: Vec<BindZone<'_>> = zones.iter().map(|name| BindZone::new(name)).collect();
+        Self::start_zones(&zones).await
+    }
+
+    /// Starts `named` serving `zones`, each with its own records and
+    /// update policy.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_zones(zones: &[BindZone<'_>]) -> Bind9 {
+        Self::start_with(zones, None).await
+    }
+
+    /// Starts `named` as a recursive resolver that asks `upstream` for
+    /// every name and caches nothing: CNAMEs are followed as a CA's
+    /// resolver follows them (an authoritative server answers a CNAME
+    /// alone when its target is in another zone).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_resolver(upstream: SocketAddr) -> Bind9 {
+        Self::start_with(&[], Some(upstream)).await
+    }
+
+    async fn start_with(zones: &[BindZone<'_>], upstream: Option<SocketAddr>) -> Bind9 {
         let bin = find_named();
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start(&bin, zones).await {
+            match Self::try_start(&bin, zones, upstream).await {
                 Ok(server) => return server,
                 Err(log) => last = log,
             }
@@ -42,7 +89,11 @@ impl Bind9 {
         panic!("named did not start after 3 attempts; its last log:\n{last}");
     }
 
-    async fn try_start(bin: &Path, zones: &[&str]) -> Result<Bind9, String> {
+    async fn try_start(
+        bin: &Path,
+        zones: &[BindZone<'_>],
+        upstream: Option<SocketAddr>,
+    ) -> Result<Bind9, String> {
         let dir = tempfile::Builder::new()
             .prefix("certkeeper-bind9-")
             .tempdir()
@@ -50,6 +101,15 @@ impl Bind9 {
         let port = free_dns_port();
         let secret = random_secret();
         let d = dir.path().display();
+        let recursion = match upstream {
+            None => "recursion no;".to_owned(),
+            Some(upstream) => format!(
+                "recursion yes; allow-recursion {{ any; }}; forward only; \
+                 forwarders {{ {} port {}; }}; max-cache-ttl 0; max-ncache-ttl 0;",
+                upstream.ip(),
+                upstream.port()
+            ),
+        };
         let mut conf = format!(
             r#"options {{
   directory "{d}";
@@ -58,7 +118,7 @@ impl Bind9 {
   pid-file "{d}/named.pid";
   session-keyfile "{d}/session.key";
   managed-keys-directory "{d}";
-  recursion no;
+  {recursion}
   dnssec-validation no;
   notify no;
 }};
@@ -66,23 +126,34 @@ controls {{ }};
 key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
 "#
         );
-        for zone in zones {
+        for BindZone {
+            name: zone,
+            records,
+            updatable,
+        } in zones
+        {
             let file = dir.path().join(format!("{zone}.zone"));
-            std::fs::write(
-                &file,
-                format!(
-                    "$TTL 60\n\
-                     @ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 60\n\
-                     @ IN NS ns1.{zone}.\n\
-                     ns1 IN A 127.0.0.1\n\
-                     @ IN A 127.0.0.1\n\
-                     * IN A 127.0.0.1\n"
-                ),
-            )
-            .expect("cannot write a zone file");
+            let mut text = format!(
+                "$TTL 60\n\
+                 @ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 60\n\
+                 @ IN NS ns1.{zone}.\n\
+                 ns1 IN A 127.0.0.1\n\
+                 @ IN A 127.0.0.1\n\
+                 * IN A 127.0.0.1\n"
+            );
+            for record in *records {
+                text.push_str(record);
+                text.push('\n');
+            }
+            std::fs::write(&file, text).expect("cannot write a zone file");
+            // A zone the key may not update takes no updates at all.
+            let policy = if *updatable {
+                format!("update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }};")
+            } else {
+                "allow-update { none; };".to_owned()
+            };
             conf.push_str(&format!(
-                "zone \"{zone}\" {{ type primary; file \"{}\"; \
-                 update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }}; }};\n",
+                "zone \"{zone}\" {{ type primary; file \"{}\"; {policy} }};\n",
                 file.display()
             ));
         }

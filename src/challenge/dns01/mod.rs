@@ -90,6 +90,10 @@ struct Inner {
     propagation_timeout: Duration,
     naming: Naming,
     targets: Mutex<HashMap<Name, Target>>,
+    /// One update at a time per record name: a provider's API replaces the
+    /// whole set of values at a name, so two additions at once (a wildcard
+    /// and its bare name) could lose one.
+    updating: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
     #[cfg(feature = "dns-providers")]
     zone_servers: Mutex<HashMap<Name, Vec<SocketAddr>>>,
 }
@@ -422,6 +426,11 @@ impl Dns01Solver {
         step: &'static str,
     ) -> Result<()> {
         let inner = &self.inner;
+        let turn = lock(&inner.updating)
+            .entry(target.owner.clone())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
         let sent = match &inner.backend {
             Backend::Rfc2136(rfc2136) => {
                 rfc2136
@@ -713,6 +722,7 @@ impl Dns01SolverBuilder {
                 propagation_timeout: self.propagation_timeout,
                 naming: n,
                 targets: Mutex::new(HashMap::new()),
+                updating: Mutex::new(HashMap::new()),
                 #[cfg(feature = "dns-providers")]
                 zone_servers: Mutex::new(HashMap::new()),
             }),
