@@ -503,11 +503,20 @@ impl DnsProvider {
                 DnsProblem::NotAuthenticated,
                 "the provider refused the credentials (HTTP 401)".to_owned(),
             ),
-            E::Api(message) if message.starts_with("HTTP 403") => (
-                DnsProblem::NotAuthenticated,
-                format!("the provider refused the credentials: {message}"),
-            ),
-            E::Api(message) if message.starts_with("Failed to send request") => {
+            // `dns-update`'s shared client writes `HTTP 403: ...`; Route 53's
+            // own, `Route53 API error: 403 Forbidden - ...`.
+            E::Api(message)
+                if message.starts_with("HTTP 403") || message.contains(" 403 Forbidden") =>
+            {
+                (
+                    DnsProblem::NotAuthenticated,
+                    format!("the provider refused the credentials: {message}"),
+                )
+            }
+            E::Api(message)
+                if message.starts_with("Failed to send request")
+                    || message.starts_with("error sending request") =>
+            {
                 (DnsProblem::Unreachable, message)
             }
             E::Client(message) => (DnsProblem::Unreachable, message),
@@ -595,6 +604,218 @@ mod tests {
             provider.failure(dns_update::Error::NotFound).problem,
             DnsProblem::NotInZone
         );
+    }
+
+    /// A request a fake API received.
+    #[derive(Debug)]
+    struct Received {
+        method: String,
+        target: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Received {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    type Answer = Box<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
+
+    /// A provider's API on 127.0.0.1: each request recorded, answered by
+    /// `answer` (status, body), one request per connection.
+    async fn fake_api(
+        answer: Answer,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut raw = Vec::new();
+                let mut buffer = [0u8; 4096];
+                let (head, body_start) = loop {
+                    let n = stream.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break (String::new(), 0);
+                    }
+                    raw.extend_from_slice(&buffer[..n]);
+                    if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break (String::from_utf8_lossy(&raw[..end]).into_owned(), end + 4);
+                    }
+                };
+                let mut lines = head.lines();
+                let mut first = lines.next().unwrap_or_default().split(' ');
+                let (method, target) = (
+                    first.next().unwrap_or_default().to_owned(),
+                    first.next().unwrap_or_default().to_owned(),
+                );
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|line| line.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                while raw.len() < body_start + length {
+                    let n = stream.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buffer[..n]);
+                }
+                let body = String::from_utf8_lossy(&raw[body_start.min(raw.len())..]).into_owned();
+                let received = Received {
+                    method,
+                    target,
+                    headers,
+                    body,
+                };
+                let (status, reply) = answer(&received);
+                log.lock().unwrap().push(received);
+                let response = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        (url, seen, server)
+    }
+
+    const ZONES_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListHostedZonesByNameResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><HostedZones><HostedZone><Id>/hostedzone/Z0EXAMPLE</Id><Name>example.com.</Name><CallerReference>r</CallerReference><Config><PrivateZone>false</PrivateZone></Config></HostedZone></HostedZones><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListHostedZonesByNameResponse>"#;
+
+    /// The record sets Route 53 answers with: the TXT values at the name.
+    fn rrsets_xml(values: &[&str]) -> String {
+        let records: String = values
+            .iter()
+            .map(|v| format!("<ResourceRecord><Value>\"{v}\"</Value></ResourceRecord>"))
+            .collect();
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListResourceRecordSetsResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ResourceRecordSets><ResourceRecordSet><Name>_acme-challenge.www.example.com.</Name><Type>TXT</Type><TTL>60</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet></ResourceRecordSets><IsTruncated>false</IsTruncated><MaxItems>100</MaxItems></ListResourceRecordSetsResponse>"#
+        )
+    }
+
+    fn target() -> Target {
+        let name = |n: &str| {
+            let mut name = hickory_proto::rr::Name::from_ascii(n).unwrap();
+            name.set_fqdn(true);
+            name
+        };
+        Target {
+            owner: name("_acme-challenge.www.example.com"),
+            zone: name("example.com"),
+        }
+    }
+
+    #[tokio::test]
+    async fn route53_requests_are_signed_and_add_or_remove_only_their_value() {
+        const KEY_ID: &str = "AKIDEXAMPLE";
+        let limit = Duration::from_secs(5);
+        // Route 53 holds "keep-me" and, once added, "value-1".
+        let (url, seen, server) = fake_api(Box::new(|request: &Received| {
+            if request.target.contains("/hostedzonesbyname") {
+                (200, ZONES_XML.to_owned())
+            } else if request.method == "GET" {
+                (200, rrsets_xml(&["keep-me", "value-1"]))
+            } else {
+                (200, "<ChangeResourceRecordSetsResponse/>".to_owned())
+            }
+        }))
+        .await;
+        let provider = DnsProvider::route53(KEY_ID, SECRET).api_url(&url);
+        let updater = provider.updater(Naming::Builder, limit).unwrap();
+        provider
+            .update(&updater, &target(), "value-2", 60, true, limit)
+            .await
+            .unwrap();
+        provider
+            .update(&updater, &target(), "value-1", 60, false, limit)
+            .await
+            .unwrap();
+        server.abort();
+        let seen = seen.lock().unwrap();
+        let changes: Vec<&Received> = seen.iter().filter(|r| r.method == "POST").collect();
+        assert_eq!(changes.len(), 2, "{seen:#?}");
+        for request in seen.iter() {
+            assert!(request.target.starts_with("/2013-04-01/"), "{request:?}");
+            let authorization = request.header("authorization").unwrap_or_default();
+            assert!(
+                authorization.starts_with(&format!("AWS4-HMAC-SHA256 Credential={KEY_ID}/"))
+                    && authorization.contains("/us-east-1/route53/aws4_request")
+                    && authorization.contains("Signature="),
+                "{authorization}"
+            );
+            assert!(request.header("x-amz-date").is_some(), "{request:?}");
+            assert!(!format!("{request:?}").contains(SECRET));
+        }
+        let zone_change = "/2013-04-01/hostedzone/Z0EXAMPLE/rrset";
+        // The addition keeps the values there and adds its own.
+        let add = changes[0];
+        assert_eq!(add.target, zone_change);
+        for part in [
+            "<Action>UPSERT</Action>",
+            "<Name>_acme-challenge.www.example.com.</Name>",
+            "<Type>TXT</Type>",
+            "<Value>\"keep-me\"</Value>",
+            "<Value>\"value-1\"</Value>",
+            "<Value>\"value-2\"</Value>",
+        ] {
+            assert!(add.body.contains(part), "{part} not in {}", add.body);
+        }
+        // The removal keeps every other value.
+        let remove = changes[1];
+        assert!(
+            remove.body.contains("<Action>UPSERT</Action>"),
+            "{}",
+            remove.body
+        );
+        assert!(
+            remove.body.contains("<Value>\"keep-me\"</Value>"),
+            "{}",
+            remove.body
+        );
+        assert!(!remove.body.contains("value-1"), "{}", remove.body);
+    }
+
+    #[tokio::test]
+    async fn route53_refusing_the_key_is_not_authenticated() {
+        let limit = Duration::from_secs(5);
+        let (url, _, server) = fake_api(Box::new(|_: &Received| {
+            (
+                403,
+                "<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>"
+                    .to_owned(),
+            )
+        }))
+        .await;
+        let provider = DnsProvider::route53("AKIDEXAMPLE", SECRET).api_url(&url);
+        let updater = provider.updater(Naming::Environment, limit).unwrap();
+        let failure = provider
+            .update(&updater, &target(), "value-1", 60, true, limit)
+            .await
+            .unwrap_err();
+        server.abort();
+        assert_eq!(failure.problem, DnsProblem::NotAuthenticated, "{failure:?}");
+        assert!(!failure.message.contains(SECRET));
     }
 
     #[test]
