@@ -167,8 +167,9 @@ pub use error::{Error, Result};
 pub use renewer::{CycleReport, RenewalPolicy, Renewer, RenewerBuilder};
 pub use resolver::CertResolver;
 
-/// The README's code blocks, compiled as doc tests (with the `axum`
-/// feature, which one of them uses; CI tests with every feature).
-#[cfg(all(doctest, feature = "axum"))]
+/// The README's code blocks, compiled as doc tests (with the `axum` and
+/// `dns-providers` features, which some of them use; CI tests with every
+/// feature).
+#[cfg(all(doctest, feature = "axum", feature = "dns-providers"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

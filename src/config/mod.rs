@@ -39,12 +39,18 @@
 //! | `_APP_ACME_FAILED_VALIDATION_BUDGET` | `5` | failed validations per name per hour before the name waits (the CA's limit) |
 //! | `_APP_ACME_REGISTERED_DOMAIN_BUDGET` | `50` | new certificates per registered domain per 7 days (the CA's limit; renewals are exempt) before a new name under it waits |
 //! | `_APP_ACME_DUPLICATE_BUDGET` | `5` | certificates for one name per 7 days (the CA's limit; renewals sent with `replaces` are exempt) before it waits |
-//! | `_APP_DNS01_SERVER` | unset | the authoritative DNS server (`192.0.2.53` or `192.0.2.53:53`) that takes RFC 2136 updates: setting it turns DNS-01 on |
-//! | `_APP_DNS01_ZONE` | unset | the zone the `_acme-challenge` records go to (`example.com`); required with the server |
+//! | `_APP_DNS01_SERVER` | unset | the zone's primary DNS server (`192.0.2.53` or `192.0.2.53:53`) that takes RFC 2136 updates: setting it turns DNS-01 on |
+//! | `_APP_DNS01_ZONE` | unset (found per name) | the zone the `_acme-challenge` records go to (`example.com`), instead of the one found from the SOA answers (CNAMEs then not followed) |
 //! | `_APP_DNS01_TSIG_KEY_NAME` | unset | the name of the TSIG key that signs the updates; required with the server |
 //! | `_APP_DNS01_TSIG_SECRET` | unset | that key's secret, base64 (as `tsig-keygen` prints it); required with the server; never logged |
 //! | `_APP_DNS01_TSIG_ALGORITHM` | `hmac-sha256` | `hmac-sha256`, `hmac-sha384` or `hmac-sha512` |
-//! | `_APP_DNS01_PROPAGATION_TIMEOUT` | `120` | seconds a DNS-01 record gets to be visible at the server before the attempt fails |
+//! | `_APP_DNS01_PROPAGATION_TIMEOUT` | `120` | seconds a DNS-01 record gets to be visible at the zone's servers before the attempt fails |
+//! | `_APP_DNS01_PROVIDER` | `rfc2136` | or a DNS provider whose API publishes the records (`cloudflare`, `route53`, `pdns` ...; feature `dns-providers`): naming one turns DNS-01 on |
+//! | `_APP_DNS01_TOKEN` | unset | the provider's API token (OVH: consumer key; PowerDNS: API key); never logged |
+//! | `_APP_DNS01_KEY_ID` | unset | the provider's key id (Route 53: access key id; OVH: application key; GoDaddy, Porkbun: API key; DNSimple: account id) |
+//! | `_APP_DNS01_SECRET` | unset | that key's secret; never logged |
+//! | `_APP_DNS01_API_URL` | the provider's | PowerDNS's API URL (required), Route 53's endpoint, OVH's API name |
+//! | `_APP_DNS01_RESOLVER` | the RFC 2136 server, or `/etc/resolv.conf`'s first | the DNS server asked for each name's zone, CNAME and name servers |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
