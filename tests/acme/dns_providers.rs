@@ -1,9 +1,10 @@
 //! DNS-01 with the zone found by itself, CNAME delegation, and publishing
 //! on every real DNS server the tests start, each with Pebble validating
 //! through it: bind9 and Knot by RFC 2136 with TSIG, PowerDNS
-//! Authoritative through its HTTP API (`dns-update`'s PowerDNS provider).
-//! Each issue prints how long `present` took, from the update sent to the
-//! record answered by the server (`eprintln`, shown with `--nocapture`).
+//! Authoritative through its HTTP API (`dns-update`'s PowerDNS provider),
+//! and a bind9 secondary that `present` waits for. Each issue prints how
+//! long `present` took, from the update sent to the record answered by
+//! every server checked (`eprintln`, shown with `--nocapture`).
 
 use crate::common;
 
@@ -493,6 +494,51 @@ async fn a_wrong_api_key_is_refused_at_once_as_a_settings_error_and_charges_no_a
             let record = store.load(&name).await.unwrap().unwrap();
             assert_eq!(record.attempts, 0, "{name}");
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn present_waits_until_a_secondary_answers_and_the_wait_is_measured() {
+    limited(TEST_LIMIT, async {
+        // The secondary gets each change by NOTIFY and IXFR, after the
+        // primary's notify delay (BIND's default).
+        let (primary, secondary) = Bind9::start_with_secondary(&[ZONE]).await;
+        let solver = Dns01Solver::rfc2136(primary.addr())
+            .tsig_key(TSIG_KEY_NAME, primary.secret(), TsigAlgorithm::HmacSha256)
+            .nameservers([primary.addr(), secondary.addr()])
+            .propagation_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        // Pebble asks the secondary only: had `present` returned before
+        // the record reached it, validation would fail.
+        let pebble = pebble_through(secondary.addr()).await;
+        let presents = issue_together(
+            &pebble,
+            Timed::new(solver.clone()),
+            &["*.example.test", ZONE],
+            "bind9 primary and secondary",
+        )
+        .await;
+        // The records reached it by a NOTIFY and a transfer.
+        let log = secondary.log();
+        assert!(
+            log.contains("received notify for zone 'example.test'"),
+            "{log}"
+        );
+        assert!(log.matches("transferred serial").count() >= 2, "{log}");
+        // The primary answered at once; the wait was for the secondary.
+        assert!(
+            presents
+                .iter()
+                .all(|took| *took > Duration::from_millis(100)),
+            "{presents:?}"
+        );
+        assert!(solver
+            .txt_values("_acme-challenge.example.test")
+            .await
+            .unwrap()
+            .is_empty());
     })
     .await;
 }

@@ -15,6 +15,18 @@ pub const TSIG_KEY_NAME: &str = "certkeeper-test-key";
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a `named` is.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    /// Serves its zones and takes updates; NOTIFYs the secondary, if any,
+    /// and lets it transfer them.
+    Primary { secondary: Option<SocketAddr> },
+    /// A recursive resolver asking this server for every name.
+    Resolver(SocketAddr),
+    /// Transfers its zones from `primary`; answers on `port`.
+    Secondary { primary: SocketAddr, port: u16 },
+}
+
 /// A zone for [`Bind9::start_zones`].
 #[derive(Clone, Copy, Debug)]
 pub struct BindZone<'a> {
@@ -63,7 +75,48 @@ impl Bind9 {
     /// # Panics
     /// As [`start`](Self::start).
     pub async fn start_zones(zones: &[BindZone<'_>]) -> Bind9 {
-        Self::start_with(zones, None).await
+        Self::start_with(zones, Role::Primary { secondary: None }).await
+    }
+
+    /// Starts a primary `named` serving `zones`, and a secondary that
+    /// transfers them from it and is told of each change by NOTIFY (BIND's
+    /// defaults otherwise: a change reaches the secondary after the
+    /// primary's notify delay and an IXFR). Returns both once the secondary
+    /// holds every zone.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), or when the secondary has not
+    /// transferred the zones within 30 s.
+    pub async fn start_with_secondary(zones: &[&str]) -> (Bind9, Bind9) {
+        let zones: Vec<BindZone<'_>> = zones.iter().map(|name| BindZone::new(name)).collect();
+        let port = free_dns_port();
+        let secondary_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let primary = Self::start_with(
+            &zones,
+            Role::Primary {
+                secondary: Some(secondary_addr),
+            },
+        )
+        .await;
+        let secondary = Self::start_with(
+            &zones,
+            Role::Secondary {
+                primary: primary.addr(),
+                port,
+            },
+        )
+        .await;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while secondary.log().matches("transferred serial").count() < zones.len() {
+            if Instant::now() > deadline {
+                panic!(
+                    "the secondary did not transfer the zones within 30 s:\n{}",
+                    secondary.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (primary, secondary)
     }
 
     /// Starts `named` as a recursive resolver that asks `upstream` for
@@ -74,14 +127,14 @@ impl Bind9 {
     /// # Panics
     /// As [`start`](Self::start).
     pub async fn start_resolver(upstream: SocketAddr) -> Bind9 {
-        Self::start_with(&[], Some(upstream)).await
+        Self::start_with(&[], Role::Resolver(upstream)).await
     }
 
-    async fn start_with(zones: &[BindZone<'_>], upstream: Option<SocketAddr>) -> Bind9 {
+    async fn start_with(zones: &[BindZone<'_>], role: Role) -> Bind9 {
         let bin = find_named();
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start(&bin, zones, upstream).await {
+            match Self::try_start(&bin, zones, role).await {
                 Ok(server) => return server,
                 Err(log) => last = log,
             }
@@ -89,21 +142,20 @@ impl Bind9 {
         panic!("named did not start after 3 attempts; its last log:\n{last}");
     }
 
-    async fn try_start(
-        bin: &Path,
-        zones: &[BindZone<'_>],
-        upstream: Option<SocketAddr>,
-    ) -> Result<Bind9, String> {
+    async fn try_start(bin: &Path, zones: &[BindZone<'_>], role: Role) -> Result<Bind9, String> {
         let dir = tempfile::Builder::new()
             .prefix("certkeeper-bind9-")
             .tempdir()
             .expect("cannot create a temporary directory for named");
-        let port = free_dns_port();
+        let port = match role {
+            Role::Secondary { port, .. } => port,
+            _ => free_dns_port(),
+        };
         let secret = random_secret();
         let d = dir.path().display();
-        let recursion = match upstream {
-            None => "recursion no;".to_owned(),
-            Some(upstream) => format!(
+        let recursion = match role {
+            Role::Primary { .. } | Role::Secondary { .. } => "recursion no;".to_owned(),
+            Role::Resolver(upstream) => format!(
                 "recursion yes; allow-recursion {{ any; }}; forward only; \
                  forwarders {{ {} port {}; }}; max-cache-ttl 0; max-ncache-ttl 0;",
                 upstream.ip(),
@@ -133,6 +185,16 @@ key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
         } in zones
         {
             let file = dir.path().join(format!("{zone}.zone"));
+            if let Role::Secondary { primary, .. } = role {
+                conf.push_str(&format!(
+                    "zone \"{zone}\" {{ type secondary; file \"{}\"; \
+                     primaries {{ {} port {}; }}; }};\n",
+                    file.display(),
+                    primary.ip(),
+                    primary.port()
+                ));
+                continue;
+            }
             let mut text = format!(
                 "$TTL 60\n\
                  @ IN SOA ns1.{zone}. hostmaster.{zone}. 1 60 60 600 60\n\
@@ -152,8 +214,18 @@ key "{TSIG_KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
             } else {
                 "allow-update { none; };".to_owned()
             };
+            let notify = match role {
+                Role::Primary {
+                    secondary: Some(secondary),
+                } => format!(
+                    "notify explicit; also-notify {{ {} port {}; }}; allow-transfer {{ any; }};",
+                    secondary.ip(),
+                    secondary.port()
+                ),
+                _ => String::new(),
+            };
             conf.push_str(&format!(
-                "zone \"{zone}\" {{ type primary; file \"{}\"; {policy} }};\n",
+                "zone \"{zone}\" {{ type primary; file \"{}\"; {policy} {notify} }};\n",
                 file.display()
             ));
         }
