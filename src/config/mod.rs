@@ -51,6 +51,7 @@
 //! | `_APP_DNS01_SECRET` | unset | that key's secret; never logged |
 //! | `_APP_DNS01_API_URL` | the provider's | PowerDNS's API URL (required), Route 53's endpoint, OVH's API name |
 //! | `_APP_DNS01_RESOLVER` | the RFC 2136 server, or `/etc/resolv.conf`'s first | the DNS server asked for each name's zone, CNAME and name servers |
+//! | `_APP_DNS01_NAMESERVERS` | the RFC 2136 server, or the zone's name servers | the DNS servers (comma separated) a record must be answered by before the CA is told |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -336,6 +337,15 @@ impl Config {
                 Setting::Dns01ApiUrl => dns01.api_url = Some(v.to_string()),
                 #[cfg(feature = "dns01")]
                 Setting::Dns01Resolver => dns01.resolver = Some(parse_dns_server(&name, v)?),
+                #[cfg(feature = "dns01")]
+                Setting::Dns01Nameservers => {
+                    dns01.nameservers = v
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| parse_dns_server(&name, s))
+                        .collect::<Result<_>>()?
+                }
                 // Wildcard names would fail at each order: refused at start instead.
                 #[cfg(not(feature = "dns01"))]
                 Setting::Dns01Server
@@ -349,7 +359,8 @@ impl Config {
                 | Setting::Dns01KeyId
                 | Setting::Dns01Secret
                 | Setting::Dns01ApiUrl
-                | Setting::Dns01Resolver => {
+                | Setting::Dns01Resolver
+                | Setting::Dns01Nameservers => {
                     return Err(Error::config(
                         &name,
                         "this build has no DNS-01 solver; enable certkeeper's `dns01` feature",
@@ -635,6 +646,7 @@ struct Dns01Vars {
     secret_key: Option<Zeroizing<String>>,
     api_url: Option<String>,
     resolver: Option<SocketAddr>,
+    nameservers: Vec<SocketAddr>,
 }
 
 #[cfg(feature = "dns01")]
@@ -648,10 +660,6 @@ impl Dns01Vars {
             .as_deref()
             .filter(|p| !p.eq_ignore_ascii_case("rfc2136"));
         let rfc2136_set = [
-            (
-                Setting::Dns01Zone,
-                self.zone.is_some() && provider.is_some(),
-            ),
             (Setting::Dns01TsigKeyName, self.key_name.is_some()),
             (Setting::Dns01TsigSecret, self.secret.is_some()),
         ];
@@ -672,6 +680,7 @@ impl Dns01Vars {
                 let solver_set = [
                     (Setting::Dns01Zone, self.zone.is_some()),
                     (Setting::Dns01Resolver, self.resolver.is_some()),
+                    (Setting::Dns01Nameservers, !self.nameservers.is_empty()),
                 ];
                 if let Some((setting, _)) =
                     solver_set.iter().chain(&rfc2136_set).find(|(_, set)| *set)
@@ -711,7 +720,7 @@ impl Dns01Vars {
                 Dns01Solver::rfc2136(server).tsig_key(key_name, secret.as_str(), self.algorithm)
             }
             (None, Some(name)) => {
-                if let Some((setting, _)) = rfc2136_set[1..].iter().find(|(_, set)| *set) {
+                if let Some((setting, _)) = rfc2136_set.iter().find(|(_, set)| *set) {
                     return Err(Error::config(
                         setting.name(),
                         format!("not taken by the {name} provider"),
@@ -726,6 +735,9 @@ impl Dns01Vars {
         }
         if let Some(resolver) = self.resolver {
             builder = builder.resolver(resolver);
+        }
+        if !self.nameservers.is_empty() {
+            builder = builder.nameservers(self.nameservers);
         }
         if let Some(limit) = self.propagation {
             builder = builder.propagation_timeout(limit);
@@ -1649,12 +1661,23 @@ mod tests {
             (Setting::Dns01Token.name(), token),
             (Setting::Dns01ApiUrl.name(), "http://127.0.0.1:8081"),
             (Setting::Dns01Resolver.name(), "127.0.0.1:5300"),
+            (
+                Setting::Dns01Nameservers.name(),
+                "127.0.0.1:5300, 192.0.2.1",
+            ),
         ])
         .unwrap();
         let solver = c.acme().dns01().unwrap();
         assert_eq!(solver.provider_name(), "pdns");
         assert_eq!(solver.server(), None);
         assert_eq!(solver.resolver(), Some("127.0.0.1:5300".parse().unwrap()));
+        assert_eq!(
+            solver.nameservers(),
+            [
+                "127.0.0.1:5300".parse().unwrap(),
+                "192.0.2.1:53".parse().unwrap()
+            ]
+        );
         assert!(!format!("{c:?}").contains(token));
 
         let secret = "route53-secret-0123456789";

@@ -151,6 +151,10 @@ pub enum Setting {
     /// The DNS server asked for each name's zone,
     /// CNAME and name servers.
     Dns01Resolver,
+    /// The DNS servers a DNS-01 record must be answered by before the CA
+    /// is told, comma separated. Default: the RFC 2136 server, or the
+    /// zone's name servers.
+    Dns01Nameservers,
 }
 
 impl Setting {
@@ -206,6 +210,7 @@ impl Setting {
             Dns01Secret,
             Dns01ApiUrl,
             Dns01Resolver,
+            Dns01Nameservers,
         ]
     }
 
@@ -258,6 +263,7 @@ impl Setting {
             Self::Dns01Secret => "_APP_DNS01_SECRET",
             Self::Dns01ApiUrl => "_APP_DNS01_API_URL",
             Self::Dns01Resolver => "_APP_DNS01_RESOLVER",
+            Self::Dns01Nameservers => "_APP_DNS01_NAMESERVERS",
         }
     }
 

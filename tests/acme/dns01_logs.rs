@@ -1,7 +1,9 @@
 //! The TSIG secret of the DNS-01 solver appears in no log line (every
 //! level, certkeeper's and the DNS library's) and no `Debug`/`Display`
 //! output of a run: a wildcard issued through bind9 and Pebble, and a
-//! refused update with a wrong secret.
+//! refused update with a wrong secret; likewise a DNS provider's API key
+//! (feature `dns-providers`): a wildcard issued through PowerDNS's API with
+//! the settings read from the environment, and a wrong key refused.
 
 use crate::common;
 
@@ -95,5 +97,80 @@ async fn a_dns01_run(captured: Captured) {
                 "a TSIG secret appears in Debug/Display output"
             );
         }
+    }
+}
+
+#[cfg(feature = "dns-providers")]
+#[test]
+fn a_provider_run_logs_no_api_key() {
+    captured(a_provider_run);
+}
+
+#[cfg(feature = "dns-providers")]
+async fn a_provider_run(captured: Captured) {
+    use certkeeper::Setting;
+    use common::powerdns::PowerDns;
+
+    let pdns = PowerDns::start(&["example.test"]).await;
+    let pebble = Pebble::start(PebbleOptions {
+        dns_server: Some(pdns.addr()),
+        ..PebbleOptions::default()
+    })
+    .await;
+    let wrong = "wrong-powerdns-api-key-0123456789";
+    let mut shown = String::new();
+    for (key, succeeds) in [(pdns.api_key(), true), (wrong, false)] {
+        let server = pdns.addr().to_string();
+        let config = Config::from_vars([
+            (Setting::Dns01Provider.name(), "pdns"),
+            (Setting::Dns01Token.name(), key),
+            (Setting::Dns01ApiUrl.name(), pdns.api_url().as_str()),
+            (Setting::Dns01Resolver.name(), server.as_str()),
+            (Setting::Dns01Nameservers.name(), server.as_str()),
+        ])
+        .unwrap();
+        shown += &format!("{config:?}\n");
+        let solver = config.acme().dns01().cloned().unwrap();
+        let issuer = pebble_issuer(
+            &pebble,
+            Arc::new(solver),
+            Arc::new(MemoryStore::new()),
+            keyring(TEST_KEY),
+        )
+        .request_timeout(Duration::from_secs(30))
+        .order_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+        shown += &format!("{issuer:?}\n");
+        let issued = tokio::time::timeout(
+            Duration::from_secs(120),
+            issuer.issue_for(&domain("*.example.test")),
+        )
+        .await
+        .unwrap();
+        match issued {
+            Ok(_) => assert!(succeeds, "issued with a wrong key"),
+            Err(err) => {
+                assert!(!succeeds, "{err}");
+                assert_eq!(err.code(), "dns_not_authenticated", "{err:?}");
+                assert!(
+                    err.to_string().contains(Setting::Dns01Token.name()),
+                    "{err}"
+                );
+                shown += &format!("{err}\n{err:?}\n");
+            }
+        }
+    }
+    let logs = captured.text();
+    assert!(
+        logs.contains("TXT record added"),
+        "the run was not logged at debug level"
+    );
+    for key in [pdns.api_key(), wrong] {
+        assert!(!logs.contains(key), "an API key appears in the logs");
+        assert!(
+            !shown.contains(key),
+            "an API key appears in Debug/Display output"
+        );
     }
 }

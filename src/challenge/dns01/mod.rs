@@ -219,6 +219,12 @@ impl Dns01Solver {
         self.inner.resolver
     }
 
+    /// The servers a record must be answered by before the CA is told,
+    /// when set; empty: the RFC 2136 server, or the zone's name servers.
+    pub fn nameservers(&self) -> &[SocketAddr] {
+        &self.inner.nameservers
+    }
+
     /// The TSIG key's name (RFC 2136).
     pub fn key_name(&self) -> Option<&str> {
         match &self.inner.backend {
@@ -609,8 +615,9 @@ impl Dns01SolverBuilder {
     }
 
     /// The servers [`present`](ChallengeSolver::present) waits to see the
-    /// record at. Default: for RFC 2136, the primary server; for a
-    /// provider, the zone's name servers (its NS records, port 53).
+    /// record at (`_APP_DNS01_NAMESERVERS`). Default: for RFC 2136, the
+    /// primary server; for a provider, the zone's name servers (its NS
+    /// records, port 53).
     pub fn nameservers(mut self, servers: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.nameservers = servers.into_iter().collect();
         self
