@@ -13,9 +13,8 @@ use certkeeper::challenge::{
 };
 use certkeeper::error::DnsProblem;
 use certkeeper::issuer::{AcmeIssuer, IssuerExt};
-use certkeeper::store::MemoryStore;
 use certkeeper::Error;
-use common::acme::pebble_issuer;
+use common::acme::{memory_issuer, pebble_issuer};
 use common::bind9::{Bind9, TSIG_KEY_NAME};
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{round_trip, serving, verify_chain};
@@ -34,16 +33,7 @@ fn solver(bind: &Bind9, secret: &str) -> Dns01Solver {
 }
 
 fn issuer(pebble: &Pebble, solver: Dns01Solver) -> AcmeIssuer {
-    pebble_issuer(
-        pebble,
-        Arc::new(solver),
-        Arc::new(MemoryStore::new()),
-        keyring(TEST_KEY),
-    )
-    .request_timeout(Duration::from_secs(30))
-    .order_timeout(Duration::from_secs(120))
-    .build()
-    .expect("valid issuer settings")
+    memory_issuer(pebble, Arc::new(solver))
 }
 
 #[tokio::test]

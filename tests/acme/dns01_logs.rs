@@ -13,13 +13,17 @@ use std::time::Duration;
 use base64::Engine as _;
 use certkeeper::challenge::{Dns01Solver, TsigAlgorithm};
 use certkeeper::issuer::IssuerExt;
-use certkeeper::store::MemoryStore;
 use certkeeper::Config;
-use common::acme::pebble_issuer;
+use common::acme::{memory_issuer, pebble_through};
 use common::bind9::{Bind9, TSIG_KEY_NAME};
+use common::domain;
 use common::logs::{captured, Captured};
-use common::pebble::{Pebble, PebbleOptions};
-use common::{domain, keyring, TEST_KEY};
+use common::pebble::Pebble;
+
+/// An issuer of `pebble` answering through `solver`.
+fn issuer(pebble: &Pebble, solver: Dns01Solver) -> certkeeper::issuer::AcmeIssuer {
+    memory_issuer(pebble, Arc::new(solver))
+}
 
 #[test]
 fn a_dns01_run_logs_no_tsig_secret() {
@@ -28,11 +32,7 @@ fn a_dns01_run_logs_no_tsig_secret() {
 
 async fn a_dns01_run(captured: Captured) {
     let bind = Bind9::start(&["example.test"]).await;
-    let pebble = Pebble::start(PebbleOptions {
-        dns_server: Some(bind.addr()),
-        ..PebbleOptions::default()
-    })
-    .await;
+    let pebble = pebble_through(bind.addr()).await;
     let wrong = "d3Jvbmcgd3Jvbmcgd3Jvbmcgd3Jvbmcgd3JvbmchIQ==";
     let mut shown = String::new();
     let config = Config::from_vars([
@@ -45,16 +45,7 @@ async fn a_dns01_run(captured: Captured) {
     shown += &format!("{config:?}\n");
     let solver = config.acme().dns01().cloned().unwrap();
     let issue = |solver: Dns01Solver, name: &'static str| {
-        let issuer = pebble_issuer(
-            &pebble,
-            Arc::new(solver),
-            Arc::new(MemoryStore::new()),
-            keyring(TEST_KEY),
-        )
-        .request_timeout(Duration::from_secs(30))
-        .order_timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
+        let issuer = issuer(&pebble, solver);
         async move {
             let shown = format!("{issuer:?}");
             (issuer.issue_for(&domain(name)).await, shown)
@@ -112,11 +103,7 @@ async fn a_provider_run(captured: Captured) {
     use common::powerdns::PowerDns;
 
     let pdns = PowerDns::start(&["example.test"]).await;
-    let pebble = Pebble::start(PebbleOptions {
-        dns_server: Some(pdns.addr()),
-        ..PebbleOptions::default()
-    })
-    .await;
+    let pebble = pebble_through(pdns.addr()).await;
     let wrong = "wrong-powerdns-api-key-0123456789";
     let mut shown = String::new();
     for (key, succeeds) in [(pdns.api_key(), true), (wrong, false)] {
@@ -130,17 +117,7 @@ async fn a_provider_run(captured: Captured) {
         ])
         .unwrap();
         shown += &format!("{config:?}\n");
-        let solver = config.acme().dns01().cloned().unwrap();
-        let issuer = pebble_issuer(
-            &pebble,
-            Arc::new(solver),
-            Arc::new(MemoryStore::new()),
-            keyring(TEST_KEY),
-        )
-        .request_timeout(Duration::from_secs(30))
-        .order_timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
+        let issuer = issuer(&pebble, config.acme().dns01().cloned().unwrap());
         shown += &format!("{issuer:?}\n");
         let issued = tokio::time::timeout(
             Duration::from_secs(120),

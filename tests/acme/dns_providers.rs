@@ -20,7 +20,7 @@ use certkeeper::issuer::{AcmeIssuer, IssuerExt};
 use certkeeper::renewer::SkipReason;
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{async_trait, Error, Renewer};
-use common::acme::pebble_issuer;
+use common::acme::{memory_issuer, pebble_issuer, pebble_through};
 use common::bind9::{Bind9, BindZone, TSIG_KEY_NAME};
 use common::knot::Knot;
 use common::pebble::{Pebble, PebbleOptions};
@@ -77,24 +77,7 @@ impl ChallengeSolver for Timed {
 }
 
 fn issuer(pebble: &Pebble, solver: Arc<dyn ChallengeSolver>) -> AcmeIssuer {
-    pebble_issuer(
-        pebble,
-        solver,
-        Arc::new(MemoryStore::new()),
-        keyring(TEST_KEY),
-    )
-    .request_timeout(Duration::from_secs(30))
-    .order_timeout(Duration::from_secs(120))
-    .build()
-    .expect("valid issuer settings")
-}
-
-async fn pebble_through(dns: SocketAddr) -> Pebble {
-    Pebble::start(PebbleOptions {
-        dns_server: Some(dns),
-        ..PebbleOptions::default()
-    })
-    .await
+    memory_issuer(pebble, solver)
 }
 
 /// An RFC 2136 solver for `server` with no zone set.

@@ -2,14 +2,15 @@
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use certkeeper::challenge::{ChallengeSolver, Http01Server, Http01Solver};
 use certkeeper::cipher::SecretCipher;
 use certkeeper::issuer::{AcmeIssuer, AcmeIssuerBuilder};
-use certkeeper::store::CertStore;
+use certkeeper::store::{CertStore, MemoryStore};
 
-use super::pebble::Pebble;
-use super::CONTACT_EMAIL;
+use super::pebble::{Pebble, PebbleOptions};
+use super::{keyring, CONTACT_EMAIL, TEST_KEY};
 
 /// `solver`'s listener on Pebble's HTTP-01 port, on `[::]` so that both
 /// address families reach it.
@@ -36,4 +37,28 @@ pub fn pebble_issuer(
         .solver(solver)
         .store(store)
         .cipher(cipher)
+}
+
+/// A DNS-01 test's issuer: [`pebble_issuer`] with `solver`, a memory
+/// store, the test keyring, 30 s per call to the CA and 120 s per order.
+pub fn memory_issuer(pebble: &Pebble, solver: Arc<dyn ChallengeSolver>) -> AcmeIssuer {
+    pebble_issuer(
+        pebble,
+        solver,
+        Arc::new(MemoryStore::new()),
+        keyring(TEST_KEY),
+    )
+    .request_timeout(Duration::from_secs(30))
+    .order_timeout(Duration::from_secs(120))
+    .build()
+    .expect("valid issuer settings")
+}
+
+/// A Pebble that resolves every name through the DNS server at `dns`.
+pub async fn pebble_through(dns: SocketAddr) -> Pebble {
+    Pebble::start(PebbleOptions {
+        dns_server: Some(dns),
+        ..PebbleOptions::default()
+    })
+    .await
 }
