@@ -56,6 +56,9 @@
 //!   hashing (argon2, ipnet).
 //! - `dns01` (default): the `Dns01Solver` for wildcard names, RFC 2136
 //!   updates signed with TSIG (hickory).
+//! - `dns-providers`: DNS-01 through DNS providers' HTTP APIs (Cloudflare,
+//!   Route 53, DigitalOcean, Hetzner, OVH, Gandi, deSEC, PowerDNS ...;
+//!   `DnsProvider`, over the `dns-update` crate); implies `dns01`.
 //! - `postgres`, `mysql`: the SQL stores a cluster shares (sqlx).
 //! - `smtp`: the email notifier (lettre).
 //! - `metrics`: counters and gauges through the `metrics` facade.

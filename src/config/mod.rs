@@ -1727,6 +1727,20 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "dns01", not(feature = "dns-providers")))]
+    #[test]
+    fn a_provider_is_refused_without_the_dns_providers_feature() {
+        let err = Config::from_vars([
+            (Setting::Dns01Provider.name(), "cloudflare"),
+            (Setting::Dns01Token.name(), "t"),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { name, reason } if name == Setting::Dns01Provider.name() && reason.contains("`dns-providers` feature")),
+            "{err:?}"
+        );
+    }
+
     #[cfg(not(feature = "dns01"))]
     #[test]
     fn dns01_settings_are_refused_without_the_feature() {
