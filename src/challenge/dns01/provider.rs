@@ -135,6 +135,10 @@ impl Kind {
     }
 }
 
+/// The requests one update may make: find the zone, read the values at the
+/// name, write them, and one retry.
+const REQUESTS_PER_UPDATE: u32 = 4;
+
 /// The settings of the four fields, in [`Kind::takes`]'s order.
 const FIELDS: [Setting; 4] = [
     Setting::Dns01Token,
@@ -488,10 +492,17 @@ impl DnsProvider {
                     .await
             }
         };
-        // The provider may make several requests (find the zone, list, change).
-        tokio::time::timeout(limit * 4, sent)
+        // Each request is limited by the client, but Route 53's own client
+        // is not: the whole update gets as long as its requests may take.
+        let whole = limit * REQUESTS_PER_UPDATE;
+        tokio::time::timeout(whole, sent)
             .await
-            .map_err(|_| Failure::new(DnsProblem::Unreachable, "no answer in time"))?
+            .map_err(|_| {
+                Failure::new(
+                    DnsProblem::Unreachable,
+                    format!("the provider did not finish the update within {whole:?}"),
+                )
+            })?
             .map_err(|e| self.failure(e))
     }
 
