@@ -2,7 +2,9 @@
 //! a fallback CA, the CA budgets, a CA whose answers break the protocol,
 //! ACME account key rollover, and
 //! the HTTP-01, TLS-ALPN-01 and DNS-01 (bind9) challenges, each validated
-//! for real, and certificates for IP addresses (RFC 8738).
+//! for real, certificates for IP addresses (RFC 8738), and a soak of
+//! certificates of minutes renewed over and over while the CA refuses
+//! orders and nonces.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -19,4 +21,5 @@ mod http01;
 mod ip_addresses;
 mod key_rollover;
 mod malformed_ca;
+mod short_lived_soak;
 mod tls_alpn01;
