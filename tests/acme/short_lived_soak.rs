@@ -516,7 +516,7 @@ async fn short_lived_certificates_renew_over_and_over_without_lapse_while_the_ca
             refused > 0 && bad_nonces > 0,
             "{refused} refused, {bad_nonces} bad nonces"
         );
-        // Each certificate replaced by [`LATEST_RENEWAL`] of its life at
+        // Each certificate replaced by `LATEST_RENEWAL` of its life at
         // the latest: that many renewals at the least.
         let expected = (soak.as_secs_f64() / (LIFETIME as f64 * LATEST_RENEWAL)).max(1.0) as usize;
         for name in NAMES {
