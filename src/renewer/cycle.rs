@@ -78,8 +78,10 @@ impl Renewer {
     /// A failure that is not the domain's is no attempt: the CA down or
     /// rate limiting, a wrong setting, or certkeeper's own store, disk or
     /// keyring failing ([`Error::is_infrastructure_failure`]). It is listed
-    /// in [`CycleReport::deferred`] and the next cycle tries again. The
-    /// cycle stops ordering ([`CycleReport::stopped`]) after
+    /// in [`CycleReport::deferred`] and the next cycle tries again (a
+    /// certificate in force too close to expiry to wait for it sooner:
+    /// [`RenewalPolicy::on_not_attempted`](super::RenewalPolicy::on_not_attempted)).
+    /// The cycle stops ordering ([`CycleReport::stopped`]) after
     /// [`max_ca_failures`](super::RenewalPolicy::max_ca_failures) CA
     /// failures in a row ([`SkipReason::CaUnavailable`]), after
     /// [`max_store_failures`](super::RenewalPolicy::max_store_failures)
@@ -233,7 +235,10 @@ impl Renewer {
     /// Only records whose renew date came after the last pass started are
     /// picked (a retry date, a renewal window that opened, the CA's
     /// renewal window to ask again, a new domain); what a pass left (not
-    /// attempted, or over the cap) waits for the next cycle, as before.
+    /// attempted, or over the cap) waits for the next cycle, as before,
+    /// unless its certificate is too close to expiry to wait: its renew
+    /// date is then a retry date
+    /// ([`RenewalPolicy::on_not_attempted`](super::RenewalPolicy::on_not_attempted)).
     /// The pass orders only what the maintenance interval's cap leaves:
     /// `per_cycle` less the orders since the last cycle started, counted in
     /// the cluster's order budget ([`ORDER_BUDGET`]), so the cap holds for

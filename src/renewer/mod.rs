@@ -20,7 +20,9 @@
 //! ([`Error::is_infrastructure_failure`](crate::Error::is_infrastructure_failure):
 //! the store, the disk, stored data that cannot be read back). Each is
 //! logged on the record when the record can be saved, listed in
-//! [`CycleReport::deferred`], and tried again next cycle, so a flapping
+//! [`CycleReport::deferred`], and tried again next cycle (or sooner, at
+//! its retry date, when the certificate in force would expire first: see
+//! [`RenewalPolicy::on_not_attempted`]), so a flapping
 //! database never walks domains to the attempt limit. (What the CA itself
 //! refuses still counts: when a shared store fails while the CA fetches an
 //! HTTP-01 answer kept in it, the CA finds no answer and refuses the

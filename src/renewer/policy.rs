@@ -35,8 +35,22 @@ pub struct RenewalPolicy {
     pub retry_spacing: Duration,
 }
 
-/// The shortest wait between two attempts of one certificate.
+/// The shortest wait between two attempts of one certificate that lives an
+/// hour or more. A shorter-lived one waits at least a sixtieth of its life
+/// (a second at the least), so a certificate of minutes still gets its
+/// attempts before it expires.
 pub const MIN_RETRY_SPACING: Duration = Duration::minutes(1);
+
+/// The shortest wait of all, whatever the certificate's life.
+const MIN_RETRY_SPACING_SHORT_LIVED: Duration = Duration::seconds(1);
+
+/// The shortest wait between two attempts of `cert`:
+/// [`MIN_RETRY_SPACING`], or a sixtieth of the life of a certificate that
+/// lives less than an hour, at least [`MIN_RETRY_SPACING_SHORT_LIVED`].
+fn min_retry_spacing(cert: &StoredCert) -> Duration {
+    let lifetime = (cert.not_after - cert.not_before).max(Duration::ZERO);
+    (lifetime / 60_i32).clamp(MIN_RETRY_SPACING_SHORT_LIVED, MIN_RETRY_SPACING)
+}
 
 impl Default for RenewalPolicy {
     fn default() -> Self {
@@ -107,9 +121,17 @@ impl RenewalPolicy {
 
     /// Records an issuance that failed through no fault of the domain (the
     /// CA is unavailable or rate limited, a setting is wrong, or
-    /// certkeeper's own store, disk or keyring failed): a log line, and
-    /// nothing else, so the attempts and the renew date stay as they were
-    /// and the next cycle tries again.
+    /// certkeeper's own store, disk or keyring failed): a log line, and no
+    /// attempt counted, so the next cycle tries again.
+    ///
+    /// The renew date stays as it was, unless the certificate in force is
+    /// due and its remaining life is too short to wait for the next cycle
+    /// (its [`retry_date`](Self::retry_date) comes before
+    /// [`retry_spacing`](Self::retry_spacing) has passed): then it is tried
+    /// again at that retry date, between cycles, as a failed attempt would
+    /// be, so an outage of the CA shorter than the certificate's remaining
+    /// life does not let it lapse. A 90-day certificate is tried again at
+    /// the next cycle, as before; a certificate of minutes seconds later.
     pub fn on_not_attempted(
         &self,
         record: &mut CertRecord,
@@ -117,11 +139,23 @@ impl RenewalPolicy {
         now: OffsetDateTime,
         step: &str,
     ) {
+        let in_force = record
+            .certificate
+            .as_ref()
+            .is_some_and(|cert| cert.not_after > now);
+        let mut message = format!("not counted as an attempt: {error}");
+        if in_force && record.renew_date <= now && record.attempts < self.max_attempts {
+            let retry = self.retry_date(record, now);
+            if retry - now < self.retry_spacing.max(MIN_RETRY_SPACING) {
+                record.renew_date = retry;
+                message.push_str(&format!("; tried again from {}", rfc3339(retry)));
+            }
+        }
         record.push_log(LogEntry {
             time: now,
             step: step.to_string(),
             success: false,
-            message: format!("not counted as an attempt: {error}"),
+            message,
         });
     }
 
@@ -133,14 +167,17 @@ impl RenewalPolicy {
     ///
     /// With `left` attempts left and `remaining` life (`not_after - now`),
     /// the wait is `remaining / (2 * (left + 1))`, at most `retry_spacing`
-    /// and at least [`MIN_RETRY_SPACING`]. Each wait takes a shrinking share
+    /// and at least [`MIN_RETRY_SPACING`] (a sixtieth of the life, at least a
+    /// second, for a certificate that lives less than an hour). Each wait
+    /// takes a shrinking share
     /// of what remains, so the last attempt comes with about half of the
     /// remaining life still ahead (with 4 left: 0.9 x 0.875 x 0.83 x 0.75
     /// = 0.49), and the operator hears of the last failure well before the
     /// certificate lapses. A 90-day certificate renewing 30 days ahead
     /// waits `retry_spacing` (its shares are days); a 6-day one renewing 2
     /// days ahead waits about 5, 5, 6 and 8 hours; a 1-hour one renewing 20
-    /// minutes ahead about 2 minutes. Without a certificate in force (a
+    /// minutes ahead about 2 minutes; a 90-second one renewing at half of
+    /// its life about 4 seconds. Without a certificate in force (a
     /// first issuance, or one that expired) the wait is `retry_spacing`;
     /// after the last attempt there is none (nothing is tried again).
     pub fn retry_date(&self, record: &CertRecord, now: OffsetDateTime) -> OffsetDateTime {
@@ -152,7 +189,7 @@ impl RenewalPolicy {
         let wait = match &record.certificate {
             Some(cert) if cert.not_after > now => {
                 let share = (cert.not_after - now) / (2.0 * (f64::from(left) + 1.0));
-                share.clamp(MIN_RETRY_SPACING, spacing)
+                share.clamp(min_retry_spacing(cert), spacing)
             }
             _ => spacing,
         };
@@ -466,5 +503,76 @@ mod tests {
         let now = not_after + Duration::minutes(5);
         policy.on_failure(&mut expired, &Error::config("x", "y"), now, "renew");
         assert_eq!(expired.renew_date, now + Duration::days(1));
+    }
+
+    #[test]
+    fn a_certificate_of_minutes_gets_its_attempts_seconds_apart_before_expiry() {
+        let policy = RenewalPolicy {
+            retry_spacing: Duration::minutes(1),
+            ..RenewalPolicy::default()
+        };
+        let mut r = record_of(Duration::seconds(90));
+        let not_after = NOT_BEFORE + Duration::seconds(90);
+        // The life rounded up to two minutes: renewed 40 s ahead.
+        assert_eq!(r.renew_date, NOT_BEFORE + Duration::seconds(50));
+        let times = fail_until_given_up(&policy, &mut r);
+        assert_eq!(times.len(), 5);
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            // A sixtieth of the life at the least, never the minute.
+            assert!(
+                gap >= Duration::seconds(1) && gap < Duration::seconds(10),
+                "{times:?}"
+            );
+        }
+        assert!(times[4] < not_after - Duration::seconds(10), "{times:?}");
+    }
+
+    #[test]
+    fn an_outage_near_expiry_is_tried_again_within_the_life_without_an_attempt() {
+        let policy = RenewalPolicy {
+            retry_spacing: Duration::minutes(1),
+            ..RenewalPolicy::default()
+        };
+        let outage = Error::Timeout {
+            step: "issue",
+            after: std::time::Duration::from_secs(10),
+        };
+        // 90 seconds: due at 50, tried again seconds later, again and again
+        // while the outage lasts, each time before expiry.
+        let mut r = record_of(Duration::seconds(90));
+        let due = r.renew_date;
+        let not_after = NOT_BEFORE + Duration::seconds(90);
+        let mut times = Vec::new();
+        loop {
+            let now = r.renew_date;
+            policy.on_not_attempted(&mut r, &outage, now, "renew");
+            if r.renew_date == now {
+                break;
+            }
+            assert!(r.renew_date > now, "{times:?}");
+            times.push(r.renew_date);
+            assert!(times.len() < 40, "{times:?}");
+        }
+        assert_eq!(r.attempts, 0);
+        assert!(times.len() >= 5, "{times:?}");
+        assert!(times[0] - due < Duration::seconds(5), "{times:?}");
+        assert!(times.iter().all(|t| *t < not_after + Duration::seconds(2)));
+        let line = r.log_lines().pop().unwrap();
+        assert!(line.contains("not counted as an attempt"), "{line}");
+
+        // A 90-day certificate waits for the next cycle, its renew date as
+        // it was; so does one not due yet, and a first issuance.
+        let mut long = record_of(Duration::days(90));
+        let due = long.renew_date;
+        policy.on_not_attempted(&mut long, &outage, due + Duration::hours(1), "renew");
+        assert_eq!(long.renew_date, due);
+        let mut early = record_of(Duration::seconds(90));
+        let due = early.renew_date;
+        policy.on_not_attempted(&mut early, &outage, due - Duration::seconds(5), "manual");
+        assert_eq!(early.renew_date, due);
+        let mut first = CertRecord::new(Domain::new("b.example.com").unwrap(), NOT_BEFORE);
+        policy.on_not_attempted(&mut first, &outage, NOT_BEFORE, "issue");
+        assert_eq!(first.renew_date, NOT_BEFORE);
     }
 }
