@@ -383,6 +383,51 @@ async fn drops_replaces(captured: Captured) {
     .await;
 }
 
+/// A CA failing to look the replaced certificate up: a 500
+/// `serverInternal` to a new order naming it.
+fn server_internal(answer: &mut Answer) {
+    answer.page(
+        500,
+        "application/problem+json",
+        r#"{"type": "urn:ietf:params:acme:error:serverInternal", "detail": "could not find order resulting in the given certificate serial number", "status": 500}"#,
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_whose_replaces_the_ca_fails_on_is_ordered_again_without_it() {
+    limited(TEST_LIMIT, async {
+        let stage = Stage::start().await;
+        let issuer = stage.issuer().build().unwrap();
+        let first = issuer.issue_for(&domain(MAIN)).await.unwrap();
+        stage
+            .client
+            .set(Method::POST, NEW_ORDER, 1, Shape::Rewrite(server_internal));
+        let replaced = IssuedChain::new(first.chain_pem.clone(), issuer.kind());
+        let renewed = issuer
+            .issue(&IssueRequest::new(domain(MAIN)).replacing(replaced))
+            .await
+            .expect("the renewal goes through without replaces");
+        assert_ne!(renewed.cert.fingerprint, first.fingerprint);
+        let orders = stage.client.new_orders();
+        assert_eq!(orders.len(), 3, "{orders:?}");
+        assert!(orders[1]["replaces"].is_string(), "{orders:?}");
+        assert!(orders[2].get("replaces").is_none(), "{orders:?}");
+
+        // In an outage, the order without replaces fails the same way.
+        let replaced = IssuedChain::new(renewed.cert.chain_pem.clone(), issuer.kind());
+        stage
+            .client
+            .set(Method::POST, NEW_ORDER, 2, Shape::Rewrite(server_internal));
+        let err = issuer
+            .issue(&IssueRequest::new(domain(MAIN)).replacing(replaced))
+            .await
+            .unwrap_err();
+        assert!(err.is_ca_unavailable(), "{err}");
+        assert_eq!(stage.client.new_orders().len(), 5);
+    })
+    .await;
+}
+
 /// What a shape must come to.
 #[derive(Debug, Clone, Copy)]
 enum Expect {

@@ -543,11 +543,18 @@ fn unechoed_replaces(
 /// The CA refused an order for its `replaces` field: the certificate is not
 /// one it knows for this account, or it was replaced already (RFC 9773
 /// section 5: `malformed`, `unauthorized`, or `alreadyReplaced`).
+/// Whether a CA's refusal of an order carrying `replaces` may be the
+/// field's fault, so the order is sent once more without it: `malformed`,
+/// `alreadyReplaced`, `unauthorized`, and `serverInternal` (a CA that fails
+/// to look the replaced certificate up, as Pebble 2.10 does for a serial
+/// starting with a zero byte; in a real outage the second order fails the
+/// same way and the CA is unavailable as before).
 fn refused_replaces(e: &Error) -> bool {
     e.acme_problem().is_some_and(|problem| {
         problem.is(ProblemKind::Malformed)
             || problem.is(ProblemKind::AlreadyReplaced)
             || problem.is(ProblemKind::Unauthorized)
+            || problem.is(ProblemKind::ServerInternal)
     })
 }
 
