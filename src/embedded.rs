@@ -174,6 +174,9 @@ impl Embedded {
             if let Some(profile) = acme_config.profile() {
                 acme = acme.profile(profile);
             }
+            if let Some(profile) = acme_config.ip_profile() {
+                acme = acme.ip_profile(profile);
+            }
             if let Some(eab) = acme_config.external_account_binding() {
                 acme = acme.external_account_binding(eab.key_id(), eab.expose_hmac_key());
             }

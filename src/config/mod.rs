@@ -23,6 +23,7 @@
 //! | `_APP_ACME_TIMEOUT` | `30` | seconds any single call to the CA may take |
 //! | `_APP_ACME_CHALLENGE_ADDRESS` | `[::]:80` | where the HTTP-01 listener binds; `off` when the embedding server answers challenges itself |
 //! | `_APP_ACME_PROFILE` | unset (the CA's default) | the certificate profile to order, one the CA's directory lists (Let's Encrypt: `classic`, `tlsserver`, `shortlived`) |
+//! | `_APP_ACME_IP_PROFILE` | unset (`_APP_ACME_PROFILE`) | the profile to order for an IP address (Let's Encrypt issues addresses under `shortlived` only) |
 //! | `_APP_ACME_KEY_TYPE` | `ecdsa-p256` | the certificate key type: `ecdsa-p256` or `ecdsa-p384` |
 //! | `_APP_ACME_EAB_KID`, `_APP_ACME_EAB_HMAC_KEY` | unset | external account binding (ZeroSSL, Google ...): the key id and the base64url HMAC key the CA gave; both or neither |
 //! | `_APP_CERTIFICATES_PATH` | `./certificates` | the folder of the default file store |
@@ -266,6 +267,7 @@ impl Config {
                     };
                 }
                 Setting::AcmeProfile => b.acme_profile = Some(v.to_string()),
+                Setting::AcmeIpProfile => b.acme_ip_profile = Some(v.to_string()),
                 Setting::AcmeKeyType => b.acme_key_type = KeyType::parse_named(&name, v)?,
                 Setting::AcmeEabKid => b.eab_kid = Some(v.to_string()),
                 Setting::AcmeEabHmacKey => b.eab_hmac_key = Some(Zeroizing::new(v.to_string())),
@@ -823,6 +825,7 @@ pub struct ConfigBuilder {
     acme_timeout: Duration,
     challenge_address: Option<SocketAddr>,
     acme_profile: Option<String>,
+    acme_ip_profile: Option<String>,
     acme_key_type: KeyType,
     eab_kid: Option<String>,
     eab_hmac_key: Option<Zeroizing<String>>,
@@ -869,6 +872,7 @@ impl Default for ConfigBuilder {
             acme_timeout: Duration::from_secs(30),
             challenge_address: Some(SocketAddr::from(([0u16; 8], 80))),
             acme_profile: None,
+            acme_ip_profile: None,
             acme_key_type: KeyType::default(),
             eab_kid: None,
             eab_hmac_key: None,
@@ -951,6 +955,7 @@ impl std::fmt::Debug for ConfigBuilder {
             .field("acme_timeout", &self.acme_timeout)
             .field("challenge_address", &self.challenge_address)
             .field("acme_profile", &self.acme_profile)
+            .field("acme_ip_profile", &self.acme_ip_profile)
             .field("acme_key_type", &self.acme_key_type)
             .field("eab_kid", &self.eab_kid)
             .field("store_path", &self.store_path)
@@ -1072,6 +1077,15 @@ impl ConfigBuilder {
         self.by("ConfigBuilder::acme_profile")
     }
 
+    /// The certificate profile to order for an IP address
+    /// (`_APP_ACME_IP_PROFILE`; Let's Encrypt issues addresses under
+    /// `shortlived` only); unset, addresses get the
+    /// [`acme_profile`](Self::acme_profile). Checked like it.
+    pub fn acme_ip_profile(mut self, profile: impl Into<String>) -> Self {
+        self.acme_ip_profile = Some(profile.into());
+        self.by("ConfigBuilder::acme_ip_profile")
+    }
+
     /// The certificate key type (`_APP_ACME_KEY_TYPE`).
     pub fn acme_key_type(mut self, key_type: KeyType) -> Self {
         self.acme_key_type = key_type;
@@ -1171,6 +1185,13 @@ impl ConfigBuilder {
         let profile = match &self.acme_profile {
             Some(profile) => Some(acme_settings::profile(
                 self.name(Setting::AcmeProfile, "ConfigBuilder::acme_profile"),
+                profile,
+            )?),
+            None => None,
+        };
+        let ip_profile = match &self.acme_ip_profile {
+            Some(profile) => Some(acme_settings::profile(
+                self.name(Setting::AcmeIpProfile, "ConfigBuilder::acme_ip_profile"),
                 profile,
             )?),
             None => None,
@@ -1301,6 +1322,7 @@ impl ConfigBuilder {
                 ca_root: self.acme_ca_root.clone(),
                 timeout: self.acme_timeout,
                 profile,
+                ip_profile,
                 key_type: self.acme_key_type,
                 eab,
                 budgets: self.acme_budgets,
@@ -1372,12 +1394,14 @@ mod tests {
     fn reads_the_acme_profile_key_type_and_external_account_binding() {
         let c = Config::from_vars([
             (Setting::AcmeProfile.name(), " shortlived "),
+            (Setting::AcmeIpProfile.name(), "shortlived"),
             (Setting::AcmeKeyType.name(), "ecdsa-p384"),
             (Setting::AcmeEabKid.name(), "kid-1"),
             (Setting::AcmeEabHmacKey.name(), EAB_KEY),
         ])
         .unwrap();
         assert_eq!(c.acme().profile(), Some("shortlived"));
+        assert_eq!(c.acme().ip_profile(), Some("shortlived"));
         assert_eq!(c.acme().key_type(), KeyType::EcdsaP384);
         let eab = c.acme().external_account_binding().unwrap();
         assert_eq!(eab.key_id(), "kid-1");
@@ -1394,6 +1418,7 @@ mod tests {
 
         let defaults = Config::from_vars(Vec::<(String, String)>::new()).unwrap();
         assert_eq!(defaults.acme().profile(), None);
+        assert_eq!(defaults.acme().ip_profile(), None);
         assert_eq!(defaults.acme().key_type(), KeyType::EcdsaP256);
         assert!(defaults.acme().external_account_binding().is_none());
     }
@@ -1404,6 +1429,10 @@ mod tests {
             (
                 vec![(Setting::AcmeProfile.name(), "two words")],
                 Setting::AcmeProfile.name(),
+            ),
+            (
+                vec![(Setting::AcmeIpProfile.name(), "two words")],
+                Setting::AcmeIpProfile.name(),
             ),
             (
                 vec![(Setting::AcmeKeyType.name(), "rsa4096")],

@@ -26,6 +26,7 @@ pub struct AcmeSection {
     pub(super) ca_root: Option<PathBuf>,
     pub(super) timeout: Duration,
     pub(super) profile: Option<String>,
+    pub(super) ip_profile: Option<String>,
     pub(super) key_type: KeyType,
     pub(super) eab: Option<ExternalAccountBinding>,
     pub(super) budgets: CaBudgets,
@@ -57,6 +58,12 @@ impl AcmeSection {
     /// (`_APP_ACME_PROFILE`).
     pub fn profile(&self) -> Option<&str> {
         self.profile.as_deref()
+    }
+
+    /// The certificate profile to order for an IP address; `None`: the
+    /// [`profile`](Self::profile) (`_APP_ACME_IP_PROFILE`).
+    pub fn ip_profile(&self) -> Option<&str> {
+        self.ip_profile.as_deref()
     }
 
     /// The certificate key type (`_APP_ACME_KEY_TYPE`).

@@ -63,6 +63,10 @@ pub enum Setting {
     /// The certificate profile to order, one the CA's directory lists.
     /// Default unset (the CA's default).
     AcmeProfile,
+    /// The certificate profile to order for an IP address (Let's Encrypt
+    /// issues those under `shortlived` only). Default unset (the
+    /// [`AcmeProfile`](Self::AcmeProfile)).
+    AcmeIpProfile,
     /// The certificate key type, `ecdsa-p256` or `ecdsa-p384`. Default
     /// `ecdsa-p256`.
     AcmeKeyType,
@@ -179,6 +183,7 @@ impl Setting {
             AcmeTimeout,
             AcmeChallengeAddress,
             AcmeProfile,
+            AcmeIpProfile,
             AcmeKeyType,
             AcmeEabKid,
             AcmeEabHmacKey,
@@ -232,6 +237,7 @@ impl Setting {
             Self::AcmeTimeout => "_APP_ACME_TIMEOUT",
             Self::AcmeChallengeAddress => "_APP_ACME_CHALLENGE_ADDRESS",
             Self::AcmeProfile => "_APP_ACME_PROFILE",
+            Self::AcmeIpProfile => "_APP_ACME_IP_PROFILE",
             Self::AcmeKeyType => "_APP_ACME_KEY_TYPE",
             Self::AcmeEabKid => "_APP_ACME_EAB_KID",
             Self::AcmeEabHmacKey => "_APP_ACME_EAB_HMAC_KEY",

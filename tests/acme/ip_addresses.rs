@@ -211,6 +211,48 @@ async fn ip_profile_the_ca_does_not_offer_is_a_config_error_naming_it() {
     .await;
 }
 
+#[cfg(feature = "fs")]
+#[tokio::test]
+async fn the_environments_ip_profile_reaches_the_embedded_issuer_and_is_named_by_its_variable() {
+    limited(TEST_LIMIT, async {
+        let pebble = pebble(&[("classic", NINETY_DAYS)]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let address = format!("[::]:{}", pebble.http_port());
+        // A public address as the main domain, ordered from the CA under
+        // the IP profile of the environment, which this CA does not offer.
+        let config = certkeeper::Config::from_vars([
+            ("_APP_ENV", "production"),
+            ("_APP_DOMAIN", "8.8.8.8"),
+            ("_APP_SYSTEM_SECURITY_EMAIL_ADDRESS", common::CONTACT_EMAIL),
+            ("_APP_OPENSSL_KEY_V1", TEST_KEY),
+            ("_APP_ACME_DIRECTORY_URL", pebble.directory_url().as_str()),
+            (
+                "_APP_ACME_CA_ROOT",
+                pebble.ca_root_pem_path().to_str().unwrap(),
+            ),
+            ("_APP_ACME_IP_PROFILE", "shortlived"),
+            ("_APP_ACME_CHALLENGE_ADDRESS", address.as_str()),
+            ("_APP_CERTIFICATES_PATH", dir.path().to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(config.acme().ip_profile(), Some("shortlived"));
+        let embedded = certkeeper::Embedded::start(config).await.unwrap();
+        let err = embedded.renewer.issue_now(None).await.unwrap_err();
+        match &err {
+            Error::Config { name, reason } => {
+                assert_eq!(name, "_APP_ACME_IP_PROFILE");
+                assert!(reason.contains("classic"), "{reason}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+        assert!(
+            !pebble.log("pebble").contains("POST /order-plz"),
+            "an order was sent"
+        );
+    })
+    .await;
+}
+
 /// Serves `resolver` on `listener` through `accept_at`, echoing what each client
 /// sends, until aborted.
 fn serve_at_local_address(

@@ -640,7 +640,10 @@ impl AcmeIssuerBuilder {
             None => None,
         };
         let ip_profile = match &self.ip_profile {
-            Some(profile) => Some(settings::profile(IP_PROFILE_METHOD, profile)?),
+            Some(profile) => Some(settings::profile(
+                naming.of(Setting::AcmeIpProfile, IP_PROFILE_METHOD),
+                profile,
+            )?),
             None => None,
         };
         let eab = match &self.eab {

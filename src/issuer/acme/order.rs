@@ -204,7 +204,9 @@ impl AcmeIssuer {
         }
         offered.sort_unstable();
         let setting = match &self.ip_profile {
-            Some(_) if domain.ip().is_some() => super::IP_PROFILE_METHOD,
+            Some(_) if domain.ip().is_some() => self
+                .naming
+                .of(Setting::AcmeIpProfile, super::IP_PROFILE_METHOD),
             _ => self.naming.of(Setting::AcmeProfile, super::PROFILE_METHOD),
         };
         Err(Error::config(
