@@ -3,7 +3,8 @@
 //! duplicate certificates, counted in the store so that the instances
 //! sharing it share them.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -94,6 +95,36 @@ pub(crate) struct BudgetCounter {
     shared: Coordinator,
     clock: Arc<dyn Clock>,
     limits: CaBudgets,
+    /// New certificates being ordered in this process, per budget key:
+    /// counted with what the store holds, so orders in flight at once do
+    /// not pass a budget together.
+    in_flight: InFlight,
+}
+
+type InFlight = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A new certificate's place in the budgets it counts against, held while
+/// its order runs ([`BudgetCounter::reserve_new_certificate`]): counted in
+/// the store by [`BudgetCounter::commit`] once the certificate is issued,
+/// given back when dropped (the order failed), so that only issued
+/// certificates count, as the CA counts them.
+pub(crate) struct Reservation {
+    keys: Vec<(String, Duration)>,
+    in_flight: InFlight,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, _) in &self.keys {
+            if let Some(count) = in_flight.get_mut(key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for BudgetCounter {
@@ -110,6 +141,7 @@ impl BudgetCounter {
             shared: Coordinator::new(store, clock.clone()),
             clock,
             limits,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -172,38 +204,61 @@ impl BudgetCounter {
     /// Fails with [`Error::BudgetSpent`] ([`Budget::DuplicateCertificates`]
     /// or [`Budget::RegisteredDomain`]) when a new certificate for
     /// `domain`, from an order of `kind`, would exceed one of those
-    /// budgets; counts nothing.
+    /// budgets, with the orders in flight in this process; counts nothing.
     pub(crate) async fn check_new_certificate(
         &self,
         account_id: &str,
         domain: &Domain,
         kind: OrderKind,
     ) -> Result<()> {
-        for (budget, key, limit, window) in self.certificate_budgets(account_id, domain, kind) {
-            if self.used(&key, window).await? >= limit {
-                return Err(spent(budget, domain, limit, window));
-            }
-        }
-        Ok(())
+        self.reserve_new_certificate(account_id, domain, kind)
+            .await
+            .map(drop)
     }
 
-    /// Counts a new certificate for `domain` from an order of `kind` in
-    /// the budgets it is not exempt from, or fails with
-    /// [`Error::BudgetSpent`] when one is spent.
-    pub(crate) async fn take_new_certificate(
+    /// Holds a place for a new certificate of `domain`, from an order of
+    /// `kind`, in the budgets it is not exempt from, or fails with
+    /// [`Error::BudgetSpent`] when one is spent (the store's count and the
+    /// orders in flight in this process). Nothing is counted in the store
+    /// until [`commit`](Self::commit).
+    pub(crate) async fn reserve_new_certificate(
         &self,
         account_id: &str,
         domain: &Domain,
         kind: OrderKind,
-    ) -> Result<()> {
-        // Checked first, so a spent budget does not cost the other one.
-        self.check_new_certificate(account_id, domain, kind).await?;
-        for (budget, key, limit, window) in self.certificate_budgets(account_id, domain, kind) {
-            if !self.take(&key, window, limit).await? {
-                return Err(spent(budget, domain, limit, window));
+    ) -> Result<Reservation> {
+        let budgets = self.certificate_budgets(account_id, domain, kind);
+        let mut used = Vec::with_capacity(budgets.len());
+        for (_, key, _, window) in &budgets {
+            used.push(self.used(key, *window).await?);
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for ((budget, key, limit, window), used) in budgets.iter().zip(used) {
+            let flying = in_flight.get(key).copied().unwrap_or(0);
+            if used.saturating_add(flying) >= *limit {
+                return Err(spent(*budget, domain, *limit, *window));
             }
         }
-        Ok(())
+        for (_, key, _, _) in &budgets {
+            *in_flight.entry(key.clone()).or_default() += 1;
+        }
+        Ok(Reservation {
+            keys: budgets
+                .into_iter()
+                .map(|(_, key, _, window)| (key, window))
+                .collect(),
+            in_flight: self.in_flight.clone(),
+        })
+    }
+
+    /// Counts the issued certificate `reservation` held a place for in the
+    /// store, then frees the place; a store failure is logged.
+    pub(crate) async fn commit(&self, reservation: Reservation) {
+        for (key, window) in &reservation.keys {
+            if let Err(e) = self.take(key, *window, u32::MAX).await {
+                tracing::warn!(error = %e, "could not count an issued certificate in the CA's budgets");
+            }
+        }
     }
 
     /// The budgets a new certificate of `domain` from an order of `kind`
@@ -409,7 +464,11 @@ mod tests {
         let name = |n: &str| Domain::new(n).unwrap();
         let take = |d: Domain, kind| {
             let counter = &counter;
-            async move { counter.take_new_certificate("acme-a", &d, kind).await }
+            async move {
+                let reservation = counter.reserve_new_certificate("acme-a", &d, kind).await?;
+                counter.commit(reservation).await;
+                Ok::<(), Error>(())
+            }
         };
         take(name("a.example.com"), OrderKind::New).await.unwrap();
         take(name("b.example.com"), OrderKind::New).await.unwrap();
@@ -454,6 +513,41 @@ mod tests {
         take(name("a.example.com"), OrderKind::Renewal)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_issued_certificates_count_and_orders_in_flight_hold_their_place() {
+        let clock = clock();
+        let store: Arc<dyn CertStore> = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+        let limits = CaBudgets {
+            duplicate_certificates: 2,
+            ..CaBudgets::default()
+        };
+        let counter = BudgetCounter::new(store, Arc::new(clock), limits);
+        let d = Domain::new("www.example.com").unwrap();
+        let reserve = || counter.reserve_new_certificate("acme-a", &d, OrderKind::Renewal);
+        // Two orders in flight hold both places: a third waits.
+        let first = reserve().await.unwrap();
+        let second = reserve().await.unwrap();
+        assert!(reserve().await.is_err());
+        // One failed (dropped): its place is free again, nothing counted.
+        drop(first);
+        let third = reserve().await.unwrap();
+        // Issued ones count in the store and keep their place.
+        counter.commit(second).await;
+        counter.commit(third).await;
+        let err = counter
+            .check_new_certificate("acme-a", &d, OrderKind::Renewal)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::BudgetSpent {
+                budget: Budget::DuplicateCertificates,
+                ..
+            }
+        ));
+        assert!(counter.in_flight.lock().unwrap().is_empty());
     }
 
     #[test]

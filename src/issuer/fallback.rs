@@ -151,6 +151,14 @@ impl Issuer for FallbackIssuer {
             };
             match admitted {
                 Ok(()) => return Ok(()),
+                // The name's failed validations stop `issue` at this
+                // issuer too (another CA meets the same failure).
+                Err(
+                    e @ Error::BudgetSpent {
+                        budget: crate::error::Budget::FailedValidations,
+                        ..
+                    },
+                ) => return Err(e),
                 Err(e @ Error::BudgetSpent { .. }) => {
                     spent.get_or_insert(e);
                 }

@@ -111,9 +111,10 @@ impl Renewer {
     /// budget of the CA is spent (`error`): not an attempt. A budget of the
     /// name's own (its failed validations, its registered domain's new
     /// certificates, its duplicates) moves its renew date by the budget's
-    /// window over its limit, about when a unit frees up, so the name does
-    /// not come first in every pass meanwhile; the account's order budget
-    /// leaves the record as it is.
+    /// window over its limit (the pace at which units free up on average),
+    /// never past the retry date of a certificate in force, so the name
+    /// does not come first in every pass meanwhile; the account's order
+    /// budget leaves the record as it is.
     pub(super) async fn leave_for_budget(&self, mut record: CertRecord, error: &Error) -> Outcome {
         let domain = record.domain.clone();
         info!(%domain, error = %error, "left for later: a budget of the CA is spent");
@@ -127,10 +128,20 @@ impl Renewer {
             _ => (Budget::Orders, StdDuration::ZERO),
         };
         if budget != Budget::Orders {
+            let now = self.inner.clock.now();
             let wait = Duration::try_from(wait)
                 .unwrap_or(Duration::days(1))
                 .max(MIN_RETRY_SPACING);
-            let later = self.inner.clock.now().checked_add(wait);
+            // Never past the retry date of a certificate in force, so one
+            // of short life is asked for again before it lapses.
+            let later = now
+                .checked_add(wait)
+                .map(|later| match &record.certificate {
+                    Some(cert) if cert.not_after > now => {
+                        later.min(self.inner.renewal.retry_date(&record, now))
+                    }
+                    _ => later,
+                });
             if let Some(later) = later.filter(|later| record.renew_date < *later) {
                 record.renew_date = later.replace_nanosecond(0).unwrap_or(later);
                 match self.store().save(&record).await {

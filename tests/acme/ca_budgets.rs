@@ -134,8 +134,11 @@ async fn a_name_that_keeps_failing_validation_waits_once_its_budget_is_spent() {
             ..PebbleOptions::default()
         })
         .await;
+        // Failed orders issue nothing: they use none of the registered
+        // domain's budget of 1 (only issued certificates count).
         let budgets = CaBudgets {
             failed_validations: 2,
+            certificates_per_registered_domain: 1,
             ..CaBudgets::default()
         };
         let main = "www.certkeeper-test.com";

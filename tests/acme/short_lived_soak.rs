@@ -33,7 +33,7 @@ use std::time::{Duration as StdDuration, Instant};
 use bytes::Bytes;
 use certkeeper::challenge::Http01Solver;
 use certkeeper::issuer::instant_acme::{self, BodyWrapper, BytesResponse, HttpClient};
-use certkeeper::issuer::AcmeIssuer;
+use certkeeper::issuer::{AcmeIssuer, CaBudgets};
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{CertResolver, Renewer};
 use common::acme::serve_http01;
@@ -375,6 +375,12 @@ async fn short_lived_certificates_renew_over_and_over_without_lapse_while_the_ca
             .cipher(cipher.clone())
             .http_client(ca.clone())
             .profile(PROFILE)
+            // Certificates of minutes renew many times a week: Let's
+            // Encrypt's duplicate budget (5 per 7 days) is for 90-day ones.
+            .budgets(CaBudgets {
+                duplicate_certificates: u32::MAX,
+                ..CaBudgets::default()
+            })
             .request_timeout(StdDuration::from_secs(10))
             .order_timeout(StdDuration::from_secs(30))
             .build()

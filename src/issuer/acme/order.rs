@@ -16,7 +16,7 @@ use crate::cert::{leaf_der, IssuedCert};
 use crate::challenge::{Challenge, ChallengeKind, ChallengeSolver};
 use crate::config::Setting;
 use crate::error::{CertProblem, ProblemKind};
-use crate::issuer::budget::OrderKind;
+use crate::issuer::budget::{OrderKind, Reservation};
 use crate::{Domain, Error, Result};
 
 /// The first wait before polling an order, growing by [`POLL_BACKOFF`].
@@ -54,30 +54,28 @@ impl AcmeIssuer {
             Some(chain_pem) => self.replaces_id(chain_pem).await,
             None => None,
         };
-        if replaces.is_none() {
-            self.budgets
-                .take_new_certificate(&self.account_id, domain, plain_kind)
-                .await?;
-        }
-        let replaces = replaces.map(|id| (id, plain_kind));
-        let mut order = match self.new_order(&account, domain, replaces.as_ref()).await {
-            // The CA forgot the account (a reset CA): a new account, once.
-            Err(e) if is_unknown_account(&e) => {
-                let (account, _) = self.replace_account(generation).await?;
-                self.new_order(&account, domain, replaces.as_ref()).await?
-            }
-            // A key the CA no longer takes, when another instance rolled
-            // it over: the stored one, once.
-            Err(e) if super::account::may_be_stale_key(&e) => {
-                match self.follow_stored_account(generation).await? {
-                    Some((account, _)) => {
-                        self.new_order(&account, domain, replaces.as_ref()).await?
-                    }
-                    None => return Err(e),
+        let replaces = replaces.as_ref();
+        let (mut order, reservation) =
+            match self.new_order(&account, domain, plain_kind, replaces).await {
+                // The CA forgot the account (a reset CA): a new account, once.
+                Err(e) if is_unknown_account(&e) => {
+                    let (account, _) = self.replace_account(generation).await?;
+                    self.new_order(&account, domain, plain_kind, replaces)
+                        .await?
                 }
-            }
-            other => other?,
-        };
+                // A key the CA no longer takes, when another instance rolled
+                // it over: the stored one, once.
+                Err(e) if super::account::may_be_stale_key(&e) => {
+                    match self.follow_stored_account(generation).await? {
+                        Some((account, _)) => {
+                            self.new_order(&account, domain, plain_kind, replaces)
+                                .await?
+                        }
+                        None => return Err(e),
+                    }
+                }
+                other => other?,
+            };
         let order_url = order.url().to_owned();
         tracing::info!(%domain, %order_url, "ACME order created");
 
@@ -108,6 +106,10 @@ impl AcmeIssuer {
             order.poll_certificate(&policy)
         )?;
         check_leaf(domain, &chain, &key)?;
+        // Issued: it counts in the CA's budgets it is not exempt from.
+        if let Some(reservation) = reservation {
+            self.budgets.commit(reservation).await;
+        }
         let issued = IssuedCert::from_pem(chain, Zeroizing::new(key.serialize_pem()))?;
         tracing::info!(
             %domain,
@@ -126,14 +128,16 @@ impl AcmeIssuer {
     /// section 5 says it must) keeps that order, fetched by its URL, and is
     /// remembered, so later renewals with it are sent without `replaces`.
     ///
-    /// `replaces` comes with the kind the order is without it, counted in
-    /// the CA's budgets when the CA refuses it.
+    /// An order sent without `replaces` holds a place in the CA's budgets
+    /// for an order of `plain_kind` (returned, to be counted once the
+    /// certificate is issued); one sent with it is exempt.
     async fn new_order(
         &self,
         account: &Account,
         domain: &Domain,
-        replaces: Option<&(CertificateIdentifier<'static>, OrderKind)>,
-    ) -> Result<Order> {
+        plain_kind: OrderKind,
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<(Order, Option<Reservation>)> {
         let identifiers = [match domain.ip() {
             Some(ip) => Identifier::Ip(ip),
             None => Identifier::Dns(domain.to_string()),
@@ -146,13 +150,21 @@ impl AcmeIssuer {
             }
         };
         let new_order = plain();
-        let Some((replaces, plain_kind)) = replaces else {
-            return retry!(
+        let send_plain = || async {
+            let reservation = self
+                .budgets
+                .reserve_new_certificate(&self.account_id, domain, plain_kind)
+                .await?;
+            let order = retry!(
                 self,
                 "new-order",
                 Some(domain),
                 account.new_order(&new_order)
-            );
+            )?;
+            Ok((order, Some(reservation)))
+        };
+        let Some(replaces) = replaces else {
+            return send_plain().await;
         };
         let replacing = plain().replaces(replaces.clone());
         let created = client::CreatedSlot::default();
@@ -171,24 +183,17 @@ impl AcmeIssuer {
                     .await;
                 tracing::info!(%domain, order_url = %url, "keeping the order the CA created without echoing replaces");
                 retry!(self, "new-order", Some(domain), account.order(url.clone()))
+                    .map(|order| (order, None))
             }
             Err(e) if refused_replaces(&e) => {
                 tracing::info!(%domain, error = %e, "the CA refused the replaced certificate's id; ordering without it");
-                self.budgets
-                    .take_new_certificate(&self.account_id, domain, *plain_kind)
-                    .await?;
-                retry!(
-                    self,
-                    "new-order",
-                    Some(domain),
-                    account.new_order(&new_order)
-                )
+                send_plain().await
             }
             other => {
                 if other.is_ok() {
                     tracing::debug!(%domain, %replaces, "order replaces the previous certificate");
                 }
-                other
+                other.map(|order| (order, None))
             }
         }
     }
@@ -547,16 +552,17 @@ fn unechoed_replaces(
 /// section 5: `malformed`, `unauthorized`, or `alreadyReplaced`).
 /// Whether a CA's refusal of an order carrying `replaces` may be the
 /// field's fault, so the order is sent once more without it: `malformed`,
-/// `alreadyReplaced`, `unauthorized`, and `serverInternal` (a CA that fails
-/// to look the replaced certificate up, as Pebble 2.10 does for a serial
-/// starting with a zero byte; in a real outage the second order fails the
-/// same way and the CA is unavailable as before).
+/// `alreadyReplaced`, `unauthorized`, and `serverInternal` other than a
+/// 503 (a CA that fails to look the replaced certificate up, as Pebble 2.10
+/// does for a serial starting with a zero byte; in a real outage the second
+/// order fails the same way and the CA is unavailable as before). The
+/// order without `replaces` counts in the CA's budgets only once issued.
 fn refused_replaces(e: &Error) -> bool {
     e.acme_problem().is_some_and(|problem| {
         problem.is(ProblemKind::Malformed)
             || problem.is(ProblemKind::AlreadyReplaced)
             || problem.is(ProblemKind::Unauthorized)
-            || problem.is(ProblemKind::ServerInternal)
+            || (problem.is(ProblemKind::ServerInternal) && problem.status != Some(503))
     })
 }
 
