@@ -436,7 +436,7 @@ impl Dns01Solver {
             .entry(target.owner.clone())
             .or_default()
             .clone();
-        let _turn = turn.lock().await;
+        let guard = turn.lock().await;
         let sent = match &inner.backend {
             Backend::Rfc2136(rfc2136) => {
                 rfc2136
@@ -464,7 +464,35 @@ impl Dns01Solver {
                     .await
             }
         };
+        drop(guard);
+        {
+            // The entry goes when no other update holds or waits for it:
+            // only the map and this update have it, and a new holder takes
+            // it under the map's lock.
+            let mut updating = lock(&inner.updating);
+            if Arc::strong_count(&turn) == 2
+                && updating
+                    .get(&target.owner)
+                    .is_some_and(|held| Arc::ptr_eq(held, &turn))
+            {
+                updating.remove(&target.owner);
+            }
+        }
         sent.map_err(|f| self.error(Some(domain), step, self.publisher(), f))
+    }
+
+    /// Forgets what was looked up for `domain`'s record (its zone or CNAME
+    /// target, and the zone's name servers) after an update or a
+    /// propagation check failed: a zone that moved or a CNAME that changed
+    /// is looked up again on the next attempt.
+    fn forget(&self, domain: &Domain, target: &Target) {
+        if let Ok(name) = parse_name(&Self::record_name(domain)) {
+            lock(&self.inner.targets).remove(&name);
+        }
+        #[cfg(feature = "dns-providers")]
+        lock(&self.inner.zone_servers).remove(&target.zone);
+        #[cfg(not(feature = "dns-providers"))]
+        let _ = target;
     }
 
     /// Waits, polling each server at growing intervals, until every one
@@ -524,11 +552,18 @@ impl ChallengeSolver for Dns01Solver {
     async fn present(&self, challenge: &Challenge) -> Result<()> {
         let domain = &challenge.domain;
         let target = self.target(domain, "present").await?;
-        self.update(&target, &challenge.dns_value, true, domain, "present")
-            .await?;
-        tracing::debug!(%domain, record = %target.owner, zone = %target.zone, "TXT record added; waiting until it is visible");
-        self.await_visible(&target, &challenge.dns_value, domain)
-            .await
+        let result = async {
+            self.update(&target, &challenge.dns_value, true, domain, "present")
+                .await?;
+            tracing::debug!(%domain, record = %target.owner, zone = %target.zone, "TXT record added; waiting until it is visible");
+            self.await_visible(&target, &challenge.dns_value, domain)
+                .await
+        }
+        .await;
+        if result.is_err() {
+            self.forget(domain, &target);
+        }
+        result
     }
 
     async fn cleanup(&self, challenge: &Challenge) -> Result<()> {
@@ -536,7 +571,8 @@ impl ChallengeSolver for Dns01Solver {
         let target = self.target(domain, "cleanup").await?;
         // Deleting a value that is not there is a success too.
         self.update(&target, &challenge.dns_value, false, domain, "cleanup")
-            .await?;
+            .await
+            .inspect_err(|_| self.forget(domain, &target))?;
         tracing::debug!(%domain, record = %target.owner, "TXT record removed");
         Ok(())
     }
@@ -927,6 +963,64 @@ mod tests {
                 "example.com".to_owned()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn no_per_name_lock_is_kept_after_present_or_cleanup() {
+        // Nothing listens on port 9: each update fails at once.
+        let solver = Dns01Solver::builder("127.0.0.1:9".parse().unwrap(), "example.com")
+            .tsig_key("k", SECRET, TsigAlgorithm::HmacSha256)
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let challenge = |name: &str| Challenge {
+            domain: Domain::new(name).unwrap(),
+            dns_value: "value".into(),
+            token: "token".into(),
+            key_authorization: "token.thumbprint".into(),
+        };
+        for name in ["a.example.com", "*.b.example.com", "b.example.com"] {
+            assert!(solver.present(&challenge(name)).await.is_err());
+            assert!(solver.cleanup(&challenge(name)).await.is_err());
+        }
+        assert!(lock(&solver.inner.updating).is_empty());
+    }
+
+    #[cfg(feature = "dns-providers")]
+    #[tokio::test]
+    async fn a_failed_update_forgets_the_zone_and_its_servers() {
+        let solver = Dns01Solver::provider(DnsProvider::pdns("http://127.0.0.1:9", "api-key"))
+            .resolver("127.0.0.1:9".parse().unwrap())
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let domain = Domain::new("www.example.com").unwrap();
+        let name = parse_name(&Dns01Solver::record_name(&domain)).unwrap();
+        let zone = parse_name("example.com").unwrap();
+        let target = Target {
+            owner: name.clone(),
+            zone: zone.clone(),
+        };
+        for add in [true, false] {
+            lock(&solver.inner.targets).insert(name.clone(), target.clone());
+            lock(&solver.inner.zone_servers)
+                .insert(zone.clone(), vec!["127.0.0.1:9".parse().unwrap()]);
+            let challenge = Challenge {
+                domain: domain.clone(),
+                dns_value: "value".into(),
+                token: "token".into(),
+                key_authorization: "token.thumbprint".into(),
+            };
+            let result = if add {
+                solver.present(&challenge).await
+            } else {
+                solver.cleanup(&challenge).await
+            };
+            assert!(result.is_err());
+            assert!(lock(&solver.inner.targets).is_empty(), "add: {add}");
+            assert!(lock(&solver.inner.zone_servers).is_empty(), "add: {add}");
+            assert!(lock(&solver.inner.updating).is_empty(), "add: {add}");
+        }
     }
 
     #[cfg(feature = "dns-providers")]
