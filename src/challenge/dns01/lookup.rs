@@ -10,7 +10,7 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
-use hickory_net::{DnsMultiplexer, NetError};
+use hickory_net::{DnsError, DnsMultiplexer, NetError};
 use hickory_proto::op::{DnsResponse, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType, TSigner};
 
@@ -43,6 +43,7 @@ impl Failure {
             NetError::Io(_) | NetError::Timeout | NetError::Busy | NetError::NoConnections => {
                 DnsProblem::Unreachable
             }
+            NetError::Dns(DnsError::ResponseCode(code)) => response_problem(*code),
             _ if signed => DnsProblem::NotAuthenticated,
             _ => DnsProblem::Failed,
         };
@@ -51,6 +52,19 @@ impl Failure {
             message: e.to_string(),
             source: Some(Box::new(e)),
         }
+    }
+}
+
+/// The problem an update's answer code names.
+pub(super) fn response_problem(code: ResponseCode) -> DnsProblem {
+    match code {
+        ResponseCode::NotAuth
+        | ResponseCode::BADSIG
+        | ResponseCode::BADKEY
+        | ResponseCode::BADTIME => DnsProblem::NotAuthenticated,
+        ResponseCode::Refused => DnsProblem::Refused,
+        ResponseCode::NotZone => DnsProblem::NotInZone,
+        _ => DnsProblem::Failed,
     }
 }
 

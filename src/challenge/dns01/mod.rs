@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -89,13 +89,14 @@ struct Inner {
     request_timeout: Duration,
     propagation_timeout: Duration,
     naming: Naming,
-    targets: Mutex<HashMap<Name, Target>>,
+    /// Each record name's target, looked up at most [`CACHED_FOR`] ago.
+    targets: Mutex<HashMap<Name, Cached<Target>>>,
     /// One update at a time per record name: a provider's API replaces the
     /// whole set of values at a name, so two additions at once (a wildcard
     /// and its bare name) could lose one.
     updating: Mutex<HashMap<Name, Arc<tokio::sync::Mutex<()>>>>,
     #[cfg(feature = "dns-providers")]
-    zone_servers: Mutex<HashMap<Name, Vec<SocketAddr>>>,
+    zone_servers: Mutex<HashMap<Name, Cached<Vec<SocketAddr>>>>,
 }
 
 enum Backend {
@@ -386,7 +387,7 @@ impl Dns01Solver {
                 zone: zone.clone(),
             });
         }
-        if let Some(target) = lock(&self.inner.targets).get(&name) {
+        if let Some(target) = lock(&self.inner.targets).get(&name).and_then(Cached::fresh) {
             return Ok(target.clone());
         }
         let resolver = self.resolver_for(Some(domain), step)?;
@@ -394,7 +395,7 @@ impl Dns01Solver {
             .await
             .map_err(|f| self.error(Some(domain), step, resolver.to_string(), f))?;
         tracing::debug!(%domain, record = %target.owner, zone = %target.zone, "DNS-01 zone found");
-        lock(&self.inner.targets).insert(name, target.clone());
+        lock(&self.inner.targets).insert(name, Cached::new(target.clone()));
         Ok(target)
     }
 
@@ -409,14 +410,17 @@ impl Dns01Solver {
             Backend::Rfc2136(rfc2136) => Ok(vec![rfc2136.server]),
             #[cfg(feature = "dns-providers")]
             Backend::Provider { .. } => {
-                if let Some(servers) = lock(&self.inner.zone_servers).get(zone) {
+                if let Some(servers) = lock(&self.inner.zone_servers)
+                    .get(zone)
+                    .and_then(Cached::fresh)
+                {
                     return Ok(servers.clone());
                 }
                 let resolver = self.resolver_for(domain, "propagation")?;
                 let servers = lookup::nameservers(resolver, zone, self.inner.request_timeout)
                     .await
                     .map_err(|f| self.error(domain, "propagation", resolver.to_string(), f))?;
-                lock(&self.inner.zone_servers).insert(zone.clone(), servers.clone());
+                lock(&self.inner.zone_servers).insert(zone.clone(), Cached::new(servers.clone()));
                 Ok(servers)
             }
         }
@@ -436,7 +440,7 @@ impl Dns01Solver {
             .entry(target.owner.clone())
             .or_default()
             .clone();
-        let _turn = turn.lock().await;
+        let guard = turn.lock().await;
         let sent = match &inner.backend {
             Backend::Rfc2136(rfc2136) => {
                 rfc2136
@@ -464,7 +468,35 @@ impl Dns01Solver {
                     .await
             }
         };
+        drop(guard);
+        {
+            // The entry goes when no other update holds or waits for it:
+            // only the map and this update have it, and a new holder takes
+            // it under the map's lock.
+            let mut updating = lock(&inner.updating);
+            if Arc::strong_count(&turn) == 2
+                && updating
+                    .get(&target.owner)
+                    .is_some_and(|held| Arc::ptr_eq(held, &turn))
+            {
+                updating.remove(&target.owner);
+            }
+        }
         sent.map_err(|f| self.error(Some(domain), step, self.publisher(), f))
+    }
+
+    /// Forgets what was looked up for `domain`'s record (its zone or CNAME
+    /// target, and the zone's name servers) after an update or a
+    /// propagation check failed: a zone that moved or a CNAME that changed
+    /// is looked up again on the next attempt.
+    fn forget(&self, domain: &Domain, target: &Target) {
+        if let Ok(name) = parse_name(&Self::record_name(domain)) {
+            lock(&self.inner.targets).remove(&name);
+        }
+        #[cfg(feature = "dns-providers")]
+        lock(&self.inner.zone_servers).remove(&target.zone);
+        #[cfg(not(feature = "dns-providers"))]
+        let _ = target;
     }
 
     /// Waits, polling each server at growing intervals, until every one
@@ -524,11 +556,18 @@ impl ChallengeSolver for Dns01Solver {
     async fn present(&self, challenge: &Challenge) -> Result<()> {
         let domain = &challenge.domain;
         let target = self.target(domain, "present").await?;
-        self.update(&target, &challenge.dns_value, true, domain, "present")
-            .await?;
-        tracing::debug!(%domain, record = %target.owner, zone = %target.zone, "TXT record added; waiting until it is visible");
-        self.await_visible(&target, &challenge.dns_value, domain)
-            .await
+        let result = async {
+            self.update(&target, &challenge.dns_value, true, domain, "present")
+                .await?;
+            tracing::debug!(%domain, record = %target.owner, zone = %target.zone, "TXT record added; waiting until it is visible");
+            self.await_visible(&target, &challenge.dns_value, domain)
+                .await
+        }
+        .await;
+        if result.is_err() {
+            self.forget(domain, &target);
+        }
+        result
     }
 
     async fn cleanup(&self, challenge: &Challenge) -> Result<()> {
@@ -536,9 +575,34 @@ impl ChallengeSolver for Dns01Solver {
         let target = self.target(domain, "cleanup").await?;
         // Deleting a value that is not there is a success too.
         self.update(&target, &challenge.dns_value, false, domain, "cleanup")
-            .await?;
+            .await
+            .inspect_err(|_| self.forget(domain, &target))?;
         tracing::debug!(%domain, record = %target.owner, "TXT record removed");
         Ok(())
+    }
+}
+
+/// How long a looked-up zone, CNAME target or zone's name servers is used
+/// before it is looked up again.
+const CACHED_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// A lookup's result and when it was made.
+struct Cached<T> {
+    at: Instant,
+    value: T,
+}
+
+impl<T> Cached<T> {
+    fn new(value: T) -> Self {
+        Self {
+            at: Instant::now(),
+            value,
+        }
+    }
+
+    /// The value, unless it is older than [`CACHED_FOR`].
+    fn fresh(&self) -> Option<&T> {
+        (self.at.elapsed() < CACHED_FOR).then_some(&self.value)
     }
 }
 
@@ -927,6 +991,93 @@ mod tests {
                 "example.com".to_owned()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn no_per_name_lock_is_kept_after_present_or_cleanup() {
+        // Nothing listens on port 9: each update fails at once.
+        let solver = Dns01Solver::builder("127.0.0.1:9".parse().unwrap(), "example.com")
+            .tsig_key("k", SECRET, TsigAlgorithm::HmacSha256)
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let challenge = |name: &str| Challenge {
+            domain: Domain::new(name).unwrap(),
+            dns_value: "value".into(),
+            token: "token".into(),
+            key_authorization: "token.thumbprint".into(),
+        };
+        for name in ["a.example.com", "*.b.example.com", "b.example.com"] {
+            assert!(solver.present(&challenge(name)).await.is_err());
+            assert!(solver.cleanup(&challenge(name)).await.is_err());
+        }
+        assert!(lock(&solver.inner.updating).is_empty());
+    }
+
+    /// A solver whose API and resolver (port 9, where nothing listens)
+    /// fail at once, with `www.example.com`'s record name and target.
+    #[cfg(feature = "dns-providers")]
+    fn unreachable_provider() -> (Dns01Solver, Domain, Name, Target) {
+        let solver = Dns01Solver::provider(DnsProvider::pdns("http://127.0.0.1:9", "api-key"))
+            .resolver("127.0.0.1:9".parse().unwrap())
+            .request_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let domain = Domain::new("www.example.com").unwrap();
+        let name = parse_name(&Dns01Solver::record_name(&domain)).unwrap();
+        let target = Target {
+            owner: name.clone(),
+            zone: parse_name("example.com").unwrap(),
+        };
+        (solver, domain, name, target)
+    }
+
+    #[cfg(feature = "dns-providers")]
+    #[tokio::test]
+    async fn a_failed_update_forgets_the_zone_and_its_servers() {
+        let (solver, domain, name, target) = unreachable_provider();
+        let zone = target.zone.clone();
+        for add in [true, false] {
+            lock(&solver.inner.targets).insert(name.clone(), Cached::new(target.clone()));
+            lock(&solver.inner.zone_servers).insert(
+                zone.clone(),
+                Cached::new(vec!["127.0.0.1:9".parse().unwrap()]),
+            );
+            let challenge = Challenge {
+                domain: domain.clone(),
+                dns_value: "value".into(),
+                token: "token".into(),
+                key_authorization: "token.thumbprint".into(),
+            };
+            let result = if add {
+                solver.present(&challenge).await
+            } else {
+                solver.cleanup(&challenge).await
+            };
+            assert!(result.is_err());
+            assert!(lock(&solver.inner.targets).is_empty(), "add: {add}");
+            assert!(lock(&solver.inner.zone_servers).is_empty(), "add: {add}");
+            assert!(lock(&solver.inner.updating).is_empty(), "add: {add}");
+        }
+    }
+
+    #[cfg(feature = "dns-providers")]
+    #[tokio::test]
+    async fn a_cached_target_is_looked_up_again_after_an_hour() {
+        let (solver, domain, name, target) = unreachable_provider();
+        lock(&solver.inner.targets).insert(name.clone(), Cached::new(target.clone()));
+        assert_eq!(solver.target(&domain, "present").await.unwrap(), target);
+        let Some(old) = Instant::now().checked_sub(CACHED_FOR + Duration::from_secs(1)) else {
+            return;
+        };
+        lock(&solver.inner.targets).insert(
+            name,
+            Cached {
+                at: old,
+                value: target,
+            },
+        );
+        assert!(solver.target(&domain, "present").await.is_err());
     }
 
     #[cfg(feature = "dns-providers")]

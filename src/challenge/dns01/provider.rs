@@ -117,6 +117,13 @@ impl Kind {
     }
 
     /// What it takes of `_APP_DNS01_TOKEN`, `_KEY_ID`, `_SECRET` and `_API_URL`.
+    /// Whether the key id is no secret: DNSimple's account id and AWS's
+    /// access key id name the account or key; GoDaddy's and Porkbun's API
+    /// key and OVH's application key are half of the credential.
+    fn key_id_is_public(self) -> bool {
+        matches!(self, Kind::Dnsimple | Kind::Route53)
+    }
+
     fn takes(self) -> [Takes; 4] {
         match self {
             Kind::Cloudflare
@@ -174,7 +181,9 @@ const FIELDS: [Setting; 4] = [
 pub struct DnsProvider {
     kind: Kind,
     token: Option<Secret>,
-    key_id: Option<String>,
+    /// Half of the credential for GoDaddy, Porkbun and OVH: kept as a
+    /// secret, shown only where [`Kind::key_id_is_public`].
+    key_id: Option<Secret>,
     secret: Option<Secret>,
     api_url: Option<String>,
 }
@@ -196,7 +205,7 @@ impl DnsProvider {
     }
 
     fn with_key(mut self, key_id: impl Into<String>, secret: impl Into<String>) -> Self {
-        self.key_id = Some(key_id.into().trim().to_owned());
+        self.key_id = Some(Secret::new(key_id));
         self.secret = Some(Secret::new(secret));
         self
     }
@@ -239,7 +248,7 @@ impl DnsProvider {
     /// DNSimple, with an API token and the account's id.
     pub fn dnsimple(token: impl Into<String>, account_id: impl Into<String>) -> Self {
         let mut provider = Self::new(Kind::Dnsimple).with_token(token);
-        provider.key_id = Some(account_id.into().trim().to_owned());
+        provider.key_id = Some(Secret::new(account_id));
         provider
     }
 
@@ -328,7 +337,7 @@ impl DnsProvider {
         let provider = Self {
             kind,
             token: token.map(|t| Secret::new(t.as_str())),
-            key_id,
+            key_id: key_id.map(Secret::new),
             secret: secret.map(|s| Secret::new(s.as_str())),
             api_url,
         };
@@ -339,7 +348,7 @@ impl DnsProvider {
     fn given(&self) -> [bool; 4] {
         [
             self.token.as_ref().is_some_and(|t| !t.expose().is_empty()),
-            self.key_id.as_ref().is_some_and(|k| !k.is_empty()),
+            self.key_id.as_ref().is_some_and(|k| !k.expose().is_empty()),
             self.secret.as_ref().is_some_and(|s| !s.expose().is_empty()),
             self.api_url.as_ref().is_some_and(|u| !u.is_empty()),
         ]
@@ -422,7 +431,7 @@ impl DnsProvider {
     pub(super) fn updater(&self, naming: Naming, limit: Duration) -> Result<DnsUpdater> {
         self.check(naming)?;
         let token = || self.token.as_ref().map(Secret::expose).unwrap_or_default();
-        let key_id = || self.key_id.as_deref().unwrap_or_default();
+        let key_id = || self.key_id.as_ref().map(Secret::expose).unwrap_or_default();
         let secret = || self.secret.as_ref().map(Secret::expose).unwrap_or_default();
         let timeout = Some(limit);
         let made = match self.kind {
@@ -546,7 +555,14 @@ impl DnsProvider {
     /// `text` with every credential replaced by `[redacted]`.
     fn redact(&self, text: &str) -> String {
         let mut text = text.to_owned();
-        for secret in [&self.token, &self.secret].into_iter().flatten() {
+        let key_id = self
+            .key_id
+            .as_ref()
+            .filter(|_| !self.kind.key_id_is_public());
+        for secret in [self.token.as_ref(), key_id, self.secret.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if !secret.expose().is_empty() {
                 text = text.replace(secret.expose(), "[redacted]");
             }
@@ -557,10 +573,18 @@ impl DnsProvider {
 
 impl Debug for DnsProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let public = self
+            .key_id
+            .as_ref()
+            .filter(|_| self.kind.key_id_is_public());
+        let key_id: &dyn Debug = match public {
+            Some(key_id) => &Some(key_id.expose()),
+            None => &self.key_id,
+        };
         f.debug_struct("DnsProvider")
             .field("name", &self.kind.name())
             .field("token", &self.token)
-            .field("key_id", &self.key_id)
+            .field("key_id", &key_id)
             .field("secret", &self.secret)
             .field("api_url", &self.api_url)
             .finish()
@@ -578,10 +602,7 @@ mod tests {
     fn debug_and_errors_never_show_a_credential() {
         let provider = DnsProvider::ovh("app-key", SECRET, TOKEN);
         let shown = format!("{provider:?}");
-        assert!(
-            shown.contains("app-key") && shown.contains("[redacted]"),
-            "{shown}"
-        );
+        assert!(shown.contains("[redacted]"), "{shown}");
         assert!(!shown.contains(SECRET) && !shown.contains(TOKEN), "{shown}");
         let failure = provider.failure(dns_update::Error::Api(format!(
             "HTTP 500: token {TOKEN} and secret {SECRET} echoed"
@@ -592,6 +613,42 @@ mod tests {
             "{}",
             failure.message
         );
+    }
+
+    #[test]
+    fn a_key_that_is_half_the_credential_is_kept_out_of_debug_and_errors() {
+        const KEY: &str = "key-00112233445566778899";
+        for provider in [
+            DnsProvider::godaddy(KEY, SECRET),
+            DnsProvider::porkbun(KEY, SECRET),
+            DnsProvider::ovh(KEY, SECRET, TOKEN),
+        ] {
+            let shown = format!("{provider:?}");
+            assert!(!shown.contains(KEY) && !shown.contains(SECRET), "{shown}");
+            let failure = provider.failure(dns_update::Error::Api(format!(
+                "HTTP 400: Authorization sso-key {KEY}:{SECRET} is malformed"
+            )));
+            assert!(
+                !failure.message.contains(KEY) && !failure.message.contains(SECRET),
+                "{}",
+                failure.message
+            );
+        }
+        // An account id or an access key id names the account or key, and
+        // is shown.
+        for provider in [
+            DnsProvider::dnsimple(TOKEN, "12345"),
+            DnsProvider::route53("AKIDEXAMPLE", SECRET),
+        ] {
+            let shown = format!("{provider:?}");
+            let id = if provider.kind == Kind::Dnsimple {
+                "12345"
+            } else {
+                "AKIDEXAMPLE"
+            };
+            assert!(shown.contains(id), "{shown}");
+            assert!(!shown.contains(SECRET) && !shown.contains(TOKEN), "{shown}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use hickory_proto::rr::rdata::tsig::TsigAlgorithm as HickoryTsigAlgorithm;
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, TSigner};
 
-use super::lookup::{self, Failure, Transport};
+use super::lookup::{self, response_problem, Failure, Transport};
 use crate::error::DnsProblem;
 use crate::{Error, Result};
 
@@ -108,19 +108,6 @@ impl Rfc2136 {
     }
 }
 
-/// The problem an update's answer code names.
-fn response_problem(code: ResponseCode) -> DnsProblem {
-    match code {
-        ResponseCode::NotAuth
-        | ResponseCode::BADSIG
-        | ResponseCode::BADKEY
-        | ResponseCode::BADTIME => DnsProblem::NotAuthenticated,
-        ResponseCode::Refused => DnsProblem::Refused,
-        ResponseCode::NotZone => DnsProblem::NotInZone,
-        _ => DnsProblem::Failed,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +142,25 @@ mod tests {
         ] {
             assert_eq!(response_problem(code), problem, "{code}");
         }
+    }
+
+    /// hickory returns some answer codes as errors: a signed update refused
+    /// or sent to the wrong zone is not the key's fault.
+    #[test]
+    fn an_update_answer_code_returned_as_an_error_names_its_problem() {
+        use hickory_net::{DnsError, NetError};
+        for (code, problem) in [
+            (ResponseCode::Refused, DnsProblem::Refused),
+            (ResponseCode::NotZone, DnsProblem::NotInZone),
+            (ResponseCode::NotAuth, DnsProblem::NotAuthenticated),
+            (ResponseCode::BADSIG, DnsProblem::NotAuthenticated),
+            (ResponseCode::ServFail, DnsProblem::Failed),
+        ] {
+            let e = NetError::Dns(DnsError::ResponseCode(code));
+            assert_eq!(Failure::net(e, true).problem, problem, "{code}");
+        }
+        // Any other failure of a signed exchange is the key's.
+        let e = NetError::Message("the answer's signature did not verify");
+        assert_eq!(Failure::net(e, true).problem, DnsProblem::NotAuthenticated);
     }
 }
