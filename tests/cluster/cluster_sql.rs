@@ -54,7 +54,7 @@ use certkeeper::store::sql::SqlOptions;
 use certkeeper::store::{CertRecord, CertStore, ChallengeAnswers, Leases, PostgresStore};
 use certkeeper::vault::Vault;
 use certkeeper::{CertResolver, Clock, Domain, Renewer};
-use common::acme::{pebble_issuer, serve_http01};
+use common::acme::{pebble_budgets, pebble_issuer, serve_http01};
 use common::fault_proxy::{server_of, via, Direction, FaultProxy, Mode};
 use common::pebble::{Pebble, PebbleOptions};
 use common::tls::{round_trip, verify_chain};
@@ -217,7 +217,7 @@ async fn run_node(spec: NodeSpec) {
         // for Let's Encrypt (300 per 3 h).
         .budgets(CaBudgets {
             orders: 100_000,
-            ..CaBudgets::default()
+            ..pebble_budgets()
         })
         .build()
         .unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use certkeeper::challenge::{ChallengeSolver, Http01Server, Http01Solver};
 use certkeeper::cipher::SecretCipher;
-use certkeeper::issuer::{AcmeIssuer, AcmeIssuerBuilder};
+use certkeeper::issuer::{AcmeIssuer, AcmeIssuerBuilder, CaBudgets};
 use certkeeper::store::{CertStore, MemoryStore};
 
 use super::pebble::{Pebble, PebbleOptions};
@@ -37,6 +37,20 @@ pub fn pebble_issuer(
         .solver(solver)
         .store(store)
         .cipher(cipher)
+        .budgets(pebble_budgets())
+}
+
+/// The CA budgets of a test against Pebble, which has no rate limits:
+/// Let's Encrypt's orders and failed validations, but no limit on new
+/// certificates per registered domain (tests put hundreds of names under
+/// one) nor on duplicates (tests renew one name many times). A test of
+/// those budgets sets its own.
+pub fn pebble_budgets() -> CaBudgets {
+    CaBudgets {
+        certificates_per_registered_domain: u32::MAX,
+        duplicate_certificates: u32::MAX,
+        ..CaBudgets::default()
+    }
 }
 
 /// A DNS-01 test's issuer: [`pebble_issuer`] with `solver`, a memory
