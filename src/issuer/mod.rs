@@ -37,7 +37,9 @@ use crate::{Domain, Result};
 /// replaces, and room for later per-order options as fields), one result
 /// out ([`Issued`]: the certificate and the issuer that issued it). A
 /// wrapper that forwards [`issue`](Self::issue) forwards everything an
-/// order carries.
+/// order carries; it forwards [`admit`](Self::admit) too, or the renewer
+/// learns of a spent budget only from `issue` (the name is still left for
+/// later, but after it was counted in the interval's cap).
 ///
 /// # Contract
 /// - The returned chain starts with a leaf valid for the requested domain.

@@ -12,7 +12,7 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use certkeeper::cert::IssuerKind;
 use certkeeper::cipher::Keyring;
-use certkeeper::error::AcmeProblem;
+use certkeeper::error::{AcmeProblem, Budget, SkipReason};
 use certkeeper::events::Event;
 use certkeeper::issuer::{IssueRequest, Issued, Issuer, SelfSignedIssuer};
 use certkeeper::renewer::CYCLE_MARK;
@@ -31,6 +31,8 @@ struct ShortLivedIssuer {
     inner: SelfSignedIssuer,
     clock: TestClock,
     refuse: AtomicBool,
+    /// Answers as an ACME issuer whose duplicate-certificate budget is spent.
+    budget_spent: AtomicBool,
     calls: Mutex<Vec<(Domain, OffsetDateTime)>>,
 }
 
@@ -40,6 +42,7 @@ impl ShortLivedIssuer {
             inner: SelfSignedIssuer::with_clock(Arc::new(clock.clone())).validity(lifetime),
             clock: clock.clone(),
             refuse: AtomicBool::new(false),
+            budget_spent: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -57,6 +60,14 @@ impl Issuer for ShortLivedIssuer {
             .lock()
             .unwrap()
             .push((domain.clone(), self.clock.now()));
+        if self.budget_spent.load(Ordering::SeqCst) {
+            return Err(Error::BudgetSpent {
+                budget: Budget::DuplicateCertificates,
+                domain: Some(domain.clone()),
+                limit: 5,
+                window: 7 * DAY,
+            });
+        }
         if self.refuse.load(Ordering::SeqCst) {
             let problem = AcmeProblem {
                 type_uri: Some("urn:ietf:params:acme:error:rejectedIdentifier".into()),
@@ -292,4 +303,34 @@ async fn the_cap_per_interval_holds_across_cycles_off_cycle_passes_and_instances
     assert_eq!(in_first.len(), 3, "{orders:?} {cycles:?}");
     assert!(in_first.iter().any(|t| !cycles.contains(t)), "{orders:?}");
     assert_eq!(orders.iter().filter(|t| **t == to).count(), 3, "{orders:?}");
+}
+
+#[tokio::test]
+async fn a_name_waiting_on_a_spent_budget_is_asked_for_again_before_its_certificate_lapses() {
+    let clock = TestClock::new(start());
+    let store = Arc::new(MemoryStore::with_clock(Arc::new(clock.clone())));
+    let issuer = ShortLivedIssuer::new(&clock, Duration::days(1));
+    let renewer = renewer(&store, &issuer, &clock, 200);
+    let name = d("main.example.com");
+    renewer.run_cycle().await.unwrap();
+    let record = store.load(&name).await.unwrap().unwrap();
+    let not_after = record.certificate.as_ref().unwrap().not_after;
+
+    // At its renew date (8 h before expiry) the duplicate budget is spent:
+    // 5 per 7 days frees a unit every 33.6 h on average, far past expiry.
+    clock.set(record.renew_date);
+    issuer.budget_spent.store(true, Ordering::SeqCst);
+    let report = renewer.run_cycle().await.unwrap();
+    assert_eq!(
+        report.skipped,
+        vec![(name.clone(), SkipReason::DuplicateBudget)]
+    );
+    let record = store.load(&name).await.unwrap().unwrap();
+    assert_eq!(record.attempts, 0, "not an attempt");
+    assert!(record.renew_date > clock.now(), "{}", record.renew_date);
+    assert!(
+        record.renew_date < not_after,
+        "asked for again at {} although it expires at {not_after}",
+        record.renew_date
+    );
 }
