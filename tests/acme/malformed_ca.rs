@@ -28,7 +28,7 @@ use certkeeper::issuer::{
 };
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{Error, RenewalPolicy, Renewer, TestClock};
-use common::acme::serve_http01;
+use common::acme::{forward, serve_http01};
 use common::logs::{captured, Captured};
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::{clock_at_now, domain, keyring, limited, TEST_KEY};
@@ -237,15 +237,7 @@ impl HttpClient for Rewriting {
                 Some(Shape::Hang) => std::future::pending::<()>().await,
                 _ => {}
             }
-            let request = hyper::Request::from_parts(parts, BodyWrapper::from(body.to_vec()));
-            let BytesResponse {
-                mut parts,
-                mut body,
-            } = this.inner.request(request).await?;
-            let body = body
-                .into_bytes()
-                .await
-                .map_err(instant_acme::Error::Other)?;
+            let (mut parts, body) = forward(this.inner.as_ref(), parts, body).await?;
             let Some(Shape::Rewrite(rewrite)) = shape else {
                 return Ok(BytesResponse {
                     parts,

@@ -36,7 +36,7 @@ use certkeeper::issuer::instant_acme::{self, BodyWrapper, BytesResponse, HttpCli
 use certkeeper::issuer::{AcmeIssuer, CaBudgets};
 use certkeeper::store::{CertStore, MemoryStore};
 use certkeeper::{CertResolver, Renewer};
-use common::acme::serve_http01;
+use common::acme::{forward, serve_http01};
 use common::pebble::{Pebble, PebbleOptions, PebbleVersion};
 use common::tls::{handshake, TlsListener};
 use common::{domain, keyring, limited, CONTACT_EMAIL, TEST_KEY};
@@ -187,15 +187,7 @@ impl HttpClient for FlakyCa {
                     return Ok(service_unavailable());
                 }
             }
-            let request = hyper::Request::from_parts(parts, BodyWrapper::from(body.to_vec()));
-            let BytesResponse {
-                mut parts,
-                mut body,
-            } = this.inner.request(request).await?;
-            let body = body
-                .into_bytes()
-                .await
-                .map_err(instant_acme::Error::Other)?;
+            let (mut parts, body) = forward(this.inner.as_ref(), parts, body).await?;
             let mut counts = this.counts.lock().unwrap();
             if parts.status == StatusCode::BAD_REQUEST
                 && String::from_utf8_lossy(&body).contains("urn:ietf:params:acme:error:badNonce")

@@ -76,3 +76,19 @@ pub async fn pebble_through(dns: SocketAddr) -> Pebble {
     })
     .await
 }
+
+/// Sends a request taken apart by a test's HTTP client (`parts`, and its
+/// `body` read whole) on through `client`, and reads the answer whole: the
+/// forwarding half of a client that stands in front of Pebble to count or
+/// rewrite what passes.
+pub async fn forward(
+    client: &dyn certkeeper::issuer::instant_acme::HttpClient,
+    parts: hyper::http::request::Parts,
+    body: bytes::Bytes,
+) -> Result<(hyper::http::response::Parts, bytes::Bytes), certkeeper::issuer::instant_acme::Error> {
+    use certkeeper::issuer::instant_acme::{BodyWrapper, BytesResponse, Error};
+    let request = hyper::Request::from_parts(parts, BodyWrapper::from(body.to_vec()));
+    let BytesResponse { parts, mut body } = client.request(request).await?;
+    let body = body.into_bytes().await.map_err(Error::Other)?;
+    Ok((parts, body))
+}
